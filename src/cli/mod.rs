@@ -1,0 +1,278 @@
+//! The command line: one clap subcommand per role or admin task. Each
+//! command parses its arguments, builds what it needs and calls the
+//! library; nothing here is logic worth testing on its own.
+
+mod jobs;
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config::Config,
+    db::Db,
+    jobs::context::Services,
+    storage::Storage,
+    worker::{Worker, WorkerOptions},
+};
+
+/// copiste: close graded exams, export grades, render and deliver copies.
+#[derive(Debug, Parser)]
+#[command(name = "copiste", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// A configuration file merged over the defaults (environment
+    /// variables COPISTE_… still win).
+    #[arg(long, global = true, env = "COPISTE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply database migrations.
+    Migrate,
+    /// Print the effective configuration (secrets redacted).
+    Config,
+    /// Import a session export (manifest.json + JPEG scans).
+    Import(ImportArgs),
+    /// Write a synthetic session export in the import format.
+    DemoData(DemoDataArgs),
+    /// Run a worker: deliver, claim and run jobs until SIGTERM/SIGINT.
+    Worker(WorkerArgs),
+    /// Inspect and manage jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Run the demo end to end on the configured (or throwaway) services.
+    Demo(DemoArgs),
+    /// Benchmarks (use a release build).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Run a command with PostgreSQL and Redis available, starting
+    /// throwaway ones if the configured ones do not answer.
+    WithServices(WithServicesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Directory holding manifest.json and the scans it names.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// Output directory (must not exist or be empty).
+    pub out_dir: PathBuf,
+    /// Establishments.
+    #[arg(long, default_value_t = 3)]
+    pub establishments: u32,
+    /// Candidates per establishment.
+    #[arg(long, default_value_t = 20)]
+    pub candidates: u32,
+    /// Scanned pages per copy.
+    #[arg(long, default_value_t = 4)]
+    pub pages: u32,
+    /// Random seed: the same seed writes the same files.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Jobs run at once (default: worker.concurrency).
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Noop jobs pushed through the queue.
+    #[arg(long, default_value_t = 200)]
+    pub jobs: u32,
+    /// Candidates per establishment in the generated dataset.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// No-op jobs/s through insert, delivery, claim and finish, against
+    /// single-row UPDATE transactions/s on the same database.
+    Queue(crate::bench::QueueBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WithServicesArgs {
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+impl Cli {
+    /// Runs the parsed command.
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let config = Config::load(self.config.as_deref())?;
+        match self.command {
+            Command::Migrate => {
+                let db = connect(&config).await?;
+                db.migrate().await?;
+                println!("migrations applied");
+            }
+            Command::Config => print!("{}", config.to_redacted_toml()),
+            Command::Import(args) => {
+                let services = services(config).await?;
+                let summary = crate::import::import_dir(
+                    &services.db,
+                    &services.storage,
+                    &args.dir,
+                    &crate::import::progress_bar(),
+                )
+                .await?;
+                println!("{summary}");
+            }
+            Command::DemoData(args) => {
+                let opts = crate::demo_data::DemoDataOptions {
+                    establishments: args.establishments,
+                    candidates: args.candidates,
+                    pages: args.pages,
+                    seed: args.seed,
+                };
+                let bar = progress_bar("scans");
+                let summary = crate::demo_data::generate(&args.out_dir, &opts, &|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })?;
+                bar.finish_and_clear();
+                println!(
+                    "wrote {} establishments, {} candidates, {} copies, {} scans ({} MB) to {}",
+                    summary.establishments,
+                    summary.candidates,
+                    summary.copies,
+                    summary.scans,
+                    summary.bytes / 1_000_000,
+                    args.out_dir.display()
+                );
+            }
+            Command::Worker(args) => {
+                let services = services(config).await?;
+                let mut options = WorkerOptions::from_config(&services);
+                if let Some(c) = args.concurrency {
+                    anyhow::ensure!(c > 0, "--concurrency must be at least 1");
+                    options.concurrency = c as usize;
+                }
+                let grace = Duration::from_secs(services.config.worker.shutdown_grace_secs);
+                let worker = Worker::start(services, options).await?;
+                shutdown_signal().await;
+                tracing::info!(grace_s = grace.as_secs(), "stopping: running jobs may finish");
+                worker.shutdown(grace).await?;
+            }
+            Command::Jobs(cmd) => {
+                let db = connect(&config).await?;
+                return cmd.run(&db).await;
+            }
+            Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
+            Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
+            Command::WithServices(args) => return with_services(config, args).await,
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// Connects to the configured database.
+pub async fn connect(config: &Config) -> anyhow::Result<Db> {
+    Db::connect(&config.database_url(), config.database.max_connections).await
+}
+
+/// The database, store and configuration every job-running command needs.
+pub async fn services(config: Config) -> anyhow::Result<Services> {
+    let db = connect(&config).await?;
+    let storage = Storage::open(&config.storage)?;
+    Ok(Services {
+        config: Arc::new(config),
+        db,
+        storage,
+    })
+}
+
+/// A progress bar on standard error, hidden when it is not a terminal.
+pub fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} {{bar:40}} {{pos}}/{{len}} ({{eta}})"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn with_services(config: Config, args: WithServicesArgs) -> anyhow::Result<ExitCode> {
+    let local = crate::services::ensure(&config).await?;
+    let (program, rest) = args
+        .command
+        .split_first()
+        .context("with-services needs a command to run")?;
+    let status = tokio::process::Command::new(program)
+        .args(rest)
+        .envs(local.env())
+        .status()
+        .await
+        .with_context(|| format!("running {program}"))?;
+    drop(local);
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// Sets up logging on standard error (`RUST_LOG` filters, default info).
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,77 @@
+//! Queries used only by `copiste bench`.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use uuid::Uuid;
+
+use super::Db;
+
+/// Runs single-row UPDATE transactions on `connections` connections (each
+/// on its own row) for `duration`; returns how many committed.
+pub async fn update_baseline(db: &Db, connections: u32, duration: Duration) -> anyhow::Result<u64> {
+    // The baseline's table exists only in bench databases, so these
+    // statements cannot be checked at compile time against the schema.
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_counters (id integer PRIMARY KEY, n bigint NOT NULL)")
+        .execute(&db.pool)
+        .await
+        .context("creating the baseline table")?;
+    sqlx::query("INSERT INTO bench_counters SELECT g, 0 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING")
+        .bind(connections as i32)
+    .execute(&db.pool)
+    .await
+    .context("filling the baseline table")?;
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for row in 1..=connections as i32 {
+        let pool = db.pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                sqlx::query("UPDATE bench_counters SET n = n + 1 WHERE id = $1")
+                    .bind(row)
+                    .execute(&pool)
+                    .await?;
+                n += 1;
+            }
+            Ok::<u64, sqlx::Error>(n)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.context("baseline task")?.context("baseline update")?;
+    }
+    Ok(total)
+}
+
+/// Jobs in a final status.
+pub async fn finished_count(db: &Db) -> anyhow::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM jobs WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')"#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("counting finished jobs")
+}
+
+/// Whether a job has been claimed at least once.
+pub async fn started(db: &Db, id: Uuid) -> anyhow::Result<bool> {
+    let started = sqlx::query_scalar!(
+        r#"SELECT started_at IS NOT NULL AS "started!" FROM jobs WHERE id = $1"#,
+        id
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("reading a job")?;
+    Ok(started)
+}
+
+/// Job ids handed to Redis and not yet claimed.
+pub async fn in_flight(db: &Db) -> anyhow::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("counting ids in flight")
+}

@@ -1,0 +1,311 @@
+//! Catalogue queries: the import of a session export.
+//!
+//! Every write is a bulk upsert over arrays (`UNNEST`) so that a session of
+//! hundreds of thousands of rows is a handful of statements. Each upsert
+//! only touches rows whose content differs, and reports how many rows it
+//! inserted and how many it updated; the caller derives the unchanged ones.
+
+use anyhow::Context as _;
+
+use super::Tx;
+
+/// How many rows one upsert inserted and updated.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Upserted {
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+impl Upserted {
+    fn from_counts(inserted: i64, updated: i64) -> Self {
+        Self {
+            inserted: u64::try_from(inserted).unwrap_or(0),
+            updated: u64::try_from(updated).unwrap_or(0),
+        }
+    }
+}
+
+/// Creates the session, or renames it.
+pub async fn upsert_session(tx: &mut Tx, code: &str, name: &str) -> anyhow::Result<()> {
+    sqlx::query!(
+        "INSERT INTO sessions (code, name) VALUES ($1, $2)
+         ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name
+         WHERE sessions.name IS DISTINCT FROM EXCLUDED.name",
+        code,
+        name
+    )
+    .execute(&mut *tx.inner)
+    .await
+    .with_context(|| format!("writing session {code}"))?;
+    Ok(())
+}
+
+/// The exams among `codes` that already belong to a session other than
+/// `session`, with that session: exam codes are global, and an exam never
+/// moves between sessions.
+pub async fn exams_of_other_sessions(
+    tx: &mut Tx,
+    session: &str,
+    codes: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT code, session_code FROM exams
+         WHERE code = ANY($1::text[]) AND session_code <> $2
+         ORDER BY code",
+        codes,
+        session
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .context("looking up exams of other sessions")?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.code, row.session_code))
+        .collect())
+}
+
+/// Inserts academies, or renames them.
+pub async fn upsert_academies(
+    tx: &mut Tx,
+    codes: &[String],
+    names: &[String],
+) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO academies (code, name)
+             SELECT * FROM UNNEST($1::text[], $2::text[])
+             ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name
+             WHERE academies.name IS DISTINCT FROM EXCLUDED.name
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        codes,
+        names
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing academies")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}
+
+/// The columns of establishments to upsert, one element per row.
+#[derive(Debug, Default)]
+pub struct EstablishmentRows {
+    pub uais: Vec<String>,
+    pub names: Vec<String>,
+    pub academies: Vec<String>,
+    pub abroad: Vec<bool>,
+}
+
+/// Inserts establishments, or updates their name, academy and location.
+pub async fn upsert_establishments(
+    tx: &mut Tx,
+    rows: &EstablishmentRows,
+) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO establishments (uai, name, academy_code, abroad)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[])
+             ON CONFLICT (uai) DO UPDATE
+             SET name = EXCLUDED.name, academy_code = EXCLUDED.academy_code,
+                 abroad = EXCLUDED.abroad
+             WHERE (establishments.name, establishments.academy_code, establishments.abroad)
+                   IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.academy_code, EXCLUDED.abroad)
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        &rows.uais,
+        &rows.names,
+        &rows.academies,
+        &rows.abroad
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing establishments")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}
+
+/// Inserts the exams of `session`, or updates their subject and kind.
+pub async fn upsert_exams(
+    tx: &mut Tx,
+    session: &str,
+    codes: &[String],
+    subjects: &[String],
+    kinds: &[String],
+) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO exams (code, session_code, subject, kind)
+             SELECT u.code, $1, u.subject, u.kind
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS u (code, subject, kind)
+             ON CONFLICT (code) DO UPDATE
+             SET subject = EXCLUDED.subject, kind = EXCLUDED.kind
+             WHERE exams.session_code = EXCLUDED.session_code
+               AND (exams.subject, exams.kind) IS DISTINCT FROM (EXCLUDED.subject, EXCLUDED.kind)
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        session,
+        codes,
+        subjects,
+        kinds
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing exams")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}
+
+/// The columns of graders to upsert, one element per row.
+#[derive(Debug, Default)]
+pub struct GraderRows {
+    pub codes: Vec<String>,
+    pub noms: Vec<String>,
+    pub prenoms: Vec<String>,
+    pub academies: Vec<String>,
+}
+
+/// Inserts graders, or updates their names and academy.
+pub async fn upsert_graders(tx: &mut Tx, rows: &GraderRows) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO graders (code, nom, prenom, academy_code)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT (code) DO UPDATE
+             SET nom = EXCLUDED.nom, prenom = EXCLUDED.prenom,
+                 academy_code = EXCLUDED.academy_code
+             WHERE (graders.nom, graders.prenom, graders.academy_code)
+                   IS DISTINCT FROM (EXCLUDED.nom, EXCLUDED.prenom, EXCLUDED.academy_code)
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        &rows.codes,
+        &rows.noms,
+        &rows.prenoms,
+        &rows.academies
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing graders")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}
+
+/// The columns of candidates to upsert, one element per row.
+#[derive(Debug, Default)]
+pub struct CandidateRows {
+    pub numeros: Vec<String>,
+    pub noms: Vec<String>,
+    pub prenoms: Vec<String>,
+    pub establishments: Vec<String>,
+}
+
+/// Inserts the candidates of `session` (unique by numéro within it), or
+/// updates their names and establishment.
+pub async fn upsert_candidates(
+    tx: &mut Tx,
+    session: &str,
+    rows: &CandidateRows,
+) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO candidates (session_code, numero, nom, prenom, establishment_uai)
+             SELECT $1, u.numero, u.nom, u.prenom, u.uai
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
+                  AS u (numero, nom, prenom, uai)
+             ON CONFLICT (session_code, numero) DO UPDATE
+             SET nom = EXCLUDED.nom, prenom = EXCLUDED.prenom,
+                 establishment_uai = EXCLUDED.establishment_uai
+             WHERE (candidates.nom, candidates.prenom, candidates.establishment_uai)
+                   IS DISTINCT FROM (EXCLUDED.nom, EXCLUDED.prenom, EXCLUDED.establishment_uai)
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        session,
+        &rows.numeros,
+        &rows.noms,
+        &rows.prenoms,
+        &rows.establishments
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing candidates")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}
+
+/// The columns of copies to upsert, one element per row.
+#[derive(Debug, Default)]
+pub struct CopyRows {
+    pub exams: Vec<String>,
+    /// The candidate's numéro within the session.
+    pub numeros: Vec<String>,
+    pub graders: Vec<Option<String>>,
+    pub absent: Vec<bool>,
+    /// Decimal text with two decimals, e.g. `"12.50"`.
+    pub grades: Vec<Option<String>>,
+    /// JSON arrays.
+    pub grading_details: Vec<String>,
+    pub appreciations: Vec<Option<String>>,
+    /// JSON arrays.
+    pub annotations: Vec<String>,
+    /// The object keys of the pages joined by commas (keys never contain
+    /// one); empty for no page.
+    pub page_keys: Vec<String>,
+    pub content_sha256: Vec<String>,
+}
+
+/// Inserts copies of candidates of `session` at version 1, or replaces the
+/// content of those whose `content_sha256` changed and bumps their version.
+/// Every candidate named must exist in the session.
+pub async fn upsert_copies(tx: &mut Tx, session: &str, rows: &CopyRows) -> anyhow::Result<Upserted> {
+    let row = sqlx::query!(
+        r#"WITH up AS (
+             INSERT INTO copies (exam_code, candidate_id, grader_code, absent, grade,
+                                 grading_details, appreciation, annotations, page_keys,
+                                 content_sha256)
+             SELECT u.exam_code, c.id, u.grader_code, u.absent, u.grade::numeric(5, 2),
+                    u.grading_details::jsonb, u.appreciation, u.annotations::jsonb,
+                    string_to_array(u.page_keys, ','), u.content_sha256
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                  AS u (exam_code, numero, grader_code, absent, grade, grading_details,
+                        appreciation, annotations, page_keys, content_sha256)
+             JOIN candidates c ON c.session_code = $1 AND c.numero = u.numero
+             ON CONFLICT (exam_code, candidate_id) DO UPDATE
+             SET grader_code = EXCLUDED.grader_code, absent = EXCLUDED.absent,
+                 grade = EXCLUDED.grade, grading_details = EXCLUDED.grading_details,
+                 appreciation = EXCLUDED.appreciation, annotations = EXCLUDED.annotations,
+                 page_keys = EXCLUDED.page_keys, content_sha256 = EXCLUDED.content_sha256,
+                 version = copies.version + 1, updated_at = now()
+             WHERE copies.content_sha256 <> EXCLUDED.content_sha256
+             RETURNING (xmax = 0) AS inserted
+           )
+           SELECT count(*) FILTER (WHERE inserted) AS "inserted!",
+                  count(*) FILTER (WHERE NOT inserted) AS "updated!"
+           FROM up"#,
+        session,
+        &rows.exams,
+        &rows.numeros,
+        &rows.graders[..] as &[Option<String>],
+        &rows.absent,
+        &rows.grades[..] as &[Option<String>],
+        &rows.grading_details,
+        &rows.appreciations[..] as &[Option<String>],
+        &rows.annotations,
+        &rows.page_keys,
+        &rows.content_sha256
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("writing copies")?;
+    Ok(Upserted::from_counts(row.inserted, row.updated))
+}

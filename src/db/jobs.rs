@@ -1,0 +1,567 @@
+//! Job ledger queries. Every transition is one statement that also writes
+//! its `job_events` row, and every transition of a running job is fenced
+//! by (worker, attempt) so that a worker that lost its lease cannot
+//! overwrite the outcome of the run that replaced it.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Db, Tx};
+use crate::jobs::Enqueued;
+
+/// A job row to insert.
+#[derive(Debug)]
+pub struct NewJob<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub idempotency_key: Option<&'a str>,
+    pub created_by: &'a str,
+}
+
+/// Inserts a job, or returns the one holding the same idempotency key.
+pub async fn insert(tx: &mut Tx, job: NewJob<'_>) -> anyhow::Result<Enqueued> {
+    let inserted = sqlx::query_scalar!(
+        r#"
+        WITH ins AS (
+            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
+                              idempotency_key, created_by)
+            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+            ON CONFLICT (idempotency_key) DO NOTHING
+            RETURNING id
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, detail)
+            SELECT id, 'enqueued', 0, 'by ' || $8 FROM ins
+        )
+        SELECT id AS "id!" FROM ins
+        "#,
+        job.id,
+        job.kind,
+        job.payload,
+        job.priority,
+        job.max_attempts,
+        job.run_at,
+        job.idempotency_key,
+        job.created_by,
+    )
+    .fetch_optional(&mut *tx.inner)
+    .await
+    .with_context(|| format!("inserting a {} job", job.kind))?;
+    if let Some(id) = inserted {
+        return Ok(Enqueued::Created(id));
+    }
+    // The key exists; the row is committed (ON CONFLICT waited for it).
+    let existing = sqlx::query_scalar!(
+        "SELECT id FROM jobs WHERE idempotency_key = $1",
+        job.idempotency_key
+    )
+    .fetch_one(&mut *tx.inner)
+    .await
+    .context("reading the job of an existing idempotency key")?;
+    Ok(Enqueued::Existing(existing))
+}
+
+/// A job claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub attempt: i32,
+    pub max_attempts: i32,
+}
+
+/// Claims a delivered job: queued and due → running with a lease. At most
+/// one of any number of concurrent claims of the same id succeeds.
+pub async fn claim(db: &Db, id: Uuid, worker: &str, lease_secs: f64) -> anyhow::Result<Option<Claimed>> {
+    let row = sqlx::query_as!(
+        Claimed,
+        r#"
+        WITH claimed AS (
+            UPDATE jobs
+            SET status = 'running', attempts = attempts + 1, worker = $2,
+                lease_until = now() + make_interval(secs => $3),
+                started_at = coalesce(started_at, now()), pushed_at = NULL
+            WHERE id = $1 AND status = 'queued' AND run_at <= now()
+            RETURNING id, kind, payload, attempts, max_attempts
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker)
+            SELECT id, 'started', attempts, $2 FROM claimed
+        )
+        SELECT id AS "id!", kind AS "kind!", payload AS "payload!",
+               attempts AS "attempt!", max_attempts AS "max_attempts!"
+        FROM claimed
+        "#,
+        id,
+        worker,
+        lease_secs,
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .with_context(|| format!("claiming job {id}"))?;
+    Ok(row)
+}
+
+/// Records a finished run (`succeeded` or `failed`) with its result.
+/// Returns false when the run no longer held the job.
+pub async fn finish(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    attempt: i32,
+    status: &str,
+    result: serde_json::Value,
+) -> anyhow::Result<bool> {
+    let n = sqlx::query_scalar!(
+        r#"
+        WITH done AS (
+            UPDATE jobs
+            SET status = $4, result = $5, finished_at = now(), lease_until = NULL
+            WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
+              AND $4 IN ('succeeded', 'failed')
+            RETURNING id, attempts
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker)
+            SELECT id, $4, attempts, $2 FROM done
+        )
+        SELECT count(*) AS "n!" FROM done
+        "#,
+        id,
+        worker,
+        attempt,
+        status,
+        result,
+    )
+    .fetch_one(&db.pool)
+    .await
+    .with_context(|| format!("recording the outcome of job {id}"))?;
+    Ok(n == 1)
+}
+
+/// Puts a failed run back in the queue, due after `delay_secs`.
+pub async fn reschedule(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    attempt: i32,
+    delay_secs: f64,
+    error: &str,
+) -> anyhow::Result<bool> {
+    let n = sqlx::query_scalar!(
+        r#"
+        WITH retry AS (
+            UPDATE jobs
+            SET status = 'queued', run_at = now() + make_interval(secs => $4),
+                last_error = $5, lease_until = NULL, pushed_at = NULL
+            WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
+            RETURNING id, attempts, run_at
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker, detail)
+            SELECT id, 'retry_scheduled', attempts, $2, 'at ' || run_at || ': ' || $5 FROM retry
+        )
+        SELECT count(*) AS "n!" FROM retry
+        "#,
+        id,
+        worker,
+        attempt,
+        delay_secs,
+        error,
+    )
+    .fetch_one(&db.pool)
+    .await
+    .with_context(|| format!("rescheduling job {id}"))?;
+    Ok(n == 1)
+}
+
+/// Marks a run's job dead with its error.
+pub async fn bury(db: &Db, id: Uuid, worker: &str, attempt: i32, error: &str) -> anyhow::Result<bool> {
+    let n = sqlx::query_scalar!(
+        r#"
+        WITH dead AS (
+            UPDATE jobs
+            SET status = 'dead', last_error = $4, finished_at = now(), lease_until = NULL
+            WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
+            RETURNING id, attempts
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker, detail)
+            SELECT id, 'dead', attempts, $2, $4 FROM dead
+        )
+        SELECT count(*) AS "n!" FROM dead
+        "#,
+        id,
+        worker,
+        attempt,
+        error,
+    )
+    .fetch_one(&db.pool)
+    .await
+    .with_context(|| format!("marking job {id} dead"))?;
+    Ok(n == 1)
+}
+
+/// Extends the leases of the jobs this worker runs; returns the ids it
+/// still holds (a cancelled or reclaimed job is missing).
+pub async fn extend_leases(db: &Db, ids: &[Uuid], worker: &str, lease_secs: f64) -> anyhow::Result<Vec<Uuid>> {
+    sqlx::query_scalar!(
+        r#"
+        UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
+        WHERE id = ANY($1) AND status = 'running' AND worker = $2
+        RETURNING id
+        "#,
+        ids,
+        worker,
+        lease_secs,
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("extending leases")
+}
+
+/// Records progress of a running job.
+pub async fn set_progress(db: &Db, id: Uuid, worker: &str, done: i64, total: i64) -> anyhow::Result<()> {
+    sqlx::query!(
+        r#"
+        UPDATE jobs SET progress_done = $3, progress_total = $4
+        WHERE id = $1 AND status = 'running' AND worker = $2
+        "#,
+        id,
+        worker,
+        done,
+        total,
+    )
+    .execute(&db.pool)
+    .await
+    .with_context(|| format!("recording progress of job {id}"))?;
+    Ok(())
+}
+
+/// Gives back jobs a stopping worker could not finish: they are queued
+/// again at once, and the interrupted attempt does not count.
+pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64> {
+    let n = sqlx::query_scalar!(
+        r#"
+        WITH released AS (
+            UPDATE jobs
+            SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_until = NULL,
+                pushed_at = NULL, run_at = now()
+            WHERE id = ANY($1) AND status = 'running' AND worker = $2
+            RETURNING id, attempts
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker, detail)
+            SELECT id, 'released', attempts, $2, 'worker stopping' FROM released
+        )
+        SELECT count(*) AS "n!" FROM released
+        "#,
+        ids,
+        worker,
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("releasing leases")?;
+    Ok(n as u64)
+}
+
+/// The pump's step: under a lock shared by every pump, marks as pushed
+/// the due queued jobs that fit in the window, best first, and returns
+/// their ids in delivery order.
+pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
+    let mut tx = db.pool.begin().await.context("starting the pump transaction")?;
+    // One pump at a time over the whole ledger, so that the window holds.
+    sqlx::query!("SELECT pg_advisory_xact_lock(7310001)")
+        .execute(&mut *tx)
+        .await
+        .context("taking the pump lock")?;
+    let in_flight = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .context("counting jobs in flight")?;
+    let free = window - in_flight;
+    if free <= 0 {
+        tx.commit().await.context("ending the pump transaction")?;
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query!(
+        r#"
+        WITH due AS (
+            SELECT id FROM jobs
+            WHERE status = 'queued' AND pushed_at IS NULL AND run_at <= now()
+            ORDER BY priority DESC, run_at, created_at
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs SET pushed_at = now()
+        FROM due WHERE jobs.id = due.id
+        RETURNING jobs.id, jobs.priority, jobs.run_at, jobs.created_at
+        "#,
+        free,
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("marking due jobs as pushed")?;
+    tx.commit().await.context("ending the pump transaction")?;
+    let mut rows = rows;
+    rows.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.created_at.cmp(&b.created_at))
+    });
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// Undoes [`take_due`] for ids that could not be pushed.
+pub async fn unmark_pushed(db: &Db, ids: &[Uuid]) -> anyhow::Result<()> {
+    sqlx::query!(
+        "UPDATE jobs SET pushed_at = NULL WHERE id = ANY($1) AND status = 'queued'",
+        ids
+    )
+    .execute(&db.pool)
+    .await
+    .context("unmarking pushed jobs")?;
+    Ok(())
+}
+
+/// Queued ids handed to Redis longer ago than `after_secs` and never
+/// claimed are presumed lost: they become deliverable again.
+pub async fn forget_lost_pushes(db: &Db, after_secs: f64) -> anyhow::Result<u64> {
+    let n = sqlx::query!(
+        r#"
+        UPDATE jobs SET pushed_at = NULL
+        WHERE status = 'queued' AND pushed_at < now() - make_interval(secs => $1)
+        "#,
+        after_secs
+    )
+    .execute(&db.pool)
+    .await
+    .context("re-delivering lost pushes")?
+    .rows_affected();
+    Ok(n)
+}
+
+/// Running jobs whose lease expired (their worker died): queued again, or
+/// dead when their attempts are exhausted. Returns (requeued, dead).
+pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
+    let dead = sqlx::query_scalar!(
+        r#"
+        WITH dead AS (
+            UPDATE jobs
+            SET status = 'dead', finished_at = now(), lease_until = NULL,
+                last_error = format('attempt %s of %s crashed: lease of worker %s expired',
+                                    attempts, max_attempts, worker)
+            WHERE status = 'running' AND lease_until < now() AND attempts >= max_attempts
+            RETURNING id, attempts, worker, last_error
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker, detail)
+            SELECT id, 'dead', attempts, worker, last_error FROM dead
+        )
+        SELECT count(*) AS "n!" FROM dead
+        "#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("burying jobs with expired leases")?;
+    let requeued = sqlx::query_scalar!(
+        r#"
+        WITH requeued AS (
+            UPDATE jobs
+            SET status = 'queued', lease_until = NULL, pushed_at = NULL, run_at = now(),
+                last_error = format('attempt %s crashed: lease of worker %s expired',
+                                    attempts, worker)
+            WHERE status = 'running' AND lease_until < now()
+            RETURNING id, attempts, worker, last_error
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, worker, detail)
+            SELECT id, 'lease_expired', attempts, worker, last_error FROM requeued
+        )
+        SELECT count(*) AS "n!" FROM requeued
+        "#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("requeueing jobs with expired leases")?;
+    Ok((requeued as u64, dead as u64))
+}
+
+/// A job as shown by `copiste jobs`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One job, or `None`.
+pub async fn get(db: &Db, id: Uuid) -> anyhow::Result<Option<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
+               lease_until, worker, progress_done, progress_total, result, last_error,
+               idempotency_key, created_by, created_at, started_at, finished_at
+        FROM jobs WHERE id = $1
+        "#,
+        id
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .with_context(|| format!("reading job {id}"))
+}
+
+/// The newest jobs, optionally of one status and/or kind.
+pub async fn list(db: &Db, status: Option<&str>, kind: Option<&str>, limit: i64) -> anyhow::Result<Vec<JobRow>> {
+    sqlx::query_as!(
+        JobRow,
+        r#"
+        SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
+               lease_until, worker, progress_done, progress_total, result, last_error,
+               idempotency_key, created_by, created_at, started_at, finished_at
+        FROM jobs
+        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+        ORDER BY created_at DESC, id DESC
+        LIMIT $3
+        "#,
+        status,
+        kind,
+        limit
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing jobs")
+}
+
+/// A job's history, oldest first.
+pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
+    sqlx::query_as!(
+        EventRow,
+        "SELECT at, event, attempt, worker, detail FROM job_events WHERE job_id = $1 ORDER BY id",
+        id
+    )
+    .fetch_all(&db.pool)
+    .await
+    .with_context(|| format!("reading the history of job {id}"))
+}
+
+/// Counts of jobs by status.
+pub async fn count_by_status(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "n!" FROM jobs GROUP BY status ORDER BY status"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("counting jobs")?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+}
+
+/// Counts the events of one kind for a job (tests and checks).
+pub async fn count_events(db: &Db, id: Uuid, event: &str) -> anyhow::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM job_events WHERE job_id = $1 AND event = $2"#,
+        id,
+        event
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("counting job events")
+}
+
+/// Queues a dead, failed or cancelled job again with a fresh set of
+/// attempts. Returns the status it had, or `None` if no such job.
+pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String>> {
+    let mut tx = db.pool.begin().await.context("starting a transaction")?;
+    let status = sqlx::query_scalar!("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("locking the job")?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    if matches!(status.as_str(), "dead" | "failed" | "cancelled") {
+        sqlx::query!(
+            r#"
+            WITH retried AS (
+                UPDATE jobs
+                SET status = 'queued', attempts = 0, run_at = now(), pushed_at = NULL,
+                    lease_until = NULL, finished_at = NULL, result = NULL,
+                    progress_done = NULL, progress_total = NULL
+                WHERE id = $1
+                RETURNING id
+            )
+            INSERT INTO job_events (job_id, event, attempt, detail)
+            SELECT id, 'retried_by_hand', 0, 'by ' || $2 FROM retried
+            "#,
+            id,
+            by
+        )
+        .execute(&mut *tx)
+        .await
+        .context("queueing the job again")?;
+    }
+    tx.commit().await.context("committing the retry")?;
+    Ok(Some(status))
+}
+
+/// Cancels a queued or running job (a running one is stopped by its
+/// worker at its next heartbeat). Returns the status it had.
+pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String>> {
+    let mut tx = db.pool.begin().await.context("starting a transaction")?;
+    let status = sqlx::query_scalar!("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("locking the job")?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    if matches!(status.as_str(), "queued" | "running") {
+        sqlx::query!(
+            r#"
+            WITH cancelled AS (
+                UPDATE jobs
+                SET status = 'cancelled', finished_at = now(), lease_until = NULL, pushed_at = NULL
+                WHERE id = $1
+                RETURNING id, attempts
+            )
+            INSERT INTO job_events (job_id, event, attempt, detail)
+            SELECT id, 'cancelled', attempts, 'by ' || $2 FROM cancelled
+            "#,
+            id,
+            by
+        )
+        .execute(&mut *tx)
+        .await
+        .context("cancelling the job")?;
+    }
+    tx.commit().await.context("committing the cancellation")?;
+    Ok(Some(status))
+}

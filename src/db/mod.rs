@@ -1,0 +1,156 @@
+//! PostgreSQL adapter: the pool, migrations, transactions and every SQL
+//! query, grouped by domain in submodules. The only module that names
+//! `sqlx` types; the rest of the crate sees [`Db`] and [`Tx`].
+
+pub mod bench;
+pub mod catalog;
+pub mod jobs;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use sqlx::{
+    Postgres, Transaction,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use url::Url;
+
+pub(crate) use sqlx::PgPool;
+
+/// A pool of connections to the system of record; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) pool: PgPool,
+}
+
+/// A transaction of the caller's, into which domain changes and job
+/// enqueues are written together.
+pub struct Tx {
+    pub(crate) inner: Transaction<'static, Postgres>,
+}
+
+impl Tx {
+    /// Commits everything written in the transaction.
+    pub async fn commit(self) -> anyhow::Result<()> {
+        self.inner.commit().await.context("committing a transaction")
+    }
+}
+
+impl Db {
+    /// Connects a pool of at most `max_connections`.
+    pub async fn connect(url: &Url, max_connections: u32) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url
+            .as_str()
+            .parse()
+            .with_context(|| format!("parsing database.url {}", redact(url)))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+        Ok(Self { pool })
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .context("applying migrations")
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> anyhow::Result<Tx> {
+        let inner = self.pool.begin().await.context("starting a transaction")?;
+        Ok(Tx { inner })
+    }
+
+    /// Closes every connection of the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Connections currently open and idle (for benches).
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+}
+
+/// Creates database `name` on the server of `server_url` (which names any
+/// existing database, e.g. `postgres`) unless it exists, and returns the
+/// URL of the new database.
+pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url> {
+    anyhow::ensure!(
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let mut admin = server_url.clone();
+    admin.set_path("/postgres");
+    let options: PgConnectOptions = admin.as_str().parse().context("parsing the server URL")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        name
+    )
+    .fetch_one(&pool)
+    .await
+    .context("looking up the database")?;
+    if !exists {
+        // The name was checked above; identifiers cannot be bound parameters.
+        let sql = format!("CREATE DATABASE \"{name}\"");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&pool)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+    }
+    pool.close().await;
+    let mut url = server_url.clone();
+    url.set_path(&format!("/{name}"));
+    Ok(url)
+}
+
+/// A URL safe to print: its password replaced.
+pub fn redact(url: &Url) -> String {
+    let mut url = url.clone();
+    if url.password().is_some() {
+        let _ = url.set_password(Some("<redacted>"));
+    }
+    url.to_string()
+}
+
+/// Notifications of new deliverable jobs (LISTEN `copiste_jobs`).
+pub struct JobNotifications {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl JobNotifications {
+    /// Starts listening on a dedicated connection.
+    pub async fn listen(db: &Db) -> anyhow::Result<Self> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+            .await
+            .context("opening a LISTEN connection")?;
+        listener
+            .listen("copiste_jobs")
+            .await
+            .context("listening on copiste_jobs")?;
+        Ok(Self { listener })
+    }
+
+    /// Waits for the next notification. After a lost connection it
+    /// reconnects and returns, since notifications may have been missed.
+    pub async fn recv(&mut self) -> anyhow::Result<()> {
+        self.listener
+            .recv()
+            .await
+            .map(|_| ())
+            .context("waiting for job notifications")
+    }
+}

@@ -1,0 +1,122 @@
+//! `copiste demo`: the README's first command. Migrates, generates a
+//! small dataset, imports it, runs a worker in-process through a batch of
+//! noop jobs and prints a summary. Later issues add closure, rendering
+//! and links.
+
+use std::{sync::Arc, time::{Duration, Instant}};
+
+use anyhow::Context as _;
+
+use crate::{
+    config::Config,
+    db::{self, Db},
+    demo_data::{self, DemoDataOptions},
+    jobs::{self, EnqueueOptions, context::Services, noop::Noop},
+    storage::Storage,
+    worker::{Worker, WorkerOptions},
+};
+
+/// Runs the demo against the configured services, or throwaway ones.
+pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let local = crate::services::ensure(&config).await?;
+    let db_name = config.database.url.path().trim_start_matches('/').to_owned();
+    let db_name = if db_name.is_empty() { "copiste".to_owned() } else { db_name };
+    config.database.url = db::ensure_database(&local.database_url, &db_name).await?;
+    config.database.password = None;
+    config.redis.url = local.redis_url.clone();
+    config.redis.password = None;
+
+    println!("== copiste demo");
+    println!("database  {}", db::redact(&config.database.url));
+    println!("redis     {}", config.redis.url);
+    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+    db.migrate().await?;
+    println!("migrated");
+
+    let storage = Storage::open(&config.storage)?;
+    println!("storage   {}", storage.describe());
+    let dataset = tempfile::Builder::new()
+        .prefix("copiste-demo-")
+        .tempdir()
+        .context("creating a directory for the demo dataset")?;
+    let out = dataset.path().join("session");
+    let opts = DemoDataOptions {
+        establishments: 3,
+        candidates,
+        pages: 2,
+        seed: 2026,
+    };
+    let generated = tokio::task::spawn_blocking({
+        let out = out.clone();
+        let span = tracing::Span::current();
+        move || span.in_scope(|| demo_data::generate(&out, &opts, &|_, _| {}))
+    })
+    .await
+    .context("the dataset generator panicked")??;
+    println!(
+        "generated {} establishments, {} candidates, {} copies, {} scans ({:.1} MB)",
+        generated.establishments,
+        generated.candidates,
+        generated.copies,
+        generated.scans,
+        generated.bytes as f64 / 1e6
+    );
+    let imported = crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
+    println!("imported: {imported}");
+
+    let services = Services {
+        config: Arc::new(config),
+        db: db.clone(),
+        storage,
+    };
+    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let run_started = Instant::now();
+    let mut tx = db.begin().await?;
+    let mut ids = Vec::with_capacity(job_count as usize);
+    for i in 0..job_count {
+        let job = Noop {
+            sleep_ms: u64::from(i % 5),
+            ..Noop::default()
+        };
+        ids.push(jobs::enqueue(&mut tx, &job, EnqueueOptions::by("demo")).await?.id());
+    }
+    tx.commit().await?;
+    let bar = crate::cli::progress_bar("noop jobs");
+    bar.set_length(u64::from(job_count));
+    loop {
+        let counts = db::jobs::count_by_status(&db).await?;
+        let finished: i64 = counts
+            .iter()
+            .filter(|(s, _)| s != "queued" && s != "running")
+            .map(|(_, n)| n)
+            .sum();
+        bar.set_position(finished as u64);
+        if finished >= i64::from(job_count) {
+            break;
+        }
+        anyhow::ensure!(
+            run_started.elapsed() < Duration::from_secs(300),
+            "noop jobs did not finish within 5 minutes: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    let elapsed = run_started.elapsed();
+    worker.shutdown(Duration::from_secs(10)).await?;
+    let counts = db::jobs::count_by_status(&db).await?;
+    println!(
+        "ran {job_count} noop jobs through Redis in {:.2} s ({:.0} jobs/s); ledger: {}",
+        elapsed.as_secs_f64(),
+        f64::from(job_count) / elapsed.as_secs_f64(),
+        counts
+            .iter()
+            .map(|(s, n)| format!("{s}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    db.close().await;
+    drop(local);
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}

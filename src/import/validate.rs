@@ -1,0 +1,760 @@
+//! Structural validation of `manifest.json`: every field is read on its own
+//! so that each problem carries its exact JSON path, and every problem is
+//! collected instead of stopping at the first.
+
+use std::{
+    collections::HashMap,
+    path::{Component, Path},
+};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::{
+    Problem,
+    manifest::{
+        Academy, Annotation, AnnotationKind, Candidate, Copy, Establishment, Exam, FORMAT_VERSION,
+        Grader, Manifest, QuestionMark, Session,
+    },
+};
+use crate::domain::{ExamKind, Uai};
+
+/// The highest grade.
+const MAX_GRADE: f64 = 20.0;
+
+/// Where a scan path is referenced: copy index and page index.
+pub(super) type ScanRef = (usize, usize);
+
+/// The outcome of reading the manifest.
+pub(super) struct Checked {
+    /// The manifest, when no problem was found in it.
+    pub manifest: Option<Manifest>,
+    /// Every problem found, in document order within each section.
+    pub problems: Vec<Problem>,
+    /// Every lexically valid scan path, with the pages that name it, in the
+    /// order first met.
+    pub scans: Vec<(String, Vec<ScanRef>)>,
+}
+
+/// The JSON path of page `page` of copy `copy`.
+pub(super) fn page_path(copy: usize, page: usize) -> String {
+    format!("$.copies[{copy}].pages[{page}]")
+}
+
+/// Reads and checks a parsed `manifest.json` without touching the disk or
+/// the database.
+pub(super) fn check(value: Value) -> Checked {
+    let mut checker = Checker::default();
+    let manifest = checker.manifest(value);
+    let scans = checker
+        .scan_order
+        .into_iter()
+        .filter_map(|path| {
+            let refs = checker.scan_refs.remove(&path)?;
+            Some((path, refs))
+        })
+        .collect();
+    Checked {
+        manifest: if checker.problems.is_empty() {
+            manifest
+        } else {
+            None
+        },
+        problems: checker.problems,
+        scans,
+    }
+}
+
+/// The state of one validation: the problems so far and the keys seen, to
+/// detect duplicates and resolve references.
+#[derive(Default)]
+struct Checker {
+    problems: Vec<Problem>,
+    academies: HashMap<String, usize>,
+    establishments: HashMap<Uai, usize>,
+    exams: HashMap<String, usize>,
+    graders: HashMap<String, usize>,
+    candidates: HashMap<String, usize>,
+    copies: HashMap<(String, String), usize>,
+    scan_refs: HashMap<String, Vec<ScanRef>>,
+    scan_order: Vec<String>,
+}
+
+/// The fields of one JSON object, taken out one by one; whatever is left at
+/// the end is an unknown field.
+struct Fields {
+    map: Map<String, Value>,
+    path: String,
+}
+
+impl Checker {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Reads the whole manifest; returns it only when every element parsed.
+    fn manifest(&mut self, value: Value) -> Option<Manifest> {
+        let mut root = self.object(value, "$")?;
+        let format = self.required::<u32>(&mut root, "format");
+        match format {
+            Some(FORMAT_VERSION) => {}
+            Some(other) => {
+                // Another version may be laid out differently: anything else
+                // reported would be noise.
+                self.problem(
+                    "$.format",
+                    format!(
+                        "format {other} is not supported (this build reads format {FORMAT_VERSION})"
+                    ),
+                );
+                return None;
+            }
+            None => {}
+        }
+        let session = self.session(&mut root);
+        let academies = self.list(&mut root, "academies", Self::academy);
+        let establishments = self.list(&mut root, "establishments", Self::establishment);
+        let exams = self.list(&mut root, "exams", Self::exam);
+        let graders = self.list(&mut root, "graders", Self::grader);
+        let candidates = self.list(&mut root, "candidates", Self::candidate);
+        let copies = self.list(&mut root, "copies", Self::copy);
+        self.finish(root);
+        Some(Manifest {
+            format: format?,
+            session: session?,
+            academies: academies?,
+            establishments: establishments?,
+            exams: exams?,
+            graders: graders?,
+            candidates: candidates?,
+            copies: copies?,
+        })
+    }
+
+    fn session(&mut self, root: &mut Fields) -> Option<Session> {
+        let value = self.take(root, "session")?;
+        let mut fields = self.object(value, "$.session")?;
+        let code = self.name(&mut fields, "code");
+        let name = self.name(&mut fields, "name");
+        self.finish(fields);
+        Some(Session {
+            code: code?,
+            name: name?,
+        })
+    }
+
+    /// Reads the array `key` of `parent`, each element with `element`;
+    /// returns the elements only when all of them parsed.
+    fn list<T>(
+        &mut self,
+        parent: &mut Fields,
+        key: &str,
+        mut element: impl FnMut(&mut Self, usize, Fields) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        let path = parent.field_path(key);
+        let value = self.take(parent, key)?;
+        let items = self.array(value, &path)?;
+        let mut parsed = Vec::with_capacity(items.len());
+        let mut complete = true;
+        for (index, item) in items.into_iter().enumerate() {
+            let item_path = format!("{path}[{index}]");
+            let Some(fields) = self.object(item, &item_path) else {
+                complete = false;
+                continue;
+            };
+            match element(self, index, fields) {
+                Some(item) => parsed.push(item),
+                None => complete = false,
+            }
+        }
+        complete.then_some(parsed)
+    }
+
+    fn academy(&mut self, index: usize, mut fields: Fields) -> Option<Academy> {
+        let code = self.name(&mut fields, "code");
+        let name = self.name(&mut fields, "name");
+        if let Some(code) = &code {
+            self.unique(
+                UniqueKind::Academy,
+                code.clone(),
+                index,
+                &fields.field_path("code"),
+            );
+        }
+        self.finish(fields);
+        Some(Academy {
+            code: code?,
+            name: name?,
+        })
+    }
+
+    fn establishment(&mut self, index: usize, mut fields: Fields) -> Option<Establishment> {
+        let uai = self.uai(&mut fields, "uai");
+        let name = self.name(&mut fields, "name");
+        let academy = self.name(&mut fields, "academy");
+        let abroad = self.defaulted::<bool>(&mut fields, "abroad");
+        if let Some(uai) = &uai {
+            let path = fields.field_path("uai");
+            if let Some(first) = self.establishments.get(uai) {
+                let message = format!(
+                    "duplicate establishment {uai}, first at $.establishments[{first}]"
+                );
+                self.problem(path, message);
+            } else {
+                self.establishments.insert(uai.clone(), index);
+            }
+        }
+        if let Some(academy) = &academy
+            && !self.academies.contains_key(academy)
+        {
+            self.problem(
+                fields.field_path("academy"),
+                format!("unknown academy {academy}"),
+            );
+        }
+        self.finish(fields);
+        Some(Establishment {
+            uai: uai?,
+            name: name?,
+            academy: academy?,
+            abroad: abroad?,
+        })
+    }
+
+    fn exam(&mut self, index: usize, mut fields: Fields) -> Option<Exam> {
+        let code = self.name(&mut fields, "code");
+        let subject = self.name(&mut fields, "subject");
+        let kind = self.required::<ExamKind>(&mut fields, "kind");
+        if let Some(code) = &code {
+            self.unique(
+                UniqueKind::Exam,
+                code.clone(),
+                index,
+                &fields.field_path("code"),
+            );
+        }
+        self.finish(fields);
+        Some(Exam {
+            code: code?,
+            subject: subject?,
+            kind: kind?,
+        })
+    }
+
+    fn grader(&mut self, index: usize, mut fields: Fields) -> Option<Grader> {
+        let code = self.name(&mut fields, "code");
+        let nom = self.name(&mut fields, "nom");
+        let prenom = self.required::<String>(&mut fields, "prenom");
+        let academy = self.name(&mut fields, "academy");
+        if let Some(code) = &code {
+            self.unique(
+                UniqueKind::Grader,
+                code.clone(),
+                index,
+                &fields.field_path("code"),
+            );
+        }
+        if let Some(academy) = &academy
+            && !self.academies.contains_key(academy)
+        {
+            self.problem(
+                fields.field_path("academy"),
+                format!("unknown academy {academy}"),
+            );
+        }
+        self.finish(fields);
+        Some(Grader {
+            code: code?,
+            nom: nom?,
+            prenom: prenom?,
+            academy: academy?,
+        })
+    }
+
+    fn candidate(&mut self, index: usize, mut fields: Fields) -> Option<Candidate> {
+        let numero = self.name(&mut fields, "numero");
+        let nom = self.name(&mut fields, "nom");
+        let prenom = self.required::<String>(&mut fields, "prenom");
+        let establishment = self.uai(&mut fields, "establishment");
+        if let Some(numero) = &numero {
+            self.unique(
+                UniqueKind::Candidate,
+                numero.clone(),
+                index,
+                &fields.field_path("numero"),
+            );
+        }
+        if let Some(uai) = &establishment
+            && !self.establishments.contains_key(uai)
+        {
+            self.problem(
+                fields.field_path("establishment"),
+                format!("unknown establishment {uai}"),
+            );
+        }
+        self.finish(fields);
+        Some(Candidate {
+            numero: numero?,
+            nom: nom?,
+            prenom: prenom?,
+            establishment: establishment?,
+        })
+    }
+
+    fn copy(&mut self, index: usize, mut fields: Fields) -> Option<Copy> {
+        let exam = self.name(&mut fields, "exam");
+        let candidate = self.name(&mut fields, "candidate");
+        let grader = self.optional::<String>(&mut fields, "grader");
+        let absent = self.defaulted::<bool>(&mut fields, "absent");
+        let grade = self.optional::<f64>(&mut fields, "grade");
+        let grading_details = self.defaulted_list(&mut fields, "grading_details", Self::mark);
+        let appreciation = self.optional::<String>(&mut fields, "appreciation");
+        let annotations = self.defaulted_list(&mut fields, "annotations", Self::annotation);
+        let pages = self.pages(&mut fields, index);
+
+        if let Some(exam) = &exam
+            && !self.exams.contains_key(exam)
+        {
+            self.problem(fields.field_path("exam"), format!("unknown exam {exam}"));
+        }
+        if let Some(candidate) = &candidate
+            && !self.candidates.contains_key(candidate)
+        {
+            self.problem(
+                fields.field_path("candidate"),
+                format!("unknown candidate {candidate}"),
+            );
+        }
+        if let Some(Some(grader)) = &grader
+            && !self.graders.contains_key(grader)
+        {
+            self.problem(
+                fields.field_path("grader"),
+                format!("unknown grader {grader}"),
+            );
+        }
+        if let (Some(exam), Some(candidate)) = (&exam, &candidate) {
+            let key = (exam.clone(), candidate.clone());
+            if let Some(first) = self.copies.get(&key) {
+                let message = format!(
+                    "a second copy of exam {exam} for candidate {candidate}, first at $.copies[{first}]"
+                );
+                self.problem(&fields.path, message);
+            } else {
+                self.copies.insert(key, index);
+            }
+        }
+        if let Some(Some(grade)) = grade {
+            let path = fields.field_path("grade");
+            if !(0.0..=MAX_GRADE).contains(&grade) {
+                self.problem(&path, format!("grade {grade} is not between 0 and {MAX_GRADE}"));
+            } else if !at_most_two_decimals(grade) {
+                self.problem(&path, format!("grade {grade} has more than 2 decimals"));
+            }
+            if absent == Some(true) {
+                self.problem(&path, "a copy marked absent cannot have a grade");
+            }
+        }
+        if let Some(pages) = &pages {
+            if pages.is_empty() && absent == Some(false) {
+                self.problem(
+                    fields.field_path("pages"),
+                    "a copy that is not absent needs at least one page",
+                );
+            }
+            if let Some(annotations) = &annotations {
+                for (i, annotation) in annotations.iter().enumerate() {
+                    let count = pages.len();
+                    if annotation.page == 0 || annotation.page as usize > count {
+                        let path = format!("{}.annotations[{i}].page", fields.path);
+                        let message = format!(
+                            "page {} is outside the copy's {count} page(s), numbered from 1",
+                            annotation.page
+                        );
+                        self.problem(path, message);
+                    }
+                }
+            }
+        }
+        self.finish(fields);
+        Some(Copy {
+            exam: exam?,
+            candidate: candidate?,
+            grader: grader?,
+            absent: absent?,
+            grade: grade?,
+            grading_details: grading_details?,
+            appreciation: appreciation?,
+            annotations: annotations?,
+            pages: pages?,
+        })
+    }
+
+    /// Reads a copy's page paths and records each lexically valid one for
+    /// the scan check.
+    fn pages(&mut self, fields: &mut Fields, copy: usize) -> Option<Vec<String>> {
+        let path = fields.field_path("pages");
+        let value = self.take(fields, "pages")?;
+        let items = self.array(value, &path)?;
+        let mut pages = Vec::with_capacity(items.len());
+        let mut complete = true;
+        for (page, item) in items.into_iter().enumerate() {
+            let item_path = page_path(copy, page);
+            let Some(relative) = self.decode::<String>(item, &item_path) else {
+                complete = false;
+                continue;
+            };
+            if let Err(message) = check_relative(&relative) {
+                self.problem(item_path, message);
+                complete = false;
+                continue;
+            }
+            match self.scan_refs.get_mut(&relative) {
+                Some(refs) => refs.push((copy, page)),
+                None => {
+                    self.scan_refs.insert(relative.clone(), vec![(copy, page)]);
+                    self.scan_order.push(relative.clone());
+                }
+            }
+            pages.push(relative);
+        }
+        complete.then_some(pages)
+    }
+
+    fn mark(&mut self, _index: usize, mut fields: Fields) -> Option<QuestionMark> {
+        let question = self.name(&mut fields, "question");
+        let mark = self.required::<f64>(&mut fields, "mark");
+        let max = self.required::<f64>(&mut fields, "max");
+        if let Some(max) = max
+            && (max <= 0.0 || !max.is_finite())
+        {
+            self.problem(
+                fields.field_path("max"),
+                format!("max {max} should be positive"),
+            );
+        }
+        if let (Some(mark), Some(max)) = (mark, max)
+            && !(0.0..=max.max(0.0)).contains(&mark)
+        {
+            self.problem(
+                fields.field_path("mark"),
+                format!("mark {mark} is not between 0 and {max}"),
+            );
+        }
+        self.finish(fields);
+        Some(QuestionMark {
+            question: question?,
+            mark: mark?,
+            max: max?,
+        })
+    }
+
+    fn annotation(&mut self, _index: usize, mut fields: Fields) -> Option<Annotation> {
+        let page = self.required::<u32>(&mut fields, "page");
+        let x = self.fraction(&mut fields, "x");
+        let y = self.fraction(&mut fields, "y");
+        let kind = self.required::<AnnotationKind>(&mut fields, "kind");
+        let text = self.defaulted::<String>(&mut fields, "text");
+        if kind == Some(AnnotationKind::Comment)
+            && let Some(text) = &text
+            && text.trim().is_empty()
+        {
+            self.problem(fields.field_path("text"), "a comment needs a text");
+        }
+        self.finish(fields);
+        Some(Annotation {
+            page: page?,
+            x: x?,
+            y: y?,
+            kind: kind?,
+            text: text?,
+        })
+    }
+
+    /// A position as a fraction of the page, in [0, 1].
+    fn fraction(&mut self, fields: &mut Fields, key: &str) -> Option<f64> {
+        let value = self.required::<f64>(fields, key)?;
+        if (0.0..=1.0).contains(&value) {
+            Some(value)
+        } else {
+            self.problem(
+                fields.field_path(key),
+                format!("{key} {value} is not between 0 and 1"),
+            );
+            None
+        }
+    }
+
+    /// Records `key` as seen at `index`, or reports it as a duplicate.
+    fn unique(&mut self, kind: UniqueKind, key: String, index: usize, path: &str) {
+        let (seen, what, section) = match kind {
+            UniqueKind::Academy => (&mut self.academies, "academy code", "academies"),
+            UniqueKind::Exam => (&mut self.exams, "exam code", "exams"),
+            UniqueKind::Grader => (&mut self.graders, "grader code", "graders"),
+            UniqueKind::Candidate => (&mut self.candidates, "candidate numero", "candidates"),
+        };
+        if let Some(first) = seen.get(&key) {
+            let message = format!("duplicate {what} {key}, first at $.{section}[{first}]");
+            self.problem(path, message);
+        } else {
+            seen.insert(key, index);
+        }
+    }
+
+    fn object(&mut self, value: Value, path: &str) -> Option<Fields> {
+        match value {
+            Value::Object(map) => Some(Fields {
+                map,
+                path: path.to_owned(),
+            }),
+            other => {
+                self.problem(path, format!("expected an object, found {}", kind(&other)));
+                None
+            }
+        }
+    }
+
+    fn array(&mut self, value: Value, path: &str) -> Option<Vec<Value>> {
+        match value {
+            Value::Array(items) => Some(items),
+            other => {
+                self.problem(path, format!("expected an array, found {}", kind(&other)));
+                None
+            }
+        }
+    }
+
+    /// Takes a required field out, reporting it when missing.
+    fn take(&mut self, fields: &mut Fields, key: &str) -> Option<Value> {
+        let value = fields.map.remove(key);
+        if value.is_none() {
+            self.problem(fields.field_path(key), "required field is missing");
+        }
+        value
+    }
+
+    fn decode<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_json::from_value(value) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.problem(path, error.to_string());
+                None
+            }
+        }
+    }
+
+    fn required<T: DeserializeOwned>(&mut self, fields: &mut Fields, key: &str) -> Option<T> {
+        let value = self.take(fields, key)?;
+        self.decode(value, &fields.field_path(key))
+    }
+
+    /// A field that may be missing or null; `None` when mistyped.
+    fn optional<T: DeserializeOwned>(&mut self, fields: &mut Fields, key: &str) -> Option<Option<T>> {
+        match fields.map.remove(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(value) => self.decode(value, &fields.field_path(key)).map(Some),
+        }
+    }
+
+    /// A field that takes its default value when missing (but not when
+    /// null, as with serde's `#[serde(default)]`).
+    fn defaulted<T: DeserializeOwned + Default>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+    ) -> Option<T> {
+        match fields.map.remove(key) {
+            None => Some(T::default()),
+            Some(value) => self.decode(value, &fields.field_path(key)),
+        }
+    }
+
+    /// An array field that is empty when missing.
+    fn defaulted_list<T>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+        element: impl FnMut(&mut Self, usize, Fields) -> Option<T>,
+    ) -> Option<Vec<T>> {
+        if fields.map.contains_key(key) {
+            self.list(fields, key, element)
+        } else {
+            Some(Vec::new())
+        }
+    }
+
+    /// A required string that must not be blank.
+    fn name(&mut self, fields: &mut Fields, key: &str) -> Option<String> {
+        let value = self.required::<String>(fields, key)?;
+        if value.trim().is_empty() {
+            self.problem(fields.field_path(key), "must not be empty");
+            return None;
+        }
+        Some(value)
+    }
+
+    fn uai(&mut self, fields: &mut Fields, key: &str) -> Option<Uai> {
+        let value = self.required::<String>(fields, key)?;
+        match Uai::parse(&value) {
+            Ok(uai) => Some(uai),
+            Err(error) => {
+                self.problem(fields.field_path(key), error.to_string());
+                None
+            }
+        }
+    }
+
+    /// Reports the fields nobody took.
+    fn finish(&mut self, fields: Fields) {
+        for key in fields.map.keys() {
+            self.problem(fields.field_path(key), "unknown field");
+        }
+    }
+}
+
+impl Fields {
+    fn field_path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+}
+
+/// The sections whose keys must be unique.
+#[derive(Clone, Copy)]
+enum UniqueKind {
+    Academy,
+    Exam,
+    Grader,
+    Candidate,
+}
+
+/// What a JSON value is, for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Whether a grade is a whole number of hundredths.
+fn at_most_two_decimals(value: f64) -> bool {
+    let scaled = value * 100.0;
+    (scaled - scaled.round()).abs() <= 1e-6
+}
+
+/// Checks that a page path stays inside the export directory: relative,
+/// without `..`. Symbolic links are followed as the operating system does;
+/// a scans directory linked from elsewhere is a legitimate layout.
+fn check_relative(relative: &str) -> Result<(), String> {
+    if relative.trim().is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    let path = Path::new(relative);
+    if path.is_absolute() || relative.starts_with('/') || relative.starts_with('\\') {
+        return Err(format!(
+            "{relative} is an absolute path; paths are relative to the manifest's directory"
+        ));
+    }
+    for component in path.components() {
+        match component {
+            Component::Normal(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(format!(
+                    "{relative} leaves the export directory (`..` is not allowed)"
+                ));
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "{relative} is an absolute path; paths are relative to the manifest's directory"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn valid() -> Value {
+        json!({
+            "format": 1,
+            "session": {"code": "BAC2026", "name": "Baccalauréat 2026"},
+            "academies": [{"code": "01", "name": "Paris"}],
+            "establishments": [
+                {"uai": Uai::from_number(751234).as_str(), "name": "Lycée A", "academy": "01"},
+                {"uai": Uai::from_number(751235).as_str(), "name": "Lycée B", "academy": "01", "abroad": true}
+            ],
+            "exams": [{"code": "BAC2026-PHILO", "subject": "Philosophie", "kind": "ponctuel"}],
+            "graders": [{"code": "G1", "nom": "Martin", "prenom": "Anne", "academy": "01"}],
+            "candidates": [{"numero": "1", "nom": "Durand", "prenom": "Hélène",
+                            "establishment": Uai::from_number(751234).as_str()}],
+            "copies": [{
+                "exam": "BAC2026-PHILO", "candidate": "1", "grader": "G1", "grade": 12.5,
+                "grading_details": [{"question": "1", "mark": 2.5, "max": 4}],
+                "appreciation": null,
+                "annotations": [{"page": 1, "x": 0.5, "y": 0.25, "kind": "comment", "text": "Bien"}],
+                "pages": ["scans/a.jpg", "./scans/b.jpg"]
+            }]
+        })
+    }
+
+    #[test]
+    fn reads_what_serde_reads() {
+        let value = valid();
+        let by_serde: Manifest = serde_json::from_value(value.clone()).expect("serde");
+        let checked = check(value);
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        let ours = checked.manifest.expect("manifest");
+        assert_eq!(
+            serde_json::to_value(&ours).expect("ours"),
+            serde_json::to_value(&by_serde).expect("theirs")
+        );
+        assert_eq!(checked.scans.len(), 2);
+    }
+
+    #[test]
+    fn reports_exact_paths() {
+        let mut value = valid();
+        value["copies"][0]["grade"] = json!("twelve");
+        value["establishments"][1]["extra"] = json!(1);
+        value["graders"][0].as_object_mut().expect("grader").remove("nom");
+        let checked = check(value);
+        let lines: Vec<String> = checked.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "$.establishments[1].extra: unknown field",
+                "$.graders[0].nom: required field is missing",
+                "$.copies[0].grade: invalid type: string \"twelve\", expected f64",
+            ]
+        );
+        assert!(checked.manifest.is_none());
+    }
+
+    #[test]
+    fn rejects_escaping_paths() {
+        assert!(check_relative("scans/a.jpg").is_ok());
+        assert!(check_relative("../a.jpg").is_err());
+        assert!(check_relative("scans/../../a.jpg").is_err());
+        assert!(check_relative("/etc/passwd").is_err());
+        assert!(check_relative("").is_err());
+    }
+
+    #[test]
+    fn grades_have_two_decimals_at_most() {
+        assert!(at_most_two_decimals(12.35));
+        assert!(at_most_two_decimals(20.0));
+        assert!(at_most_two_decimals(0.01));
+        assert!(!at_most_two_decimals(12.345));
+    }
+}

@@ -1,0 +1,91 @@
+//! What a running job sees: its identity, the shared services, and a way
+//! to report progress.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use uuid::Uuid;
+
+use crate::{config::Config, db::Db, storage::Storage};
+
+/// The services every job may use; built once per process.
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub storage: Storage,
+}
+
+/// Progress is written at most this often; the last value is always written.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The context handed to [`super::Job::run`].
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// The job's id in the ledger.
+    pub job_id: Uuid,
+    /// This run's attempt number, 1-based (crashed runs count).
+    pub attempt: u32,
+    /// Attempts allowed before the job is dead.
+    pub max_attempts: u32,
+    /// The unique name of the worker running the job.
+    pub worker: Arc<str>,
+    pub services: Services,
+    last_progress: Arc<Mutex<Option<Instant>>>,
+}
+
+impl JobContext {
+    /// A context for one run.
+    pub fn new(
+        job_id: Uuid,
+        attempt: u32,
+        max_attempts: u32,
+        worker: Arc<str>,
+        services: Services,
+    ) -> Self {
+        Self {
+            job_id,
+            attempt,
+            max_attempts,
+            worker,
+            services,
+            last_progress: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Whether another attempt will follow if this one fails retryably.
+    pub fn is_last_attempt(&self) -> bool {
+        self.attempt >= self.max_attempts
+    }
+
+    /// Records `done` of `total` units of work, throttled; the final value
+    /// (`done == total`) is always written. Progress is informative: a
+    /// failure to record it is logged, not returned.
+    pub async fn progress(&self, done: u64, total: u64) {
+        let due = {
+            let mut last = match self.last_progress.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let due = done >= total || last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due
+            && let Err(e) = crate::db::jobs::set_progress(
+                &self.services.db,
+                self.job_id,
+                &self.worker,
+                done as i64,
+                total as i64,
+            )
+            .await
+        {
+            tracing::warn!(job.id = %self.job_id, error = %format!("{e:#}"), "cannot record progress");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! copiste: closes graded exams (exports to Cyclades and Imag'In), renders
+//! graded copies and delivers them to establishments. See ARCHITECTURE.md
+//! for the map of this crate.
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod demo_data;
+pub mod domain;
+pub mod import;
+pub mod jobs;
+pub mod queue;
+pub mod services;
+pub mod storage;
+pub mod worker;

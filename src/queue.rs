@@ -1,0 +1,135 @@
+//! Redis delivery adapter (apalis + apalis-redis): the only module that
+//! names apalis types. Redis carries nothing but job ids; the ledger in
+//! Postgres decides what runs (see `crate::worker`).
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use apalis::prelude::{BoxDynError, Data, TaskSink, WorkerBuilder, WorkerBuilderExt};
+use apalis_core::backend::factory::BackendFactory;
+use apalis_redis::{Config as RedisQueueConfig, RedisStorage, factory::RedisStorageFactory};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::Config;
+
+/// What travels through Redis: the id of a job row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Delivery {
+    pub job_id: Uuid,
+}
+
+type HandlerFn = dyn Fn(Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + Sync + 'static;
+
+/// Handles one delivered job id; its future completes when the delivery
+/// may be acknowledged.
+#[derive(Clone)]
+pub struct DeliveryHandler {
+    f: Arc<HandlerFn>,
+}
+
+impl DeliveryHandler {
+    /// Wraps the function called for every delivery.
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Uuid) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self {
+            f: Arc::new(move |id| Box::pin(f(id))),
+        }
+    }
+
+    fn call(&self, id: Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        (self.f)(id)
+    }
+}
+
+/// The name of the apalis queue (and prefix of its Redis keys).
+pub fn queue_name(config: &Config) -> String {
+    format!("{}.jobs", config.redis.namespace)
+}
+
+fn queue_config(config: &Config) -> RedisQueueConfig {
+    RedisQueueConfig::default()
+        .queue(queue_name(config))
+        // The heartbeat is also the idle poll when a pub/sub wake-up is
+        // missed; keep it short.
+        .heartbeat_interval(Duration::from_secs(2))
+        .missed_heartbeats(5)
+        .batch_size(32)
+}
+
+/// The producer side: pushes job ids to Redis.
+#[derive(Clone)]
+pub struct Producer {
+    storage: RedisStorage<Delivery>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer").finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Connects to the configured Redis.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let url = config.redis_url();
+        let conn = apalis_redis::connect(url.as_str())
+            .await
+            .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+        let storage = RedisStorage::new(conn).with_config(queue_config(config));
+        Ok(Self { storage })
+    }
+
+    /// Pushes the ids, in order.
+    pub async fn push(&self, ids: &[Uuid]) -> anyhow::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut storage = self.storage.clone();
+        storage
+            .push_bulk(ids.iter().map(|&job_id| Delivery { job_id }).collect())
+            .await
+            .map_err(|e| anyhow::anyhow!("pushing {} job ids to Redis: {e}", ids.len()))
+    }
+}
+
+async fn on_delivery(delivery: Delivery, handler: Data<DeliveryHandler>) -> Result<(), BoxDynError> {
+    handler.call(delivery.job_id).await;
+    Ok(())
+}
+
+/// Consumes deliveries as worker `worker_name` (unique per process and
+/// per restart), at most `concurrency` at once, until `stop` is cancelled
+/// or the consumer fails (e.g. Redis lost its worker registration).
+pub async fn consume(
+    config: &Config,
+    worker_name: &str,
+    concurrency: usize,
+    handler: DeliveryHandler,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let url = config.redis_url();
+    let client = redis::Client::open(url.as_str())
+        .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
+    let mut factory = RedisStorageFactory::new(client)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+    let backend = BackendFactory::<Delivery>::create_with_config(&mut factory, queue_config(config))
+        .context("creating the Redis consumer")?;
+    let worker = WorkerBuilder::new(worker_name)
+        .backend(backend)
+        .concurrency(concurrency)
+        .data(handler)
+        .build(on_delivery);
+    worker
+        .run_until(async move {
+            stop.cancelled_owned().await;
+            Ok::<(), std::io::Error>(())
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("Redis consumer {worker_name} stopped: {e}"))
+}

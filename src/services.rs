@@ -1,0 +1,290 @@
+//! Local services for `copiste demo` and `copiste with-services`: use the
+//! configured PostgreSQL and Redis when they answer; otherwise, when the
+//! local `initdb`/`postgres` and `redis-server` binaries exist, start
+//! throwaway instances on free loopback ports in a temporary directory and
+//! remove them when done; otherwise explain how to install them.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use url::Url;
+
+use crate::config::Config;
+
+const INSTALL_HELP: &str = "install and start them, e.g. on Debian/Ubuntu:\n  \
+    sudo apt-get install -y postgresql redis-server\n  \
+    sudo pg_ctlcluster $(ls /etc/postgresql) main start\n  \
+    redis-server --daemonize yes --port 6379 --save '' --appendonly no\n\
+    or point COPISTE_DATABASE__URL / COPISTE_REDIS__URL at running servers";
+
+/// Throwaway servers started by [`ensure`]; stopped and deleted on drop.
+pub struct LocalServices {
+    /// The database server URL to use (configured or throwaway).
+    pub database_url: Url,
+    /// The Redis URL to use (configured or throwaway).
+    pub redis_url: Url,
+    children: Vec<Child>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for LocalServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalServices")
+            .field("database_url", &crate::db::redact(&self.database_url))
+            .field("redis_url", &self.redis_url.as_str())
+            .field("throwaway", &self.children.len())
+            .finish()
+    }
+}
+
+impl LocalServices {
+    /// Whether anything was started.
+    pub fn started_any(&self) -> bool {
+        !self.children.is_empty()
+    }
+
+    /// The environment a child process needs to use these services.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("COPISTE_DATABASE__URL", self.database_url.to_string()),
+            ("COPISTE_REDIS__URL", self.redis_url.to_string()),
+        ]
+    }
+}
+
+impl Drop for LocalServices {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // SIGKILL is fine: the data directory is thrown away.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// Makes sure PostgreSQL and Redis answer, starting throwaway ones when
+/// they do not and the binaries are installed.
+pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
+    let mut services = LocalServices {
+        database_url: config.database_url(),
+        redis_url: config.redis_url(),
+        children: Vec::new(),
+        dir: None,
+    };
+    let pg_up = postgres_answers(&services.database_url).await;
+    let redis_up = redis_answers(&services.redis_url).await;
+    if pg_up && redis_up {
+        return Ok(services);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("copiste-services-")
+        .tempdir()
+        .context("creating a directory for throwaway services")?;
+    if !pg_up {
+        let (child, url) = start_postgres(dir.path(), &services.database_url)
+            .with_context(|| {
+                format!(
+                    "PostgreSQL does not answer at {} and cannot be started here; {INSTALL_HELP}",
+                    crate::db::redact(&services.database_url)
+                )
+            })?;
+        services.children.push(child);
+        services.database_url = url;
+        wait_until("PostgreSQL", || postgres_answers(&services.database_url)).await?;
+        eprintln!(
+            "started a throwaway PostgreSQL at {}",
+            crate::db::redact(&services.database_url)
+        );
+    }
+    if !redis_up {
+        let (child, url) = start_redis().with_context(|| {
+            format!(
+                "Redis does not answer at {} and cannot be started here; {INSTALL_HELP}",
+                services.redis_url
+            )
+        })?;
+        services.children.push(child);
+        services.redis_url = url;
+        wait_until("Redis", || redis_answers(&services.redis_url)).await?;
+        eprintln!("started a throwaway Redis at {}", services.redis_url);
+    }
+    services.dir = Some(dir);
+    Ok(services)
+}
+
+async fn wait_until<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the throwaway {what} did not answer within 30 s")
+}
+
+async fn postgres_answers(url: &Url) -> bool {
+    let mut admin = url.clone();
+    admin.set_path("/postgres");
+    let attempt = crate::db::Db::connect(&admin, 1);
+    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+        Ok(Ok(db)) => {
+            db.close().await;
+            true
+        }
+        _ => false,
+    }
+}
+
+async fn redis_answers(url: &Url) -> bool {
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return false;
+    };
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), attempt).await,
+        Ok(Ok(_))
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    // Debian keeps the server binaries off PATH.
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = entries.flatten().map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions.into_iter().rev());
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A command run as the `postgres` user when we are root (PostgreSQL
+/// refuses to run as root).
+fn as_postgres_user(binary: &Path, as_root: bool) -> Command {
+    if as_root {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(binary);
+        cmd
+    } else {
+        Command::new(binary)
+    }
+}
+
+fn start_postgres(dir: &Path, configured: &Url) -> anyhow::Result<(Child, Url)> {
+    let initdb = find_binary("initdb").context("initdb not found")?;
+    let postgres = find_binary("postgres").context("postgres not found")?;
+    let data = dir.join("pg");
+    std::fs::create_dir_all(&data)?;
+    let as_root = running_as_root();
+    if as_root {
+        let status = Command::new("chown")
+            .args(["-R", "postgres"])
+            .arg(dir)
+            .status()
+            .context("chown of the throwaway PostgreSQL directory")?;
+        anyhow::ensure!(status.success(), "chown to postgres failed");
+    }
+    let user = if configured.username().is_empty() {
+        "postgres"
+    } else {
+        configured.username()
+    };
+    let output = as_postgres_user(&initdb, as_root)
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running initdb")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let port = free_port()?;
+    let child = as_postgres_user(&postgres, as_root)
+        .arg("-D")
+        .arg(&data)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args(["-c", "fsync=off", "-c", "max_connections=300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting postgres")?;
+    let mut url = configured.clone();
+    url.set_host(Some("127.0.0.1"))?;
+    url.set_port(Some(port))
+        .map_err(|()| anyhow::anyhow!("cannot set the port"))?;
+    Ok((child, url))
+}
+
+fn start_redis() -> anyhow::Result<(Child, Url)> {
+    let server = find_binary("redis-server").context("redis-server not found")?;
+    let port = free_port()?;
+    let child = Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server")?;
+    let url = Url::parse(&format!("redis://127.0.0.1:{port}"))?;
+    Ok((child, url))
+}
+
+/// Starts a throwaway Redis whatever the configured one does (tests that
+/// must flush or stop Redis without disturbing anything else).
+pub async fn throwaway_redis(config: &Config) -> anyhow::Result<LocalServices> {
+    let (child, url) = start_redis()?;
+    let services = LocalServices {
+        database_url: config.database_url(),
+        redis_url: url,
+        children: vec![child],
+        dir: None,
+    };
+    wait_until("Redis", || redis_answers(&services.redis_url)).await?;
+    Ok(services)
+}

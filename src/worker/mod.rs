@@ -1,0 +1,162 @@
+//! The `worker` role: consumes job ids from Redis, claims each job in the
+//! ledger, runs it, records its outcome. Each worker process also runs a
+//! pump (ledger → Redis, within the window), a reconciler (lost ids,
+//! expired leases) and a heartbeat (lease extension of its running jobs).
+
+mod pump;
+mod reconciler;
+mod runner;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{jobs::context::Services, queue};
+
+pub use runner::Runner;
+
+/// What to run besides the consumer (tests switch parts off).
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Run the pump (ledger → Redis).
+    pub pump: bool,
+    /// Run the reconciler (lost ids, expired leases).
+    pub reconciler: bool,
+    /// Run the Redis consumer (tests may drive the runner directly).
+    pub consumer: bool,
+}
+
+impl WorkerOptions {
+    /// Everything on, with the configured concurrency.
+    pub fn from_config(services: &Services) -> Self {
+        Self {
+            concurrency: services.config.worker.concurrency as usize,
+            pump: true,
+            reconciler: true,
+            consumer: true,
+        }
+    }
+}
+
+/// A unique worker name: host, process id and a random suffix, so that a
+/// restarted process is never refused by apalis as a duplicate.
+pub fn unique_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "copiste".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+/// A running worker.
+pub struct Worker {
+    runner: Arc<Runner>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts a worker's tasks in the background.
+    pub async fn start(services: Services, options: WorkerOptions) -> anyhow::Result<Self> {
+        let name = unique_name();
+        let producer = queue::Producer::connect(&services.config).await?;
+        let runner = Arc::new(Runner::new(services.clone(), name.clone()));
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(runner.clone().heartbeat(stop.clone())));
+        if options.pump {
+            let pump = pump::Pump::new(services.clone(), producer, runner.wake_pump.clone())
+                .await
+                .context("starting the pump")?;
+            tasks.push(tokio::spawn(pump.run(stop.clone())));
+        }
+        if options.reconciler {
+            tasks.push(tokio::spawn(reconciler::run(
+                services.clone(),
+                runner.wake_pump.clone(),
+                stop.clone(),
+            )));
+        }
+        if options.consumer {
+            tasks.push(tokio::spawn(consume_forever(
+                services,
+                name,
+                options.concurrency,
+                runner.clone(),
+                stop.clone(),
+            )));
+        }
+        tracing::info!(worker = %runner.name(), concurrency = options.concurrency, "worker started");
+        Ok(Self {
+            runner,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The runner (for tests that deliver ids by hand).
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.runner
+    }
+
+    /// Stops fetching, lets running jobs finish within `grace`, then aborts
+    /// the rest and releases their leases so that another worker takes
+    /// them at once.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let released = self.runner.drain(grace).await?;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!(worker = %self.runner.name(), released, "worker stopped");
+        Ok(())
+    }
+
+    /// Stops everything at once without releasing anything, as a killed
+    /// process would (tests of crash recovery).
+    pub fn kill(self) {
+        self.stop.cancel();
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.runner.abort_all();
+    }
+}
+
+/// Runs the Redis consumer until `stop`, restarting it under a new name
+/// when it fails (e.g. Redis was flushed and forgot the registration).
+async fn consume_forever(
+    services: Services,
+    base_name: String,
+    concurrency: usize,
+    runner: Arc<Runner>,
+    stop: CancellationToken,
+) {
+    let mut generation = 0u32;
+    while !stop.is_cancelled() {
+        let name = if generation == 0 {
+            base_name.clone()
+        } else {
+            format!("{base_name}-r{generation}")
+        };
+        let handler = runner.clone().delivery_handler();
+        let result = queue::consume(&services.config, &name, concurrency, handler, stop.clone()).await;
+        if stop.is_cancelled() {
+            break;
+        }
+        match result {
+            Ok(()) => tracing::warn!(worker = %name, "Redis consumer ended; restarting"),
+            Err(e) => tracing::warn!(worker = %name, error = %format!("{e:#}"), "Redis consumer failed; restarting"),
+        }
+        generation += 1;
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}

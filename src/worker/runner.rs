@@ -1,0 +1,319 @@
+//! The runner: claim → run → record, for one delivered id at a time per
+//! task. Job futures run in their own tokio tasks so that a panic, a
+//! cancelled job or a restarted Redis consumer never loses an outcome.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::{sync::Notify, task::AbortHandle};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::{
+    db,
+    jobs::{
+        JobContext, JobError, Outcome, backoff,
+        context::Services,
+        registry::{self, Handler},
+    },
+    queue::DeliveryHandler,
+};
+
+/// What happened to one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Another runner holds the job, or it is not due / not queued.
+    NotClaimed,
+    /// The run ended and its outcome was recorded with this status.
+    Recorded(&'static str),
+    /// The run was interrupted (shutdown, cancellation, lost lease).
+    Interrupted,
+    /// The ledger could not be read or written; the lease will expire and
+    /// the job will be delivered again.
+    LedgerError,
+}
+
+struct Running {
+    abort: AbortHandle,
+}
+
+/// Runs delivered jobs for one worker process.
+pub struct Runner {
+    services: Services,
+    name: Arc<str>,
+    handlers: HashMap<&'static str, Handler>,
+    running: Mutex<HashMap<Uuid, Running>>,
+    tracker: TaskTracker,
+    draining: AtomicBool,
+    /// Wakes this process's pump when a claim frees a place in the window.
+    pub(super) wake_pump: Arc<Notify>,
+}
+
+impl Runner {
+    /// A runner named `name` (unique per process).
+    pub fn new(services: Services, name: String) -> Self {
+        Self {
+            services,
+            name: name.into(),
+            handlers: registry::by_name(),
+            running: Mutex::new(HashMap::new()),
+            tracker: TaskTracker::new(),
+            draining: AtomicBool::new(false),
+            wake_pump: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The worker's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Jobs running now.
+    pub fn running_count(&self) -> usize {
+        self.lock_running().len()
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Running>> {
+        match self.running.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The handler given to the Redis consumer.
+    pub(super) fn delivery_handler(self: Arc<Self>) -> DeliveryHandler {
+        DeliveryHandler::new(move |id| {
+            let runner = self.clone();
+            async move {
+                let _ = runner.deliver(id).await;
+            }
+        })
+    }
+
+    /// Handles one delivery of `id` in a tracked task: the work goes on
+    /// even if the caller is dropped.
+    pub async fn deliver(self: &Arc<Self>, id: Uuid) -> DeliveryOutcome {
+        let runner = self.clone();
+        let task = self.tracker.spawn(async move { runner.claim_and_run(id).await });
+        task.await.unwrap_or(DeliveryOutcome::Interrupted)
+    }
+
+    async fn claim_and_run(self: Arc<Self>, id: Uuid) -> DeliveryOutcome {
+        let db = &self.services.db;
+        if self.draining.load(Ordering::SeqCst) {
+            // Not ours to run any more: make it deliverable to others now.
+            if let Err(e) = db::jobs::unmark_pushed(db, &[id]).await {
+                tracing::warn!(job.id = %id, error = %format!("{e:#}"), "cannot hand back a delivery");
+            }
+            return DeliveryOutcome::NotClaimed;
+        }
+        let lease = self.services.config.lease().as_secs_f64();
+        let claimed = match db::jobs::claim(db, id, &self.name, lease).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => {
+                tracing::debug!(job.id = %id, "delivery not claimed (taken, not due or not queued)");
+                return DeliveryOutcome::NotClaimed;
+            }
+            Err(e) => {
+                tracing::error!(job.id = %id, error = %format!("{e:#}"), "cannot claim a delivered job");
+                return DeliveryOutcome::LedgerError;
+            }
+        };
+        self.wake_pump.notify_one();
+        let attempt = claimed.attempt;
+        let span = tracing::info_span!(
+            "job",
+            job.id = %id,
+            job.kind = %claimed.kind,
+            job.attempt = attempt,
+            duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = match self.handlers.get(claimed.kind.as_str()).copied() {
+            None => Err(JobError::Permanent(anyhow::anyhow!(
+                "unknown job kind {:?} (this build knows: {})",
+                claimed.kind,
+                {
+                    let mut names: Vec<_> = self.handlers.keys().copied().collect();
+                    names.sort_unstable();
+                    names.join(", ")
+                }
+            ))),
+            Some(handler) => {
+                let ctx = JobContext::new(
+                    id,
+                    attempt as u32,
+                    claimed.max_attempts as u32,
+                    self.name.clone(),
+                    self.services.clone(),
+                );
+                let job = tokio::spawn(handler.run(claimed.payload, ctx).instrument(span.clone()));
+                self.lock_running().insert(
+                    id,
+                    Running {
+                        abort: job.abort_handle(),
+                    },
+                );
+                let joined = job.await;
+                self.lock_running().remove(&id);
+                match joined {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => {
+                        let message = panic_message(e.into_panic());
+                        Err(JobError::Retryable(anyhow::anyhow!("the job panicked: {message}")))
+                    }
+                    Err(_) => {
+                        span.in_scope(|| tracing::info!("run interrupted"));
+                        return DeliveryOutcome::Interrupted;
+                    }
+                }
+            }
+        };
+        span.record("duration_ms", started.elapsed().as_millis() as u64);
+        self.record(id, attempt, claimed.max_attempts, result)
+            .instrument(span)
+            .await
+    }
+
+    /// Writes a run's outcome to the ledger.
+    async fn record(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        max_attempts: i32,
+        result: Result<Outcome, JobError>,
+    ) -> DeliveryOutcome {
+        let db = &self.services.db;
+        let jobs = &self.services.config.jobs;
+        let (status, written) = match result {
+            Ok(Outcome::Succeeded(value)) => (
+                "succeeded",
+                db::jobs::finish(db, id, &self.name, attempt, "succeeded", value).await,
+            ),
+            Ok(Outcome::Failed(value)) => {
+                tracing::warn!(result = %value, "job finished with a failed outcome");
+                (
+                    "failed",
+                    db::jobs::finish(db, id, &self.name, attempt, "failed", value).await,
+                )
+            }
+            Err(JobError::Permanent(e)) => {
+                let message = format!("{e:#}");
+                tracing::error!(error = %message, "job failed permanently; dead");
+                ("dead", db::jobs::bury(db, id, &self.name, attempt, &message).await)
+            }
+            Err(JobError::Retryable(e)) if attempt >= max_attempts => {
+                let message = format!("attempts exhausted ({attempt}/{max_attempts}): {e:#}");
+                tracing::error!(error = %message, "job failed; dead");
+                ("dead", db::jobs::bury(db, id, &self.name, attempt, &message).await)
+            }
+            Err(JobError::Retryable(e)) => {
+                let message = format!("{e:#}");
+                let delay = backoff::delay(
+                    attempt as u32,
+                    jobs.backoff_base_secs,
+                    jobs.backoff_max_secs,
+                    backoff::random_jitter(),
+                );
+                tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
+                (
+                    "queued",
+                    db::jobs::reschedule(db, id, &self.name, attempt, delay.as_secs_f64(), &message)
+                        .await,
+                )
+            }
+        };
+        match written {
+            Ok(true) => DeliveryOutcome::Recorded(status),
+            Ok(false) => {
+                tracing::warn!("outcome discarded: the job was cancelled or its lease was lost");
+                DeliveryOutcome::Interrupted
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot record the outcome; the lease will expire");
+                DeliveryOutcome::LedgerError
+            }
+        }
+    }
+
+    /// Extends the leases of running jobs every lease/3 until `stop`;
+    /// aborts jobs this worker no longer holds (cancelled or reclaimed).
+    pub(super) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
+        let lease = self.services.config.lease();
+        let every = lease / 3;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %format!("{e:#}"), "heartbeat failed; retrying");
+            }
+        }
+    }
+
+    /// One heartbeat.
+    pub async fn beat(&self) -> anyhow::Result<()> {
+        let ids: Vec<Uuid> = self.lock_running().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let lease = self.services.config.lease().as_secs_f64();
+        let held = db::jobs::extend_leases(&self.services.db, &ids, &self.name, lease).await?;
+        let running = self.lock_running();
+        for id in ids.iter().filter(|id| !held.contains(id)) {
+            if let Some(job) = running.get(id) {
+                tracing::warn!(job.id = %id, "job no longer held (cancelled or lease lost); stopping it");
+                job.abort.abort();
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops taking deliveries, waits up to `grace` for running jobs, then
+    /// aborts the rest and releases their leases. Returns how many were
+    /// released.
+    pub(super) async fn drain(&self, grace: Duration) -> anyhow::Result<u64> {
+        self.draining.store(true, Ordering::SeqCst);
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = {
+            let running = self.lock_running();
+            for job in running.values() {
+                job.abort.abort();
+            }
+            running.keys().copied().collect()
+        };
+        let released = db::jobs::release(&self.services.db, &ids, &self.name).await?;
+        tracing::warn!(released, "grace period over: running jobs released to other workers");
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        Ok(released)
+    }
+
+    /// Aborts every running job without touching the ledger (a crash).
+    pub(super) fn abort_all(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for job in self.lock_running().values() {
+            job.abort.abort();
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}

@@ -1,0 +1,484 @@
+//! The job ledger and its delivery through Redis.
+
+use std::{collections::HashSet, time::Duration};
+
+use copiste::{
+    db,
+    jobs::{
+        EnqueueOptions,
+        noop::{Noop, NoopFailure},
+    },
+    queue::Producer,
+};
+use serde_json::json;
+
+use crate::support::{TestApp, fast_queue};
+
+fn by() -> EnqueueOptions {
+    EnqueueOptions::by("test")
+}
+
+#[tokio::test]
+async fn twenty_concurrent_identical_enqueues_make_one_job() {
+    let app = TestApp::new().await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let db = app.db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db.begin().await.expect("begin");
+            let enqueued = copiste::jobs::enqueue(&mut tx, &Noop::default(), by().key("double-click"))
+                .await
+                .expect("enqueue");
+            tx.commit().await.expect("commit");
+            enqueued
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let enqueued = task.await.expect("task");
+        if matches!(enqueued, copiste::jobs::Enqueued::Created(_)) {
+            created += 1;
+        }
+        ids.insert(enqueued.id());
+    }
+    assert_eq!(ids.len(), 1, "one job id for every enqueue");
+    assert_eq!(created, 1, "exactly one enqueue created the row");
+    assert_eq!(app.counts().await.values().sum::<i64>(), 1);
+}
+
+#[tokio::test]
+async fn an_enqueue_with_a_known_key_returns_the_job_whatever_its_state() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let id = app.enqueue(&Noop::default(), by().key("k1")).await;
+    app.wait_status(id, "succeeded", 20).await;
+    let again = app.enqueue(&Noop::default(), by().key("k1")).await;
+    assert_eq!(again, id);
+    assert_eq!(app.counts().await.values().sum::<i64>(), 1);
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_rolled_back_enqueue_leaves_no_job() {
+    let app = TestApp::new().await;
+    let mut tx = app.db.begin().await.expect("begin");
+    copiste::jobs::enqueue(&mut tx, &Noop::default(), by()).await.expect("enqueue");
+    drop(tx);
+    assert!(app.counts().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_same_id_delivered_five_times_runs_once() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let job = Noop {
+        sleep_ms: 500,
+        ..Noop::default()
+    };
+    let id = app.enqueue(&job, by()).await;
+    // Four more deliveries through Redis and one straight to the runner.
+    let producer = Producer::connect(&app.config).await.expect("producer");
+    producer.push(&[id, id, id, id]).await.expect("push");
+    let direct = worker.runner().deliver(id).await;
+    let job = app.wait_status(id, "succeeded", 20).await;
+    assert_eq!(job.attempts, 1);
+    assert_eq!(db::jobs::count_events(&app.db, id, "started").await.expect("events"), 1);
+    assert_eq!(db::jobs::count_events(&app.db, id, "succeeded").await.expect("events"), 1);
+    // Whichever delivery won, the others were refused by the claim.
+    let _ = direct;
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_job_of_a_killed_worker_runs_again_after_its_lease_expires() {
+    let app = TestApp::with(fast_queue()).await;
+    let first = app.worker().await;
+    let id = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 2500,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    app.wait_status(id, "running", 20).await;
+    first.kill();
+    let second = app.worker().await;
+    let job = app.wait_status(id, "succeeded", 30).await;
+    assert_eq!(job.attempts, 2, "the crashed attempt counts");
+    assert_eq!(db::jobs::count_events(&app.db, id, "lease_expired").await.expect("events"), 1);
+    assert_eq!(job.result, Some(json!({"attempt": 2, "slept_ms": 2500})));
+    second.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn crashes_count_towards_max_attempts() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let mut opts = by();
+    opts.max_attempts = Some(1);
+    let id = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 10_000,
+                ..Noop::default()
+            },
+            opts,
+        )
+        .await;
+    app.wait_status(id, "running", 20).await;
+    worker.kill();
+    let reconciler = app.worker().await;
+    let job = app.wait_status(id, "dead", 30).await;
+    assert_eq!(job.attempts, 1);
+    let error = job.last_error.expect("error kept");
+    assert!(error.contains("lease") && error.contains("expired"), "{error}");
+    reconciler.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn retryable_failures_back_off_then_die_after_max_attempts() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let mut opts = by();
+    opts.max_attempts = Some(3);
+    let id = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Retryable,
+                ..Noop::default()
+            },
+            opts,
+        )
+        .await;
+    let job = app.wait_status(id, "dead", 30).await;
+    assert_eq!(job.attempts, 3);
+    let error = job.last_error.expect("error kept");
+    assert!(error.contains("attempts exhausted (3/3)") && error.contains("attempt 3"), "{error}");
+    let events = db::jobs::events(&app.db, id).await.expect("events");
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        names,
+        ["enqueued", "started", "retry_scheduled", "started", "retry_scheduled", "started", "dead"]
+    );
+    // Backoff: base 0.2 s then 0.4 s, each within +/-25 % jitter (plus
+    // delivery time, bounded above generously).
+    let gap = |a: usize, b: usize| (events[b].at - events[a].at).num_milliseconds();
+    let first = gap(2, 3);
+    let second = gap(4, 5);
+    assert!((150..1200).contains(&first), "first retry after {first} ms");
+    assert!((300..1500).contains(&second), "second retry after {second} ms");
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_retryable_failure_then_success() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let id = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Retryable,
+                fail_attempts: 2,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    let job = app.wait_status(id, "succeeded", 30).await;
+    assert_eq!(job.attempts, 3);
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn permanent_failures_and_panics() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let permanent = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Permanent,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    let partial = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Partial,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    let mut opts = by();
+    opts.max_attempts = Some(2);
+    let panics = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Panic,
+                ..Noop::default()
+            },
+            opts,
+        )
+        .await;
+    let job = app.wait_status(permanent, "dead", 20).await;
+    assert_eq!(job.attempts, 1, "permanent errors are not retried");
+    assert!(job.last_error.expect("error").contains("permanent failure"));
+    let job = app.wait_status(partial, "failed", 20).await;
+    assert_eq!(job.result, Some(json!({"partial": true})));
+    let job = app.wait_status(panics, "dead", 20).await;
+    assert_eq!(job.attempts, 2, "a panic is retried like a crash");
+    assert!(job.last_error.expect("error").contains("panicked"));
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn an_unknown_kind_is_dead_with_the_reason() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let mut tx = app.db.begin().await.expect("begin");
+    let id = copiste::jobs::enqueue_raw(&mut tx, "no-such-kind", json!({}), 3, 0, by())
+        .await
+        .expect("enqueue")
+        .id();
+    tx.commit().await.expect("commit");
+    let job = app.wait_status(id, "dead", 20).await;
+    assert!(job.last_error.expect("error").contains("unknown job kind \"no-such-kind\""));
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn retry_by_hand_and_cancel() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    // A dead job retried by hand runs again with fresh attempts.
+    let id = app
+        .enqueue(
+            &Noop {
+                fail: NoopFailure::Permanent,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    app.wait_status(id, "dead", 20).await;
+    assert_eq!(db::jobs::retry_by_hand(&app.db, id, "test").await.expect("retry").as_deref(), Some("dead"));
+    app.wait_status(id, "dead", 20).await;
+    assert_eq!(db::jobs::count_events(&app.db, id, "started").await.expect("events"), 2);
+    assert_eq!(db::jobs::count_events(&app.db, id, "retried_by_hand").await.expect("events"), 1);
+    // A succeeded job cannot be retried.
+    let ok = app.enqueue(&Noop::default(), by()).await;
+    app.wait_status(ok, "succeeded", 20).await;
+    assert_eq!(db::jobs::retry_by_hand(&app.db, ok, "test").await.expect("retry").as_deref(), Some("succeeded"));
+    assert_eq!(app.job(ok).await.status, "succeeded");
+
+    // A queued job (not due yet) is cancelled and never runs.
+    let mut later = by();
+    later.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(2));
+    let queued = app.enqueue(&Noop::default(), later).await;
+    assert_eq!(db::jobs::cancel(&app.db, queued, "test").await.expect("cancel").as_deref(), Some("queued"));
+    // A running job is cancelled and stopped by its worker's heartbeat.
+    let running = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 20_000,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    app.wait_status(running, "running", 20).await;
+    assert_eq!(db::jobs::cancel(&app.db, running, "test").await.expect("cancel").as_deref(), Some("running"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(app.job(queued).await.status, "cancelled");
+    assert_eq!(app.job(running).await.status, "cancelled");
+    assert_eq!(db::jobs::count_events(&app.db, queued, "started").await.expect("events"), 0);
+    assert_eq!(worker.runner().running_count(), 0, "the cancelled job was stopped");
+    // A cancelled job can be retried by hand.
+    assert_eq!(db::jobs::retry_by_hand(&app.db, queued, "test").await.expect("retry").as_deref(), Some("cancelled"));
+    app.wait_status(queued, "succeeded", 20).await;
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn shutdown_lets_short_jobs_finish_and_releases_long_ones() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let short = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 300,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    let long = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 30_000,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    app.wait_status(short, "running", 20).await;
+    app.wait_status(long, "running", 20).await;
+    worker.shutdown(Duration::from_secs(1)).await.expect("shutdown");
+    assert_eq!(app.job(short).await.status, "succeeded");
+    let released = app.job(long).await;
+    assert_eq!(released.status, "queued");
+    assert_eq!(released.attempts, 0, "a released run does not count");
+    assert_eq!(db::jobs::count_events(&app.db, long, "released").await.expect("events"), 1);
+}
+
+#[tokio::test]
+async fn progress_is_recorded() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let id = app
+        .enqueue(
+            &Noop {
+                sleep_ms: 1200,
+                steps: 4,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen_partial = false;
+    loop {
+        let job = app.job(id).await;
+        if job.status == "running" && matches!((job.progress_done, job.progress_total), (Some(d), Some(4)) if d < 4) {
+            seen_partial = true;
+        }
+        if job.status == "succeeded" {
+            assert_eq!((job.progress_done, job.progress_total), (Some(4), Some(4)));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "job did not finish");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen_partial, "progress was visible while running");
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn the_pump_keeps_at_most_a_window_of_ids_in_redis() {
+    let mut settings = fast_queue();
+    settings["queue"]["window"] = json!(5);
+    settings["worker"]["concurrency"] = json!(2);
+    let app = TestApp::with(settings).await;
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..60 {
+        copiste::jobs::enqueue(
+            &mut tx,
+            &Noop {
+                sleep_ms: 30,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await
+        .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut max_in_flight = 0;
+    loop {
+        let in_flight = db::bench::in_flight(&app.db).await.expect("in flight");
+        max_in_flight = max_in_flight.max(in_flight);
+        let counts = app.counts().await;
+        if counts.get("succeeded") == Some(&60) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "jobs did not finish: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(max_in_flight <= 5, "{max_in_flight} ids in Redis with a window of 5");
+    assert!(max_in_flight > 0);
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn higher_priority_jobs_are_delivered_first() {
+    let mut settings = fast_queue();
+    settings["queue"]["window"] = json!(1);
+    settings["worker"]["concurrency"] = json!(1);
+    let app = TestApp::with(settings).await;
+    let mut ids = Vec::new();
+    for priority in [0i16, 5, 1] {
+        let mut opts = by();
+        opts.priority = Some(priority);
+        ids.push(app.enqueue(&Noop::default(), opts).await);
+    }
+    let worker = app.worker().await;
+    app.wait_finished(3, 30).await;
+    let mut started = Vec::new();
+    for id in &ids {
+        started.push(app.job(*id).await.started_at.expect("started"));
+    }
+    assert!(started[1] < started[2] && started[2] < started[0], "{started:?}");
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn flushall_mid_run_and_every_job_still_finishes() {
+    // A Redis of this test's own, so that flushing it disturbs no other test.
+    let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
+    let redis = copiste::services::throwaway_redis(&config).await.expect("throwaway redis");
+    let mut settings = fast_queue();
+    settings["redis"] = json!({"url": redis.redis_url.as_str()});
+    let app = TestApp::with(settings).await;
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..400 {
+        copiste::jobs::enqueue(
+            &mut tx,
+            &Noop {
+                sleep_ms: 20,
+                ..Noop::default()
+            },
+            by(),
+        )
+        .await
+        .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    // Let some finish, then lose everything Redis holds.
+    loop {
+        if app.counts().await.get("succeeded").copied().unwrap_or(0) >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let client = redis::Client::open(redis.redis_url.as_str()).expect("client");
+    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flushall");
+    assert!(app.counts().await.get("succeeded").copied().unwrap_or(0) < 400, "flushed mid-run");
+    app.wait_finished(400, 90).await;
+    assert_eq!(app.counts().await.get("succeeded"), Some(&400));
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}
+
+#[tokio::test]
+async fn a_backlog_of_20000_noop_jobs_all_finish() {
+    let mut settings = fast_queue();
+    settings["worker"] = json!({"lease_secs": 30, "concurrency": 16, "shutdown_grace_secs": 1});
+    let app = TestApp::with(settings).await;
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..20_000 {
+        copiste::jobs::enqueue(&mut tx, &Noop::default(), by()).await.expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    app.wait_finished(20_000, 600).await;
+    assert_eq!(app.counts().await.get("succeeded"), Some(&20_000));
+    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+}

@@ -1,0 +1,9 @@
+//! The integration tests: real PostgreSQL and Redis, each test on a fresh
+//! database and its own Redis namespace (see `support`).
+
+mod cli;
+mod demo_data;
+mod import;
+mod jobs;
+mod support;
+mod uai;

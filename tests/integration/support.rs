@@ -1,0 +1,149 @@
+//! The harness: a fresh database, object store and Redis namespace per test.
+
+use copiste::{config::Config, db::Db, storage::Storage};
+use serde_json::json;
+use tempfile::TempDir;
+
+/// Everything one test needs, isolated from every other test.
+pub struct TestApp {
+    pub config: Config,
+    pub db: Db,
+    pub storage: Storage,
+    /// Scratch directory; the object store lives in `dir/objects`.
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    /// A migrated fresh database, an empty local store and a unique Redis
+    /// namespace; `overrides` is merged over the configuration
+    /// (e.g. `json!({"queue": {"window": 50}})`).
+    pub async fn with(overrides: serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let base = Config::load_with_overrides(json!({})).expect("base configuration");
+        let db_url = copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
+            .await
+            .expect("test database");
+        let mut merged = json!({
+            "database": {"url": db_url.as_str()},
+            "redis": {"namespace": format!("t{}", &id[..12])},
+            "storage": {"kind": "local", "root": dir.path().join("objects")},
+        });
+        merge(&mut merged, overrides);
+        let config = Config::load_with_overrides(merged).expect("test configuration");
+        let db = Db::connect(&config.database_url(), 10).await.expect("connect");
+        db.migrate().await.expect("migrate");
+        let storage = Storage::open(&config.storage).expect("storage");
+        Self {
+            config,
+            db,
+            storage,
+            dir,
+        }
+    }
+
+    /// The defaults of [`TestApp::with`].
+    pub async fn new() -> Self {
+        Self::with(json!({})).await
+    }
+}
+
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl TestApp {
+    /// The services a worker needs, over this test's database and store.
+    pub fn services(&self) -> copiste::jobs::context::Services {
+        copiste::jobs::context::Services {
+            config: std::sync::Arc::new(self.config.clone()),
+            db: self.db.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+
+    /// Starts a full worker (consumer, pump, reconciler, heartbeat).
+    pub async fn worker(&self) -> copiste::worker::Worker {
+        let services = self.services();
+        let options = copiste::worker::WorkerOptions::from_config(&services);
+        copiste::worker::Worker::start(services, options)
+            .await
+            .expect("worker starts")
+    }
+
+    /// Enqueues one job in its own transaction.
+    pub async fn enqueue<J: copiste::jobs::Job>(&self, job: &J, opts: copiste::jobs::EnqueueOptions) -> uuid::Uuid {
+        let mut tx = self.db.begin().await.expect("begin");
+        let id = copiste::jobs::enqueue(&mut tx, job, opts).await.expect("enqueue").id();
+        tx.commit().await.expect("commit");
+        id
+    }
+
+    /// The job's row.
+    pub async fn job(&self, id: uuid::Uuid) -> copiste::db::jobs::JobRow {
+        copiste::db::jobs::get(&self.db, id).await.expect("read job").expect("job exists")
+    }
+
+    /// Waits until the job has `status`, failing the test after `secs`.
+    pub async fn wait_status(&self, id: uuid::Uuid, status: &str, secs: u64) -> copiste::db::jobs::JobRow {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let job = self.job(id).await;
+            if job.status == status {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} still {} after {secs} s (waiting for {status}); last error {:?}",
+                job.status,
+                job.last_error
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Counts of jobs by status.
+    pub async fn counts(&self) -> std::collections::HashMap<String, i64> {
+        copiste::db::jobs::count_by_status(&self.db)
+            .await
+            .expect("counts")
+            .into_iter()
+            .collect()
+    }
+
+    /// Waits until `n` jobs are in a final status.
+    pub async fn wait_finished(&self, n: i64, secs: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let counts = self.counts().await;
+            let done: i64 = ["succeeded", "failed", "dead", "cancelled"]
+                .iter()
+                .map(|s| counts.get(*s).copied().unwrap_or(0))
+                .sum();
+            if done >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {done} of {n} jobs finished after {secs} s: {counts:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Fast settings for queue tests: short leases, quick reconciliation.
+pub fn fast_queue() -> serde_json::Value {
+    json!({
+        "worker": {"lease_secs": 1, "concurrency": 8, "shutdown_grace_secs": 1},
+        "queue": {"reconcile_interval_secs": 1, "redeliver_after_secs": 2, "pump_interval_ms": 100},
+        "jobs": {"backoff_base_secs": 0.2, "backoff_max_secs": 1.0}
+    })
+}
