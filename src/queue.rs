@@ -112,7 +112,11 @@ pub async fn consume(
     handler: DeliveryHandler,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let url = config.redis_url();
+    let mut url = config.redis_url();
+    // The pub/sub wake-up (no polling delay when idle) needs RESP3.
+    if !url.query_pairs().any(|(k, _)| k == "protocol") {
+        url.query_pairs_mut().append_pair("protocol", "resp3");
+    }
     let client = redis::Client::open(url.as_str())
         .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
     let mut factory = RedisStorageFactory::new(client)

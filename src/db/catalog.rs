@@ -266,7 +266,11 @@ pub struct CopyRows {
 /// Inserts copies of candidates of `session` at version 1, or replaces the
 /// content of those whose `content_sha256` changed and bumps their version.
 /// Every candidate named must exist in the session.
-pub async fn upsert_copies(tx: &mut Tx, session: &str, rows: &CopyRows) -> anyhow::Result<Upserted> {
+pub async fn upsert_copies(
+    tx: &mut Tx,
+    session: &str,
+    rows: &CopyRows,
+) -> anyhow::Result<Upserted> {
     let row = sqlx::query!(
         r#"WITH up AS (
              INSERT INTO copies (exam_code, candidate_id, grader_code, absent, grade,

@@ -24,8 +24,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::domain::{ExamKind, Uai};
 use crate::import::manifest::{
-    self, Academy, Annotation, AnnotationKind, Candidate, Copy, Establishment, Exam, Grader, Manifest,
-    QuestionMark, Session,
+    self, Academy, Annotation, AnnotationKind, Candidate, Copy, Establishment, Exam, Grader,
+    Manifest, QuestionMark, Session,
 };
 
 pub use scan::{DPI, HEIGHT, WIDTH};
@@ -96,7 +96,14 @@ const EXAMS: [ExamDef; 3] = [
         subject: "Mathématiques",
         kind: ExamKind::Harmonised,
         mean: 11.0,
-        scheme: &[("1", 4.0), ("2a", 3.0), ("2b", 3.0), ("3", 5.0), ("4a", 2.0), ("4b", 3.0)],
+        scheme: &[
+            ("1", 4.0),
+            ("2a", 3.0),
+            ("2b", 3.0),
+            ("3", 5.0),
+            ("4a", 2.0),
+            ("4b", 3.0),
+        ],
     },
     ExamDef {
         code: "BAC26-E3C-HG",
@@ -120,7 +127,11 @@ pub fn validate(opts: &DemoDataOptions) -> anyhow::Result<()> {
         Ok(())
     };
     check("establishments", opts.establishments, MAX_ESTABLISHMENTS)?;
-    check("candidates per establishment", opts.candidates, MAX_CANDIDATES)?;
+    check(
+        "candidates per establishment",
+        opts.candidates,
+        MAX_CANDIDATES,
+    )?;
     check("pages per copy", opts.pages, MAX_PAGES)?;
     let total = u64::from(opts.establishments) * u64::from(opts.candidates);
     ensure!(
@@ -162,7 +173,7 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
         } else {
             let j = per_academy[academy];
             per_academy[academy] += 1;
-            establishment_name(def.cities, j)
+            establishment_name(def.cities, j, academy)
         };
         let uai = loop {
             let number = department * 10_000 + rng.random_range(1..10_000);
@@ -221,7 +232,10 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
     if candidates.len() >= 20 && !copies.iter().any(|c| c.absent) {
         let i = rng.random_range(0..copies.len());
         let copy = &copies[i];
-        let exam = EXAMS.iter().find(|x| x.code == copy.exam).unwrap_or(&EXAMS[0]);
+        let exam = EXAMS
+            .iter()
+            .find(|x| x.code == copy.exam)
+            .unwrap_or(&EXAMS[0]);
         let candidate = &candidates[i % candidates.len()];
         copies[i] = absent_copy(exam, candidate, copy.grader.clone().unwrap_or_default());
     }
@@ -248,12 +262,12 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
     })
 }
 
-/// The name and department of the `j`-th establishment of an academy:
-/// every (lycée, city) pair once, then the same with a number.
-fn establishment_name(cities: &[(&str, u32)], j: usize) -> (String, u32) {
+/// The name and department of the `j`-th establishment of the `academy`-th
+/// academy: every (lycée, city) pair once, then the same with a number.
+fn establishment_name(cities: &[(&str, u32)], j: usize, academy: usize) -> (String, u32) {
     let (c, l) = (cities.len(), names::LYCEES.len());
     let (city, department) = cities[j % c];
-    let lycee = names::LYCEES[(j / c + 7 * (j % c)) % l];
+    let lycee = names::LYCEES[(j / c + 7 * (j % c) + 13 * academy) % l];
     let round = j / (c * l);
     let name = if round == 0 {
         format!("{lycee} ({city})")
@@ -266,7 +280,11 @@ fn establishment_name(cities: &[(&str, u32)], j: usize) -> (String, u32) {
 /// Candidates, establishment by establishment, with unique opaque numéros,
 /// two "Martin Léa" per establishment of two or more candidates, and the
 /// [`names::FEATURED`] names spread over the dataset.
-fn candidates(opts: &DemoDataOptions, establishments: &[Establishment], rng: &mut ChaCha8Rng) -> Vec<Candidate> {
+fn candidates(
+    opts: &DemoDataOptions,
+    establishments: &[Establishment],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Candidate> {
     let per_est = opts.candidates as usize;
     let total = per_est * establishments.len();
 
@@ -356,7 +374,13 @@ fn absent_copy(exam: &ExamDef, candidate: &Candidate, grader: String) -> Copy {
 }
 
 /// A graded copy of `pages` scanned pages.
-fn graded_copy(exam: &ExamDef, candidate: &Candidate, grader: String, pages: u32, rng: &mut ChaCha8Rng) -> Copy {
+fn graded_copy(
+    exam: &ExamDef,
+    candidate: &Candidate,
+    grader: String,
+    pages: u32,
+    rng: &mut ChaCha8Rng,
+) -> Copy {
     // A bell-shaped grade (Irwin–Hall), in quarter points.
     let z: f64 = (0..12).map(|_| rng.random::<f64>()).sum::<f64>() - 6.0;
     let quarters = ((exam.mean + 3.8 * z).clamp(0.0, 20.0) * 4.0).round() as u32;
@@ -397,7 +421,11 @@ fn graded_copy(exam: &ExamDef, candidate: &Candidate, grader: String, pages: u32
             }
         })
         .collect();
-    annotations.sort_by(|a, b| (a.page, a.y).partial_cmp(&(b.page, b.y)).unwrap_or(std::cmp::Ordering::Equal));
+    annotations.sort_by(|a, b| {
+        (a.page, a.y)
+            .partial_cmp(&(b.page, b.y))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
 
     Copy {
         exam: exam.code.to_owned(),
@@ -420,7 +448,10 @@ fn graded_copy(exam: &ExamDef, candidate: &Candidate, grader: String, pages: u32
 /// grade exactly.
 fn split_marks(scheme: &[(&str, f64)], quarters: u32, rng: &mut ChaCha8Rng) -> Vec<QuestionMark> {
     let caps: Vec<u32> = scheme.iter().map(|&(_, max)| (max * 4.0) as u32).collect();
-    let weights: Vec<f64> = caps.iter().map(|&c| f64::from(c) * rng.random_range(0.4..1.6)).collect();
+    let weights: Vec<f64> = caps
+        .iter()
+        .map(|&c| f64::from(c) * rng.random_range(0.4..1.6))
+        .collect();
     let total_weight: f64 = weights.iter().sum();
     let mut marks: Vec<u32> = caps
         .iter()
@@ -498,7 +529,10 @@ pub fn generate(
             Some(start)
         })
         .collect();
-    let total: u64 = with_pages.iter().map(|&i| manifest.copies[i].pages.len() as u64).sum();
+    let total: u64 = with_pages
+        .iter()
+        .map(|&i| manifest.copies[i].pages.len() as u64)
+        .sum();
 
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
@@ -541,8 +575,15 @@ pub fn generate(
                                     .with_context(|| format!("cannot create {}", dir.display()))?;
                                 last_dir = Some(dir.to_path_buf());
                             }
-                            scan::render_jpeg(opts.seed, copy_index as u64, page, &mut pixels, &mut jpeg);
-                            std::fs::write(&path, &jpeg).with_context(|| format!("cannot write {}", path.display()))?;
+                            scan::render_jpeg(
+                                opts.seed,
+                                copy_index as u64,
+                                page,
+                                &mut pixels,
+                                &mut jpeg,
+                            );
+                            std::fs::write(&path, &jpeg)
+                                .with_context(|| format!("cannot write {}", path.display()))?;
                             Ok(jpeg.len() as u64)
                         })();
                         match result {
@@ -573,7 +614,8 @@ pub fn generate(
 
     let json = serde_json::to_vec_pretty(&manifest).context("cannot serialise the manifest")?;
     let manifest_path = out_dir.join("manifest.json");
-    std::fs::write(&manifest_path, &json).with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    std::fs::write(&manifest_path, &json)
+        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
 
     Ok(DemoDataSummary {
         establishments: manifest.establishments.len() as u32,
@@ -591,8 +633,8 @@ fn prepare_out_dir(out_dir: &Path) -> anyhow::Result<()> {
             bail!("{} exists and is not a directory", out_dir.display())
         }
         Ok(_) => {
-            let mut entries =
-                std::fs::read_dir(out_dir).with_context(|| format!("cannot read {}", out_dir.display()))?;
+            let mut entries = std::fs::read_dir(out_dir)
+                .with_context(|| format!("cannot read {}", out_dir.display()))?;
             if entries.next().is_some() {
                 bail!(
                     "{} exists and is not empty; choose a new or empty directory (nothing is overwritten)",
@@ -601,9 +643,8 @@ fn prepare_out_dir(out_dir: &Path) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(out_dir)
+            .with_context(|| format!("cannot create {}", out_dir.display())),
         Err(e) => Err(e).with_context(|| format!("cannot inspect {}", out_dir.display())),
     }
 }

@@ -6,11 +6,15 @@
 //! so a page is byte-identical from one run to the next. The writer's
 //! style (size, slant, pen, ink) depends on the copy only, so the pages of
 //! one copy look written by the same hand.
+//!
+//! The JPEG encoding is `jpeg-encoder`'s baseline encoder (integer DCT,
+//! standard tables), used without its `simd` feature: the AVX2 path it
+//! enables is picked at run time, and a page must be the same bytes on every
+//! machine, not only from one run to the next.
 
+use jpeg_encoder::{ColorType, Encoder, PixelDensity};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use super::jpeg;
 
 /// Page width in pixels (A4 at 150 dpi).
 pub const WIDTH: usize = 1240;
@@ -19,9 +23,10 @@ pub const HEIGHT: usize = 1754;
 /// The resolution written in the JFIF header.
 pub const DPI: u16 = 150;
 
-/// The JPEG size window the encoder aims for, in bytes. The grain is
-/// chosen so that a page lands here at the first attempt; the quality is
-/// adjusted and the page encoded again when it does not.
+/// The JPEG size window a page aims for, in bytes (inside the 150–250 KB
+/// the demo promises). The quality is predicted from the amount of ink so
+/// that a page lands here at the first attempt; it is adjusted and the page
+/// encoded again (up to three more times) when it does not.
 const SIZE_MIN: usize = 155_000;
 const SIZE_MAX: usize = 245_000;
 
@@ -71,7 +76,7 @@ pub fn render_jpeg(seed: u64, copy_index: u64, page: u32, pixels: &mut Vec<u8>, 
     let mut quality = predicted_quality(canvas.ink_length);
     for _ in 0..4 {
         out.clear();
-        jpeg::encode_grey(&canvas.px, WIDTH, HEIGHT, quality, DPI, out);
+        super::jpeg::encode_grey(&canvas.px, WIDTH, HEIGHT, quality, DPI, out);
         if out.len() < SIZE_MIN && quality < 90 {
             quality += if out.len() < SIZE_MIN * 4 / 5 { 8 } else { 4 };
         } else if out.len() > SIZE_MAX && quality > 20 {
@@ -81,6 +86,33 @@ pub fn render_jpeg(seed: u64, copy_index: u64, page: u32, pixels: &mut Vec<u8>, 
         }
     }
     *pixels = canvas.px;
+}
+
+/// The page sides as the JPEG header stores them (checked at compile time).
+const WIDTH_U16: u16 = {
+    assert!(WIDTH > 0 && WIDTH <= u16::MAX as usize);
+    WIDTH as u16
+};
+const HEIGHT_U16: u16 = {
+    assert!(HEIGHT > 0 && HEIGHT <= u16::MAX as usize);
+    HEIGHT as u16
+};
+
+/// Encodes a whole page (`WIDTH × HEIGHT` grey levels, row-major) as a
+/// baseline JFIF JPEG of the given quality (1–100) with the density of
+/// [`DPI`] dots per inch, into `out` (cleared first).
+///
+/// # Panics
+///
+/// When `px` is shorter than a page: the encoder fails only on a short
+/// buffer or a zero side, and writing into a `Vec` cannot fail.
+fn encode_page(px: &[u8], quality: u8, out: &mut Vec<u8>) {
+    out.clear();
+    let mut encoder = Encoder::new(&mut *out, quality);
+    encoder.set_density(PixelDensity::dpi(DPI));
+    encoder
+        .encode(px, WIDTH_U16, HEIGHT_U16, ColorType::Luma)
+        .expect("a whole greyscale page always encodes");
 }
 
 /// The range of the grain's standard deviation, in grey levels.
@@ -182,19 +214,68 @@ const fn g(points: &'static [(f32, f32)], width: f32) -> Glyph {
 /// Lower-case cursive letters with a French frequency weight each (per
 /// mille, roughly).
 const LETTERS: &[(u32, Glyph)] = &[
-    (120, g(&[(0.3, 0.4), (0.55, 0.7), (0.4, 0.95), (0.15, 0.7), (0.15, 0.15), (0.4, 0.0), (0.65, 0.15)], 0.65)),
+    (
+        120,
+        g(
+            &[
+                (0.3, 0.4),
+                (0.55, 0.7),
+                (0.4, 0.95),
+                (0.15, 0.7),
+                (0.15, 0.15),
+                (0.4, 0.0),
+                (0.65, 0.15),
+            ],
+            0.65,
+        ),
+    ),
     (
         25,
         Glyph {
-            points: &[(0.3, 0.4), (0.55, 0.7), (0.4, 0.95), (0.15, 0.7), (0.15, 0.15), (0.4, 0.0), (0.65, 0.15)],
+            points: &[
+                (0.3, 0.4),
+                (0.55, 0.7),
+                (0.4, 0.95),
+                (0.15, 0.7),
+                (0.15, 0.15),
+                (0.4, 0.0),
+                (0.65, 0.15),
+            ],
             width: 0.65,
             mark: Mark::Bar(0.3, 1.25, 0.6, 1.6),
         },
     ),
-    (80, g(&[(0.35, 0.95), (0.5, 0.4), (0.4, 0.05), (0.15, 0.05), (0.25, 0.2), (0.5, 0.05), (0.65, 0.12)], 0.65)),
+    (
+        80,
+        g(
+            &[
+                (0.35, 0.95),
+                (0.5, 0.4),
+                (0.4, 0.05),
+                (0.15, 0.05),
+                (0.25, 0.2),
+                (0.5, 0.05),
+                (0.65, 0.12),
+            ],
+            0.65,
+        ),
+    ),
     (
         76,
-        g(&[(0.62, 0.78), (0.35, 0.95), (0.08, 0.6), (0.15, 0.1), (0.45, 0.15), (0.62, 0.8), (0.58, 0.2), (0.7, 0.0), (0.85, 0.12)], 0.85),
+        g(
+            &[
+                (0.62, 0.78),
+                (0.35, 0.95),
+                (0.08, 0.6),
+                (0.15, 0.1),
+                (0.45, 0.15),
+                (0.62, 0.8),
+                (0.58, 0.2),
+                (0.7, 0.0),
+                (0.85, 0.12),
+            ],
+            0.85,
+        ),
     ),
     (
         75,
@@ -214,23 +295,129 @@ const LETTERS: &[(u32, Glyph)] = &[
     ),
     (
         71,
-        g(&[(0.15, 0.9), (0.15, 0.0), (0.3, 0.7), (0.5, 0.9), (0.62, 0.65), (0.62, 0.1), (0.72, 0.0), (0.9, 0.12)], 0.9),
+        g(
+            &[
+                (0.15, 0.9),
+                (0.15, 0.0),
+                (0.3, 0.7),
+                (0.5, 0.9),
+                (0.62, 0.65),
+                (0.62, 0.1),
+                (0.72, 0.0),
+                (0.9, 0.12),
+            ],
+            0.9,
+        ),
     ),
-    (66, g(&[(0.15, 0.85), (0.3, 0.95), (0.35, 0.8), (0.5, 0.85), (0.5, 0.3), (0.55, 0.0), (0.7, 0.12)], 0.7)),
+    (
+        66,
+        g(
+            &[
+                (0.15, 0.85),
+                (0.3, 0.95),
+                (0.35, 0.8),
+                (0.5, 0.85),
+                (0.5, 0.3),
+                (0.55, 0.0),
+                (0.7, 0.12),
+            ],
+            0.7,
+        ),
+    ),
     (
         63,
-        g(&[(0.15, 0.9), (0.12, 0.2), (0.3, 0.0), (0.55, 0.35), (0.6, 0.9), (0.58, 0.15), (0.7, 0.0), (0.85, 0.12)], 0.85),
+        g(
+            &[
+                (0.15, 0.9),
+                (0.12, 0.2),
+                (0.3, 0.0),
+                (0.55, 0.35),
+                (0.6, 0.9),
+                (0.58, 0.15),
+                (0.7, 0.0),
+                (0.85, 0.12),
+            ],
+            0.85,
+        ),
     ),
-    (55, g(&[(0.35, 1.3), (0.5, 2.15), (0.3, 2.3), (0.15, 1.9), (0.2, 0.3), (0.35, 0.0), (0.6, 0.12)], 0.6)),
-    (54, g(&[(0.45, 0.95), (0.15, 0.75), (0.1, 0.25), (0.35, 0.0), (0.58, 0.35), (0.45, 0.95), (0.65, 0.85), (0.8, 0.8)], 0.8)),
+    (
+        55,
+        g(
+            &[
+                (0.35, 1.3),
+                (0.5, 2.15),
+                (0.3, 2.3),
+                (0.15, 1.9),
+                (0.2, 0.3),
+                (0.35, 0.0),
+                (0.6, 0.12),
+            ],
+            0.6,
+        ),
+    ),
+    (
+        54,
+        g(
+            &[
+                (0.45, 0.95),
+                (0.15, 0.75),
+                (0.1, 0.25),
+                (0.35, 0.0),
+                (0.58, 0.35),
+                (0.45, 0.95),
+                (0.65, 0.85),
+                (0.8, 0.8),
+            ],
+            0.8,
+        ),
+    ),
     (
         37,
-        g(&[(0.62, 0.78), (0.35, 0.95), (0.08, 0.6), (0.15, 0.1), (0.45, 0.15), (0.68, 2.1), (0.58, 0.2), (0.7, 0.0), (0.85, 0.12)], 0.85),
+        g(
+            &[
+                (0.62, 0.78),
+                (0.35, 0.95),
+                (0.08, 0.6),
+                (0.15, 0.1),
+                (0.45, 0.15),
+                (0.68, 2.1),
+                (0.58, 0.2),
+                (0.7, 0.0),
+                (0.85, 0.12),
+            ],
+            0.85,
+        ),
     ),
-    (33, g(&[(0.55, 0.85), (0.35, 0.95), (0.1, 0.6), (0.15, 0.1), (0.45, 0.0), (0.7, 0.15)], 0.7)),
+    (
+        33,
+        g(
+            &[
+                (0.55, 0.85),
+                (0.35, 0.95),
+                (0.1, 0.6),
+                (0.15, 0.1),
+                (0.45, 0.0),
+                (0.7, 0.15),
+            ],
+            0.7,
+        ),
+    ),
     (
         30,
-        g(&[(0.2, 0.9), (0.15, -1.1), (0.2, 0.5), (0.45, 0.95), (0.68, 0.55), (0.45, 0.05), (0.22, 0.25), (0.6, 0.1), (0.85, 0.15)], 0.85),
+        g(
+            &[
+                (0.2, 0.9),
+                (0.15, -1.1),
+                (0.2, 0.5),
+                (0.45, 0.95),
+                (0.68, 0.55),
+                (0.45, 0.05),
+                (0.22, 0.25),
+                (0.6, 0.1),
+                (0.85, 0.15),
+            ],
+            0.85,
+        ),
     ),
     (
         30,
@@ -252,37 +439,121 @@ const LETTERS: &[(u32, Glyph)] = &[
             1.25,
         ),
     ),
-    (16, g(&[(0.2, 0.9), (0.35, 0.0), (0.55, 0.9), (0.6, 0.8), (0.75, 0.85)], 0.75)),
+    (
+        16,
+        g(
+            &[
+                (0.2, 0.9),
+                (0.35, 0.0),
+                (0.55, 0.9),
+                (0.6, 0.8),
+                (0.75, 0.85),
+            ],
+            0.75,
+        ),
+    ),
     (
         14,
-        g(&[(0.62, 0.78), (0.35, 0.95), (0.08, 0.6), (0.15, 0.1), (0.45, 0.15), (0.62, 0.85), (0.58, -1.1), (0.62, -0.2), (0.85, 0.1)], 0.85),
+        g(
+            &[
+                (0.62, 0.78),
+                (0.35, 0.95),
+                (0.08, 0.6),
+                (0.15, 0.1),
+                (0.45, 0.15),
+                (0.62, 0.85),
+                (0.58, -1.1),
+                (0.62, -0.2),
+                (0.85, 0.1),
+            ],
+            0.85,
+        ),
     ),
-    (11, g(&[(0.3, 1.3), (0.45, 2.1), (0.25, 2.25), (0.15, 1.8), (0.2, -1.0), (0.35, -1.1), (0.35, -0.2), (0.2, 0.2), (0.6, 0.15)], 0.6)),
+    (
+        11,
+        g(
+            &[
+                (0.3, 1.3),
+                (0.45, 2.1),
+                (0.25, 2.25),
+                (0.15, 1.8),
+                (0.2, -1.0),
+                (0.35, -1.1),
+                (0.35, -0.2),
+                (0.2, 0.2),
+                (0.6, 0.15),
+            ],
+            0.6,
+        ),
+    ),
     (
         9,
         g(
-            &[(0.3, 1.3), (0.45, 2.15), (0.25, 2.3), (0.12, 1.9), (0.15, 0.2), (0.35, 0.0), (0.6, 0.3), (0.55, 0.85), (0.35, 0.75), (0.6, 0.7), (0.8, 0.8)],
+            &[
+                (0.3, 1.3),
+                (0.45, 2.15),
+                (0.25, 2.3),
+                (0.12, 1.9),
+                (0.15, 0.2),
+                (0.35, 0.0),
+                (0.6, 0.3),
+                (0.55, 0.85),
+                (0.35, 0.75),
+                (0.6, 0.7),
+                (0.8, 0.8),
+            ],
             0.8,
         ),
     ),
     (
         9,
         g(
-            &[(0.62, 0.78), (0.35, 0.95), (0.08, 0.6), (0.15, 0.1), (0.45, 0.15), (0.62, 0.85), (0.55, -1.0), (0.3, -1.35), (0.1, -1.1), (0.45, -0.3), (0.85, 0.1)],
+            &[
+                (0.62, 0.78),
+                (0.35, 0.95),
+                (0.08, 0.6),
+                (0.15, 0.1),
+                (0.45, 0.15),
+                (0.62, 0.85),
+                (0.55, -1.0),
+                (0.3, -1.35),
+                (0.1, -1.1),
+                (0.45, -0.3),
+                (0.85, 0.1),
+            ],
             0.85,
         ),
     ),
     (
         7,
         g(
-            &[(0.3, 1.3), (0.45, 2.15), (0.25, 2.3), (0.12, 1.9), (0.12, 0.0), (0.25, 0.65), (0.5, 0.9), (0.65, 0.6), (0.65, 0.1), (0.75, 0.0), (0.95, 0.12)],
+            &[
+                (0.3, 1.3),
+                (0.45, 2.15),
+                (0.25, 2.3),
+                (0.12, 1.9),
+                (0.12, 0.0),
+                (0.25, 0.65),
+                (0.5, 0.9),
+                (0.65, 0.6),
+                (0.65, 0.1),
+                (0.75, 0.0),
+                (0.95, 0.12),
+            ],
             0.95,
         ),
     ),
     (
         5,
         Glyph {
-            points: &[(0.25, 0.9), (0.22, -1.0), (0.05, -1.3), (0.0, -1.0), (0.3, -0.2), (0.5, 0.12)],
+            points: &[
+                (0.25, 0.9),
+                (0.22, -1.0),
+                (0.05, -1.3),
+                (0.0, -1.0),
+                (0.3, -0.2),
+                (0.5, 0.12),
+            ],
             width: 0.5,
             mark: Mark::Dot(0.3, 1.45),
         },
@@ -291,24 +562,126 @@ const LETTERS: &[(u32, Glyph)] = &[
 
 /// Cursive capitals for the start of a sentence.
 const CAPITALS: &[Glyph] = &[
-    g(&[(0.5, 1.9), (0.7, 2.3), (0.45, 2.35), (0.35, 1.6), (0.2, 0.3), (0.0, 0.05), (0.2, -0.05), (0.5, 0.1), (0.8, 0.05), (1.0, 0.12)], 1.0),
-    g(&[(0.9, 2.0), (0.6, 2.3), (0.15, 1.7), (0.05, 0.6), (0.4, 0.0), (0.85, 0.15)], 0.9),
-    g(&[(0.7, 2.0), (0.4, 2.3), (0.15, 1.9), (0.45, 1.2), (0.1, 0.9), (0.1, 0.2), (0.45, 0.0), (0.8, 0.15)], 0.85),
-    g(&[(0.3, 2.2), (0.35, 0.0), (0.3, 1.9), (0.8, 2.2), (0.95, 1.6), (0.4, 1.1), (0.9, 0.12)], 0.95),
+    g(
+        &[
+            (0.5, 1.9),
+            (0.7, 2.3),
+            (0.45, 2.35),
+            (0.35, 1.6),
+            (0.2, 0.3),
+            (0.0, 0.05),
+            (0.2, -0.05),
+            (0.5, 0.1),
+            (0.8, 0.05),
+            (1.0, 0.12),
+        ],
+        1.0,
+    ),
+    g(
+        &[
+            (0.9, 2.0),
+            (0.6, 2.3),
+            (0.15, 1.7),
+            (0.05, 0.6),
+            (0.4, 0.0),
+            (0.85, 0.15),
+        ],
+        0.9,
+    ),
+    g(
+        &[
+            (0.7, 2.0),
+            (0.4, 2.3),
+            (0.15, 1.9),
+            (0.45, 1.2),
+            (0.1, 0.9),
+            (0.1, 0.2),
+            (0.45, 0.0),
+            (0.8, 0.15),
+        ],
+        0.85,
+    ),
+    g(
+        &[
+            (0.3, 2.2),
+            (0.35, 0.0),
+            (0.3, 1.9),
+            (0.8, 2.2),
+            (0.95, 1.6),
+            (0.4, 1.1),
+            (0.9, 0.12),
+        ],
+        0.95,
+    ),
 ];
 
 /// Handwritten digits, in units of the digit height (y up).
 const DIGITS: [&[(f32, f32)]; 10] = [
-    &[(0.35, 1.0), (0.08, 0.75), (0.05, 0.25), (0.3, 0.0), (0.55, 0.3), (0.55, 0.75), (0.35, 1.0), (0.25, 0.95)],
+    &[
+        (0.35, 1.0),
+        (0.08, 0.75),
+        (0.05, 0.25),
+        (0.3, 0.0),
+        (0.55, 0.3),
+        (0.55, 0.75),
+        (0.35, 1.0),
+        (0.25, 0.95),
+    ],
     &[(0.1, 0.75), (0.4, 1.0), (0.38, 0.0)],
-    &[(0.05, 0.75), (0.3, 1.0), (0.55, 0.85), (0.5, 0.6), (0.05, 0.02), (0.6, 0.0)],
-    &[(0.05, 0.9), (0.45, 0.98), (0.25, 0.55), (0.55, 0.35), (0.4, 0.03), (0.02, 0.1)],
+    &[
+        (0.05, 0.75),
+        (0.3, 1.0),
+        (0.55, 0.85),
+        (0.5, 0.6),
+        (0.05, 0.02),
+        (0.6, 0.0),
+    ],
+    &[
+        (0.05, 0.9),
+        (0.45, 0.98),
+        (0.25, 0.55),
+        (0.55, 0.35),
+        (0.4, 0.03),
+        (0.02, 0.1),
+    ],
     &[(0.45, 0.0), (0.45, 1.0), (0.02, 0.35), (0.6, 0.35)],
-    &[(0.55, 1.0), (0.12, 1.0), (0.08, 0.55), (0.45, 0.55), (0.55, 0.25), (0.3, 0.0), (0.02, 0.1)],
-    &[(0.5, 1.0), (0.12, 0.55), (0.08, 0.15), (0.3, 0.0), (0.55, 0.2), (0.35, 0.45), (0.07, 0.3)],
+    &[
+        (0.55, 1.0),
+        (0.12, 1.0),
+        (0.08, 0.55),
+        (0.45, 0.55),
+        (0.55, 0.25),
+        (0.3, 0.0),
+        (0.02, 0.1),
+    ],
+    &[
+        (0.5, 1.0),
+        (0.12, 0.55),
+        (0.08, 0.15),
+        (0.3, 0.0),
+        (0.55, 0.2),
+        (0.35, 0.45),
+        (0.07, 0.3),
+    ],
     &[(0.02, 1.0), (0.6, 1.0), (0.2, 0.0)],
-    &[(0.5, 0.9), (0.3, 1.0), (0.08, 0.8), (0.5, 0.3), (0.3, 0.0), (0.08, 0.25), (0.5, 0.75), (0.3, 1.0)],
-    &[(0.55, 0.7), (0.3, 0.5), (0.05, 0.7), (0.3, 1.0), (0.55, 0.8), (0.45, 0.0)],
+    &[
+        (0.5, 0.9),
+        (0.3, 1.0),
+        (0.08, 0.8),
+        (0.5, 0.3),
+        (0.3, 0.0),
+        (0.08, 0.25),
+        (0.5, 0.75),
+        (0.3, 1.0),
+    ],
+    &[
+        (0.55, 0.7),
+        (0.3, 0.5),
+        (0.05, 0.7),
+        (0.3, 1.0),
+        (0.55, 0.8),
+        (0.45, 0.0),
+    ],
 ];
 
 /// The page being drawn, with the skew of the scan.
@@ -466,7 +839,9 @@ impl Canvas {
             let digit = DIGITS[usize::from(ch - b'0')];
             let pts: Vec<Pt> = digit
                 .iter()
-                .map(|&(dx, dy)| self.jittered(x + dx * h, base - dy * h, style.x_height * 0.05, rng))
+                .map(|&(dx, dy)| {
+                    self.jittered(x + dx * h, base - dy * h, style.x_height * 0.05, rng)
+                })
                 .collect();
             self.stroke(&pts, style, rng);
             x += 0.8 * h;
@@ -487,7 +862,10 @@ impl Canvas {
     /// A point with the writer's jitter, mapped onto the skewed page.
     fn jittered(&self, x: f32, y: f32, amount: f32, rng: &mut ChaCha8Rng) -> Pt {
         let (jx, jy) = if amount > 0.0 {
-            (rng.random_range(-amount..amount), rng.random_range(-amount..amount))
+            (
+                rng.random_range(-amount..amount),
+                rng.random_range(-amount..amount),
+            )
         } else {
             (0.0, 0.0)
         };
@@ -496,7 +874,14 @@ impl Canvas {
     }
 
     /// Lines of handwriting on the bold Seyès lines from `top` down.
-    fn handwriting(&mut self, style: &Style, top: f32, margin: f32, first_page: bool, rng: &mut ChaCha8Rng) {
+    fn handwriting(
+        &mut self,
+        style: &Style,
+        top: f32,
+        margin: f32,
+        first_page: bool,
+        rng: &mut ChaCha8Rng,
+    ) {
         let line_step = 8.0 * MM;
         let bottom = HEIGHT as f32 - 60.0;
         // Most pages are full; some stop early (end of an answer).
@@ -527,7 +912,15 @@ impl Canvas {
                     right - rng.random_range(0.0..40.0)
                 };
                 let underline = first_page && line_no == 0;
-                self.line_of_words(style, start, end, baseline, new_paragraph || indent > 0.0, underline, rng);
+                self.line_of_words(
+                    style,
+                    start,
+                    end,
+                    baseline,
+                    new_paragraph || indent > 0.0,
+                    underline,
+                    rng,
+                );
             } else {
                 new_paragraph = true;
             }
@@ -537,14 +930,23 @@ impl Canvas {
     }
 
     /// A question number in the margin, like "3)".
-    fn question_label(&mut self, style: &Style, margin: f32, baseline: f32, n: u32, rng: &mut ChaCha8Rng) {
+    fn question_label(
+        &mut self,
+        style: &Style,
+        margin: f32,
+        baseline: f32,
+        n: u32,
+        rng: &mut ChaCha8Rng,
+    ) {
         let h = style.x_height * 1.4;
         let mut x = margin - 2.5 * h - rng.random_range(0.0..10.0);
         for ch in n.to_string().bytes() {
             let digit = DIGITS[usize::from(ch - b'0')];
             let pts: Vec<Pt> = digit
                 .iter()
-                .map(|&(dx, dy)| self.jittered(x + dx * h, baseline - dy * h, style.x_height * 0.05, rng))
+                .map(|&(dx, dy)| {
+                    self.jittered(x + dx * h, baseline - dy * h, style.x_height * 0.05, rng)
+                })
                 .collect();
             self.stroke(&pts, style, rng);
             x += 0.75 * h;
@@ -570,7 +972,7 @@ impl Canvas {
         rng: &mut ChaCha8Rng,
     ) {
         let xh = style.x_height;
-        let phase: f32 = rng.random_range(0.0..6.28);
+        let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
         let mut x = start;
         let mut capital = capital_first;
         let mut points: Vec<Pt> = Vec::with_capacity(128);
@@ -612,13 +1014,31 @@ impl Canvas {
                 let sx = style.width * xh;
                 match mark {
                     Mark::Dot(dx, dy) => {
-                        let p = self.jittered(mx + dx * sx + style.slant * dy * xh, base - dy * xh, 0.1 * xh, rng);
-                        let q = Pt { x: p.x + 1.5, y: p.y + 0.8 };
+                        let p = self.jittered(
+                            mx + dx * sx + style.slant * dy * xh,
+                            base - dy * xh,
+                            0.1 * xh,
+                            rng,
+                        );
+                        let q = Pt {
+                            x: p.x + 1.5,
+                            y: p.y + 0.8,
+                        };
                         self.stroke(&[p, q], style, rng);
                     }
                     Mark::Bar(ax, ay, bx, by) => {
-                        let p = self.jittered(mx + ax * sx + style.slant * ay * xh, base - ay * xh, 0.08 * xh, rng);
-                        let q = self.jittered(mx + bx * sx + style.slant * by * xh, base - by * xh, 0.08 * xh, rng);
+                        let p = self.jittered(
+                            mx + ax * sx + style.slant * ay * xh,
+                            base - ay * xh,
+                            0.08 * xh,
+                            rng,
+                        );
+                        let q = self.jittered(
+                            mx + bx * sx + style.slant * by * xh,
+                            base - by * xh,
+                            0.08 * xh,
+                            rng,
+                        );
                         self.stroke(&[p, q], style, rng);
                     }
                     Mark::None => {}
@@ -634,7 +1054,10 @@ impl Canvas {
                 self.stroke(&[a, m, b], style, rng);
             } else if roll < 0.12 {
                 let p = self.jittered(x + 0.15 * xh, wobble(x) - 0.02 * xh, 0.0, rng);
-                let q = Pt { x: p.x + 1.2, y: p.y + 0.6 };
+                let q = Pt {
+                    x: p.x + 1.2,
+                    y: p.y + 0.6,
+                };
                 self.stroke(&[p, q], style, rng);
                 capital = rng.random_bool(0.7);
             } else if roll < 0.2 {
@@ -660,7 +1083,7 @@ impl Canvas {
         if pts.is_empty() {
             return;
         }
-        let swell_phase: f32 = rng.random_range(0.0..6.28);
+        let swell_phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
         let swell_freq: f32 = rng.random_range(0.02..0.06);
         let paper = 255.0;
         let mut prev = pts[0];
@@ -681,9 +1104,17 @@ impl Canvas {
                 let cur = catmull_rom(p0, p1, p2, p3, t);
                 let len = dist(prev, cur);
                 travelled += len;
-                let down = if len > 0.0 { (cur.y - prev.y) / len } else { 0.0 };
-                let taper = (travelled / 6.0).min(1.0).min(((total - travelled) / 6.0).clamp(0.35, 1.0));
-                let pressure = (1.0 + 0.22 * down) * (0.9 + 0.12 * (travelled * swell_freq + swell_phase).sin()) * (0.6 + 0.4 * taper);
+                let down = if len > 0.0 {
+                    (cur.y - prev.y) / len
+                } else {
+                    0.0
+                };
+                let taper = (travelled / 6.0)
+                    .min(1.0)
+                    .min(((total - travelled) / 6.0).clamp(0.35, 1.0));
+                let pressure = (1.0 + 0.22 * down)
+                    * (0.9 + 0.12 * (travelled * swell_freq + swell_phase).sin())
+                    * (0.6 + 0.4 * taper);
                 let r = style.pen * pressure;
                 let level = paper - (paper - style.ink) * (0.7 + 0.3 * pressure.min(1.0));
                 self.capsule(prev, cur, prev_r, r, level);
@@ -744,7 +1175,7 @@ impl Canvas {
         let base: f32 = rng.random_range(232.0..244.0);
         let tilt: f32 = rng.random_range(-5.0..5.0);
         let wave: f32 = rng.random_range(0.0..3.0);
-        let phase: f32 = rng.random_range(0.0..6.28);
+        let phase: f32 = rng.random_range(0.0..std::f32::consts::TAU);
         let mut lut = [0i32; 256];
         for (i, v) in lut.iter_mut().enumerate() {
             let p = (i as f32 + 0.5) / 256.0;
@@ -763,7 +1194,12 @@ impl Canvas {
         for (y, row) in self.px.chunks_exact_mut(WIDTH).enumerate() {
             let v = y as f32 / HEIGHT as f32;
             let level = ((base + wave * (v * 5.0 + phase).sin()) * to_fixed) as i32;
-            for (px8, c8) in row.as_chunks_mut::<8>().0.iter_mut().zip(cols.as_chunks::<8>().0) {
+            for (px8, c8) in row
+                .as_chunks_mut::<8>()
+                .0
+                .iter_mut()
+                .zip(cols.as_chunks::<8>().0)
+            {
                 let bytes = noise.next().to_le_bytes();
                 for ((p, &c), &b) in px8.iter_mut().zip(c8.iter()).zip(bytes.iter()) {
                     let v = ((i32::from(*p) * (level + c)) >> 16) + lut[usize::from(b)];
@@ -832,7 +1268,10 @@ fn catmull_rom(p0: Pt, p1: Pt, p2: Pt, p3: Pt, t: f32) -> Pt {
     let t2 = t * t;
     let t3 = t2 * t;
     let f = |a: f32, b: f32, c: f32, d: f32| {
-        0.5 * (2.0 * b + (c - a) * t + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2 + (3.0 * b - a - 3.0 * c + d) * t3)
+        0.5 * (2.0 * b
+            + (c - a) * t
+            + (2.0 * a - 5.0 * b + 4.0 * c - d) * t2
+            + (3.0 * b - a - 3.0 * c + d) * t3)
     };
     Pt {
         x: f(p0.x, p1.x, p2.x, p3.x),
@@ -844,21 +1283,49 @@ fn catmull_rom(p0: Pt, p1: Pt, p2: Pt, p3: Pt, t: f32) -> Pt {
 /// rational approximation, plenty for a noise table).
 fn probit(p: f32) -> f32 {
     let p = f64::from(p);
-    const A: [f64; 6] = [-39.696_830_286_653_76, 220.946_098_424_520_5, -275.928_510_446_968_7, 138.357_751_867_269, -30.664_798_066_147_16, 2.506_628_277_459_239];
-    const B: [f64; 5] = [-54.476_098_798_224_06, 161.585_836_858_040_9, -155.698_979_859_886_6, 66.801_311_887_719_72, -13.280_681_552_885_72];
-    const C: [f64; 6] = [-0.007_784_894_002_430_293, -0.322_396_458_041_136_5, -2.400_758_277_161_838, -2.549_732_539_343_734, 4.374_664_141_464_968, 2.938_163_982_698_783];
-    const D: [f64; 4] = [0.007_784_695_709_041_462, 0.322_467_129_070_039_8, 2.445_134_137_142_996, 3.754_408_661_907_416];
+    const A: [f64; 6] = [
+        -39.696_830_286_653_76,
+        220.946_098_424_520_5,
+        -275.928_510_446_968_7,
+        138.357_751_867_269,
+        -30.664_798_066_147_16,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -54.476_098_798_224_06,
+        161.585_836_858_040_9,
+        -155.698_979_859_886_6,
+        66.801_311_887_719_72,
+        -13.280_681_552_885_72,
+    ];
+    const C: [f64; 6] = [
+        -0.007_784_894_002_430_293,
+        -0.322_396_458_041_136_5,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        0.007_784_695_709_041_462,
+        0.322_467_129_070_039_8,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
     let low = 0.024_25;
     let r = if p < low {
         let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     } else if p <= 1.0 - low {
         let q = p - 0.5;
         let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     } else {
         let q = (-2.0 * (1.0 - p).ln()).sqrt();
-        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        -(((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     };
     r as f32
 }
@@ -889,4 +1356,3 @@ fn pick_letter(rng: &mut ChaCha8Rng) -> &'static Glyph {
     }
     &LETTERS[0].1
 }
-

@@ -17,13 +17,7 @@ pub mod manifest;
 mod scans;
 mod validate;
 
-use std::{
-    collections::HashMap,
-    fmt,
-    io::IsTerminal as _,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::HashMap, fmt, io::IsTerminal as _, path::Path, time::Duration};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -295,17 +289,24 @@ async fn check_exam_sessions(tx: &mut Tx, manifest: &Manifest) -> Result<(), Imp
         .enumerate()
         .map(|(i, code)| (code.as_str(), i))
         .collect();
-    let problems = others
+    let mut problems: Vec<(usize, Problem)> = others
         .into_iter()
-        .map(|(code, session)| Problem {
-            path: format!("$.exams[{}].code", index.get(code.as_str()).unwrap_or(&0)),
-            message: format!(
-                "exam {code} already belongs to session {session}, not {}",
-                manifest.session.code
-            ),
+        .map(|(code, session)| {
+            let at = index.get(code.as_str()).copied().unwrap_or_default();
+            let problem = Problem {
+                path: format!("$.exams[{at}].code"),
+                message: format!(
+                    "exam {code} already belongs to session {session}, not {}",
+                    manifest.session.code
+                ),
+            };
+            (at, problem)
         })
         .collect();
-    Err(ImportError::Invalid(problems))
+    problems.sort_by_key(|(at, _)| *at);
+    Err(ImportError::Invalid(
+        problems.into_iter().map(|(_, problem)| problem).collect(),
+    ))
 }
 
 /// Upserts every row of the export in one transaction.
@@ -399,7 +400,8 @@ async fn write_catalogue(
             rows.numeros.push(c.numero.clone());
             rows.noms.push(c.nom.clone());
             rows.prenoms.push(c.prenom.clone());
-            rows.establishments.push(c.establishment.as_str().to_owned());
+            rows.establishments
+                .push(c.establishment.as_str().to_owned());
         }
         let upserted = catalog::upsert_candidates(&mut tx, session, &rows)
             .await

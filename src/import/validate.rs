@@ -199,9 +199,8 @@ impl Checker {
         if let Some(uai) = &uai {
             let path = fields.field_path("uai");
             if let Some(first) = self.establishments.get(uai) {
-                let message = format!(
-                    "duplicate establishment {uai}, first at $.establishments[{first}]"
-                );
+                let message =
+                    format!("duplicate establishment {uai}, first at $.establishments[{first}]");
                 self.problem(path, message);
             } else {
                 self.establishments.insert(uai.clone(), index);
@@ -312,7 +311,15 @@ impl Checker {
         let grade = self.optional::<f64>(&mut fields, "grade");
         let grading_details = self.defaulted_list(&mut fields, "grading_details", Self::mark);
         let appreciation = self.optional::<String>(&mut fields, "appreciation");
-        let annotations = self.defaulted_list(&mut fields, "annotations", Self::annotation);
+        // The page count bounds the annotations even when a page is invalid.
+        let page_count = fields
+            .map
+            .get("pages")
+            .and_then(Value::as_array)
+            .map(Vec::len);
+        let annotations = self.defaulted_list(&mut fields, "annotations", |this, i, f| {
+            this.annotation(i, f, page_count)
+        });
         let pages = self.pages(&mut fields, index);
 
         if let Some(exam) = &exam
@@ -350,7 +357,10 @@ impl Checker {
         if let Some(Some(grade)) = grade {
             let path = fields.field_path("grade");
             if !(0.0..=MAX_GRADE).contains(&grade) {
-                self.problem(&path, format!("grade {grade} is not between 0 and {MAX_GRADE}"));
+                self.problem(
+                    &path,
+                    format!("grade {grade} is not between 0 and {MAX_GRADE}"),
+                );
             } else if !at_most_two_decimals(grade) {
                 self.problem(&path, format!("grade {grade} has more than 2 decimals"));
             }
@@ -358,26 +368,14 @@ impl Checker {
                 self.problem(&path, "a copy marked absent cannot have a grade");
             }
         }
-        if let Some(pages) = &pages {
-            if pages.is_empty() && absent == Some(false) {
-                self.problem(
-                    fields.field_path("pages"),
-                    "a copy that is not absent needs at least one page",
-                );
-            }
-            if let Some(annotations) = &annotations {
-                for (i, annotation) in annotations.iter().enumerate() {
-                    let count = pages.len();
-                    if annotation.page == 0 || annotation.page as usize > count {
-                        let path = format!("{}.annotations[{i}].page", fields.path);
-                        let message = format!(
-                            "page {} is outside the copy's {count} page(s), numbered from 1",
-                            annotation.page
-                        );
-                        self.problem(path, message);
-                    }
-                }
-            }
+        if let Some(pages) = &pages
+            && pages.is_empty()
+            && absent == Some(false)
+        {
+            self.problem(
+                fields.field_path("pages"),
+                "a copy that is not absent needs at least one page",
+            );
         }
         self.finish(fields);
         Some(Copy {
@@ -452,8 +450,22 @@ impl Checker {
         })
     }
 
-    fn annotation(&mut self, _index: usize, mut fields: Fields) -> Option<Annotation> {
+    /// Reads an annotation of a copy of `page_count` pages (unknown when
+    /// the pages are not an array).
+    fn annotation(
+        &mut self,
+        _index: usize,
+        mut fields: Fields,
+        page_count: Option<usize>,
+    ) -> Option<Annotation> {
         let page = self.required::<u32>(&mut fields, "page");
+        if let (Some(page), Some(count)) = (page, page_count)
+            && (page == 0 || page as usize > count)
+        {
+            let message =
+                format!("page {page} is outside the copy's {count} page(s), numbered from 1");
+            self.problem(fields.field_path("page"), message);
+        }
         let x = self.fraction(&mut fields, "x");
         let y = self.fraction(&mut fields, "y");
         let kind = self.required::<AnnotationKind>(&mut fields, "kind");
@@ -552,7 +564,11 @@ impl Checker {
     }
 
     /// A field that may be missing or null; `None` when mistyped.
-    fn optional<T: DeserializeOwned>(&mut self, fields: &mut Fields, key: &str) -> Option<Option<T>> {
+    fn optional<T: DeserializeOwned>(
+        &mut self,
+        fields: &mut Fields,
+        key: &str,
+    ) -> Option<Option<T>> {
         match fields.map.remove(key) {
             None | Some(Value::Null) => Some(None),
             Some(value) => self.decode(value, &fields.field_path(key)).map(Some),
@@ -727,7 +743,10 @@ mod tests {
         let mut value = valid();
         value["copies"][0]["grade"] = json!("twelve");
         value["establishments"][1]["extra"] = json!(1);
-        value["graders"][0].as_object_mut().expect("grader").remove("nom");
+        value["graders"][0]
+            .as_object_mut()
+            .expect("grader")
+            .remove("nom");
         let checked = check(value);
         let lines: Vec<String> = checked.problems.iter().map(ToString::to_string).collect();
         assert_eq!(

@@ -18,6 +18,7 @@ impl TestApp {
     /// namespace; `overrides` is merged over the configuration
     /// (e.g. `json!({"queue": {"window": 50}})`).
     pub async fn with(overrides: serde_json::Value) -> Self {
+        init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let base = Config::load_with_overrides(json!({})).expect("base configuration");
@@ -146,4 +147,15 @@ pub fn fast_queue() -> serde_json::Value {
         "queue": {"reconcile_interval_secs": 1, "redeliver_after_secs": 2, "pump_interval_ms": 100},
         "jobs": {"backoff_base_secs": 0.2, "backoff_max_secs": 1.0}
     })
+}
+
+/// Logs of the code under test, shown for failing tests (`RUST_LOG`
+/// filters; default: warnings).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
