@@ -93,7 +93,22 @@ impl Producer {
         storage
             .push_bulk(ids.iter().map(|&job_id| Delivery { job_id }).collect())
             .await
-            .map_err(|e| anyhow::anyhow!("pushing {} job ids to Redis: {e}", ids.len()))
+            .map_err(|e| anyhow::anyhow!("pushing {} job ids to Redis: {e}", ids.len()))?;
+        // apalis-redis 1.0 files every pushed task in its "scheduled" set
+        // (run_at defaults to now) and only announces tasks pushed to the
+        // active list, so idle consumers would wait for their next
+        // heartbeat. Announce the push ourselves on the channel the
+        // consumers' pub/sub listener watches; their fetch promotes the
+        // due tasks.
+        let channel = format!("tasks:{}:active:available", storage.get_config().queue.as_ref());
+        let conn = storage.get_connection();
+        redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("1")
+            .query_async::<i64>(conn)
+            .await
+            .context("announcing pushed job ids")?;
+        Ok(())
     }
 }
 

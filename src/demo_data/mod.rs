@@ -8,7 +8,6 @@
 //! [`scan_jpeg`]. The same seed always gives the same manifest and the same
 //! bytes in every scan.
 
-mod jpeg;
 mod names;
 mod scan;
 

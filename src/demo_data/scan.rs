@@ -75,8 +75,7 @@ pub fn render_jpeg(seed: u64, copy_index: u64, page: u32, pixels: &mut Vec<u8>, 
     // page falls outside the size window.
     let mut quality = predicted_quality(canvas.ink_length);
     for _ in 0..4 {
-        out.clear();
-        super::jpeg::encode_grey(&canvas.px, WIDTH, HEIGHT, quality, DPI, out);
+        encode_page(&canvas.px, quality, out);
         if out.len() < SIZE_MIN && quality < 90 {
             quality += if out.len() < SIZE_MIN * 4 / 5 { 8 } else { 4 };
         } else if out.len() > SIZE_MAX && quality > 20 {
