@@ -39,7 +39,7 @@ impl Uai {
             return Err(UaiError::Digits);
         }
         let expected = Self::check_letter(digits);
-        if letter.chars().next() != Some(expected) {
+        if !letter.starts_with(expected) {
             return Err(UaiError::CheckLetter { uai: s, expected });
         }
         Ok(Self(s))
