@@ -130,6 +130,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
         if p99 <= 50.0 { "OK" } else { "ABOVE GOAL" }
     );
     worker.shutdown(Duration::from_secs(5)).await?;
+    crate::queue::purge(&services.config).await?;
     db.close().await;
     Ok(())
 }

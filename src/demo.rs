@@ -84,29 +84,24 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     tx.commit().await?;
     let bar = crate::cli::progress_bar("noop jobs");
     bar.set_length(u64::from(job_count));
-    loop {
-        let counts = db::jobs::count_by_status(&db).await?;
-        let finished: i64 = counts
-            .iter()
-            .filter(|(s, _)| s != "queued" && s != "running")
-            .map(|(_, n)| n)
-            .sum();
+    let counts = loop {
+        let counts = db::jobs::final_counts(&db, &ids).await?;
+        let finished: i64 = counts.iter().map(|(_, n)| n).sum();
         bar.set_position(finished as u64);
         if finished >= i64::from(job_count) {
-            break;
+            break counts;
         }
         anyhow::ensure!(
             run_started.elapsed() < Duration::from_secs(300),
-            "noop jobs did not finish within 5 minutes: {counts:?}"
+            "noop jobs did not finish within 5 minutes ({finished} of {job_count})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
     bar.finish_and_clear();
     let elapsed = run_started.elapsed();
     worker.shutdown(Duration::from_secs(10)).await?;
-    let counts = db::jobs::count_by_status(&db).await?;
     println!(
-        "ran {job_count} noop jobs through Redis in {:.2} s ({:.0} jobs/s); ledger: {}",
+        "ran {job_count} noop jobs through Redis in {:.2} s ({:.0} jobs/s): {}",
         elapsed.as_secs_f64(),
         f64::from(job_count) / elapsed.as_secs_f64(),
         counts

@@ -152,3 +152,40 @@ pub async fn consume(
         .await
         .map_err(|e| anyhow::anyhow!("Redis consumer {worker_name} stopped: {e}"))
 }
+
+/// Deletes every Redis key of this configuration's queue (tests, benches,
+/// and operators retiring a namespace). Returns how many were deleted.
+pub async fn purge(config: &Config) -> anyhow::Result<u64> {
+    let url = config.redis_url();
+    let client = redis::Client::open(url.as_str())
+        .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+    let pattern = format!("{}*", queue_name(config));
+    let mut cursor: u64 = 0;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .context("scanning queue keys")?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<u64>(&mut conn)
+                .await
+                .context("deleting queue keys")?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}

@@ -313,3 +313,11 @@ pub async fn upsert_copies(
     .context("writing copies")?;
     Ok(Upserted::from_counts(row.inserted, row.updated))
 }
+
+/// The number of copies in the catalogue.
+pub async fn count_copies(db: &super::Db) -> anyhow::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM copies"#)
+        .fetch_one(&db.pool)
+        .await
+        .context("counting copies")
+}

@@ -565,3 +565,19 @@ pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String
     tx.commit().await.context("committing the cancellation")?;
     Ok(Some(status))
 }
+
+/// How many of `ids` are in a final status, by status.
+pub async fn final_counts(db: &Db, ids: &[Uuid]) -> anyhow::Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT status, count(*) AS "n!" FROM jobs
+        WHERE id = ANY($1) AND status IN ('succeeded', 'failed', 'dead', 'cancelled')
+        GROUP BY status ORDER BY status
+        "#,
+        ids
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("counting finished jobs")?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+}

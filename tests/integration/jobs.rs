@@ -481,4 +481,5 @@ async fn a_backlog_of_20000_noop_jobs_all_finish() {
     app.wait_finished(20_000, 600).await;
     assert_eq!(app.counts().await.get("succeeded"), Some(&20_000));
     worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    copiste::queue::purge(&app.config).await.expect("purge");
 }
