@@ -36,7 +36,10 @@ pub struct QueueBenchArgs {
 
 /// Runs the queue benchmark on a fresh database of the configured server.
 pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.jobs > 0 && args.concurrency > 0 && args.batch > 0, "--jobs, --concurrency and --batch must be at least 1");
+    anyhow::ensure!(
+        args.jobs > 0 && args.concurrency > 0 && args.batch > 0,
+        "--jobs, --concurrency and --batch must be at least 1"
+    );
     let id = uuid::Uuid::new_v4().simple().to_string();
     let name = format!("copiste_bench_{}", &id[..12]);
     config.database.url = db::ensure_database(&config.database_url(), &name).await?;
@@ -47,11 +50,19 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     config.database.max_connections = connections;
     let db = Db::connect(&config.database_url(), connections).await?;
     db.migrate().await?;
-    println!("bench queue: {} jobs, concurrency {}, database {name}", args.jobs, args.concurrency);
+    println!(
+        "bench queue: {} jobs, concurrency {}, database {name}",
+        args.jobs, args.concurrency
+    );
 
     // Baseline: single-row UPDATE transactions, one row per connection.
     let baseline_secs = 5.0;
-    let baseline = db::bench::update_baseline(&db, args.concurrency, Duration::from_secs_f64(baseline_secs)).await?;
+    let baseline = db::bench::update_baseline(
+        &db,
+        args.concurrency,
+        Duration::from_secs_f64(baseline_secs),
+    )
+    .await?;
     let baseline_rate = baseline as f64 / baseline_secs;
     println!(
         "baseline: {baseline} single-row UPDATE transactions in {baseline_secs:.0} s over {} connections = {baseline_rate:.0} tx/s",
@@ -68,16 +79,30 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     };
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
 
+    // Producers: as many as the workers' concurrency, each enqueueing
+    // batches of --batch jobs per transaction.
     let started = Instant::now();
-    let mut remaining = args.jobs;
-    while remaining > 0 {
-        let n = remaining.min(args.batch);
-        let mut tx = db.begin().await?;
-        for _ in 0..n {
-            jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?;
-        }
-        tx.commit().await?;
-        remaining -= n;
+    let mut producers = Vec::new();
+    for p in 0..args.concurrency {
+        let db = db.clone();
+        let share = args.jobs / args.concurrency + u32::from(p < args.jobs % args.concurrency);
+        let batch = args.batch;
+        producers.push(tokio::spawn(async move {
+            let mut remaining = share;
+            while remaining > 0 {
+                let n = remaining.min(batch);
+                let mut tx = db.begin().await?;
+                for _ in 0..n {
+                    jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?;
+                }
+                tx.commit().await?;
+                remaining -= n;
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for producer in producers {
+        producer.await.context("a producer panicked")??;
     }
     let enqueued_in = started.elapsed();
     loop {
@@ -85,7 +110,10 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
         if finished >= i64::from(args.jobs) {
             break;
         }
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(900), "jobs did not finish within 15 minutes");
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "jobs did not finish within 15 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
@@ -97,14 +125,19 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
         enqueued_in.as_secs_f64()
     );
     let ratio = rate / baseline_rate;
-    println!("ratio:    {ratio:.2} (goal >= 0.5) {}", if ratio >= 0.5 { "OK" } else { "BELOW GOAL" });
+    println!(
+        "ratio:    {ratio:.2} (goal >= 0.5) {}",
+        if ratio >= 0.5 { "OK" } else { "BELOW GOAL" }
+    );
 
     // Idle pick-up latency: one job at a time on an idle queue.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut latencies = Vec::with_capacity(args.latency_samples as usize);
     for _ in 0..args.latency_samples {
         let mut tx = db.begin().await?;
-        let job = jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?.id();
+        let job = jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench"))
+            .await?
+            .id();
         tx.commit().await?;
         let committed = Instant::now();
         loop {
@@ -112,7 +145,10 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
                 latencies.push(committed.elapsed());
                 break;
             }
-            anyhow::ensure!(committed.elapsed() < Duration::from_secs(30), "a job was not picked up within 30 s");
+            anyhow::ensure!(
+                committed.elapsed() < Duration::from_secs(30),
+                "a job was not picked up within 30 s"
+            );
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     }

@@ -178,7 +178,9 @@ pub struct DownloadsConfig {
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Invalid(String),
-    #[error("configuration: {setting} is a secret and is read from the environment only ({env}), not from {file}")]
+    #[error(
+        "configuration: {setting} is a secret and is read from the environment only ({env}), not from {file}"
+    )]
     SecretInFile {
         setting: &'static str,
         env: &'static str,
@@ -249,17 +251,32 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
-            ("database.max_connections", u64::from(self.database.max_connections)),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+            ),
             ("queue.window", u64::from(self.queue.window)),
             ("queue.pump_interval_ms", self.queue.pump_interval_ms),
-            ("queue.redeliver_after_secs", self.queue.redeliver_after_secs),
-            ("queue.reconcile_interval_secs", self.queue.reconcile_interval_secs),
+            (
+                "queue.redeliver_after_secs",
+                self.queue.redeliver_after_secs,
+            ),
+            (
+                "queue.reconcile_interval_secs",
+                self.queue.reconcile_interval_secs,
+            ),
             ("worker.concurrency", u64::from(self.worker.concurrency)),
             ("worker.lease_secs", self.worker.lease_secs),
             ("downloads.link_ttl_secs", self.downloads.link_ttl_secs),
             ("downloads.max_part_bytes", self.downloads.max_part_bytes),
-            ("exporters.cyclades.timeout_secs", self.exporters.cyclades.timeout_secs),
-            ("exporters.imagin.timeout_secs", self.exporters.imagin.timeout_secs),
+            (
+                "exporters.cyclades.timeout_secs",
+                self.exporters.cyclades.timeout_secs,
+            ),
+            (
+                "exporters.imagin.timeout_secs",
+                self.exporters.imagin.timeout_secs,
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -286,13 +303,19 @@ impl Config {
         if !matches!(self.database.url.scheme(), "postgres" | "postgresql") {
             return Err(ConfigError::Setting {
                 setting: "database.url",
-                reason: format!("expected a postgres:// URL, got scheme {}", self.database.url.scheme()),
+                reason: format!(
+                    "expected a postgres:// URL, got scheme {}",
+                    self.database.url.scheme()
+                ),
             });
         }
         if !matches!(self.redis.url.scheme(), "redis" | "rediss") {
             return Err(ConfigError::Setting {
                 setting: "redis.url",
-                reason: format!("expected a redis:// URL, got scheme {}", self.redis.url.scheme()),
+                reason: format!(
+                    "expected a redis:// URL, got scheme {}",
+                    self.redis.url.scheme()
+                ),
             });
         }
         let ns = &self.redis.namespace;

@@ -3,7 +3,10 @@
 //! noop jobs and prints a summary. Later issues add closure, rendering
 //! and links.
 
-use std::{sync::Arc, time::{Duration, Instant}};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 
@@ -20,8 +23,17 @@ use crate::{
 pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow::Result<()> {
     let started = Instant::now();
     let local = crate::services::ensure(&config).await?;
-    let db_name = config.database.url.path().trim_start_matches('/').to_owned();
-    let db_name = if db_name.is_empty() { "copiste".to_owned() } else { db_name };
+    let db_name = config
+        .database
+        .url
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let db_name = if db_name.is_empty() {
+        "copiste".to_owned()
+    } else {
+        db_name
+    };
     config.database.url = db::ensure_database(&local.database_url, &db_name).await?;
     config.database.password = None;
     config.redis.url = local.redis_url.clone();
@@ -62,7 +74,8 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
         generated.scans,
         generated.bytes as f64 / 1e6
     );
-    let imported = crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
+    let imported =
+        crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
     println!("imported: {imported}");
 
     let services = Services {
@@ -79,7 +92,11 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
             sleep_ms: u64::from(i % 5),
             ..Noop::default()
         };
-        ids.push(jobs::enqueue(&mut tx, &job, EnqueueOptions::by("demo")).await?.id());
+        ids.push(
+            jobs::enqueue(&mut tx, &job, EnqueueOptions::by("demo"))
+                .await?
+                .id(),
+        );
     }
     tx.commit().await?;
     let bar = crate::cli::progress_bar("noop jobs");

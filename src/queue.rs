@@ -20,7 +20,8 @@ pub struct Delivery {
     pub job_id: Uuid,
 }
 
-type HandlerFn = dyn Fn(Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + Sync + 'static;
+type HandlerFn =
+    dyn Fn(Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> + Send + Sync + 'static;
 
 /// Handles one delivered job id; its future completes when the delivery
 /// may be acknowledged.
@@ -100,7 +101,10 @@ impl Producer {
         // heartbeat. Announce the push ourselves on the channel the
         // consumers' pub/sub listener watches; their fetch promotes the
         // due tasks.
-        let channel = format!("tasks:{}:active:available", storage.get_config().queue.as_ref());
+        let channel = format!(
+            "tasks:{}:active:available",
+            storage.get_config().queue.as_ref()
+        );
         let conn = storage.get_connection();
         redis::cmd("PUBLISH")
             .arg(&channel)
@@ -112,7 +116,10 @@ impl Producer {
     }
 }
 
-async fn on_delivery(delivery: Delivery, handler: Data<DeliveryHandler>) -> Result<(), BoxDynError> {
+async fn on_delivery(
+    delivery: Delivery,
+    handler: Data<DeliveryHandler>,
+) -> Result<(), BoxDynError> {
     handler.call(delivery.job_id).await;
     Ok(())
 }
@@ -137,8 +144,9 @@ pub async fn consume(
     let mut factory = RedisStorageFactory::new(client)
         .await
         .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
-    let backend = BackendFactory::<Delivery>::create_with_config(&mut factory, queue_config(config))
-        .context("creating the Redis consumer")?;
+    let backend =
+        BackendFactory::<Delivery>::create_with_config(&mut factory, queue_config(config))
+            .context("creating the Redis consumer")?;
     let worker = WorkerBuilder::new(worker_name)
         .backend(backend)
         .concurrency(concurrency)

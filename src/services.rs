@@ -89,8 +89,8 @@ pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
         .tempdir()
         .context("creating a directory for throwaway services")?;
     if !pg_up {
-        let (child, url) = start_postgres(dir.path(), &services.database_url)
-            .with_context(|| {
+        let (child, url) =
+            start_postgres(dir.path(), &services.database_url).with_context(|| {
                 format!(
                     "PostgreSQL does not answer at {} and cannot be started here; {INSTALL_HELP}",
                     crate::db::redact(&services.database_url)
@@ -177,9 +177,7 @@ fn find_binary(name: &str) -> Option<PathBuf> {
         versions.sort();
         dirs.extend(versions.into_iter().rev());
     }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 fn running_as_root() -> bool {

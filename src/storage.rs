@@ -40,9 +40,8 @@ impl Storage {
     pub fn open(config: &StorageConfig) -> anyhow::Result<Self> {
         match config.kind {
             StorageKind::Local => {
-                std::fs::create_dir_all(&config.root).with_context(|| {
-                    format!("creating storage.root {}", config.root.display())
-                })?;
+                std::fs::create_dir_all(&config.root)
+                    .with_context(|| format!("creating storage.root {}", config.root.display()))?;
                 let store = LocalFileSystem::new_with_prefix(&config.root)
                     .with_context(|| format!("opening storage.root {}", config.root.display()))?;
                 Ok(Self {
@@ -59,7 +58,9 @@ impl Storage {
                 if !s3.endpoint.is_empty() {
                     builder = builder.with_endpoint(&s3.endpoint);
                 }
-                let store = builder.build().context("configuring the S3 store (storage.s3)")?;
+                let store = builder
+                    .build()
+                    .context("configuring the S3 store (storage.s3)")?;
                 Ok(Self {
                     store: Arc::new(store),
                     description: format!("s3://{}", s3.bucket),

@@ -68,7 +68,8 @@ impl JobsCommand {
                 json,
             } => {
                 anyhow::ensure!(limit > 0, "--limit must be at least 1");
-                let rows = db::jobs::list(db, status.map(|s| s.as_str()), kind.as_deref(), limit).await?;
+                let rows =
+                    db::jobs::list(db, status.map(|s| s.as_str()), kind.as_deref(), limit).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
@@ -106,7 +107,9 @@ impl JobsCommand {
                 Some(s) if matches!(s.as_str(), "dead" | "failed" | "cancelled") => {
                     println!("job {id} was {s}; queued again with fresh attempts");
                 }
-                Some(s) => bail!("job {id} is {s}; only dead, failed or cancelled jobs can be retried"),
+                Some(s) => {
+                    bail!("job {id} is {s}; only dead, failed or cancelled jobs can be retried")
+                }
             },
             Self::Cancel { id } => match db::jobs::cancel(db, id, &who()).await? {
                 None => bail!("no job {id}"),
@@ -135,7 +138,9 @@ impl JobsCommand {
                 tx.commit().await?;
                 match enqueued {
                     crate::jobs::Enqueued::Created(id) => println!("{id}"),
-                    crate::jobs::Enqueued::Existing(id) => println!("{id} (existing job with this key)"),
+                    crate::jobs::Enqueued::Existing(id) => {
+                        println!("{id} (existing job with this key)")
+                    }
                 }
             }
         }
@@ -183,7 +188,12 @@ fn print_table(rows: &[JobRow]) {
             format!("{}/{}", job.attempts, job.max_attempts),
             progress(job),
             job.created_at.format("%Y-%m-%d %H:%M:%S"),
-            job.last_error.as_deref().unwrap_or("").lines().next().unwrap_or("")
+            job.last_error
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
         );
     }
 }

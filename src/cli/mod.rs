@@ -176,7 +176,10 @@ impl Cli {
                 let grace = Duration::from_secs(services.config.worker.shutdown_grace_secs);
                 let worker = Worker::start(services, options).await?;
                 shutdown_signal().await;
-                tracing::info!(grace_s = grace.as_secs(), "stopping: running jobs may finish");
+                tracing::info!(
+                    grace_s = grace.as_secs(),
+                    "stopping: running jobs may finish"
+                );
                 worker.shutdown(grace).await?;
             }
             Command::Jobs(cmd) => {
@@ -268,8 +271,9 @@ async fn with_services(config: Config, args: WithServicesArgs) -> anyhow::Result
 /// Sets up logging on standard error (`RUST_LOG` filters, default info).
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn")
+    });
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -12,10 +12,12 @@ use super::Db;
 pub async fn update_baseline(db: &Db, connections: u32, duration: Duration) -> anyhow::Result<u64> {
     // The baseline's table exists only in bench databases, so these
     // statements cannot be checked at compile time against the schema.
-    sqlx::query("CREATE TABLE IF NOT EXISTS bench_counters (id integer PRIMARY KEY, n bigint NOT NULL)")
-        .execute(&db.pool)
-        .await
-        .context("creating the baseline table")?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_counters (id integer PRIMARY KEY, n bigint NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .context("creating the baseline table")?;
     sqlx::query("INSERT INTO bench_counters SELECT g, 0 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING")
         .bind(connections as i32)
     .execute(&db.pool)
@@ -39,7 +41,10 @@ pub async fn update_baseline(db: &Db, connections: u32, duration: Duration) -> a
     }
     let mut total = 0;
     for task in tasks {
-        total += task.await.context("baseline task")?.context("baseline update")?;
+        total += task
+            .await
+            .context("baseline task")?
+            .context("baseline update")?;
     }
     Ok(total)
 }

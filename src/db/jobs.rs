@@ -77,7 +77,12 @@ pub struct Claimed {
 
 /// Claims a delivered job: queued and due → running with a lease. At most
 /// one of any number of concurrent claims of the same id succeeds.
-pub async fn claim(db: &Db, id: Uuid, worker: &str, lease_secs: f64) -> anyhow::Result<Option<Claimed>> {
+pub async fn claim(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    lease_secs: f64,
+) -> anyhow::Result<Option<Claimed>> {
     let row = sqlx::query_as!(
         Claimed,
         r#"
@@ -178,7 +183,13 @@ pub async fn reschedule(
 }
 
 /// Marks a run's job dead with its error.
-pub async fn bury(db: &Db, id: Uuid, worker: &str, attempt: i32, error: &str) -> anyhow::Result<bool> {
+pub async fn bury(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    attempt: i32,
+    error: &str,
+) -> anyhow::Result<bool> {
     let n = sqlx::query_scalar!(
         r#"
         WITH dead AS (
@@ -205,7 +216,12 @@ pub async fn bury(db: &Db, id: Uuid, worker: &str, attempt: i32, error: &str) ->
 
 /// Extends the leases of the jobs this worker runs; returns the ids it
 /// still holds (a cancelled or reclaimed job is missing).
-pub async fn extend_leases(db: &Db, ids: &[Uuid], worker: &str, lease_secs: f64) -> anyhow::Result<Vec<Uuid>> {
+pub async fn extend_leases(
+    db: &Db,
+    ids: &[Uuid],
+    worker: &str,
+    lease_secs: f64,
+) -> anyhow::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"
         UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
@@ -222,7 +238,13 @@ pub async fn extend_leases(db: &Db, ids: &[Uuid], worker: &str, lease_secs: f64)
 }
 
 /// Records progress of a running job.
-pub async fn set_progress(db: &Db, id: Uuid, worker: &str, done: i64, total: i64) -> anyhow::Result<()> {
+pub async fn set_progress(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    done: i64,
+    total: i64,
+) -> anyhow::Result<()> {
     sqlx::query!(
         r#"
         UPDATE jobs SET progress_done = $3, progress_total = $4
@@ -269,7 +291,11 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
 /// the due queued jobs that fit in the window, best first, and returns
 /// their ids in delivery order.
 pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
-    let mut tx = db.pool.begin().await.context("starting the pump transaction")?;
+    let mut tx = db
+        .pool
+        .begin()
+        .await
+        .context("starting the pump transaction")?;
     // One pump at a time over the whole ledger, so that the window holds.
     sqlx::query!("SELECT pg_advisory_xact_lock(7310001)")
         .execute(&mut *tx)
@@ -440,7 +466,12 @@ pub async fn get(db: &Db, id: Uuid) -> anyhow::Result<Option<JobRow>> {
 }
 
 /// The newest jobs, optionally of one status and/or kind.
-pub async fn list(db: &Db, status: Option<&str>, kind: Option<&str>, limit: i64) -> anyhow::Result<Vec<JobRow>> {
+pub async fn list(
+    db: &Db,
+    status: Option<&str>,
+    kind: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<JobRow>> {
     sqlx::query_as!(
         JobRow,
         r#"

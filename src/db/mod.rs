@@ -32,7 +32,10 @@ pub struct Tx {
 impl Tx {
     /// Commits everything written in the transaction.
     pub async fn commit(self) -> anyhow::Result<()> {
-        self.inner.commit().await.context("committing a transaction")
+        self.inner
+            .commit()
+            .await
+            .context("committing a transaction")
     }
 }
 
@@ -82,10 +85,7 @@ impl Db {
 /// URL of the new database.
 pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url> {
     anyhow::ensure!(
-        !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database name {name:?} must be letters, digits and underscores"
     );
     let mut admin = server_url.clone();

@@ -125,7 +125,10 @@ impl JobStatus {
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown job status {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown job status {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 
@@ -234,7 +237,9 @@ pub async fn enqueue_raw(
     opts: EnqueueOptions,
 ) -> Result<Enqueued, EnqueueError> {
     if opts.created_by.trim().is_empty() {
-        return Err(EnqueueError::Invalid("created_by must name who enqueues".into()));
+        return Err(EnqueueError::Invalid(
+            "created_by must name who enqueues".into(),
+        ));
     }
     if let Some(key) = &opts.idempotency_key
         && (key.is_empty() || key.len() > 400)

@@ -34,9 +34,8 @@ impl Handler {
 
 fn run_json<J: Job>(payload: serde_json::Value, ctx: JobContext) -> RunFuture {
     Box::pin(async move {
-        let job: J = serde_json::from_value(payload).map_err(|e| {
-            JobError::Permanent(anyhow!("invalid {} payload: {e}", J::NAME))
-        })?;
+        let job: J = serde_json::from_value(payload)
+            .map_err(|e| JobError::Permanent(anyhow!("invalid {} payload: {e}", J::NAME)))?;
         job.run(ctx).await
     })
 }
@@ -64,6 +63,9 @@ pub fn by_name() -> HashMap<&'static str, Handler> {
 pub fn find(kind: &str) -> Result<Handler, String> {
     all().into_iter().find(|h| h.name == kind).ok_or_else(|| {
         let names: Vec<_> = all().iter().map(|h| h.name).collect();
-        format!("unknown job kind {kind:?}; known kinds: {}", names.join(", "))
+        format!(
+            "unknown job kind {kind:?}; known kinds: {}",
+            names.join(", ")
+        )
     })
 }

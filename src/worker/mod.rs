@@ -145,13 +145,16 @@ async fn consume_forever(
             format!("{base_name}-r{generation}")
         };
         let handler = runner.clone().delivery_handler();
-        let result = queue::consume(&services.config, &name, concurrency, handler, stop.clone()).await;
+        let result =
+            queue::consume(&services.config, &name, concurrency, handler, stop.clone()).await;
         if stop.is_cancelled() {
             break;
         }
         match result {
             Ok(()) => tracing::warn!(worker = %name, "Redis consumer ended; restarting"),
-            Err(e) => tracing::warn!(worker = %name, error = %format!("{e:#}"), "Redis consumer failed; restarting"),
+            Err(e) => {
+                tracing::warn!(worker = %name, error = %format!("{e:#}"), "Redis consumer failed; restarting")
+            }
         }
         generation += 1;
         tokio::select! {

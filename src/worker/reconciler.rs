@@ -30,7 +30,10 @@ pub(super) async fn run(services: Services, wake_pump: Arc<Notify>, stop: Cancel
 }
 
 /// One pass; returns (lost ids re-delivered, leases requeued, jobs dead).
-pub(crate) async fn reconcile(services: &Services, redeliver_after: f64) -> anyhow::Result<(u64, u64, u64)> {
+pub(crate) async fn reconcile(
+    services: &Services,
+    redeliver_after: f64,
+) -> anyhow::Result<(u64, u64, u64)> {
     let lost = db::jobs::forget_lost_pushes(&services.db, redeliver_after).await?;
     let (requeued, dead) = db::jobs::expire_leases(&services.db).await?;
     Ok((lost, requeued, dead))

@@ -101,7 +101,9 @@ impl Runner {
     /// even if the caller is dropped.
     pub async fn deliver(self: &Arc<Self>, id: Uuid) -> DeliveryOutcome {
         let runner = self.clone();
-        let task = self.tracker.spawn(async move { runner.claim_and_run(id).await });
+        let task = self
+            .tracker
+            .spawn(async move { runner.claim_and_run(id).await });
         task.await.unwrap_or(DeliveryOutcome::Interrupted)
     }
 
@@ -167,7 +169,9 @@ impl Runner {
                     Ok(result) => result,
                     Err(e) if e.is_panic() => {
                         let message = panic_message(e.into_panic());
-                        Err(JobError::Retryable(anyhow::anyhow!("the job panicked: {message}")))
+                        Err(JobError::Retryable(anyhow::anyhow!(
+                            "the job panicked: {message}"
+                        )))
                     }
                     Err(_) => {
                         span.in_scope(|| tracing::info!("run interrupted"));
@@ -207,12 +211,18 @@ impl Runner {
             Err(JobError::Permanent(e)) => {
                 let message = format!("{e:#}");
                 tracing::error!(error = %message, "job failed permanently; dead");
-                ("dead", db::jobs::bury(db, id, &self.name, attempt, &message).await)
+                (
+                    "dead",
+                    db::jobs::bury(db, id, &self.name, attempt, &message).await,
+                )
             }
             Err(JobError::Retryable(e)) if attempt >= max_attempts => {
                 let message = format!("attempts exhausted ({attempt}/{max_attempts}): {e:#}");
                 tracing::error!(error = %message, "job failed; dead");
-                ("dead", db::jobs::bury(db, id, &self.name, attempt, &message).await)
+                (
+                    "dead",
+                    db::jobs::bury(db, id, &self.name, attempt, &message).await,
+                )
             }
             Err(JobError::Retryable(e)) => {
                 let message = format!("{e:#}");
@@ -225,8 +235,15 @@ impl Runner {
                 tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
                 (
                     "queued",
-                    db::jobs::reschedule(db, id, &self.name, attempt, delay.as_secs_f64(), &message)
-                        .await,
+                    db::jobs::reschedule(
+                        db,
+                        id,
+                        &self.name,
+                        attempt,
+                        delay.as_secs_f64(),
+                        &message,
+                    )
+                    .await,
                 )
             }
         };
@@ -283,7 +300,10 @@ impl Runner {
     pub(super) async fn drain(&self, grace: Duration) -> anyhow::Result<u64> {
         self.draining.store(true, Ordering::SeqCst);
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_ok() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
             return Ok(0);
         }
         let ids: Vec<Uuid> = {
@@ -294,7 +314,10 @@ impl Runner {
             running.keys().copied().collect()
         };
         let released = db::jobs::release(&self.services.db, &ids, &self.name).await?;
-        tracing::warn!(released, "grace period over: running jobs released to other workers");
+        tracing::warn!(
+            released,
+            "grace period over: running jobs released to other workers"
+        );
         let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
         Ok(released)
     }

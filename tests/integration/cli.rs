@@ -13,7 +13,10 @@ fn the_cli_definition_is_consistent() {
 fn defaults_load_and_are_safe() {
     let config = Config::load_with_overrides(json!({})).expect("defaults load");
     assert_eq!(config.queue.window, 200);
-    assert_eq!(config.storage.root, std::path::PathBuf::from("./data/objects"));
+    assert_eq!(
+        config.storage.root,
+        std::path::PathBuf::from("./data/objects")
+    );
     let printed = Config::load_with_overrides(json!({"downloads": {"signing_key": "s3cr3t"}}))
         .expect("loads")
         .to_redacted_toml();
@@ -54,6 +57,11 @@ fn a_secret_in_a_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[downloads]\nsigning_key = \"oops\"\n").expect("write");
-    let e = Config::load(Some(&file)).expect_err("secret in file accepted").to_string();
-    assert!(e.contains("downloads.signing_key") && e.contains("COPISTE_DOWNLOADS__SIGNING_KEY"), "{e}");
+    let e = Config::load(Some(&file))
+        .expect_err("secret in file accepted")
+        .to_string();
+    assert!(
+        e.contains("downloads.signing_key") && e.contains("COPISTE_DOWNLOADS__SIGNING_KEY"),
+        "{e}"
+    );
 }

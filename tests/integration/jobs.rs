@@ -26,9 +26,10 @@ async fn twenty_concurrent_identical_enqueues_make_one_job() {
         let db = app.db.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = db.begin().await.expect("begin");
-            let enqueued = copiste::jobs::enqueue(&mut tx, &Noop::default(), by().key("double-click"))
-                .await
-                .expect("enqueue");
+            let enqueued =
+                copiste::jobs::enqueue(&mut tx, &Noop::default(), by().key("double-click"))
+                    .await
+                    .expect("enqueue");
             tx.commit().await.expect("commit");
             enqueued
         }));
@@ -56,14 +57,19 @@ async fn an_enqueue_with_a_known_key_returns_the_job_whatever_its_state() {
     let again = app.enqueue(&Noop::default(), by().key("k1")).await;
     assert_eq!(again, id);
     assert_eq!(app.counts().await.values().sum::<i64>(), 1);
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
 async fn a_rolled_back_enqueue_leaves_no_job() {
     let app = TestApp::new().await;
     let mut tx = app.db.begin().await.expect("begin");
-    copiste::jobs::enqueue(&mut tx, &Noop::default(), by()).await.expect("enqueue");
+    copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+        .await
+        .expect("enqueue");
     drop(tx);
     assert!(app.counts().await.is_empty());
 }
@@ -83,11 +89,24 @@ async fn the_same_id_delivered_five_times_runs_once() {
     let direct = worker.runner().deliver(id).await;
     let job = app.wait_status(id, "succeeded", 20).await;
     assert_eq!(job.attempts, 1);
-    assert_eq!(db::jobs::count_events(&app.db, id, "started").await.expect("events"), 1);
-    assert_eq!(db::jobs::count_events(&app.db, id, "succeeded").await.expect("events"), 1);
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "started")
+            .await
+            .expect("events"),
+        1
+    );
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "succeeded")
+            .await
+            .expect("events"),
+        1
+    );
     // Whichever delivery won, the others were refused by the claim.
     let _ = direct;
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -108,9 +127,17 @@ async fn a_job_of_a_killed_worker_runs_again_after_its_lease_expires() {
     let second = app.worker().await;
     let job = app.wait_status(id, "succeeded", 30).await;
     assert_eq!(job.attempts, 2, "the crashed attempt counts");
-    assert_eq!(db::jobs::count_events(&app.db, id, "lease_expired").await.expect("events"), 1);
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "lease_expired")
+            .await
+            .expect("events"),
+        1
+    );
     assert_eq!(job.result, Some(json!({"attempt": 2, "slept_ms": 2500})));
-    second.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    second
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -134,8 +161,14 @@ async fn crashes_count_towards_max_attempts() {
     let job = app.wait_status(id, "dead", 30).await;
     assert_eq!(job.attempts, 1);
     let error = job.last_error.expect("error kept");
-    assert!(error.contains("lease") && error.contains("expired"), "{error}");
-    reconciler.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    assert!(
+        error.contains("lease") && error.contains("expired"),
+        "{error}"
+    );
+    reconciler
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -156,12 +189,23 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
     let job = app.wait_status(id, "dead", 30).await;
     assert_eq!(job.attempts, 3);
     let error = job.last_error.expect("error kept");
-    assert!(error.contains("attempts exhausted (3/3)") && error.contains("attempt 3"), "{error}");
+    assert!(
+        error.contains("attempts exhausted (3/3)") && error.contains("attempt 3"),
+        "{error}"
+    );
     let events = db::jobs::events(&app.db, id).await.expect("events");
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
         names,
-        ["enqueued", "started", "retry_scheduled", "started", "retry_scheduled", "started", "dead"]
+        [
+            "enqueued",
+            "started",
+            "retry_scheduled",
+            "started",
+            "retry_scheduled",
+            "started",
+            "dead"
+        ]
     );
     // Backoff: base 0.2 s then 0.4 s, each within +/-25 % jitter (plus
     // delivery time, bounded above generously).
@@ -169,8 +213,14 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
     let first = gap(2, 3);
     let second = gap(4, 5);
     assert!((150..1200).contains(&first), "first retry after {first} ms");
-    assert!((300..1500).contains(&second), "second retry after {second} ms");
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    assert!(
+        (300..1500).contains(&second),
+        "second retry after {second} ms"
+    );
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -189,7 +239,10 @@ async fn a_retryable_failure_then_success() {
         .await;
     let job = app.wait_status(id, "succeeded", 30).await;
     assert_eq!(job.attempts, 3);
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -233,7 +286,10 @@ async fn permanent_failures_and_panics() {
     let job = app.wait_status(panics, "dead", 20).await;
     assert_eq!(job.attempts, 2, "a panic is retried like a crash");
     assert!(job.last_error.expect("error").contains("panicked"));
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -247,8 +303,15 @@ async fn an_unknown_kind_is_dead_with_the_reason() {
         .id();
     tx.commit().await.expect("commit");
     let job = app.wait_status(id, "dead", 20).await;
-    assert!(job.last_error.expect("error").contains("unknown job kind \"no-such-kind\""));
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    assert!(
+        job.last_error
+            .expect("error")
+            .contains("unknown job kind \"no-such-kind\"")
+    );
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -266,21 +329,49 @@ async fn retry_by_hand_and_cancel() {
         )
         .await;
     app.wait_status(id, "dead", 20).await;
-    assert_eq!(db::jobs::retry_by_hand(&app.db, id, "test").await.expect("retry").as_deref(), Some("dead"));
+    assert_eq!(
+        db::jobs::retry_by_hand(&app.db, id, "test")
+            .await
+            .expect("retry")
+            .as_deref(),
+        Some("dead")
+    );
     app.wait_status(id, "dead", 20).await;
-    assert_eq!(db::jobs::count_events(&app.db, id, "started").await.expect("events"), 2);
-    assert_eq!(db::jobs::count_events(&app.db, id, "retried_by_hand").await.expect("events"), 1);
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "started")
+            .await
+            .expect("events"),
+        2
+    );
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "retried_by_hand")
+            .await
+            .expect("events"),
+        1
+    );
     // A succeeded job cannot be retried.
     let ok = app.enqueue(&Noop::default(), by()).await;
     app.wait_status(ok, "succeeded", 20).await;
-    assert_eq!(db::jobs::retry_by_hand(&app.db, ok, "test").await.expect("retry").as_deref(), Some("succeeded"));
+    assert_eq!(
+        db::jobs::retry_by_hand(&app.db, ok, "test")
+            .await
+            .expect("retry")
+            .as_deref(),
+        Some("succeeded")
+    );
     assert_eq!(app.job(ok).await.status, "succeeded");
 
     // A queued job (not due yet) is cancelled and never runs.
     let mut later = by();
     later.run_at = Some(chrono::Utc::now() + chrono::Duration::seconds(2));
     let queued = app.enqueue(&Noop::default(), later).await;
-    assert_eq!(db::jobs::cancel(&app.db, queued, "test").await.expect("cancel").as_deref(), Some("queued"));
+    assert_eq!(
+        db::jobs::cancel(&app.db, queued, "test")
+            .await
+            .expect("cancel")
+            .as_deref(),
+        Some("queued")
+    );
     // A running job is cancelled and stopped by its worker's heartbeat.
     let running = app
         .enqueue(
@@ -292,16 +383,40 @@ async fn retry_by_hand_and_cancel() {
         )
         .await;
     app.wait_status(running, "running", 20).await;
-    assert_eq!(db::jobs::cancel(&app.db, running, "test").await.expect("cancel").as_deref(), Some("running"));
+    assert_eq!(
+        db::jobs::cancel(&app.db, running, "test")
+            .await
+            .expect("cancel")
+            .as_deref(),
+        Some("running")
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(app.job(queued).await.status, "cancelled");
     assert_eq!(app.job(running).await.status, "cancelled");
-    assert_eq!(db::jobs::count_events(&app.db, queued, "started").await.expect("events"), 0);
-    assert_eq!(worker.runner().running_count(), 0, "the cancelled job was stopped");
+    assert_eq!(
+        db::jobs::count_events(&app.db, queued, "started")
+            .await
+            .expect("events"),
+        0
+    );
+    assert_eq!(
+        worker.runner().running_count(),
+        0,
+        "the cancelled job was stopped"
+    );
     // A cancelled job can be retried by hand.
-    assert_eq!(db::jobs::retry_by_hand(&app.db, queued, "test").await.expect("retry").as_deref(), Some("cancelled"));
+    assert_eq!(
+        db::jobs::retry_by_hand(&app.db, queued, "test")
+            .await
+            .expect("retry")
+            .as_deref(),
+        Some("cancelled")
+    );
     app.wait_status(queued, "succeeded", 20).await;
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -328,12 +443,20 @@ async fn shutdown_lets_short_jobs_finish_and_releases_long_ones() {
         .await;
     app.wait_status(short, "running", 20).await;
     app.wait_status(long, "running", 20).await;
-    worker.shutdown(Duration::from_secs(1)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(1))
+        .await
+        .expect("shutdown");
     assert_eq!(app.job(short).await.status, "succeeded");
     let released = app.job(long).await;
     assert_eq!(released.status, "queued");
     assert_eq!(released.attempts, 0, "a released run does not count");
-    assert_eq!(db::jobs::count_events(&app.db, long, "released").await.expect("events"), 1);
+    assert_eq!(
+        db::jobs::count_events(&app.db, long, "released")
+            .await
+            .expect("events"),
+        1
+    );
 }
 
 #[tokio::test]
@@ -354,7 +477,9 @@ async fn progress_is_recorded() {
     let mut seen_partial = false;
     loop {
         let job = app.job(id).await;
-        if job.status == "running" && matches!((job.progress_done, job.progress_total), (Some(d), Some(4)) if d < 4) {
+        if job.status == "running"
+            && matches!((job.progress_done, job.progress_total), (Some(d), Some(4)) if d < 4)
+        {
             seen_partial = true;
         }
         if job.status == "succeeded" {
@@ -365,7 +490,10 @@ async fn progress_is_recorded() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(seen_partial, "progress was visible while running");
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -398,12 +526,21 @@ async fn the_pump_keeps_at_most_a_window_of_ids_in_redis() {
         if counts.get("succeeded") == Some(&60) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "jobs did not finish: {counts:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not finish: {counts:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(max_in_flight <= 5, "{max_in_flight} ids in Redis with a window of 5");
+    assert!(
+        max_in_flight <= 5,
+        "{max_in_flight} ids in Redis with a window of 5"
+    );
     assert!(max_in_flight > 0);
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -424,15 +561,23 @@ async fn higher_priority_jobs_are_delivered_first() {
     for id in &ids {
         started.push(app.job(*id).await.started_at.expect("started"));
     }
-    assert!(started[1] < started[2] && started[2] < started[0], "{started:?}");
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    assert!(
+        started[1] < started[2] && started[2] < started[0],
+        "{started:?}"
+    );
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
 async fn flushall_mid_run_and_every_job_still_finishes() {
     // A Redis of this test's own, so that flushing it disturbs no other test.
     let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
-    let redis = copiste::services::throwaway_redis(&config).await.expect("throwaway redis");
+    let redis = copiste::services::throwaway_redis(&config)
+        .await
+        .expect("throwaway redis");
     let mut settings = fast_queue();
     settings["redis"] = json!({"url": redis.redis_url.as_str()});
     let app = TestApp::with(settings).await;
@@ -459,12 +604,24 @@ async fn flushall_mid_run_and_every_job_still_finishes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let client = redis::Client::open(redis.redis_url.as_str()).expect("client");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("connect");
-    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.expect("flushall");
-    assert!(app.counts().await.get("succeeded").copied().unwrap_or(0) < 400, "flushed mid-run");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut conn)
+        .await
+        .expect("flushall");
+    assert!(
+        app.counts().await.get("succeeded").copied().unwrap_or(0) < 400,
+        "flushed mid-run"
+    );
     app.wait_finished(400, 90).await;
     assert_eq!(app.counts().await.get("succeeded"), Some(&400));
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }
 
 #[tokio::test]
@@ -474,12 +631,17 @@ async fn a_backlog_of_20000_noop_jobs_all_finish() {
     let app = TestApp::with(settings).await;
     let mut tx = app.db.begin().await.expect("begin");
     for _ in 0..20_000 {
-        copiste::jobs::enqueue(&mut tx, &Noop::default(), by()).await.expect("enqueue");
+        copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .expect("enqueue");
     }
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
     app.wait_finished(20_000, 600).await;
     assert_eq!(app.counts().await.get("succeeded"), Some(&20_000));
-    worker.shutdown(Duration::from_secs(2)).await.expect("shutdown");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
     copiste::queue::purge(&app.config).await.expect("purge");
 }

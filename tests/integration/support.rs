@@ -22,9 +22,10 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let base = Config::load_with_overrides(json!({})).expect("base configuration");
-        let db_url = copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
-            .await
-            .expect("test database");
+        let db_url =
+            copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
+                .await
+                .expect("test database");
         let mut merged = json!({
             "database": {"url": db_url.as_str()},
             "redis": {"namespace": format!("t{}", &id[..12])},
@@ -32,7 +33,9 @@ impl TestApp {
         });
         merge(&mut merged, overrides);
         let config = Config::load_with_overrides(merged).expect("test configuration");
-        let db = Db::connect(&config.database_url(), 10).await.expect("connect");
+        let db = Db::connect(&config.database_url(), 10)
+            .await
+            .expect("connect");
         db.migrate().await.expect("migrate");
         let storage = Storage::open(&config.storage).expect("storage");
         Self {
@@ -80,20 +83,35 @@ impl TestApp {
     }
 
     /// Enqueues one job in its own transaction.
-    pub async fn enqueue<J: copiste::jobs::Job>(&self, job: &J, opts: copiste::jobs::EnqueueOptions) -> uuid::Uuid {
+    pub async fn enqueue<J: copiste::jobs::Job>(
+        &self,
+        job: &J,
+        opts: copiste::jobs::EnqueueOptions,
+    ) -> uuid::Uuid {
         let mut tx = self.db.begin().await.expect("begin");
-        let id = copiste::jobs::enqueue(&mut tx, job, opts).await.expect("enqueue").id();
+        let id = copiste::jobs::enqueue(&mut tx, job, opts)
+            .await
+            .expect("enqueue")
+            .id();
         tx.commit().await.expect("commit");
         id
     }
 
     /// The job's row.
     pub async fn job(&self, id: uuid::Uuid) -> copiste::db::jobs::JobRow {
-        copiste::db::jobs::get(&self.db, id).await.expect("read job").expect("job exists")
+        copiste::db::jobs::get(&self.db, id)
+            .await
+            .expect("read job")
+            .expect("job exists")
     }
 
     /// Waits until the job has `status`, failing the test after `secs`.
-    pub async fn wait_status(&self, id: uuid::Uuid, status: &str, secs: u64) -> copiste::db::jobs::JobRow {
+    pub async fn wait_status(
+        &self,
+        id: uuid::Uuid,
+        status: &str,
+        secs: u64,
+    ) -> copiste::db::jobs::JobRow {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             let job = self.job(id).await;

@@ -7,7 +7,10 @@ fn valid_uais_parse() {
     // Lycée Louis-le-Grand, Paris.
     assert_eq!(Uai::parse("0750655E").expect("valid").as_str(), "0750655E");
     // Lower case and spaces are tolerated at the edge, normalised inside.
-    assert_eq!(Uai::parse(" 0750655e ").expect("valid").as_str(), "0750655E");
+    assert_eq!(
+        Uai::parse(" 0750655e ").expect("valid").as_str(),
+        "0750655E"
+    );
     // 0000000 % 23 = 0 -> A; 22 -> Z (the letters skip I, O and Q).
     assert_eq!(Uai::parse("0000000A").expect("valid").as_str(), "0000000A");
     assert_eq!(Uai::parse("0000022Z").expect("valid").as_str(), "0000022Z");
