@@ -241,8 +241,23 @@ impl Config {
 
     fn finish(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
-            // figment's messages name the key path ("for key `queue.window`").
-            let messages: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+            // Name each setting as this file's documentation does
+            // (`queue.window`), then say what is wrong and where it came from.
+            let messages: Vec<String> = e
+                .into_iter()
+                .map(|e| {
+                    let origin = e
+                        .metadata
+                        .as_ref()
+                        .map(|m| format!(" (from {})", m.name))
+                        .unwrap_or_default();
+                    if e.path.is_empty() {
+                        format!("{}{origin}", e.kind)
+                    } else {
+                        format!("{}: {}{origin}", e.path.join(".").to_lowercase(), e.kind)
+                    }
+                })
+                .collect();
             ConfigError::Invalid(messages.join("; "))
         })?;
         config.validate()?;

@@ -212,9 +212,9 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
     let gap = |a: usize, b: usize| (events[b].at - events[a].at).num_milliseconds();
     let first = gap(2, 3);
     let second = gap(4, 5);
-    assert!((150..1200).contains(&first), "first retry after {first} ms");
+    assert!((150..3000).contains(&first), "first retry after {first} ms");
     assert!(
-        (300..1500).contains(&second),
+        (300..3500).contains(&second),
         "second retry after {second} ms"
     );
     worker
