@@ -18,6 +18,22 @@ fn by() -> EnqueueOptions {
     EnqueueOptions::by("test")
 }
 
+/// A noop job that sleeps `ms` milliseconds.
+fn sleeping(ms: u64) -> Noop {
+    Noop {
+        sleep_ms: ms,
+        ..Noop::default()
+    }
+}
+
+/// A noop job that fails on every attempt in the given way.
+fn failing(fail: NoopFailure) -> Noop {
+    Noop {
+        fail,
+        ..Noop::default()
+    }
+}
+
 #[tokio::test]
 async fn twenty_concurrent_identical_enqueues_make_one_job() {
     let app = TestApp::new().await;
@@ -113,15 +129,7 @@ async fn the_same_id_delivered_five_times_runs_once() {
 async fn a_job_of_a_killed_worker_runs_again_after_its_lease_expires() {
     let app = TestApp::with(fast_queue()).await;
     let first = app.worker().await;
-    let id = app
-        .enqueue(
-            &Noop {
-                sleep_ms: 2500,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
+    let id = app.enqueue(&sleeping(2500), by()).await;
     app.wait_status(id, "running", 20).await;
     first.kill();
     let second = app.worker().await;
@@ -146,15 +154,7 @@ async fn crashes_count_towards_max_attempts() {
     let worker = app.worker().await;
     let mut opts = by();
     opts.max_attempts = Some(1);
-    let id = app
-        .enqueue(
-            &Noop {
-                sleep_ms: 10_000,
-                ..Noop::default()
-            },
-            opts,
-        )
-        .await;
+    let id = app.enqueue(&sleeping(10_000), opts).await;
     app.wait_status(id, "running", 20).await;
     worker.kill();
     let reconciler = app.worker().await;
@@ -177,15 +177,7 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
     let worker = app.worker().await;
     let mut opts = by();
     opts.max_attempts = Some(3);
-    let id = app
-        .enqueue(
-            &Noop {
-                fail: NoopFailure::Retryable,
-                ..Noop::default()
-            },
-            opts,
-        )
-        .await;
+    let id = app.enqueue(&failing(NoopFailure::Retryable), opts).await;
     let job = app.wait_status(id, "dead", 30).await;
     assert_eq!(job.attempts, 3);
     let error = job.last_error.expect("error kept");
@@ -249,35 +241,11 @@ async fn a_retryable_failure_then_success() {
 async fn permanent_failures_and_panics() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
-    let permanent = app
-        .enqueue(
-            &Noop {
-                fail: NoopFailure::Permanent,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
-    let partial = app
-        .enqueue(
-            &Noop {
-                fail: NoopFailure::Partial,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
+    let permanent = app.enqueue(&failing(NoopFailure::Permanent), by()).await;
+    let partial = app.enqueue(&failing(NoopFailure::Partial), by()).await;
     let mut opts = by();
     opts.max_attempts = Some(2);
-    let panics = app
-        .enqueue(
-            &Noop {
-                fail: NoopFailure::Panic,
-                ..Noop::default()
-            },
-            opts,
-        )
-        .await;
+    let panics = app.enqueue(&failing(NoopFailure::Panic), opts).await;
     let job = app.wait_status(permanent, "dead", 20).await;
     assert_eq!(job.attempts, 1, "permanent errors are not retried");
     assert!(job.last_error.expect("error").contains("permanent failure"));
@@ -319,15 +287,7 @@ async fn retry_by_hand_and_cancel() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
     // A dead job retried by hand runs again with fresh attempts.
-    let id = app
-        .enqueue(
-            &Noop {
-                fail: NoopFailure::Permanent,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
+    let id = app.enqueue(&failing(NoopFailure::Permanent), by()).await;
     app.wait_status(id, "dead", 20).await;
     assert_eq!(
         db::jobs::retry_by_hand(&app.db, id, "test")
@@ -373,15 +333,7 @@ async fn retry_by_hand_and_cancel() {
         Some("queued")
     );
     // A running job is cancelled and stopped by its worker's heartbeat.
-    let running = app
-        .enqueue(
-            &Noop {
-                sleep_ms: 20_000,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
+    let running = app.enqueue(&sleeping(20_000), by()).await;
     app.wait_status(running, "running", 20).await;
     assert_eq!(
         db::jobs::cancel(&app.db, running, "test")
@@ -423,24 +375,8 @@ async fn retry_by_hand_and_cancel() {
 async fn shutdown_lets_short_jobs_finish_and_releases_long_ones() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
-    let short = app
-        .enqueue(
-            &Noop {
-                sleep_ms: 300,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
-    let long = app
-        .enqueue(
-            &Noop {
-                sleep_ms: 30_000,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await;
+    let short = app.enqueue(&sleeping(300), by()).await;
+    let long = app.enqueue(&sleeping(30_000), by()).await;
     app.wait_status(short, "running", 20).await;
     app.wait_status(long, "running", 20).await;
     worker
@@ -504,16 +440,9 @@ async fn the_pump_keeps_at_most_a_window_of_ids_in_redis() {
     let app = TestApp::with(settings).await;
     let mut tx = app.db.begin().await.expect("begin");
     for _ in 0..60 {
-        copiste::jobs::enqueue(
-            &mut tx,
-            &Noop {
-                sleep_ms: 30,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await
-        .expect("enqueue");
+        copiste::jobs::enqueue(&mut tx, &sleeping(30), by())
+            .await
+            .expect("enqueue");
     }
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
@@ -583,16 +512,9 @@ async fn flushall_mid_run_and_every_job_still_finishes() {
     let app = TestApp::with(settings).await;
     let mut tx = app.db.begin().await.expect("begin");
     for _ in 0..400 {
-        copiste::jobs::enqueue(
-            &mut tx,
-            &Noop {
-                sleep_ms: 20,
-                ..Noop::default()
-            },
-            by(),
-        )
-        .await
-        .expect("enqueue");
+        copiste::jobs::enqueue(&mut tx, &sleeping(20), by())
+            .await
+            .expect("enqueue");
     }
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
