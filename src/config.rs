@@ -194,28 +194,28 @@ pub enum ConfigError {
 }
 
 /// The secret settings: (dotted name, environment variable).
-const SECRETS: &[(&str, &str, &str)] = &[
-    ("database.password", "database", "password"),
-    ("redis.password", "redis", "password"),
-    ("downloads.signing_key", "downloads", "signing_key"),
+const SECRETS: &[(&str, &str)] = &[
+    ("database.password", "COPISTE_DATABASE__PASSWORD"),
+    ("redis.password", "COPISTE_REDIS__PASSWORD"),
+    ("downloads.signing_key", "COPISTE_DOWNLOADS__SIGNING_KEY"),
 ];
 
-impl Config {
-    /// Loads the defaults, then `file` if given, then the environment.
-    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
-        Self::load_with(file, Env::prefixed("COPISTE_").split("__"))
-    }
+/// The `COPISTE_…` environment variables, levels joined by `__`.
+fn env() -> Env {
+    Env::prefixed("COPISTE_").split("__")
+}
 
+impl Config {
     /// Loads with explicit overrides on top of the environment (tests).
     pub fn load_with_overrides<T: Serialize>(overrides: T) -> Result<Self, ConfigError> {
-        let env = Env::prefixed("COPISTE_").split("__");
         let figment = Figment::from(Toml::string(DEFAULT_TOML))
-            .merge(env)
+            .merge(env())
             .merge(Serialized::defaults(overrides));
         Self::finish(figment)
     }
 
-    fn load_with(file: Option<&std::path::Path>, env: Env) -> Result<Self, ConfigError> {
+    /// Loads the defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
             if !file.exists() {
@@ -225,18 +225,18 @@ impl Config {
                 )));
             }
             let from_file = Figment::from(Toml::file(file));
-            for (setting, section, key) in SECRETS {
-                if from_file.find_value(&format!("{section}.{key}")).is_ok() {
+            for &(setting, env) in SECRETS {
+                if from_file.find_value(setting).is_ok() {
                     return Err(ConfigError::SecretInFile {
                         setting,
-                        env: env_name(setting),
+                        env,
                         file: file.display().to_string(),
                     });
                 }
             }
             figment = figment.merge(Toml::file(file));
         }
-        Self::finish(figment.merge(env))
+        Self::finish(figment.merge(env()))
     }
 
     fn finish(figment: Figment) -> Result<Self, ConfigError> {
@@ -391,13 +391,5 @@ impl Config {
     /// The effective configuration as TOML, secrets redacted.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
-    }
-}
-
-fn env_name(setting: &str) -> &'static str {
-    match setting {
-        "database.password" => "COPISTE_DATABASE__PASSWORD",
-        "redis.password" => "COPISTE_REDIS__PASSWORD",
-        _ => "COPISTE_DOWNLOADS__SIGNING_KEY",
     }
 }

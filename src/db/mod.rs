@@ -73,11 +73,6 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
-
-    /// Connections currently open and idle (for benches).
-    pub fn size(&self) -> u32 {
-        self.pool.size()
-    }
 }
 
 /// Creates database `name` on the server of `server_url` (which names any

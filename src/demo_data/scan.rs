@@ -210,36 +210,25 @@ const fn g(points: &'static [(f32, f32)], width: f32) -> Glyph {
     }
 }
 
+/// The looped stroke shared by the plain and the barred letter below.
+const LOOP: &[(f32, f32)] = &[
+    (0.3, 0.4),
+    (0.55, 0.7),
+    (0.4, 0.95),
+    (0.15, 0.7),
+    (0.15, 0.15),
+    (0.4, 0.0),
+    (0.65, 0.15),
+];
+
 /// Lower-case cursive letters with a French frequency weight each (per
 /// mille, roughly).
 const LETTERS: &[(u32, Glyph)] = &[
-    (
-        120,
-        g(
-            &[
-                (0.3, 0.4),
-                (0.55, 0.7),
-                (0.4, 0.95),
-                (0.15, 0.7),
-                (0.15, 0.15),
-                (0.4, 0.0),
-                (0.65, 0.15),
-            ],
-            0.65,
-        ),
-    ),
+    (120, g(LOOP, 0.65)),
     (
         25,
         Glyph {
-            points: &[
-                (0.3, 0.4),
-                (0.55, 0.7),
-                (0.4, 0.95),
-                (0.15, 0.7),
-                (0.15, 0.15),
-                (0.4, 0.0),
-                (0.65, 0.15),
-            ],
+            points: LOOP,
             width: 0.65,
             mark: Mark::Bar(0.3, 1.25, 0.6, 1.6),
         },

@@ -161,17 +161,24 @@ pub struct ImportSummary {
     pub bytes_uploaded: u64,
 }
 
-impl fmt::Display for ImportSummary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "session {}", self.session)?;
-        for (name, counts) in [
+impl ImportSummary {
+    /// The counts of every table, named, in load order.
+    pub fn tables(&self) -> [(&'static str, Counts); 6] {
+        [
             ("academies", self.academies),
             ("establishments", self.establishments),
             ("exams", self.exams),
             ("graders", self.graders),
             ("candidates", self.candidates),
             ("copies", self.copies),
-        ] {
+        ]
+    }
+}
+
+impl fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "session {}", self.session)?;
+        for (name, counts) in self.tables() {
             writeln!(f, "  {name:<15} {counts}")?;
         }
         write!(
