@@ -1,10 +1,7 @@
 //! `copiste bench …`: throughput figures printed next to a baseline
 //! measured in the same run on the same services, never asserted by tests.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -72,11 +69,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     let storage_dir = tempfile::tempdir().context("temporary store")?;
     config.storage.root = storage_dir.path().to_path_buf();
     let storage = Storage::open(&config.storage)?;
-    let services = Services {
-        config: Arc::new(config),
-        db: db.clone(),
-        storage,
-    };
+    let services = Services::new(config, db.clone(), storage)?;
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
 
     // Producers: as many as the workers' concurrency, each enqueueing
@@ -166,6 +159,179 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
         if p99 <= 50.0 { "OK" } else { "ABOVE GOAL" }
     );
     worker.shutdown(Duration::from_secs(5)).await?;
+    crate::queue::purge(&services.config).await?;
+    db.close().await;
+    Ok(())
+}
+
+/// Options of `copiste bench closure`.
+#[derive(Debug, Args)]
+pub struct ClosureBenchArgs {
+    /// Copies of the closed exam.
+    #[arg(long, default_value_t = 10_000)]
+    pub copies: u32,
+    /// Establishments they are spread over (one closure job each).
+    #[arg(long, default_value_t = 20)]
+    pub establishments: u32,
+    /// Requests in flight to the target, for the closure and the baseline.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u32,
+    /// Jobs run at once by the worker.
+    #[arg(long, default_value_t = 8)]
+    pub workers: u32,
+}
+
+/// Runs the closure benchmark: a stub target on a loopback port, its raw
+/// capacity for grade batches, then the closure of a ponctuel exam of
+/// `--copies` copies against it.
+pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Result<()> {
+    use crate::{
+        closure as domain,
+        config::ExporterKind,
+        export::{Batch, GradeItem, Target, http::HttpTarget, stub::StubTarget},
+    };
+    use futures::StreamExt as _;
+
+    anyhow::ensure!(
+        args.copies > 0 && args.establishments > 0 && args.concurrency > 0 && args.workers > 0,
+        "--copies, --establishments, --concurrency and --workers must be at least 1"
+    );
+    anyhow::ensure!(
+        args.copies >= args.establishments,
+        "--copies must be at least --establishments"
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("copiste_bench_{}", &id[..12]);
+    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
+    config.database.password = None;
+    config.redis.namespace = format!("bench{}", &id[..12]);
+    config.worker.concurrency = args.workers;
+    config.database.max_connections = args.workers + 6;
+    let stub = StubTarget::start().await?;
+    for target in [&mut config.exporters.cyclades, &mut config.exporters.imagin] {
+        target.kind = ExporterKind::Http;
+        target.base_url = stub.base_url().parse().context("the stub's URL")?;
+        target.concurrency = args.concurrency;
+    }
+    let batch_size = config.exports.batch_size as usize;
+    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+    db.migrate().await?;
+    println!(
+        "bench closure: {} copies over {} establishments, batches of {batch_size}, {} requests in flight, {} jobs at once, database {name}",
+        args.copies, args.establishments, args.concurrency, args.workers
+    );
+
+    // Baseline: the stub's raw capacity for the same documents.
+    let client = HttpTarget::new(Target::Cyclades, &config.exporters.cyclades)?;
+    let items: Vec<GradeItem> = (0..args.copies)
+        .map(|i| GradeItem {
+            key: format!("c:RAW:{i:08}:v1"),
+            candidate: format!("{i:08}"),
+            grade: Some(f64::from(i % 80) / 4.0),
+            absent: false,
+        })
+        .collect();
+    let batches: Vec<Batch<GradeItem>> = items
+        .chunks(batch_size)
+        .map(|chunk| Batch {
+            session: crate::demo_data::SESSION_CODE.to_owned(),
+            exam: "RAW".to_owned(),
+            establishment: "0000000A".to_owned(),
+            items: chunk.to_vec(),
+        })
+        .collect();
+    let started = Instant::now();
+    let failures = futures::stream::iter(batches.iter())
+        .map(|b| {
+            use crate::export::GradesExporter as _;
+            client.send_grades(b)
+        })
+        .buffer_unordered(args.concurrency as usize)
+        .filter(|r| futures::future::ready(r.is_err()))
+        .count()
+        .await;
+    anyhow::ensure!(failures == 0, "{failures} baseline requests failed");
+    let raw = started.elapsed();
+    let raw_rate = f64::from(args.copies) / raw.as_secs_f64();
+    println!(
+        "baseline: the stub took {} grades in {} requests in {:.2} s = {raw_rate:.0} grades/s",
+        args.copies,
+        batches.len(),
+        raw.as_secs_f64()
+    );
+
+    // The dataset: the demo session, with one shared scan.
+    let storage_dir = tempfile::tempdir().context("temporary store")?;
+    config.storage.root = storage_dir.path().join("objects");
+    let storage = Storage::open(&config.storage)?;
+    let opts = crate::demo_data::DemoDataOptions {
+        establishments: args.establishments,
+        candidates: args.copies.div_ceil(args.establishments),
+        pages: 1,
+        seed: 1,
+    };
+    let dir = storage_dir.path().join("session");
+    let started = Instant::now();
+    crate::demo_data::generate_light(&dir, &opts)?;
+    let imported = crate::import::import_dir(&db, &storage, &dir, &|_| {}).await?;
+    let exam = "BAC26-PHILO";
+    let establishments = db::closure::exam_establishments(&db, exam, None)
+        .await?
+        .len();
+    println!(
+        "dataset:  {} copies (3 exams, {establishments} establishments) generated and imported in {:.1} s",
+        imported.copies.inserted,
+        started.elapsed().as_secs_f64()
+    );
+
+    let services = Services::new(config, db.clone(), storage)?;
+    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let (effects_before, _) = stub.counts();
+    let started = Instant::now();
+    let units = match domain::request_closure(&db, exam, None, "bench").await? {
+        Ok(units) => units,
+        Err(refusal) => anyhow::bail!("closure refused: {refusal}"),
+    };
+    let ids: Vec<uuid::Uuid> = units
+        .iter()
+        .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
+        .collect();
+    anyhow::ensure!(ids.len() == units.len(), "some units were refused");
+    loop {
+        let counts = db::jobs::final_counts(&db, &ids).await?;
+        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "the closure did not finish within 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
+    worker.shutdown(Duration::from_secs(5)).await?;
+    let status = match domain::status::exam_status(&db, exam).await? {
+        Ok(s) => s,
+        Err(refusal) => anyhow::bail!("{refusal}"),
+    };
+    let closed_copies: i64 = status.units.iter().map(|u| u.cyclades.accepted).sum();
+    let all_copies: i64 = status.units.iter().map(|u| u.copies).sum();
+    anyhow::ensure!(
+        status.count(domain::UnitState::Closed) == status.units.len(),
+        "not every unit closed:\n{status}"
+    );
+    let (effects, duplicates) = stub.counts();
+    let rate = closed_copies as f64 / elapsed.as_secs_f64();
+    println!(
+        "closure:  {closed_copies} of {all_copies} copies closed (grades and counts accepted, {} effects, {duplicates} duplicates) in {:.2} s = {rate:.0} copies/s",
+        effects - effects_before,
+        elapsed.as_secs_f64()
+    );
+    let ratio = rate / raw_rate;
+    println!(
+        "ratio:    {ratio:.2} (goal >= 0.5) {}",
+        if ratio >= 0.5 { "OK" } else { "BELOW GOAL" }
+    );
     crate::queue::purge(&services.config).await?;
     db.close().await;
     Ok(())

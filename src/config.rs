@@ -51,6 +51,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub storage: StorageConfig,
     pub exporters: ExportersConfig,
+    pub exports: ExportsConfig,
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
@@ -131,6 +132,16 @@ pub struct ExporterConfig {
     pub kind: ExporterKind,
     pub base_url: Url,
     pub timeout_secs: u64,
+    /// Requests in flight to this target, per process.
+    pub concurrency: u32,
+}
+
+/// `[exports]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportsConfig {
+    /// Items per document sent to a target.
+    pub batch_size: u32,
 }
 
 /// `[queue]`
@@ -292,6 +303,15 @@ impl Config {
                 "exporters.imagin.timeout_secs",
                 self.exporters.imagin.timeout_secs,
             ),
+            (
+                "exporters.cyclades.concurrency",
+                u64::from(self.exporters.cyclades.concurrency),
+            ),
+            (
+                "exporters.imagin.concurrency",
+                u64::from(self.exporters.imagin.concurrency),
+            ),
+            ("exports.batch_size", u64::from(self.exports.batch_size)),
         ];
         for (setting, value) in positive {
             if value == 0 {

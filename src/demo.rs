@@ -3,10 +3,7 @@
 //! noop jobs and prints a summary. Later issues add closure, rendering
 //! and links.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -78,11 +75,7 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
         crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
     println!("imported: {imported}");
 
-    let services = Services {
-        config: Arc::new(config),
-        db: db.clone(),
-        storage,
-    };
+    let services = Services::new(config, db.clone(), storage)?;
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
     let run_started = Instant::now();
     let mut tx = db.begin().await?;
@@ -116,7 +109,6 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     };
     bar.finish_and_clear();
     let elapsed = run_started.elapsed();
-    worker.shutdown(Duration::from_secs(10)).await?;
     println!(
         "ran {job_count} noop jobs through Redis in {:.2} s ({:.0} jobs/s): {}",
         elapsed.as_secs_f64(),
@@ -127,8 +119,75 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
             .collect::<Vec<_>>()
             .join(" ")
     );
+
+    close_every_exam(&db, &services).await?;
+    worker.shutdown(Duration::from_secs(10)).await?;
     db.close().await;
     drop(local);
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Closes every exam of the demo session: a closure per establishment for
+/// ponctuel and E3C exams, one harmonisation pass over every copy for the
+/// harmonised one; waits for the jobs and prints each exam's status.
+async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
+    use crate::closure::{self, PassRequest, Validation};
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
+    for exam in exams {
+        let row = db::closure::exam(db, exam)
+            .await?
+            .with_context(|| format!("the demo exam {exam} is missing"))?;
+        if row.kind == "harmonised" {
+            match closure::validate_harmonisation(db, exam, None, &Validation::All, "demo").await? {
+                Ok(PassRequest::Enqueued { job, .. }) => ids.push(job),
+                Ok(PassRequest::NothingNew { .. }) => {}
+                Err(refusal) => anyhow::bail!("harmonisation of {exam} refused: {refusal}"),
+            }
+        } else {
+            match closure::request_closure(db, exam, None, "demo").await? {
+                Ok(units) => {
+                    for unit in units {
+                        match unit.outcome {
+                            Ok(done) => ids.extend(done.job()),
+                            Err(refusal) => println!("{}: {refusal}", unit.establishment),
+                        }
+                    }
+                }
+                Err(refusal) => anyhow::bail!("closure of {exam} refused: {refusal}"),
+            }
+        }
+    }
+    loop {
+        let counts = db::jobs::final_counts(db, &ids).await?;
+        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "closures did not finish within 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "closed {} exams in {:.2} s ({} jobs; exports written to the {} outbox of {})",
+        exams.len(),
+        started.elapsed().as_secs_f64(),
+        ids.len(),
+        if services.config.exporters.cyclades.kind == crate::config::ExporterKind::Outbox {
+            "exports/"
+        } else {
+            "http"
+        },
+        services.storage.describe()
+    );
+    for exam in exams {
+        match closure::status::exam_status(db, exam).await? {
+            Ok(status) => print!("{status}"),
+            Err(refusal) => anyhow::bail!("{refusal}"),
+        }
+    }
     Ok(())
 }

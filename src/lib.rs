@@ -4,11 +4,13 @@
 
 pub mod bench;
 pub mod cli;
+pub mod closure;
 pub mod config;
 pub mod db;
 pub mod demo;
 pub mod demo_data;
 pub mod domain;
+pub mod export;
 pub mod import;
 pub mod jobs;
 pub mod queue;

@@ -2,9 +2,10 @@
 //! command parses its arguments, builds what it needs and calls the
 //! library; nothing here is logic worth testing on its own.
 
+mod closure;
 mod jobs;
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -56,6 +57,14 @@ pub enum Command {
     /// Inspect and manage jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Close exams: run, relaunch and follow closures.
+    #[command(subcommand)]
+    Closure(closure::ClosureCommand),
+    /// Record Cyclades' publication of an exam's results.
+    Publish(closure::PublishArgs),
+    /// Harmonised exams: the academic coordinator's validations.
+    #[command(subcommand)]
+    Harmonisation(closure::HarmonisationCommand),
     /// Run the demo end to end on the configured (or throwaway) services.
     Demo(DemoArgs),
     /// Benchmarks (use a release build).
@@ -112,6 +121,9 @@ pub enum BenchCommand {
     /// No-op jobs/s through insert, delivery, claim and finish, against
     /// single-row UPDATE transactions/s on the same database.
     Queue(crate::bench::QueueBenchArgs),
+    /// Copies closed/s against a local stub target, against the stub's
+    /// raw capacity for the same requests.
+    Closure(crate::bench::ClosureBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -186,8 +198,23 @@ impl Cli {
                 let db = connect(&config).await?;
                 return cmd.run(&db).await;
             }
+            Command::Closure(cmd) => {
+                let db = connect(&config).await?;
+                return cmd.run(&db).await;
+            }
+            Command::Publish(args) => {
+                let db = connect(&config).await?;
+                return args.run(&db).await;
+            }
+            Command::Harmonisation(cmd) => {
+                let db = connect(&config).await?;
+                return cmd.run(&db).await;
+            }
             Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
+            Command::Bench(BenchCommand::Closure(args)) => {
+                crate::bench::closure(config, args).await?
+            }
             Command::WithServices(args) => return with_services(config, args).await,
         }
         Ok(ExitCode::SUCCESS)
@@ -203,11 +230,7 @@ pub async fn connect(config: &Config) -> anyhow::Result<Db> {
 pub async fn services(config: Config) -> anyhow::Result<Services> {
     let db = connect(&config).await?;
     let storage = Storage::open(&config.storage)?;
-    Ok(Services {
-        config: Arc::new(config),
-        db,
-        storage,
-    })
+    Services::new(config, db, storage)
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.

@@ -612,3 +612,16 @@ pub async fn final_counts(db: &Db, ids: &[Uuid]) -> anyhow::Result<Vec<(String, 
     .context("counting finished jobs")?;
     Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
+
+/// Makes a queued job that waits for its `run_at` (a retry's backoff) due
+/// now. Returns whether it was waiting.
+pub async fn run_now(tx: &mut Tx, id: Uuid) -> anyhow::Result<bool> {
+    let done = sqlx::query!(
+        "UPDATE jobs SET run_at = now() WHERE id = $1 AND status = 'queued' AND run_at > now()",
+        id
+    )
+    .execute(&mut *tx.inner)
+    .await
+    .context("making the job due now")?;
+    Ok(done.rows_affected() > 0)
+}

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod closure;
 pub mod jobs;
 
 use std::time::Duration;

@@ -647,3 +647,36 @@ fn prepare_out_dir(out_dir: &Path) -> anyhow::Result<()> {
         Err(e) => Err(e).with_context(|| format!("cannot inspect {}", out_dir.display())),
     }
 }
+
+/// Writes the dataset `opts` describes with a single scan file that every
+/// page names: the catalogue of [`generate`] (same candidates, copies and
+/// grades) at a fraction of the cost, for closure tests and benchmarks
+/// that never look at the pages.
+pub fn generate_light(out_dir: &Path, opts: &DemoDataOptions) -> anyhow::Result<DemoDataSummary> {
+    let mut manifest = build_manifest(opts)?;
+    prepare_out_dir(out_dir)?;
+    const SCAN: &str = "scans/page.jpg";
+    let jpeg = scan::scan_jpeg(opts.seed, 0, 1);
+    let scan_path = out_dir.join(SCAN);
+    if let Some(dir) = scan_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(&scan_path, &jpeg)
+        .with_context(|| format!("cannot write {}", scan_path.display()))?;
+    for copy in &mut manifest.copies {
+        for page in &mut copy.pages {
+            *page = SCAN.to_owned();
+        }
+    }
+    let json = serde_json::to_vec_pretty(&manifest).context("cannot serialise the manifest")?;
+    let manifest_path = out_dir.join("manifest.json");
+    std::fs::write(&manifest_path, &json)
+        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+    Ok(DemoDataSummary {
+        establishments: manifest.establishments.len() as u32,
+        candidates: manifest.candidates.len() as u32,
+        copies: manifest.copies.len() as u32,
+        scans: 1,
+        bytes: jpeg.len() as u64 + json.len() as u64,
+    })
+}

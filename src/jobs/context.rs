@@ -8,7 +8,7 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{config::Config, db::Db, storage::Storage};
+use crate::{config::Config, db::Db, export::Exporters, storage::Storage};
 
 /// The services every job may use; built once per process.
 #[derive(Clone, Debug)]
@@ -16,6 +16,21 @@ pub struct Services {
     pub config: Arc<Config>,
     pub db: Db,
     pub storage: Storage,
+    pub exporters: Exporters,
+}
+
+impl Services {
+    /// Builds the export targets the configuration names around a database
+    /// and a store.
+    pub fn new(config: Config, db: Db, storage: Storage) -> anyhow::Result<Self> {
+        let exporters = Exporters::from_config(&config, &storage)?;
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            storage,
+            exporters,
+        })
+    }
 }
 
 /// Progress is written at most this often; the last value is always written.

@@ -7,7 +7,10 @@
 //! to Redis, and a worker claims, runs and finishes it.
 
 pub mod backoff;
+pub mod closure;
 pub mod context;
+pub mod export_retry;
+pub mod harmonisation_validation;
 pub mod noop;
 pub mod registry;
 

@@ -5,7 +5,10 @@ use std::{collections::HashMap, future::Future, pin::Pin};
 
 use anyhow::anyhow;
 
-use super::{Job, JobContext, JobError, Outcome, noop::Noop};
+use super::{
+    Job, JobContext, JobError, Outcome, closure::Closure, export_retry::ExportRetry,
+    harmonisation_validation::HarmonisationValidation, noop::Noop,
+};
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send>>;
 
@@ -51,7 +54,12 @@ fn handler<J: Job>() -> Handler {
 
 /// Every job kind this build knows.
 pub fn all() -> Vec<Handler> {
-    vec![handler::<Noop>()]
+    vec![
+        handler::<Noop>(),
+        handler::<Closure>(),
+        handler::<ExportRetry>(),
+        handler::<HarmonisationValidation>(),
+    ]
 }
 
 /// The registered kinds by name.

@@ -2,6 +2,7 @@
 //! database and its own Redis namespace (see `support`).
 
 mod cli;
+mod closure;
 mod demo;
 mod demo_data;
 mod import;

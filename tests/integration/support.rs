@@ -66,11 +66,12 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 impl TestApp {
     /// The services a worker needs, over this test's database and store.
     pub fn services(&self) -> copiste::jobs::context::Services {
-        copiste::jobs::context::Services {
-            config: std::sync::Arc::new(self.config.clone()),
-            db: self.db.clone(),
-            storage: self.storage.clone(),
-        }
+        copiste::jobs::context::Services::new(
+            self.config.clone(),
+            self.db.clone(),
+            self.storage.clone(),
+        )
+        .expect("services")
     }
 
     /// Starts a full worker (consumer, pump, reconciler, heartbeat).

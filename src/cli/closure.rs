@@ -1,0 +1,223 @@
+//! `copiste closure …`, `copiste publish` and `copiste harmonisation …`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::{
+    closure::{self, PassRequest, Refusal, UnitRequest, Validation, status},
+    db::Db,
+    domain::Uai,
+};
+
+/// Who a request is recorded as made by, unless `--by` says.
+fn default_by() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "cli".into())
+}
+
+fn parse_uai(s: &str) -> Result<Uai, String> {
+    Uai::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClosureCommand {
+    /// Close a ponctuel or E3C exam for one establishment or all of them
+    /// (one job per establishment).
+    Run(UnitArgs),
+    /// Re-send what was not accepted yet; refused after publication.
+    Relaunch(UnitArgs),
+    /// Per establishment: state, accepted/total per target, errors.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UnitArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// One establishment (UAI); every establishment of the exam if absent.
+    #[arg(long, value_parser = parse_uai)]
+    pub establishment: Option<Uai>,
+    /// Who asks (default: $USER).
+    #[arg(long, default_value_t = default_by())]
+    pub by: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// Who records the publication (default: $USER).
+    #[arg(long, default_value_t = default_by())]
+    pub by: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HarmonisationCommand {
+    /// Validate copies of a harmonised exam and export them for every
+    /// establishment concerned (one pass).
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["all", "copies"])))]
+pub struct ValidateArgs {
+    /// Exam code (a harmonised exam).
+    #[arg(long)]
+    pub exam: String,
+    /// The coordinator's academy; every academy of the exam if absent.
+    #[arg(long)]
+    pub academy: Option<String>,
+    /// Validate every copy.
+    #[arg(long)]
+    pub all: bool,
+    /// A file of candidate numéros, one per line ('#' starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub copies: Option<PathBuf>,
+    /// Who validates (default: $USER).
+    #[arg(long, default_value_t = default_by())]
+    pub by: String,
+}
+
+/// Prints a refusal and returns the failure exit code.
+fn refused(r: &Refusal) -> ExitCode {
+    eprintln!("refused: {r}");
+    ExitCode::FAILURE
+}
+
+fn print_units(units: &[UnitRequest]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for u in units {
+        match &u.outcome {
+            Ok(done) => println!("{}  {done}", u.establishment),
+            Err(r) => {
+                eprintln!("{}  refused: {r}", u.establishment);
+                code = ExitCode::FAILURE;
+            }
+        }
+    }
+    code
+}
+
+impl ClosureCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Run(a) => {
+                match closure::request_closure(db, &a.exam, a.establishment.as_ref(), &a.by).await?
+                {
+                    Ok(units) => Ok(print_units(&units)),
+                    Err(r) => Ok(refused(&r)),
+                }
+            }
+            Self::Relaunch(a) => {
+                match closure::request_relaunch(db, &a.exam, a.establishment.as_ref(), &a.by)
+                    .await?
+                {
+                    Ok(units) => Ok(print_units(&units)),
+                    Err(r) => Ok(refused(&r)),
+                }
+            }
+            Self::Status(a) => match status::exam_status(db, &a.exam).await? {
+                Ok(s) if a.json => {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(s) => {
+                    print!("{s}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(r) => Ok(refused(&r)),
+            },
+        }
+    }
+}
+
+impl PublishArgs {
+    /// Records the publication.
+    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
+        match closure::publish(db, &self.exam, &self.by).await? {
+            Ok(p) => {
+                println!(
+                    "exam {} published at {} by {}",
+                    self.exam,
+                    p.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    self.by
+                );
+                for id in p.cancelled {
+                    println!("cancelled queued closure job {id}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(r) => Ok(refused(&r)),
+        }
+    }
+}
+
+/// Reads a file of candidate numéros: one per line, blank lines and
+/// `#` comments ignored.
+pub fn read_numeros(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the copies file {}", path.display()))?;
+    let numeros: Vec<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    anyhow::ensure!(
+        !numeros.is_empty(),
+        "the copies file {} names no candidate",
+        path.display()
+    );
+    Ok(numeros)
+}
+
+impl HarmonisationCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
+        let Self::Validate(a) = self;
+        let selection = match &a.copies {
+            Some(path) => Validation::Candidates(read_numeros(path)?),
+            None => Validation::All,
+        };
+        match closure::validate_harmonisation(db, &a.exam, a.academy.as_deref(), &selection, &a.by)
+            .await?
+        {
+            Ok(PassRequest::Enqueued {
+                pass,
+                validated,
+                already_validated,
+                job,
+            }) => {
+                println!(
+                    "pass {pass}: {validated} copies validated ({already_validated} already were); enqueued job {job}"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(PassRequest::NothingNew { already_validated }) => {
+                println!(
+                    "nothing new: the {already_validated} selected copies were validated by earlier passes \
+                     (closure relaunch re-sends what was not accepted)"
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(r) => Ok(refused(&r)),
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The engine every closure job runs per unit: mark it closing, bring its
+//! export items up to date with the copies, send what is to send batch by
+//! batch, settle each item with the target's answer, and record the unit's
+//! new state with a summary.
+//!
+//! Exactly-once effect: an item's key is fixed before it is sent and is
+//! kept across attempts; an item is marked `sent` before the request and
+//! settled after the answer. A crash in between leaves it `sent`, so the
+//! next run sends it again under the same key and the target answers
+//! `duplicate`.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, anyhow};
+use serde::{Deserialize, Serialize};
+
+use super::{Refusal, UnitState, request::published_refusal};
+use crate::{
+    db::{
+        self,
+        closure::{ErrorCount, ExamRow, Outgoing, StateCounts},
+    },
+    domain::Uai,
+    export::{Batch, CountItem, ExportError, GradeItem, ItemResult, ItemStatus, Target},
+    jobs::{JobContext, JobError},
+};
+
+/// How a run treats a unit's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMode {
+    /// Send rejected items again too (a relaunch asked by a person).
+    pub with_rejected: bool,
+    /// Only validated copies are exported (harmonised exams).
+    pub validated_only: bool,
+    /// Report progress as items sent out of items to send.
+    pub report_progress: bool,
+}
+
+/// One target's figures in a summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSummary {
+    pub accepted: i64,
+    pub rejected: i64,
+    /// Not answered yet (a retryable failure).
+    pub pending: i64,
+    /// Items the unit should have: copies (Cyclades) or graders with
+    /// corrected copies (Imag'In).
+    pub total: i64,
+}
+
+/// The result of a run on one unit, stored on the unit and in the job's
+/// result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitSummary {
+    pub exam: String,
+    pub establishment: String,
+    pub state: UnitState,
+    pub sent: i64,
+    pub targets: BTreeMap<String, TargetSummary>,
+    /// Reasons items are not accepted, most frequent first.
+    pub errors: Vec<ErrorLine>,
+}
+
+/// A reason some items of a target are not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorLine {
+    pub target: String,
+    pub state: String,
+    pub message: String,
+    pub items: i64,
+}
+
+impl UnitSummary {
+    /// Whether items were left unanswered, which another attempt may fix.
+    pub fn retryable(&self) -> bool {
+        self.targets.values().any(|t| t.pending > 0)
+    }
+
+    /// Items not accepted, over both targets.
+    pub fn unaccepted(&self) -> i64 {
+        self.targets.values().map(|t| t.pending + t.rejected).sum()
+    }
+}
+
+/// Checks that a unit's exam may still be closed, marks the unit closing,
+/// and runs it. A published exam is a permanent failure with the reason.
+pub async fn run_unit(
+    ctx: &JobContext,
+    exam: &ExamRow,
+    uai: &Uai,
+    mode: RunMode,
+) -> Result<UnitSummary, JobError> {
+    let db = &ctx.services.db;
+    if let Some(published) = db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id)
+        .await
+        .map_err(JobError::Retryable)?
+    {
+        let mut exam = exam.clone();
+        exam.published_at = Some(published);
+        let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
+        return Err(JobError::permanent(refusal));
+    }
+    send_unit(ctx, exam, uai, mode)
+        .await
+        .map_err(JobError::Retryable)
+}
+
+async fn send_unit(
+    ctx: &JobContext,
+    exam: &ExamRow,
+    uai: &Uai,
+    mode: RunMode,
+) -> anyhow::Result<UnitSummary> {
+    let db = &ctx.services.db;
+    let code = exam.code.as_str();
+    db::closure::sync_grades(db, code, uai.as_str(), mode.validated_only).await?;
+    db::closure::sync_counts(db, code, uai.as_str(), mode.validated_only).await?;
+
+    let mut to_send = 0;
+    for target in Target::ALL {
+        to_send +=
+            db::closure::count_to_send(db, code, uai.as_str(), target.as_str(), mode.with_rejected)
+                .await?;
+    }
+    let batch_size = i64::from(ctx.services.config.exports.batch_size);
+    let mut sent = 0i64;
+    for target in Target::ALL {
+        let mut after = 0i64;
+        loop {
+            let items = db::closure::take_batch(
+                db,
+                code,
+                uai.as_str(),
+                target.as_str(),
+                mode.with_rejected,
+                after,
+                batch_size,
+            )
+            .await?;
+            let Some(last) = items.last() else { break };
+            after = last.id;
+            let n = items.len() as i64;
+            send_batch(ctx, exam, uai, target, items).await?;
+            sent += n;
+            if mode.report_progress {
+                ctx.progress(sent as u64, to_send.max(sent) as u64).await;
+            }
+        }
+    }
+    if mode.report_progress && to_send == 0 {
+        ctx.progress(0, 0).await;
+    }
+
+    let summary = summarise(ctx, exam, uai, mode, sent).await?;
+    db::closure::finish_run(
+        db,
+        code,
+        uai.as_str(),
+        summary.state.as_str(),
+        serde_json::to_value(&summary).context("serialising the summary")?,
+        summary.retryable(),
+    )
+    .await?;
+    tracing::info!(
+        exam.code = code,
+        establishment.uai = %uai,
+        state = %summary.state,
+        sent,
+        unaccepted = summary.unaccepted(),
+        "unit run finished"
+    );
+    Ok(summary)
+}
+
+/// Sends one batch to its target and settles its items. A failure to get
+/// an answer is recorded on the items, not returned: the run goes on with
+/// the next batch.
+async fn send_batch(
+    ctx: &JobContext,
+    exam: &ExamRow,
+    uai: &Uai,
+    target: Target,
+    items: Vec<Outgoing>,
+) -> anyhow::Result<()> {
+    let db = &ctx.services.db;
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let answer = match target {
+        Target::Cyclades => {
+            let batch = Batch {
+                session: exam.session_code.clone(),
+                exam: exam.code.clone(),
+                establishment: uai.to_string(),
+                items: items
+                    .into_iter()
+                    .map(grade_item)
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            };
+            ctx.services.exporters.cyclades.send_grades(&batch).await
+        }
+        Target::Imagin => {
+            let batch = Batch {
+                session: exam.session_code.clone(),
+                exam: exam.code.clone(),
+                establishment: uai.to_string(),
+                items: items
+                    .into_iter()
+                    .map(count_item)
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+            };
+            ctx.services.exporters.imagin.send_counts(&batch).await
+        }
+    };
+    match answer {
+        Ok(results) => settle(db, results).await,
+        Err(e) => {
+            tracing::warn!(
+                exam.code = %exam.code,
+                establishment.uai = %uai,
+                target = %target,
+                items = ids.len(),
+                error = %e,
+                "batch not accepted"
+            );
+            let permanent = matches!(e, ExportError::Permanent(_));
+            db::closure::record_failure(db, &ids, &e.to_string(), permanent).await
+        }
+    }
+}
+
+async fn settle(db: &db::Db, results: Vec<ItemResult>) -> anyhow::Result<()> {
+    let mut keys = Vec::with_capacity(results.len());
+    let mut accepted = Vec::with_capacity(results.len());
+    let mut reasons = Vec::with_capacity(results.len());
+    for r in results {
+        accepted.push(matches!(
+            r.status,
+            ItemStatus::Accepted | ItemStatus::Duplicate
+        ));
+        reasons.push(r.reason);
+        keys.push(r.key);
+    }
+    db::closure::record_results(db, &keys, &accepted, &reasons).await
+}
+
+#[derive(Deserialize)]
+struct GradeDocument {
+    candidate: String,
+    grade: Option<f64>,
+    absent: bool,
+}
+
+#[derive(Deserialize)]
+struct CountDocument {
+    grader: String,
+    copies: u32,
+}
+
+fn grade_item(o: Outgoing) -> anyhow::Result<GradeItem> {
+    let d: GradeDocument = serde_json::from_value(o.document)
+        .map_err(|e| anyhow!("export item {} has an invalid document: {e}", o.key))?;
+    Ok(GradeItem {
+        key: o.key,
+        candidate: d.candidate,
+        grade: d.grade,
+        absent: d.absent,
+    })
+}
+
+fn count_item(o: Outgoing) -> anyhow::Result<CountItem> {
+    let d: CountDocument = serde_json::from_value(o.document)
+        .map_err(|e| anyhow!("export item {} has an invalid document: {e}", o.key))?;
+    Ok(CountItem {
+        key: o.key,
+        grader: d.grader,
+        copies: d.copies,
+    })
+}
+
+async fn summarise(
+    ctx: &JobContext,
+    exam: &ExamRow,
+    uai: &Uai,
+    mode: RunMode,
+    sent: i64,
+) -> anyhow::Result<UnitSummary> {
+    let db = &ctx.services.db;
+    let counts = db::closure::unit_counts(db, &exam.code, uai.as_str()).await?;
+    let content = db::closure::unit_content(db, &exam.code, uai.as_str()).await?;
+    let of = |t: Target| -> StateCounts {
+        counts
+            .iter()
+            .find(|(name, _)| name == t.as_str())
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default()
+    };
+    let mut targets = BTreeMap::new();
+    for t in Target::ALL {
+        let c = of(t);
+        let total = match t {
+            Target::Cyclades => content.copies,
+            Target::Imagin => content.graders,
+        };
+        targets.insert(
+            t.as_str().to_owned(),
+            TargetSummary {
+                accepted: c.accepted,
+                rejected: c.rejected,
+                pending: c.pending + c.sent,
+                total,
+            },
+        );
+    }
+    let unaccepted: i64 = targets.values().map(|t| t.pending + t.rejected).sum();
+    let state = if unaccepted > 0 {
+        UnitState::ClosedWithErrors
+    } else if mode.validated_only && content.validated < content.copies {
+        UnitState::PartiallyClosed
+    } else {
+        UnitState::Closed
+    };
+    let errors = db::closure::errors(db, &exam.code, Some(uai.as_str()))
+        .await?
+        .into_iter()
+        .map(|e: ErrorCount| ErrorLine {
+            target: e.target,
+            state: e.state,
+            message: e.message,
+            items: e.items,
+        })
+        .collect();
+    Ok(UnitSummary {
+        exam: exam.code.clone(),
+        establishment: uai.to_string(),
+        state,
+        sent,
+        targets,
+        errors,
+    })
+}
+
+/// The job's verdict on a set of unit runs: success when every item is
+/// accepted; a retryable error when some got no answer (the ledger retries
+/// with backoff); a partial result when only rejections remain.
+pub fn verdict(summaries: Vec<UnitSummary>) -> Result<crate::jobs::Outcome, JobError> {
+    let result = serde_json::json!({ "units": summaries });
+    let pending: i64 = summaries
+        .iter()
+        .flat_map(|s| s.targets.values())
+        .map(|t| t.pending)
+        .sum();
+    let rejected: i64 = summaries
+        .iter()
+        .flat_map(|s| s.targets.values())
+        .map(|t| t.rejected)
+        .sum();
+    if pending > 0 {
+        let first = summaries
+            .iter()
+            .flat_map(|s| s.errors.iter())
+            .find(|e| e.state == "pending")
+            .map(|e| format!(" (first error: {})", e.message))
+            .unwrap_or_default();
+        return Err(JobError::Retryable(anyhow!(
+            "closed with errors: {pending} items not answered yet{first}, {rejected} rejected; retrying with backoff"
+        )));
+    }
+    if rejected > 0 {
+        return Ok(crate::jobs::Outcome::Failed(result));
+    }
+    Ok(crate::jobs::Outcome::Succeeded(result))
+}

@@ -1,0 +1,159 @@
+//! `closure status`: per establishment, the unit's state, accepted/total
+//! per target and why items are not accepted.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{Refusal, UnitState};
+use crate::db::{self, Db};
+
+/// Accepted and total items of one target in one unit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TargetStatus {
+    pub accepted: i64,
+    pub total: i64,
+    pub rejected: i64,
+    /// Sent or to send, without an answer yet.
+    pub pending: i64,
+}
+
+/// One establishment's line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitStatus {
+    pub establishment: String,
+    pub name: String,
+    pub state: UnitState,
+    pub copies: i64,
+    /// Harmonised exams: copies validated by a pass.
+    pub validated: i64,
+    pub ungraded: i64,
+    pub runs: i32,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub job: Option<uuid::Uuid>,
+    pub job_status: Option<String>,
+    pub cyclades: TargetStatus,
+    pub imagin: TargetStatus,
+    pub errors: Vec<db::closure::ErrorCount>,
+}
+
+/// An exam's closure status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExamStatus {
+    pub exam: String,
+    pub kind: String,
+    pub published_at: Option<DateTime<Utc>>,
+    pub published_by: Option<String>,
+    pub units: Vec<UnitStatus>,
+}
+
+impl ExamStatus {
+    /// Units in `state`.
+    pub fn count(&self, state: UnitState) -> usize {
+        self.units.iter().filter(|u| u.state == state).count()
+    }
+}
+
+/// Reads the closure status of `exam`.
+pub async fn exam_status(db: &Db, exam: &str) -> anyhow::Result<Result<ExamStatus, Refusal>> {
+    let Some(row) = db::closure::exam(db, exam).await? else {
+        return Ok(Err(Refusal::UnknownExam(exam.to_owned())));
+    };
+    let errors = db::closure::errors(db, exam, None).await?;
+    let units = db::closure::unit_rows(db, exam)
+        .await?
+        .into_iter()
+        .map(|u| {
+            let state = if row.published_at.is_some() {
+                UnitState::Published
+            } else {
+                UnitState::parse(&u.state).unwrap_or(UnitState::Open)
+            };
+            UnitStatus {
+                errors: errors
+                    .iter()
+                    .filter(|e| e.establishment == u.establishment)
+                    .cloned()
+                    .collect(),
+                establishment: u.establishment,
+                name: u.name,
+                state,
+                copies: u.content.copies,
+                validated: u.content.validated,
+                ungraded: u.content.ungraded,
+                runs: u.runs,
+                closed_at: u.closed_at,
+                job: u.active_job,
+                job_status: u.active_status,
+                cyclades: TargetStatus {
+                    accepted: u.cyclades.accepted,
+                    total: u.content.copies,
+                    rejected: u.cyclades.rejected,
+                    pending: u.cyclades.pending + u.cyclades.sent,
+                },
+                imagin: TargetStatus {
+                    accepted: u.imagin.accepted,
+                    total: u.content.graders,
+                    rejected: u.imagin.rejected,
+                    pending: u.imagin.pending + u.imagin.sent,
+                },
+            }
+        })
+        .collect();
+    Ok(Ok(ExamStatus {
+        exam: row.code,
+        kind: row.kind,
+        published_at: row.published_at,
+        published_by: row.published_by,
+        units,
+    }))
+}
+
+impl std::fmt::Display for ExamStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = format!("exam {} ({})", self.exam, self.kind);
+        if let Some(at) = self.published_at {
+            let _ = write!(
+                out,
+                ", published {} by {}",
+                at.format("%Y-%m-%d %H:%M UTC"),
+                self.published_by.as_deref().unwrap_or("?")
+            );
+        }
+        writeln!(f, "{out}")?;
+        writeln!(
+            f,
+            "{:<9} {:<19} {:>7} {:>15} {:>13}  job",
+            "uai", "state", "copies", "cyclades", "imagin"
+        )?;
+        for u in &self.units {
+            let copies = if self.kind == "harmonised" {
+                format!("{}/{}", u.validated, u.copies)
+            } else {
+                u.copies.to_string()
+            };
+            let job = match (&u.job, &u.job_status) {
+                (Some(id), Some(s)) => format!("{id} {s}"),
+                _ => String::new(),
+            };
+            writeln!(
+                f,
+                "{:<9} {:<19} {:>7} {:>15} {:>13}  {job}",
+                u.establishment,
+                u.state.as_str(),
+                copies,
+                format!("{}/{}", u.cyclades.accepted, u.cyclades.total),
+                format!("{}/{}", u.imagin.accepted, u.imagin.total),
+            )?;
+            for e in &u.errors {
+                writeln!(
+                    f,
+                    "          {} {} {}: {}",
+                    e.target, e.state, e.items, e.message
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,53 @@
+//! `closure`: closes one ponctuel or E3C exam for one establishment —
+//! exports its grades to Cyclades and its graders' counts to Imag'In.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Job, JobContext, JobError, Outcome};
+use crate::{
+    closure::{
+        Refusal,
+        engine::{self, RunMode},
+        request::{kind_of, unit_exam},
+    },
+    db,
+    domain::{ExamKind, Uai},
+};
+
+/// The `closure` job's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Closure {
+    pub exam: String,
+    pub establishment: Uai,
+}
+
+impl Job for Closure {
+    const NAME: &'static str = "closure";
+    const PRIORITY: i16 = 10;
+
+    async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
+        let exam = unit_exam(&ctx, &self.exam).await?;
+        if kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised {
+            return Err(JobError::permanent(Refusal::Harmonised(exam.code)));
+        }
+        let ungraded =
+            db::closure::ungraded(&ctx.services.db, &exam.code, self.establishment.as_str())
+                .await
+                .map_err(JobError::Retryable)?;
+        if !ungraded.is_empty() {
+            return Err(JobError::permanent(Refusal::Ungraded {
+                exam: exam.code,
+                establishment: Some(self.establishment),
+                numeros: ungraded,
+            }));
+        }
+        let mode = RunMode {
+            with_rejected: false,
+            validated_only: false,
+            report_progress: true,
+        };
+        let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
+        engine::verdict(vec![summary])
+    }
+}

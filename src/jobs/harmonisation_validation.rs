@@ -1,0 +1,62 @@
+//! `harmonisation-validation`: one pass of the academic coordinator over a
+//! harmonised exam — exports the validated copies' grades and counts for
+//! every establishment of the academy that has validated copies.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Job, JobContext, JobError, Outcome};
+use crate::{
+    closure::{
+        Refusal,
+        engine::{self, RunMode},
+        request::{kind_of, unit_exam},
+    },
+    db,
+    domain::{ExamKind, Uai},
+};
+
+/// The `harmonisation-validation` job's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HarmonisationValidation {
+    pub exam: String,
+    /// The coordinator's academy; `None` for every academy of the exam.
+    pub academy: Option<String>,
+    /// The pass (harmonisation_passes.id) that enqueued the job.
+    pub pass: i64,
+}
+
+impl Job for HarmonisationValidation {
+    const NAME: &'static str = "harmonisation-validation";
+    const PRIORITY: i16 = 10;
+
+    async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
+        let exam = unit_exam(&ctx, &self.exam).await?;
+        let kind = kind_of(&exam).map_err(JobError::Permanent)?;
+        if kind != ExamKind::Harmonised {
+            return Err(JobError::permanent(Refusal::NotHarmonised {
+                exam: exam.code,
+                kind,
+            }));
+        }
+        let db = &ctx.services.db;
+        let establishments =
+            db::closure::validated_establishments(db, &exam.code, self.academy.as_deref())
+                .await
+                .map_err(JobError::Retryable)?;
+        let mode = RunMode {
+            with_rejected: false,
+            validated_only: true,
+            report_progress: false,
+        };
+        let total = establishments.len() as u64;
+        let mut summaries = Vec::with_capacity(establishments.len());
+        for (done, uai) in establishments.iter().enumerate() {
+            let uai = Uai::parse(uai)
+                .map_err(|e| JobError::permanent(anyhow::anyhow!("stored UAI {uai}: {e}")))?;
+            summaries.push(engine::run_unit(&ctx, &exam, &uai, mode).await?);
+            ctx.progress(done as u64 + 1, total).await;
+        }
+        engine::verdict(summaries)
+    }
+}

@@ -1,0 +1,860 @@
+//! Closure, relaunch, publication and harmonisation against a local HTTP
+//! stub of Cyclades and Imag'In that fails on demand and counts effects
+//! (first acceptances of a key), not requests.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use copiste::{
+    closure::{
+        self, PassRequest, Refusal, UnitRequested, UnitState, Validation, status::ExamStatus,
+    },
+    demo_data::{self, DemoDataOptions},
+    domain::Uai,
+    import::import_dir,
+};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
+
+use crate::support::{TestApp, fast_queue};
+
+const PHILO: &str = "BAC26-PHILO";
+const MATHS_H: &str = "BAC26-MATHS-H";
+const E3C: &str = "BAC26-E3C-HG";
+
+/// How the stub misbehaves.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    /// Requests numbered n (from 0) with `n % 10` in this list get a 503
+    /// without any effect.
+    fail_503: Vec<u64>,
+    /// Requests numbered n with `n % 10` in this list take effect, then
+    /// answer after the client's timeout.
+    slow_after_effect: Vec<u64>,
+    /// Every answer is delayed this long, after the effect.
+    hold: Duration,
+    /// Candidates (numéros) whose grade is rejected.
+    reject: HashSet<String>,
+}
+
+/// What the stub saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Key → how many times it took effect (must never exceed 1).
+    effects: HashMap<String, u32>,
+    /// Key → the item as received the first time.
+    items: HashMap<String, Value>,
+    duplicates: u64,
+}
+
+#[derive(Clone, Default)]
+struct StubState {
+    behaviour: Arc<Mutex<Behaviour>>,
+    seen: Arc<Mutex<Seen>>,
+    requests: Arc<AtomicU64>,
+}
+
+impl Respond for StubState {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        let behaviour = self.behaviour.lock().expect("behaviour").clone();
+        if behaviour.fail_503.contains(&(n % 10)) {
+            return ResponseTemplate::new(503).set_body_string("try again later");
+        }
+        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
+            return ResponseTemplate::new(400).set_body_string("not JSON");
+        };
+        let mut results = Vec::new();
+        let mut seen = self.seen.lock().expect("seen");
+        for item in body["items"].as_array().into_iter().flatten() {
+            let key = item["key"].as_str().unwrap_or_default().to_owned();
+            let candidate = item["candidate"].as_str().unwrap_or_default();
+            if behaviour.reject.contains(candidate) {
+                results
+                    .push(json!({"key": key, "status": "rejected", "reason": "unknown candidate"}));
+                continue;
+            }
+            let count = seen.effects.entry(key.clone()).or_insert(0);
+            if *count > 0 {
+                seen.duplicates += 1;
+                results.push(json!({"key": key, "status": "duplicate"}));
+            } else {
+                *count += 1;
+                seen.items.insert(key.clone(), item.clone());
+                results.push(json!({"key": key, "status": "accepted"}));
+            }
+        }
+        let mut delay = behaviour.hold;
+        if behaviour.slow_after_effect.contains(&(n % 10)) {
+            delay += Duration::from_millis(1500);
+        }
+        ResponseTemplate::new(200)
+            .set_body_json(json!({ "results": results }))
+            .set_delay(delay)
+    }
+}
+
+struct Stub {
+    server: MockServer,
+    state: StubState,
+}
+
+impl Stub {
+    async fn start() -> Self {
+        let server = MockServer::start().await;
+        let state = StubState::default();
+        Mock::given(method("POST"))
+            .respond_with(state.clone())
+            .mount(&server)
+            .await;
+        Self { server, state }
+    }
+
+    fn behave(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.state.behaviour.lock().expect("behaviour"));
+    }
+
+    fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Keys that took effect, of one target (`c:` Cyclades, `i:` Imag'In).
+    fn effects(&self, prefix: &str) -> HashMap<String, u32> {
+        let seen = self.state.seen.lock().expect("seen");
+        seen.effects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    fn item(&self, key: &str) -> Option<Value> {
+        self.state
+            .seen
+            .lock()
+            .expect("seen")
+            .items
+            .get(key)
+            .cloned()
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.state.seen.lock().expect("seen").duplicates
+    }
+
+    /// Asserts that no key ever took effect twice.
+    fn assert_exactly_once(&self) {
+        let seen = self.state.seen.lock().expect("seen");
+        let twice: Vec<_> = seen.effects.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(twice.is_empty(), "keys with a second effect: {twice:?}");
+    }
+}
+
+/// A test app whose exporters are the stub, with small batches, a short
+/// client timeout and a retry backoff long enough that only relaunches
+/// retry within a test.
+async fn app_with_stub(stub: &Stub, extra: Value) -> TestApp {
+    let mut config = fast_queue();
+    let uri = stub.server.uri();
+    let overrides = json!({
+        "exporters": {
+            "cyclades": {"kind": "http", "base_url": uri, "timeout_secs": 1, "concurrency": 4},
+            "imagin": {"kind": "http", "base_url": uri, "timeout_secs": 1, "concurrency": 4}
+        },
+        "exports": {"batch_size": 5},
+        "jobs": {"backoff_base_secs": 3600.0, "backoff_max_secs": 7200.0}
+    });
+    merge(&mut config, overrides);
+    merge(&mut config, extra);
+    let app = TestApp::with(config).await;
+    load_session(&app).await;
+    app
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Imports the demo session: 3 establishments of 12 candidates, every
+/// exam kind, some absent candidates.
+async fn load_session(app: &TestApp) {
+    let dir = app.dir.path().join("session");
+    let opts = DemoDataOptions {
+        establishments: 3,
+        candidates: 12,
+        pages: 1,
+        seed: 7,
+    };
+    demo_data::generate_light(&dir, &opts).expect("dataset");
+    import_dir(&app.db, &app.storage, &dir, &|_| {})
+        .await
+        .expect("import");
+}
+
+async fn pool(app: &TestApp) -> PgPool {
+    PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool")
+}
+
+async fn status(app: &TestApp, exam: &str) -> ExamStatus {
+    closure::status::exam_status(&app.db, exam)
+        .await
+        .expect("status")
+        .expect("known exam")
+}
+
+/// Waits until no closure job of the test is running or due: each has
+/// finished or waits for a backoff retry.
+async fn settle(app: &TestApp, secs: u64) {
+    let pool = pool(app).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE status = 'running'
+                OR (status = 'queued' AND run_at <= now() + interval '60 seconds')",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("busy jobs");
+        if busy == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{busy} jobs still running or due after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn jobs_of(units: &[closure::UnitRequest]) -> Vec<uuid::Uuid> {
+    units
+        .iter()
+        .map(|u| {
+            u.outcome
+                .as_ref()
+                .expect("unit not refused")
+                .job()
+                .expect("a job")
+        })
+        .collect()
+}
+
+/// Every (candidate) of `exam` whose grade is accepted by the stub.
+fn accepted_candidates(stub: &Stub, exam: &str) -> HashSet<String> {
+    stub.effects(&format!("c:{exam}:"))
+        .keys()
+        .filter_map(|k| stub.item(k))
+        .map(|item| item["candidate"].as_str().expect("candidate").to_owned())
+        .collect()
+}
+
+async fn copies_of(app: &TestApp, exam: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM copies WHERE exam_code = $1")
+        .bind(exam)
+        .fetch_one(&pool(app).await)
+        .await
+        .expect("copies")
+}
+
+#[tokio::test]
+async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one_effect_per_grade()
+{
+    let stub = Stub::start().await;
+    stub.behave(|b| {
+        b.fail_503 = vec![1, 4, 7];
+        b.slow_after_effect = vec![2];
+    });
+    let app = app_with_stub(&stub, json!({})).await;
+    let worker = app.worker().await;
+
+    let units = closure::request_closure(&app.db, PHILO, None, "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    assert_eq!(units.len(), 3);
+    settle(&app, 60).await;
+    let first = status(&app, PHILO).await;
+    assert!(
+        first.count(UnitState::ClosedWithErrors) > 0,
+        "30% of 503 and some timeouts should leave errors: {first}"
+    );
+    let shown = first.units.iter().flat_map(|u| &u.errors).any(|e| {
+        e.state == "pending" && (e.message.contains("503") || e.message.contains("timed out"))
+    });
+    assert!(shown, "the errors are shown: {first}");
+
+    let mut rounds = 0;
+    loop {
+        let s = status(&app, PHILO).await;
+        if s.count(UnitState::Closed) == 3 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds <= 30, "no convergence after 30 relaunches: {s}");
+        closure::request_relaunch(&app.db, PHILO, None, "test")
+            .await
+            .expect("relaunch")
+            .expect("not refused");
+        settle(&app, 60).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    stub.assert_exactly_once();
+    let copies = copies_of(&app, PHILO).await;
+    assert_eq!(accepted_candidates(&stub, PHILO).len() as i64, copies);
+    assert!(
+        stub.duplicates() > 0,
+        "timeouts after effect must have caused duplicates"
+    );
+    let s = status(&app, PHILO).await;
+    for u in &s.units {
+        assert_eq!(u.cyclades.accepted, u.cyclades.total, "{s}");
+        assert_eq!(u.imagin.accepted, u.imagin.total, "{s}");
+        assert!(u.errors.is_empty(), "{s}");
+    }
+}
+
+#[tokio::test]
+async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_second_effect() {
+    let stub = Stub::start().await;
+    // The stub applies each batch at once but answers 3 s later.
+    stub.behave(|b| b.hold = Duration::from_secs(3));
+    let app = app_with_stub(
+        &stub,
+        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}},
+               "exports": {"batch_size": 500}}),
+    )
+    .await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let job = jobs_of(&units)[0];
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stub.effects("c:").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stub never got the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accepted_before = stub.effects("c:").len();
+    worker.kill();
+    stub.behave(|b| b.hold = Duration::ZERO);
+
+    let worker = app.worker().await;
+    let row = app.wait_status(job, "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    assert_eq!(row.attempts, 2, "the killed run counts as an attempt");
+    stub.assert_exactly_once();
+    assert!(
+        stub.duplicates() >= accepted_before as u64,
+        "the resent batch was answered duplicate ({} duplicates, {accepted_before} accepted before the kill)",
+        stub.duplicates()
+    );
+    let s = status(&app, PHILO).await;
+    let unit = s
+        .units
+        .iter()
+        .find(|u| u.establishment == uai.as_str())
+        .expect("unit");
+    assert_eq!(unit.state, UnitState::Closed, "{s}");
+    assert_eq!(unit.cyclades.accepted, unit.cyclades.total);
+}
+
+async fn first_establishment(app: &TestApp, exam: &str) -> Uai {
+    let all = copiste::db::closure::exam_establishments(&app.db, exam, None)
+        .await
+        .expect("establishments");
+    Uai::parse(&all[0]).expect("uai")
+}
+
+async fn numeros_of(app: &TestApp, exam: &str, uai: &Uai) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND ca.establishment_uai = $2 AND NOT c.absent ORDER BY 1",
+    )
+    .bind(exam)
+    .bind(uai.as_str())
+    .fetch_all(&pool(app).await)
+    .await
+    .expect("numeros")
+}
+
+#[tokio::test]
+async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let numeros = numeros_of(&app, PHILO, &uai).await;
+    let unknown = numeros[0].clone();
+    stub.behave(|b| {
+        b.reject.insert(unknown.clone());
+    });
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let job = app.wait_status(jobs_of(&units)[0], "failed", 30).await;
+    assert!(
+        job.result
+            .expect("result")
+            .to_string()
+            .contains("unknown candidate"),
+        "the job's partial result names the reason"
+    );
+
+    let s = status(&app, PHILO).await;
+    let unit = s
+        .units
+        .iter()
+        .find(|u| u.establishment == uai.as_str())
+        .expect("unit");
+    assert_eq!(unit.state, UnitState::ClosedWithErrors);
+    assert_eq!(unit.cyclades.rejected, 1);
+    assert_eq!(unit.cyclades.accepted, unit.cyclades.total - 1);
+    assert_eq!(unit.imagin.accepted, unit.imagin.total);
+    assert_eq!(unit.errors.len(), 1, "{s}");
+    assert_eq!(unit.errors[0].message, "unknown candidate");
+    assert_eq!(unit.errors[0].state, "rejected");
+    assert!(format!("{s}").contains("unknown candidate"));
+
+    // Once Cyclades knows the candidate, a relaunch re-sends only that one.
+    stub.behave(|b| b.reject.clear());
+    let before = stub.requests();
+    let units = closure::request_relaunch(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("relaunch")
+        .expect("not refused");
+    app.wait_status(jobs_of(&units)[0], "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(stub.requests() - before, 1, "one batch of one item");
+    assert!(accepted_candidates(&stub, PHILO).contains(&unknown));
+    stub.assert_exactly_once();
+    let s = status(&app, PHILO).await;
+    assert_eq!(s.count(UnitState::Closed), 1, "{s}");
+}
+
+#[tokio::test]
+async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_it() {
+    let stub = Stub::start().await;
+    stub.behave(|b| b.hold = Duration::from_millis(1500));
+    let app = app_with_stub(
+        &stub,
+        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}}}),
+    )
+    .await;
+    let uai = first_establishment(&app, PHILO).await;
+    let unknown = numeros_of(&app, PHILO, &uai).await[0].clone();
+    stub.behave(|b| {
+        b.reject.insert(unknown);
+    });
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let job = jobs_of(&units)[0];
+    app.wait_status(job, "running", 20).await;
+    let refused = closure::publish(&app.db, PHILO, "rectorat")
+        .await
+        .expect("publish");
+    match refused {
+        Err(Refusal::ClosureRunning { units, .. }) => {
+            assert_eq!(units, vec![(uai.to_string(), job)]);
+        }
+        other => panic!("publication during a closure: {other:?}"),
+    }
+    app.wait_status(job, "failed", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    let published = closure::publish(&app.db, PHILO, "rectorat")
+        .await
+        .expect("publish")
+        .expect("publication recorded");
+    assert!(published.cancelled.is_empty());
+    let exam = copiste::db::closure::exam(&app.db, PHILO)
+        .await
+        .expect("exam")
+        .expect("exists");
+    assert_eq!(exam.published_by.as_deref(), Some("rectorat"));
+
+    let before = stub.requests();
+    let jobs_before = app.counts().await.values().sum::<i64>();
+    let relaunch = closure::request_relaunch(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("relaunch");
+    let refusal = relaunch.expect_err("relaunch after publication");
+    assert!(matches!(refusal, Refusal::Published { .. }));
+    assert!(refusal.to_string().contains("published"), "{refusal}");
+    let closure_again = closure::request_closure(&app.db, PHILO, None, "test")
+        .await
+        .expect("closure");
+    assert!(matches!(closure_again, Err(Refusal::Published { .. })));
+    assert_eq!(stub.requests(), before, "nothing sent");
+    assert_eq!(
+        app.counts().await.values().sum::<i64>(),
+        jobs_before,
+        "no job"
+    );
+    let s = status(&app, PHILO).await;
+    assert!(
+        s.units.iter().all(|u| u.state == UnitState::Published),
+        "{s}"
+    );
+    assert!(matches!(
+        closure::publish(&app.db, PHILO, "rectorat")
+            .await
+            .expect("publish"),
+        Err(Refusal::AlreadyPublished { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_queued_closure_is_cancelled_by_publication_and_a_double_click_is_one_job() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    // No worker: the jobs stay queued.
+    let first = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let second = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let job = jobs_of(&first)[0];
+    assert!(matches!(first[0].outcome, Ok(UnitRequested::Enqueued(_))));
+    assert_eq!(second[0].outcome, Ok(UnitRequested::AlreadyQueued(job)));
+
+    let published = closure::publish(&app.db, PHILO, "rectorat")
+        .await
+        .expect("publish")
+        .expect("recorded");
+    assert_eq!(published.cancelled, vec![job]);
+    assert_eq!(app.job(job).await.status, "cancelled");
+    assert_eq!(stub.requests(), 0);
+}
+
+#[tokio::test]
+async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_cannot_close() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, MATHS_H).await;
+
+    let refused = closure::request_closure(&app.db, MATHS_H, Some(&uai), "0750001A")
+        .await
+        .expect("request");
+    let refusal = refused.expect_err("harmonised exams are not closed by establishments");
+    assert!(matches!(refusal, Refusal::Harmonised(_)));
+    assert!(
+        refusal.to_string().contains("academic coordinator"),
+        "{refusal}"
+    );
+
+    // Pass 1: a few copies of each establishment.
+    let all: Vec<String> = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 ORDER BY 1",
+    )
+    .bind(MATHS_H)
+    .fetch_all(&pool(&app).await)
+    .await
+    .expect("numeros");
+    let first_half: Vec<String> = all.iter().step_by(2).cloned().collect();
+    let worker = app.worker().await;
+    let pass1 = closure::validate_harmonisation(
+        &app.db,
+        MATHS_H,
+        None,
+        &Validation::Candidates(first_half.clone()),
+        "coordinator",
+    )
+    .await
+    .expect("validate")
+    .expect("not refused");
+    let PassRequest::Enqueued { job, validated, .. } = pass1 else {
+        panic!("pass 1 enqueued nothing: {pass1:?}")
+    };
+    assert_eq!(validated as usize, first_half.len());
+    app.wait_status(job, "succeeded", 30).await;
+    let s = status(&app, MATHS_H).await;
+    assert_eq!(
+        s.units.iter().map(|u| u.cyclades.accepted).sum::<i64>() as usize,
+        first_half.len(),
+        "{s}"
+    );
+    assert!(
+        s.units
+            .iter()
+            .all(|u| u.state == UnitState::PartiallyClosed),
+        "{s}"
+    );
+
+    // Validating the same copies again sends nothing.
+    let requests = stub.requests();
+    let again = closure::validate_harmonisation(
+        &app.db,
+        MATHS_H,
+        None,
+        &Validation::Candidates(first_half.clone()),
+        "coordinator",
+    )
+    .await
+    .expect("validate")
+    .expect("not refused");
+    assert_eq!(
+        again,
+        PassRequest::NothingNew {
+            already_validated: first_half.len() as i64
+        }
+    );
+    assert_eq!(stub.requests(), requests);
+
+    // Pass 2: everything.
+    let pass2 =
+        closure::validate_harmonisation(&app.db, MATHS_H, None, &Validation::All, "coordinator")
+            .await
+            .expect("validate")
+            .expect("not refused");
+    let PassRequest::Enqueued {
+        job,
+        validated,
+        already_validated,
+        ..
+    } = pass2
+    else {
+        panic!("pass 2 enqueued nothing: {pass2:?}")
+    };
+    assert_eq!(validated as usize, all.len() - first_half.len());
+    assert_eq!(already_validated as usize, first_half.len());
+    app.wait_status(job, "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    stub.assert_exactly_once();
+    assert_eq!(accepted_candidates(&stub, MATHS_H).len(), all.len());
+    let s = status(&app, MATHS_H).await;
+    assert_eq!(s.count(UnitState::Closed), s.units.len(), "{s}");
+    // Imag'In's last word per grader is the total of corrected copies.
+    let totals: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT grader_code, count(*) FROM copies
+         WHERE exam_code = $1 AND grade IS NOT NULL AND NOT absent GROUP BY 1",
+    )
+    .bind(MATHS_H)
+    .fetch_all(&pool(&app).await)
+    .await
+    .expect("totals")
+    .into_iter()
+    .collect();
+    let mut last: HashMap<String, (u32, i64)> = HashMap::new();
+    for key in stub.effects(&format!("i:{MATHS_H}:")).keys() {
+        let item = stub.item(key).expect("item");
+        let revision: u32 = key.rsplit(":r").next().expect("rev").parse().expect("rev");
+        let grader = item["grader"].as_str().expect("grader").to_owned();
+        let establishment = key.split(':').nth(2).expect("uai").to_owned();
+        let copies = item["copies"].as_i64().expect("copies");
+        let slot = format!("{grader}@{establishment}");
+        if last.get(&slot).is_none_or(|(r, _)| *r < revision) {
+            last.insert(slot, (revision, copies));
+        }
+    }
+    let mut per_grader: HashMap<String, i64> = HashMap::new();
+    for (slot, (_, copies)) in last {
+        let grader = slot.split('@').next().expect("grader").to_owned();
+        *per_grader.entry(grader).or_default() += copies;
+    }
+    assert_eq!(per_grader, totals);
+}
+
+#[tokio::test]
+async fn e3c_closes_like_ponctuel_and_absent_candidates_are_exported_as_absent() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, E3C, None, "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    for job in jobs_of(&units) {
+        app.wait_status(job, "succeeded", 30).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let s = status(&app, E3C).await;
+    assert_eq!(s.count(UnitState::Closed), s.units.len(), "{s}");
+
+    let absent: Vec<String> = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND c.absent ORDER BY 1",
+    )
+    .bind(E3C)
+    .fetch_all(&pool(&app).await)
+    .await
+    .expect("absent");
+    assert!(!absent.is_empty(), "the dataset has absent candidates");
+    let sent: HashMap<String, Value> = stub
+        .effects(&format!("c:{E3C}:"))
+        .keys()
+        .filter_map(|k| stub.item(k))
+        .map(|i| (i["candidate"].as_str().expect("candidate").to_owned(), i))
+        .collect();
+    assert_eq!(sent.len() as i64, copies_of(&app, E3C).await);
+    for numero in &absent {
+        let item = &sent[numero];
+        assert_eq!(item["absent"], json!(true), "{item}");
+        assert_eq!(item["grade"], Value::Null, "{item}");
+    }
+    let present = sent.values().filter(|i| i["absent"] == json!(false));
+    for item in present {
+        assert!(item["grade"].is_number(), "{item}");
+    }
+}
+
+#[tokio::test]
+async fn ungraded_copies_refuse_their_establishment_with_the_list_and_unknown_names_are_refused() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let numero = numeros_of(&app, PHILO, &uai).await[0].clone();
+    sqlx::query(
+        "UPDATE copies SET grade = NULL FROM candidates ca
+         WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
+    )
+    .bind(&numero)
+    .bind(PHILO)
+    .execute(&pool(&app).await)
+    .await
+    .expect("ungrade");
+
+    let units = closure::request_closure(&app.db, PHILO, None, "test")
+        .await
+        .expect("request")
+        .expect("exam-level checks pass");
+    let refused: Vec<_> = units.iter().filter(|u| u.outcome.is_err()).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].establishment, uai);
+    let message = refused[0].outcome.clone().expect_err("refused").to_string();
+    assert!(
+        message.contains(&numero) && message.contains("not graded"),
+        "{message}"
+    );
+    assert_eq!(units.iter().filter(|u| u.outcome.is_ok()).count(), 2);
+
+    for (exam, want) in [("NOPE", "unknown exam NOPE")] {
+        let r = closure::request_closure(&app.db, exam, None, "test")
+            .await
+            .expect("request");
+        assert_eq!(r.expect_err("refused").to_string(), want);
+    }
+    let stranger = Uai::from_number(1_234_567);
+    let r = closure::request_closure(&app.db, PHILO, Some(&stranger), "test")
+        .await
+        .expect("request");
+    assert_eq!(
+        r.expect_err("refused"),
+        Refusal::UnknownEstablishment(stranger.to_string())
+    );
+    let r = closure::validate_harmonisation(
+        &app.db,
+        MATHS_H,
+        None,
+        &Validation::Candidates(vec!["NOBODY".into()]),
+        "coordinator",
+    )
+    .await
+    .expect("validate");
+    assert!(
+        r.expect_err("refused").to_string().contains("NOBODY"),
+        "unknown candidates are named"
+    );
+    let r = closure::validate_harmonisation(&app.db, PHILO, None, &Validation::All, "c")
+        .await
+        .expect("validate");
+    assert!(matches!(r, Err(Refusal::NotHarmonised { .. })));
+    let r = closure::request_relaunch(&app.db, E3C, None, "test")
+        .await
+        .expect("relaunch")
+        .expect("exam-level checks pass");
+    assert!(
+        r.iter()
+            .all(|u| matches!(u.outcome, Err(Refusal::NeverClosed { .. }))),
+        "relaunch before any closure: {r:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_outbox_writes_every_item_once_as_files() {
+    let app = TestApp::with(json!({"exports": {"batch_size": 7}})).await;
+    load_session(&app).await;
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, None, "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    for job in jobs_of(&units) {
+        app.wait_status(job, "succeeded", 30).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    let root = app.dir.path().join("objects/exports/cyclades");
+    let mut keys = HashSet::new();
+    let mut files = 0;
+    for entry in walk(&root) {
+        files += 1;
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(&entry).expect("read")).expect("json");
+        assert_eq!(doc["exam"], json!(PHILO));
+        assert!(doc["items"].as_array().expect("items").len() <= 7);
+        for item in doc["items"].as_array().expect("items") {
+            assert!(keys.insert(item["key"].as_str().expect("key").to_owned()));
+        }
+    }
+    assert!(files >= 3, "one file per batch at least per establishment");
+    assert_eq!(keys.len() as i64, copies_of(&app, PHILO).await);
+    assert!(!walk(&app.dir.path().join("objects/exports/imagin")).is_empty());
+    let r = closure::request_relaunch(&app.db, PHILO, None, "test")
+        .await
+        .expect("relaunch")
+        .expect("not refused");
+    assert!(
+        r.iter()
+            .all(|u| u.outcome == Ok(UnitRequested::NothingToSend))
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
