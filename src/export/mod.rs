@@ -206,3 +206,48 @@ pub(crate) fn check_results(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(key: &str, status: ItemStatus) -> ItemResult {
+        ItemResult {
+            key: key.into(),
+            status,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn an_answer_must_cover_exactly_the_keys_sent() {
+        let sent = ["a", "b"];
+        let ok = check_results(
+            &sent,
+            vec![
+                result("a", ItemStatus::Accepted),
+                result("b", ItemStatus::Rejected),
+            ],
+        )
+        .expect("complete answer");
+        assert_eq!(ok[1].reason.as_deref(), Some("rejected without a reason"));
+        let missing = check_results(&sent, vec![result("a", ItemStatus::Accepted)]);
+        assert!(matches!(missing, Err(ExportError::Retryable(m)) if m.contains("1 of 2")));
+        let stranger = check_results(
+            &sent,
+            vec![
+                result("a", ItemStatus::Accepted),
+                result("z", ItemStatus::Accepted),
+            ],
+        );
+        assert!(matches!(stranger, Err(ExportError::Retryable(m)) if m.contains("\"z\"")));
+        let twice = check_results(
+            &sent,
+            vec![
+                result("a", ItemStatus::Accepted),
+                result("a", ItemStatus::Duplicate),
+            ],
+        );
+        assert!(matches!(twice, Err(ExportError::Retryable(m)) if m.contains("twice")));
+    }
+}

@@ -45,6 +45,39 @@ fn an_unknown_exporter_kind_is_refused_with_the_setting_name() {
 }
 
 #[test]
+fn export_settings_are_checked() {
+    let e = error_of(json!({"exports": {"batch_size": 0}}));
+    assert!(e.contains("exports.batch_size"), "{e}");
+    let e = error_of(json!({"exporters": {"imagin": {"concurrency": 0}}}));
+    assert!(e.contains("exporters.imagin.concurrency"), "{e}");
+}
+
+#[test]
+fn closure_commands_parse_their_arguments_at_the_edge() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("copiste").chain(args.iter().copied()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    parse(&["closure", "run", "--exam", "BAC26-PHILO"]).expect("all establishments");
+    let e = parse(&[
+        "closure",
+        "run",
+        "--exam",
+        "X",
+        "--establishment",
+        "0750001B",
+    ])
+    .expect_err("bad check letter");
+    assert!(e.contains("check letter"), "{e}");
+    let e = parse(&["harmonisation", "validate", "--exam", "X"]).expect_err("no selection");
+    assert!(e.contains("--all") && e.contains("--copies"), "{e}");
+    parse(&["harmonisation", "validate", "--exam", "X", "--all"]).expect("all");
+    parse(&["publish", "--exam", "X", "--by", "rectorat"]).expect("publish");
+}
+
+#[test]
 fn an_unparseable_url_is_refused_with_the_setting_name() {
     let e = error_of(json!({"database": {"url": "not a url"}}));
     assert!(e.contains("database.url"), "{e}");

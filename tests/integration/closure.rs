@@ -858,3 +858,65 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_refused_batch_rejects_its_items_and_an_unreachable_target_leaves_them_pending() {
+    // Cyclades refuses every document (422); Imag'In does not listen.
+    let cyclades = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(422).set_body_string("session BAC-2026 is closed"))
+        .mount(&cyclades)
+        .await;
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let mut config = fast_queue();
+    merge(
+        &mut config,
+        json!({
+            "exporters": {
+                "cyclades": {"kind": "http", "base_url": cyclades.uri(), "timeout_secs": 2},
+                "imagin": {"kind": "http", "base_url": format!("http://127.0.0.1:{closed_port}"), "timeout_secs": 2}
+            },
+            "jobs": {"backoff_base_secs": 3600.0, "backoff_max_secs": 7200.0}
+        }),
+    );
+    let app = TestApp::with(config).await;
+    load_session(&app).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let job = jobs_of(&units)[0];
+    settle(&app, 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    let row = app.job(job).await;
+    assert_eq!(row.status, "queued", "retried later with backoff");
+    assert!(
+        row.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("could not connect")),
+        "{:?}",
+        row.last_error
+    );
+    let s = status(&app, PHILO).await;
+    let unit = &s.units[0];
+    assert_eq!(unit.state, UnitState::ClosedWithErrors, "{s}");
+    assert_eq!(unit.cyclades.rejected, unit.cyclades.total, "{s}");
+    assert_eq!(unit.imagin.pending, unit.imagin.total, "{s}");
+    let messages: Vec<&str> = unit.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("422") && m.contains("session BAC-2026 is closed")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("could not connect")),
+        "{messages:?}"
+    );
+}

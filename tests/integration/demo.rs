@@ -8,8 +8,21 @@ async fn the_demo_runs_end_to_end_and_twice() {
     copiste::demo::run(app.config.clone(), 50, 4)
         .await
         .expect("demo runs");
+    // 50 noop jobs, a closure per establishment of the ponctuel and E3C
+    // exams (2 x 3) and one harmonisation pass.
     let counts = app.counts().await;
-    assert_eq!(counts.get("succeeded"), Some(&50), "{counts:?}");
+    assert_eq!(counts.get("succeeded"), Some(&57), "{counts:?}");
+    for exam in ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"] {
+        let status = copiste::closure::status::exam_status(&app.db, exam)
+            .await
+            .expect("status")
+            .expect("exam");
+        assert_eq!(
+            status.count(copiste::closure::UnitState::Closed),
+            3,
+            "{status}"
+        );
+    }
     let copies = copiste::db::catalog::count_copies(&app.db)
         .await
         .expect("copies");
@@ -18,11 +31,13 @@ async fn the_demo_runs_end_to_end_and_twice() {
         3 * 4 * 3,
         "3 establishments x 4 candidates x 3 exams"
     );
-    // A second run re-imports the same dataset (a no-op) and runs its own jobs.
+    // A second run re-imports the same dataset (a no-op), runs its own
+    // jobs, and closes again: 6 closures with nothing to send, and no
+    // harmonisation pass since every copy is validated.
     copiste::demo::run(app.config.clone(), 20, 4)
         .await
         .expect("demo runs again");
-    assert_eq!(app.counts().await.get("succeeded"), Some(&70));
+    assert_eq!(app.counts().await.get("succeeded"), Some(&(57 + 26)));
     assert_eq!(
         copiste::db::catalog::count_copies(&app.db)
             .await
