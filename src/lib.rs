@@ -14,6 +14,7 @@ pub mod export;
 pub mod import;
 pub mod jobs;
 pub mod queue;
+pub mod render;
 pub mod services;
 pub mod storage;
 pub mod worker;

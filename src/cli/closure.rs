@@ -142,7 +142,10 @@ impl ClosureCommand {
                     print!("{s}");
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(r) => Ok(refused(&r)),
+                Err(r) => {
+                    eprintln!("{r}");
+                    Ok(ExitCode::FAILURE)
+                }
             },
         }
     }

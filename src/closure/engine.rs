@@ -113,34 +113,48 @@ async fn send_unit(
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
     let code = exam.code.as_str();
-    db::closure::sync_grades(db, code, uai.as_str(), mode.validated_only).await?;
-    db::closure::sync_counts(db, code, uai.as_str(), mode.validated_only).await?;
-
-    let mut to_send = 0;
-    for target in Target::ALL {
-        to_send +=
-            db::closure::count_to_send(db, code, uai.as_str(), target.as_str(), mode.with_rejected)
-                .await?;
-    }
-    let batch_size = i64::from(ctx.services.config.exports.batch_size);
+    let started = std::time::Instant::now();
+    let fresh_grades =
+        db::closure::sync_grades(db, code, uai.as_str(), mode.validated_only).await?;
+    let fresh_counts =
+        db::closure::sync_counts(db, code, uai.as_str(), mode.validated_only).await?;
+    let to_send = db::closure::count_to_send(db, code, uai.as_str(), mode.with_rejected).await?;
+    let batch_size = ctx.services.config.exports.batch_size as usize;
+    let synced = started.elapsed();
     let mut sent = 0i64;
-    for target in Target::ALL {
+    let mut exporting = std::time::Duration::ZERO;
+    for (target, fresh) in [
+        (Target::Cyclades, fresh_grades),
+        (Target::Imagin, fresh_counts),
+    ] {
+        // First the items this run just wrote as sent, then any left
+        // unaccepted by earlier runs.
+        let fresh_ids: Vec<i64> = fresh.iter().map(|o| o.id).collect();
+        let mut fresh = fresh.into_iter().peekable();
         let mut after = 0i64;
         loop {
-            let items = db::closure::take_batch(
-                db,
-                code,
-                uai.as_str(),
-                target.as_str(),
-                mode.with_rejected,
-                after,
-                batch_size,
-            )
-            .await?;
-            let Some(last) = items.last() else { break };
-            after = last.id;
+            let items: Vec<Outgoing> = if fresh.peek().is_some() {
+                fresh.by_ref().take(batch_size).collect()
+            } else {
+                let items = db::closure::take_batch(
+                    db,
+                    code,
+                    uai.as_str(),
+                    target.as_str(),
+                    mode.with_rejected,
+                    after,
+                    batch_size as i64,
+                    &fresh_ids,
+                )
+                .await?;
+                let Some(last) = items.last() else { break };
+                after = last.id;
+                items
+            };
             let n = items.len() as i64;
+            let request = std::time::Instant::now();
             send_batch(ctx, exam, uai, target, items).await?;
+            exporting += request.elapsed();
             sent += n;
             if mode.report_progress {
                 ctx.progress(sent as u64, to_send.max(sent) as u64).await;
@@ -151,6 +165,7 @@ async fn send_unit(
         ctx.progress(0, 0).await;
     }
 
+    let before_summary = started.elapsed();
     let summary = summarise(ctx, exam, uai, mode, sent).await?;
     db::closure::finish_run(
         db,
@@ -167,6 +182,10 @@ async fn send_unit(
         state = %summary.state,
         sent,
         unaccepted = summary.unaccepted(),
+        sync_ms = synced.as_millis() as u64,
+        send_ms = exporting.as_millis() as u64,
+        duration_ms = started.elapsed().as_millis() as u64,
+        summary_ms = (started.elapsed() - before_summary).as_millis() as u64,
         "unit run finished"
     );
     Ok(summary)
@@ -184,6 +203,9 @@ async fn send_batch(
 ) -> anyhow::Result<()> {
     let db = &ctx.services.db;
     let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let id_of: std::collections::HashMap<String, i64> =
+        items.iter().map(|i| (i.key.clone(), i.id)).collect();
+    let asked = std::time::Instant::now();
     let answer = match target {
         Target::Cyclades => {
             let batch = Batch {
@@ -210,8 +232,21 @@ async fn send_batch(
             ctx.services.exporters.imagin.send_counts(&batch).await
         }
     };
+    let answered = asked.elapsed();
     match answer {
-        Ok(results) => settle(db, results).await,
+        Ok(results) => {
+            let n = results.len();
+            let settling = std::time::Instant::now();
+            settle(db, &id_of, results).await?;
+            tracing::debug!(
+                target = %target,
+                items = n,
+                request_ms = answered.as_millis() as u64,
+                settle_ms = settling.elapsed().as_millis() as u64,
+                "batch settled"
+            );
+            Ok(())
+        }
         Err(e) => {
             tracing::warn!(
                 exam.code = %exam.code,
@@ -227,19 +262,28 @@ async fn send_batch(
     }
 }
 
-async fn settle(db: &db::Db, results: Vec<ItemResult>) -> anyhow::Result<()> {
-    let mut keys = Vec::with_capacity(results.len());
+async fn settle(
+    db: &db::Db,
+    id_of: &std::collections::HashMap<String, i64>,
+    results: Vec<ItemResult>,
+) -> anyhow::Result<()> {
     let mut accepted = Vec::with_capacity(results.len());
-    let mut reasons = Vec::with_capacity(results.len());
+    let mut rejected = Vec::new();
+    let mut reasons = Vec::new();
     for r in results {
-        accepted.push(matches!(
-            r.status,
-            ItemStatus::Accepted | ItemStatus::Duplicate
-        ));
-        reasons.push(r.reason);
-        keys.push(r.key);
+        // The exporters checked that every key answered was sent.
+        let id = *id_of
+            .get(&r.key)
+            .with_context(|| format!("the answer names key {}, which was not sent", r.key))?;
+        match r.status {
+            ItemStatus::Accepted | ItemStatus::Duplicate => accepted.push(id),
+            ItemStatus::Rejected => {
+                rejected.push(id);
+                reasons.push(r.reason.unwrap_or_else(|| "rejected".into()));
+            }
+        }
     }
-    db::closure::record_results(db, &keys, &accepted, &reasons).await
+    db::closure::record_results(db, &accepted, &rejected, &reasons).await
 }
 
 #[derive(Deserialize)]

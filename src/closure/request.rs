@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::Refusal;
 use crate::{
-    db::{self, Db, closure::ExamRow},
+    db::{self, Db, Tx, closure::ExamRow},
     domain::{ExamKind, Uai},
     jobs::{
         self, EnqueueOptions, Enqueued, Job, closure::Closure, export_retry::ExportRetry,
@@ -134,27 +134,31 @@ pub async fn request_closure(
         Ok(u) => u,
         Err(r) => return Ok(Err(r)),
     };
+    let mut ungraded = db::closure::ungraded_by_establishment(db, &exam.code).await?;
+    // One transaction for every unit: all are enqueued, or none.
+    let mut tx = db.begin().await?;
     let mut out = Vec::with_capacity(units.len());
     for uai in units {
-        let ungraded = db::closure::ungraded(db, &exam.code, uai.as_str()).await?;
-        let outcome = if ungraded.is_empty() {
-            let job = Closure {
-                exam: exam.code.clone(),
-                establishment: uai.clone(),
-            };
-            Ok(enqueue_unit(db, &job, &exam.code, &uai, by).await?)
-        } else {
-            Err(Refusal::Ungraded {
+        let outcome = match ungraded.remove(uai.as_str()) {
+            Some(numeros) => Err(Refusal::Ungraded {
                 exam: exam.code.clone(),
                 establishment: Some(uai.clone()),
-                numeros: ungraded,
-            })
+                numeros,
+            }),
+            None => {
+                let job = Closure {
+                    exam: exam.code.clone(),
+                    establishment: uai.clone(),
+                };
+                Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, by).await?)
+            }
         };
         out.push(UnitRequest {
             establishment: uai,
             outcome,
         });
     }
+    tx.commit().await?;
     Ok(Ok(out))
 }
 
@@ -178,6 +182,7 @@ pub async fn request_relaunch(
         Ok(u) => u,
         Err(r) => return Ok(Err(r)),
     };
+    let mut tx = db.begin().await?;
     let mut out = Vec::with_capacity(units.len());
     for uai in units {
         let outcome = if !db::closure::has_items(db, &exam.code, uai.as_str()).await? {
@@ -192,31 +197,31 @@ pub async fn request_relaunch(
                 exam: exam.code.clone(),
                 establishment: uai.clone(),
             };
-            Ok(enqueue_unit(db, &job, &exam.code, &uai, by).await?)
+            Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, by).await?)
         };
         out.push(UnitRequest {
             establishment: uai,
             outcome,
         });
     }
+    tx.commit().await?;
     Ok(Ok(out))
 }
 
-/// Enqueues `job` for a unit unless one is queued or running for it.
+/// Enqueues `job` for a unit in `tx` unless one is queued or running for
+/// it. The unit stays locked until `tx` ends.
 async fn enqueue_unit<J: Job>(
-    db: &Db,
+    tx: &mut Tx,
     job: &J,
     exam: &str,
     uai: &Uai,
     by: &str,
 ) -> anyhow::Result<UnitRequested> {
-    let mut tx = db.begin().await?;
-    let lock = db::closure::lock_unit(&mut tx, exam, uai.as_str()).await?;
+    let lock = db::closure::lock_unit(tx, exam, uai.as_str()).await?;
     if let Some(active) = &lock.active
         && matches!(active.status.as_str(), "queued" | "running")
     {
-        let pulled = active.status == "queued" && db::jobs::run_now(&mut tx, active.id).await?;
-        tx.commit().await?;
+        let pulled = active.status == "queued" && db::jobs::run_now(tx, active.id).await?;
         return Ok(if pulled {
             UnitRequested::RetryNow(active.id)
         } else {
@@ -225,9 +230,8 @@ async fn enqueue_unit<J: Job>(
     }
     let generation = lock.generation + 1;
     let key = format!("{}:{exam}:{uai}:{generation}", J::NAME);
-    let enqueued = jobs::enqueue(&mut tx, job, EnqueueOptions::by(by).key(key)).await?;
-    db::closure::set_active_job(&mut tx, exam, uai.as_str(), generation, enqueued.id()).await?;
-    tx.commit().await?;
+    let enqueued = jobs::enqueue(tx, job, EnqueueOptions::by(by).key(key)).await?;
+    db::closure::set_active_job(tx, exam, uai.as_str(), generation, enqueued.id()).await?;
     Ok(match enqueued {
         Enqueued::Created(id) => UnitRequested::Enqueued(id),
         Enqueued::Existing(id) => UnitRequested::AlreadyQueued(id),

@@ -80,3 +80,29 @@ pub async fn in_flight(db: &Db) -> anyhow::Result<i64> {
     .await
     .context("counting ids in flight")
 }
+
+/// Creates the table in which the benchmark's stub target remembers the
+/// keys it accepted (bench databases only).
+pub async fn create_stub_keys(db: &Db) -> anyhow::Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_stub_keys (key text PRIMARY KEY)")
+        .execute(&db.pool)
+        .await
+        .context("creating the stub's key table")?;
+    Ok(())
+}
+
+/// Records `keys` as accepted by the stub; returns, for each key, whether
+/// it is new (an effect) rather than already known (a duplicate).
+pub async fn accept_stub_keys(db: &Db, keys: &[String]) -> anyhow::Result<Vec<bool>> {
+    let new: std::collections::HashSet<String> = sqlx::query_scalar(
+        "INSERT INTO bench_stub_keys (key) SELECT * FROM UNNEST($1::text[])
+         ON CONFLICT DO NOTHING RETURNING key",
+    )
+    .bind(keys)
+    .fetch_all(&db.pool)
+    .await
+    .context("recording the stub's keys")?
+    .into_iter()
+    .collect();
+    Ok(keys.iter().map(|k| new.contains(k)).collect())
+}

@@ -91,6 +91,28 @@ pub async fn ungraded(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<Stri
     .context("listing ungraded copies")
 }
 
+/// Per establishment, the numéros of the candidates of `exam` whose copy
+/// is neither graded nor absent.
+pub async fn ungraded_by_establishment(
+    db: &Db,
+    exam: &str,
+) -> anyhow::Result<std::collections::HashMap<String, Vec<String>>> {
+    let rows = sqlx::query!(
+        r#"SELECT ca.establishment_uai, array_agg(ca.numero ORDER BY ca.numero) AS "numeros!"
+           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+           WHERE c.exam_code = $1 AND c.grade IS NULL AND NOT c.absent
+           GROUP BY 1"#,
+        exam
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing ungraded copies")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.establishment_uai, r.numeros))
+        .collect())
+}
+
 /// The job last enqueued for a unit, as its lock found it.
 #[derive(Debug, Clone)]
 pub struct ActiveJob {
@@ -225,55 +247,72 @@ pub async fn start_run(
 }
 
 /// Creates or refreshes the Cyclades items of a unit from its copies (only
-/// the validated ones when `validated_only`). A copy whose version changed
-/// gets a new key and is pending again. Returns the rows written.
+/// the validated ones when `validated_only`). A new item, or one whose copy
+/// version changed (it gets a new key), is written directly as `sent` with
+/// its attempt counted, and returned for the caller to send now.
 pub async fn sync_grades(
     db: &Db,
     exam: &str,
     uai: &str,
     validated_only: bool,
-) -> anyhow::Result<u64> {
-    let done = sqlx::query!(
+) -> anyhow::Result<Vec<Outgoing>> {
+    let rows = sqlx::query!(
         r#"
-        INSERT INTO export_items (target, exam_code, establishment_uai, copy_id, revision, key, document)
+        INSERT INTO export_items (target, exam_code, establishment_uai, copy_id, revision, key, document,
+                                  state, attempts, sent_at)
         SELECT 'cyclades', c.exam_code, ca.establishment_uai, c.id, c.version,
                'c:' || c.exam_code || ':' || ca.numero || ':v' || c.version,
-               jsonb_build_object('candidate', ca.numero, 'grade', c.grade, 'absent', c.absent)
+               jsonb_build_object('candidate', ca.numero, 'grade', c.grade, 'absent', c.absent),
+               'sent', 1, now()
         FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
         WHERE c.exam_code = $1 AND ca.establishment_uai = $2
           AND (c.grade IS NOT NULL OR c.absent)
           AND (NOT $3 OR c.validated_pass IS NOT NULL)
         ON CONFLICT (target, copy_id) WHERE copy_id IS NOT NULL DO UPDATE
         SET revision = EXCLUDED.revision, key = EXCLUDED.key, document = EXCLUDED.document,
-            state = 'pending', reason = NULL, last_error = NULL, accepted_at = NULL,
-            updated_at = now()
+            state = 'sent', attempts = export_items.attempts + 1, sent_at = now(),
+            reason = NULL, last_error = NULL, accepted_at = NULL, updated_at = now()
         WHERE export_items.revision <> EXCLUDED.revision
+        RETURNING id, key, document
         "#,
         exam,
         uai,
         validated_only
     )
-    .execute(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .context("writing the Cyclades items")?;
-    Ok(done.rows_affected())
+    let mut out: Vec<Outgoing> = rows
+        .into_iter()
+        .map(|r| Outgoing {
+            id: r.id,
+            key: r.key,
+            document: r.document,
+        })
+        .collect();
+    out.sort_by_key(|o| o.id);
+    Ok(out)
 }
 
 /// Creates or refreshes the Imag'In items of a unit: per grader, the count
 /// of corrected (graded, not absent) copies, validated ones only when
 /// `validated_only`. A changed count gets the next revision and a new key.
+/// New and changed items are written as `sent` and returned, as by
+/// [`sync_grades`].
 pub async fn sync_counts(
     db: &Db,
     exam: &str,
     uai: &str,
     validated_only: bool,
-) -> anyhow::Result<u64> {
-    let done = sqlx::query!(
+) -> anyhow::Result<Vec<Outgoing>> {
+    let rows = sqlx::query!(
         r#"
-        INSERT INTO export_items (target, exam_code, establishment_uai, grader_code, revision, key, document)
+        INSERT INTO export_items (target, exam_code, establishment_uai, grader_code, revision, key, document,
+                                  state, attempts, sent_at)
         SELECT 'imagin', $1, $2, n.grader_code, 1,
                'i:' || $1 || ':' || $2 || ':' || n.grader_code || ':r1',
-               jsonb_build_object('grader', n.grader_code, 'copies', n.copies)
+               jsonb_build_object('grader', n.grader_code, 'copies', n.copies),
+               'sent', 1, now()
         FROM (
             SELECT c.grader_code, count(*) AS copies
             FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
@@ -288,18 +327,28 @@ pub async fn sync_counts(
             key = 'i:' || $1 || ':' || $2 || ':' || export_items.grader_code
                   || ':r' || (export_items.revision + 1),
             document = EXCLUDED.document,
-            state = 'pending', reason = NULL, last_error = NULL, accepted_at = NULL,
-            updated_at = now()
+            state = 'sent', attempts = export_items.attempts + 1, sent_at = now(),
+            reason = NULL, last_error = NULL, accepted_at = NULL, updated_at = now()
         WHERE export_items.document <> EXCLUDED.document
+        RETURNING id, key, document
         "#,
         exam,
         uai,
         validated_only
     )
-    .execute(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .context("writing the Imag'In items")?;
-    Ok(done.rows_affected())
+    let mut out: Vec<Outgoing> = rows
+        .into_iter()
+        .map(|r| Outgoing {
+            id: r.id,
+            key: r.key,
+            document: r.document,
+        })
+        .collect();
+    out.sort_by_key(|o| o.id);
+    Ok(out)
 }
 
 /// An item taken for sending.
@@ -310,22 +359,20 @@ pub struct Outgoing {
     pub document: serde_json::Value,
 }
 
-/// How many items of a unit and target are to send (pending or sent, and
-/// rejected ones too when `with_rejected`).
+/// How many items of a unit are to send, over both targets (pending or
+/// sent, and rejected ones too when `with_rejected`).
 pub async fn count_to_send(
     db: &Db,
     exam: &str,
     uai: &str,
-    target: &str,
     with_rejected: bool,
 ) -> anyhow::Result<i64> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM export_items
-           WHERE exam_code = $1 AND establishment_uai = $2 AND target = $3
-             AND (state IN ('pending', 'sent') OR ($4 AND state = 'rejected'))"#,
+           WHERE exam_code = $1 AND establishment_uai = $2
+             AND (state IN ('pending', 'sent') OR ($3 AND state = 'rejected'))"#,
         exam,
         uai,
-        target,
         with_rejected
     )
     .fetch_one(&db.pool)
@@ -335,7 +382,9 @@ pub async fn count_to_send(
 }
 
 /// Takes the next `limit` items to send after item `after` (in id order),
-/// marks them `sent` and counts the attempt.
+/// except those of `exclude` (already sent by this run), marks them `sent`
+/// and counts the attempt.
+#[allow(clippy::too_many_arguments)]
 pub async fn take_batch(
     db: &Db,
     exam: &str,
@@ -344,6 +393,7 @@ pub async fn take_batch(
     with_rejected: bool,
     after: i64,
     limit: i64,
+    exclude: &[i64],
 ) -> anyhow::Result<Vec<Outgoing>> {
     let rows = sqlx::query!(
         r#"
@@ -353,7 +403,7 @@ pub async fn take_batch(
             SELECT id FROM export_items
             WHERE exam_code = $1 AND establishment_uai = $2 AND target = $3
               AND (state IN ('pending', 'sent') OR ($4 AND state = 'rejected'))
-              AND id > $5
+              AND id > $5 AND id <> ALL($7)
             ORDER BY id
             LIMIT $6
             FOR UPDATE
@@ -366,7 +416,8 @@ pub async fn take_batch(
         target,
         with_rejected,
         after,
-        limit
+        limit,
+        exclude
     )
     .fetch_all(&db.pool)
     .await
@@ -383,32 +434,44 @@ pub async fn take_batch(
     Ok(out)
 }
 
-/// Settles items with the target's answers: accepted (or duplicate) and
-/// rejected with a reason.
+/// Settles items with the target's answers: `accepted` (accepted or
+/// duplicate) and `rejected` with their reasons. Items are named by id and
+/// matched with `= ANY`, which stays linear whatever the planner believes
+/// about a table that has just grown.
 pub async fn record_results(
     db: &Db,
-    keys: &[String],
-    accepted: &[bool],
-    reasons: &[Option<String>],
+    accepted: &[i64],
+    rejected: &[i64],
+    reasons: &[String],
 ) -> anyhow::Result<()> {
-    sqlx::query!(
-        r#"
-        UPDATE export_items e
-        SET state = CASE WHEN r.accepted THEN 'accepted' ELSE 'rejected' END,
-            reason = CASE WHEN r.accepted THEN NULL ELSE coalesce(r.reason, 'rejected') END,
-            accepted_at = CASE WHEN r.accepted THEN now() END,
-            last_error = NULL,
-            updated_at = now()
-        FROM UNNEST($1::text[], $2::bool[], $3::text[]) AS r(key, accepted, reason)
-        WHERE e.key = r.key
-        "#,
-        keys,
-        accepted,
-        reasons as &[Option<String>]
-    )
-    .execute(&db.pool)
-    .await
-    .context("recording the target's answers")?;
+    let mut tx = db.pool.begin().await.context("starting a transaction")?;
+    if !accepted.is_empty() {
+        sqlx::query!(
+            "UPDATE export_items
+             SET state = 'accepted', reason = NULL, accepted_at = now(), last_error = NULL,
+                 updated_at = now()
+             WHERE id = ANY($1)",
+            accepted
+        )
+        .execute(&mut *tx)
+        .await
+        .context("recording accepted items")?;
+    }
+    if !rejected.is_empty() {
+        sqlx::query!(
+            "UPDATE export_items e
+             SET state = 'rejected', reason = r.reason, accepted_at = NULL, last_error = NULL,
+                 updated_at = now()
+             FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
+             WHERE e.id = ANY($1) AND e.id = r.id",
+            rejected,
+            reasons
+        )
+        .execute(&mut *tx)
+        .await
+        .context("recording rejected items")?;
+    }
+    tx.commit().await.context("committing the answers")?;
     Ok(())
 }
 

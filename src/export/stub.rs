@@ -1,7 +1,8 @@
 //! A reference target speaking the contract of `docs/exports.md`: it
 //! accepts every item once, answers `duplicate` for a key it has seen, and
-//! counts effects. `copiste bench closure` runs it on a loopback port; it
-//! is also handy to try the `http` exporters by hand.
+//! counts effects. It remembers keys in memory, or durably in a Postgres
+//! table as a real target must (a key accepted before a restart is still a
+//! duplicate after it). `copiste bench closure` runs it on a loopback port.
 
 use std::{
     collections::HashSet,
@@ -10,11 +11,21 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{Json, Router, extract::State, routing::post, serve::ListenerExt as _};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ItemResult, ItemStatus};
+use crate::db::{self, Db};
+
+/// Where the stub remembers the keys it accepted.
+#[derive(Clone, Debug)]
+pub enum KeyStore {
+    /// In memory: the fastest possible target, forgetful across restarts.
+    Memory,
+    /// In a table of this (bench) database, written before answering.
+    Postgres(Db),
+}
 
 #[derive(Default)]
 struct Accepted {
@@ -23,10 +34,16 @@ struct Accepted {
     duplicates: u64,
 }
 
+#[derive(Clone)]
+struct StubState {
+    store: KeyStore,
+    accepted: Arc<Mutex<Accepted>>,
+}
+
 /// A running stub target; stops when dropped.
 pub struct StubTarget {
     addr: SocketAddr,
-    state: Arc<Mutex<Accepted>>,
+    state: StubState,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,40 +65,73 @@ struct Answer {
 }
 
 async fn receive(
-    State(state): State<Arc<Mutex<Accepted>>>,
+    State(state): State<StubState>,
     Json(doc): Json<Document>,
-) -> Json<Answer> {
-    let mut accepted = match state.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
+) -> Result<Json<Answer>, (axum::http::StatusCode, String)> {
+    let keys: Vec<String> = doc.items.into_iter().map(|i| i.key).collect();
+    let fresh: Vec<bool> = match &state.store {
+        KeyStore::Postgres(db) => {
+            let started = std::time::Instant::now();
+            let fresh = db::bench::accept_stub_keys(db, &keys).await.map_err(|e| {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{e:#}"),
+                )
+            })?;
+            tracing::debug!(
+                items = keys.len(),
+                duration_ms = started.elapsed().as_millis() as u64,
+                "stub recorded keys"
+            );
+            fresh
+        }
+        KeyStore::Memory => {
+            let mut accepted = lock(&state.accepted);
+            keys.iter()
+                .map(|k| accepted.keys.insert(k.clone()))
+                .collect()
+        }
     };
-    let results = doc
-        .items
+    let mut accepted = lock(&state.accepted);
+    let results = keys
         .into_iter()
-        .map(|item| {
-            let status = if accepted.keys.contains(&item.key) {
+        .zip(fresh)
+        .map(|(key, fresh)| {
+            let status = if fresh {
+                accepted.effects += 1;
+                ItemStatus::Accepted
+            } else {
                 accepted.duplicates += 1;
                 ItemStatus::Duplicate
-            } else {
-                accepted.effects += 1;
-                accepted.keys.insert(item.key.clone());
-                ItemStatus::Accepted
             };
             ItemResult {
-                key: item.key,
+                key,
                 status,
                 reason: None,
             }
         })
         .collect();
-    Json(Answer { results })
+    Ok(Json(Answer { results }))
+}
+
+fn lock(m: &Mutex<Accepted>) -> std::sync::MutexGuard<'_, Accepted> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 impl StubTarget {
     /// Serves both `/v1/grades` and `/v1/service-fait` on a free loopback
-    /// port.
-    pub async fn start() -> anyhow::Result<Self> {
-        let state = Arc::new(Mutex::new(Accepted::default()));
+    /// port, remembering keys in `store`.
+    pub async fn start(store: KeyStore) -> anyhow::Result<Self> {
+        if let KeyStore::Postgres(db) = &store {
+            db::bench::create_stub_keys(db).await?;
+        }
+        let state = StubState {
+            store,
+            accepted: Arc::new(Mutex::new(Accepted::default())),
+        };
         let app = Router::new()
             .route("/v1/grades", post(receive))
             .route("/v1/service-fait", post(receive))
@@ -90,6 +140,13 @@ impl StubTarget {
             .await
             .context("binding the stub target")?;
         let addr = listener.local_addr().context("the stub's address")?;
+        // Answers are written in more than one segment: without NODELAY,
+        // Nagle's algorithm and delayed ACKs add ~40 ms to each of them.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "the stub target stopped");
@@ -105,10 +162,7 @@ impl StubTarget {
 
     /// Items that took effect, and items answered `duplicate`.
     pub fn counts(&self) -> (u64, u64) {
-        let accepted = match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let accepted = lock(&self.state.accepted);
         (accepted.effects, accepted.duplicates)
     }
 }
