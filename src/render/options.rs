@@ -22,35 +22,14 @@ impl Default for RequestedOptions {
     }
 }
 
-/// Options valid for one exam: for E3C, every switch is on.
+/// Options valid for one exam: for E3C, every switch is on. Built by
+/// [`RenderOptions::for_exam`]; a job that reads them back from its payload
+/// checks them again against the exam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "RequestedOptions", into = "RequestedOptions")]
 pub struct RenderOptions {
     details: bool,
     appreciation: bool,
     annotations: bool,
-}
-
-impl TryFrom<RequestedOptions> for RenderOptions {
-    type Error = std::convert::Infallible;
-
-    fn try_from(r: RequestedOptions) -> Result<Self, Self::Error> {
-        Ok(Self {
-            details: r.details,
-            appreciation: r.appreciation,
-            annotations: r.annotations,
-        })
-    }
-}
-
-impl From<RenderOptions> for RequestedOptions {
-    fn from(o: RenderOptions) -> Self {
-        Self {
-            details: o.details,
-            appreciation: o.appreciation,
-            annotations: o.annotations,
-        }
-    }
 }
 
 /// Why options were refused.
