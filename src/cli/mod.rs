@@ -4,6 +4,7 @@
 
 mod closure;
 mod jobs;
+mod render;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -65,6 +66,12 @@ pub enum Command {
     /// Harmonised exams: the academic coordinator's validations.
     #[command(subcommand)]
     Harmonisation(closure::HarmonisationCommand),
+    /// Render transmitted copies.
+    #[command(subcommand)]
+    Render(render::RenderCommand),
+    /// Find candidates.
+    #[command(subcommand)]
+    Candidates(render::CandidatesCommand),
     /// Run the demo end to end on the configured (or throwaway) services.
     Demo(DemoArgs),
     /// Benchmarks (use a release build).
@@ -207,6 +214,14 @@ impl Cli {
                 return args.run(&db).await;
             }
             Command::Harmonisation(cmd) => {
+                let db = connect(&config).await?;
+                return cmd.run(&db).await;
+            }
+            Command::Render(cmd) => {
+                let services = services(config).await?;
+                return cmd.run(&services).await;
+            }
+            Command::Candidates(cmd) => {
                 let db = connect(&config).await?;
                 return cmd.run(&db).await;
             }

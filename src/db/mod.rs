@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalog;
 pub mod closure;
 pub mod jobs;
+pub mod render;
 
 use std::time::Duration;
 

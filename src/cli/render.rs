@@ -1,0 +1,145 @@
+//! `copiste render …` and `copiste candidates …`.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::{
+    db,
+    domain::Uai,
+    jobs::context::Services,
+    render::{RequestedOptions, copy::render_copy},
+};
+
+fn parse_uai(s: &str) -> Result<Uai, String> {
+    Uai::parse(s).map_err(|e| e.to_string())
+}
+
+/// The three switches, on unless turned off.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Switches {
+    /// Leave out the grading details.
+    #[arg(long)]
+    pub no_details: bool,
+    /// Leave out the appreciation.
+    #[arg(long)]
+    pub no_appreciation: bool,
+    /// Leave out the annotations.
+    #[arg(long)]
+    pub no_annotations: bool,
+}
+
+impl Switches {
+    /// The request these switches make.
+    pub fn requested(self) -> RequestedOptions {
+        RequestedOptions {
+            details: !self.no_details,
+            appreciation: !self.no_appreciation,
+            annotations: !self.no_annotations,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RenderCommand {
+    /// Render one transmitted copy as a PDF.
+    Copy(RenderCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderCopyArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// The candidate's numéro.
+    #[arg(long)]
+    pub candidate: String,
+    #[command(flatten)]
+    pub switches: Switches,
+    /// Where to write the PDF.
+    #[arg(short, long, value_name = "FILE.pdf")]
+    pub output: PathBuf,
+}
+
+impl RenderCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
+        let Self::Copy(a) = self;
+        match render_copy(services, &a.exam, &a.candidate, a.switches.requested()).await? {
+            Ok(pdf) => {
+                std::fs::write(&a.output, &pdf)
+                    .with_context(|| format!("writing {}", a.output.display()))?;
+                println!("wrote {} ({} bytes)", a.output.display(), pdf.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(refusal) => {
+                eprintln!("refused: {refusal}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CandidatesCommand {
+    /// Find candidates by nom, prénom or numéro (case- and
+    /// accent-insensitive), with whether their copy is downloadable.
+    Search(SearchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// The establishment (UAI).
+    #[arg(long, value_parser = parse_uai)]
+    pub establishment: Uai,
+    /// Words to find, e.g. "helene martin" or a numéro.
+    #[arg(required = true, num_args = 1..)]
+    pub query: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CandidatesCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, db: &db::Db) -> anyhow::Result<ExitCode> {
+        let Self::Search(a) = self;
+        let terms: Vec<String> = a
+            .query
+            .iter()
+            .flat_map(|q| q.split_whitespace())
+            .map(str::to_owned)
+            .collect();
+        let found = db::render::search(db, &a.exam, a.establishment.as_str(), &terms).await?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        } else if found.is_empty() {
+            println!("no candidate of {} in {} matches", a.exam, a.establishment);
+        } else {
+            for f in &found {
+                let grade = match (f.absent, f.grade) {
+                    (true, _) => "absent".to_owned(),
+                    (false, Some(g)) => format!("{g}/20"),
+                    (false, None) => "not graded".to_owned(),
+                };
+                println!(
+                    "{:<12} {:<24} {:<20} {:<10} {}",
+                    f.numero,
+                    f.nom,
+                    f.prenom,
+                    grade,
+                    if f.downloadable {
+                        "downloadable"
+                    } else {
+                        "not transmitted yet"
+                    }
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}

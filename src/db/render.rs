@@ -1,0 +1,200 @@
+//! Render and download queries: copies with what their PDF shows,
+//! candidate search, and download records.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::Db;
+
+/// A copy with everything its PDF shows, and whether it was transmitted
+/// to Cyclades (its Cyclades item accepted at the copy's current version).
+#[derive(Debug, Clone)]
+pub struct CopyRow {
+    pub copy_id: i64,
+    pub numero: String,
+    pub nom: String,
+    pub prenom: String,
+    pub exam_code: String,
+    pub exam_subject: String,
+    pub exam_kind: String,
+    pub session: String,
+    pub establishment_uai: String,
+    pub establishment_name: String,
+    pub grade: Option<f64>,
+    pub absent: bool,
+    pub grading_details: serde_json::Value,
+    pub appreciation: Option<String>,
+    pub annotations: serde_json::Value,
+    pub page_keys: Vec<String>,
+    pub version: i32,
+    pub transmitted: bool,
+}
+
+/// The copy of candidate `numero` for `exam`.
+pub async fn copy(db: &Db, exam: &str, numero: &str) -> anyhow::Result<Option<CopyRow>> {
+    sqlx::query_as!(
+        CopyRow,
+        r#"SELECT c.id AS copy_id, ca.numero, ca.nom, ca.prenom, x.code AS exam_code,
+                  x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
+                  e.uai AS establishment_uai, e.name AS establishment_name,
+                  c.grade::float8 AS grade, c.absent, c.grading_details, c.appreciation,
+                  c.annotations, c.page_keys, c.version,
+                  EXISTS (SELECT 1 FROM export_items i
+                          WHERE i.target = 'cyclades' AND i.copy_id = c.id
+                            AND i.state = 'accepted' AND i.revision = c.version) AS "transmitted!"
+           FROM copies c
+           JOIN candidates ca ON ca.id = c.candidate_id
+           JOIN exams x ON x.code = c.exam_code
+           JOIN establishments e ON e.uai = ca.establishment_uai
+           WHERE c.exam_code = $1 AND ca.numero = $2 AND ca.session_code = x.session_code"#,
+        exam,
+        numero
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .context("reading the copy")
+}
+
+/// The transmitted copies of (`exam`, `uai`), in name order.
+pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<CopyRow>> {
+    sqlx::query_as!(
+        CopyRow,
+        r#"SELECT c.id AS copy_id, ca.numero, ca.nom, ca.prenom, x.code AS exam_code,
+                  x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
+                  e.uai AS establishment_uai, e.name AS establishment_name,
+                  c.grade::float8 AS grade, c.absent, c.grading_details, c.appreciation,
+                  c.annotations, c.page_keys, c.version, true AS "transmitted!"
+           FROM copies c
+           JOIN candidates ca ON ca.id = c.candidate_id
+           JOIN exams x ON x.code = c.exam_code
+           JOIN establishments e ON e.uai = ca.establishment_uai
+           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+             AND EXISTS (SELECT 1 FROM export_items i
+                         WHERE i.target = 'cyclades' AND i.copy_id = c.id
+                           AND i.state = 'accepted' AND i.revision = c.version)
+           ORDER BY ca.nom, ca.prenom, ca.numero"#,
+        exam,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the transmitted copies")
+}
+
+/// A candidate found by a search, with their copy's state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Found {
+    pub numero: String,
+    pub nom: String,
+    pub prenom: String,
+    pub absent: bool,
+    pub grade: Option<f64>,
+    /// Transmitted to Cyclades, hence downloadable.
+    pub downloadable: bool,
+}
+
+/// The candidates of (`exam`, `uai`) whose nom, prénom or numéro contains
+/// every term, case- and accent-insensitively and ignoring punctuation
+/// ("helene" finds Hélène, "ndiaye" finds N'Diaye).
+pub async fn search(
+    db: &Db,
+    exam: &str,
+    uai: &str,
+    terms: &[String],
+) -> anyhow::Result<Vec<Found>> {
+    sqlx::query_as!(
+        Found,
+        r#"SELECT ca.numero, ca.nom, ca.prenom, c.absent, c.grade::float8 AS grade,
+                  EXISTS (SELECT 1 FROM export_items i
+                          WHERE i.target = 'cyclades' AND i.copy_id = c.id
+                            AND i.state = 'accepted' AND i.revision = c.version) AS "downloadable!"
+           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+             AND NOT EXISTS (
+                 SELECT 1 FROM unnest($3::text[]) AS t(term)
+                 WHERE regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
+                                      '[^a-z0-9]+', '', 'g')
+                       NOT LIKE '%' || regexp_replace(copiste_fold(t.term), '[^a-z0-9]+', '', 'g') || '%')
+           ORDER BY ca.nom, ca.prenom, ca.numero
+           LIMIT 200"#,
+        exam,
+        uai,
+        terms
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("searching candidates")
+}
+
+/// A finished zip and where its parts are.
+#[derive(Debug, Clone)]
+pub struct DownloadRow {
+    pub id: Uuid,
+    pub exam_code: String,
+    pub establishment_uai: String,
+    pub options: String,
+    pub parts: serde_json::Value,
+    pub copies: i32,
+    pub errors: i32,
+    pub job_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Records a finished zip.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_download(
+    db: &Db,
+    exam: &str,
+    uai: &str,
+    options: &str,
+    parts: serde_json::Value,
+    copies: i32,
+    errors: i32,
+    job: Uuid,
+    expires_at: DateTime<Utc>,
+) -> anyhow::Result<Uuid> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO downloads (id, exam_code, establishment_uai, options, parts, copies, errors,
+                                job_id, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        id,
+        exam,
+        uai,
+        options,
+        parts,
+        copies,
+        errors,
+        job,
+        expires_at
+    )
+    .execute(&db.pool)
+    .await
+    .context("recording the download")?;
+    Ok(id)
+}
+
+/// The newest unexpired download of (`exam`, `uai`, `options`).
+pub async fn current_download(
+    db: &Db,
+    exam: &str,
+    uai: &str,
+    options: &str,
+) -> anyhow::Result<Option<DownloadRow>> {
+    sqlx::query_as!(
+        DownloadRow,
+        "SELECT id, exam_code, establishment_uai, options, parts, copies, errors, job_id,
+                created_at, expires_at
+         FROM downloads
+         WHERE exam_code = $1 AND establishment_uai = $2 AND options = $3 AND expires_at > now()
+         ORDER BY created_at DESC LIMIT 1",
+        exam,
+        uai,
+        options
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .context("reading the current download")
+}
