@@ -68,7 +68,7 @@ pub fn info(bytes: &[u8]) -> Result<JpegInfo, JpegError> {
                 };
             }
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => {
-                if !matches!(marker, 0xC0 | 0xC1 | 0xC2) {
+                if !matches!(marker, 0xC0..=0xC2) {
                     return Err(JpegError::Unsupported(format!(
                         "frame type 0x{marker:02X} (only baseline and progressive Huffman JPEGs)"
                     )));
