@@ -10,6 +10,7 @@ pub mod db;
 pub mod demo;
 pub mod demo_data;
 pub mod domain;
+pub mod download;
 pub mod export;
 pub mod import;
 pub mod jobs;

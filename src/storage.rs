@@ -5,9 +5,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use futures::{StreamExt as _, stream::BoxStream};
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutPayload, aws::AmazonS3Builder, local::LocalFileSystem,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+    aws::{AmazonS3, AmazonS3Builder},
+    local::LocalFileSystem,
     path::Path,
+    signer::Signer as _,
 };
 
 use crate::config::{StorageConfig, StorageKind};
@@ -31,7 +35,62 @@ pub enum StorageError {
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The S3 store again, for presigned URLs (`None` on the local store).
+    s3: Option<Arc<AmazonS3>>,
     description: String,
+}
+
+/// Parts of a multipart upload written at once, at most.
+const UPLOAD_CONCURRENCY: usize = 2;
+/// Size of each multipart part (S3's minimum is 5 MiB).
+const UPLOAD_PART: usize = 8 * 1024 * 1024;
+
+/// An object being written in parts: invisible at its key until
+/// [`Upload::finish`]; [`Upload::abort`] (or a crash) leaves nothing there.
+pub struct Upload {
+    key: String,
+    inner: WriteMultipart,
+}
+
+impl Upload {
+    /// Appends bytes, waiting while too many parts are in flight (memory
+    /// stays bounded by the part size times the concurrency).
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner
+            .wait_for_capacity(UPLOAD_CONCURRENCY)
+            .await
+            .map_err(|e| Storage::backend(&self.key, e))?;
+        self.inner.write(bytes);
+        Ok(())
+    }
+
+    /// Completes the object: it appears at its key, whole.
+    pub async fn finish(self) -> Result<(), StorageError> {
+        let key = self.key;
+        self.inner
+            .finish()
+            .await
+            .map_err(|e| Storage::backend(&key, e))?;
+        Ok(())
+    }
+
+    /// Gives the upload up; nothing appears at the key.
+    pub async fn abort(self) -> Result<(), StorageError> {
+        let key = self.key;
+        self.inner
+            .abort()
+            .await
+            .map_err(|e| Storage::backend(&key, e))
+    }
+}
+
+/// A byte range of an object being read.
+pub struct ObjectStream {
+    /// The whole object's size.
+    pub size: u64,
+    /// The range returned.
+    pub range: std::ops::Range<u64>,
+    pub stream: BoxStream<'static, Result<Bytes, StorageError>>,
 }
 
 impl Storage {
@@ -46,6 +105,7 @@ impl Storage {
                     .with_context(|| format!("opening storage.root {}", config.root.display()))?;
                 Ok(Self {
                     store: Arc::new(store),
+                    s3: None,
                     description: format!("local:{}", config.root.display()),
                 })
             }
@@ -58,11 +118,14 @@ impl Storage {
                 if !s3.endpoint.is_empty() {
                     builder = builder.with_endpoint(&s3.endpoint);
                 }
-                let store = builder
-                    .build()
-                    .context("configuring the S3 store (storage.s3)")?;
+                let store = Arc::new(
+                    builder
+                        .build()
+                        .context("configuring the S3 store (storage.s3)")?,
+                );
                 Ok(Self {
-                    store: Arc::new(store),
+                    store: store.clone(),
+                    s3: Some(store),
                     description: format!("s3://{}", s3.bucket),
                 })
             }
@@ -129,5 +192,67 @@ impl Storage {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Self::backend(key, e)),
         }
+    }
+
+    /// Starts a multipart upload to `key`.
+    pub async fn upload(&self, key: &str) -> Result<Upload, StorageError> {
+        let path = Self::path(key)?;
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| Self::backend(key, e))?;
+        Ok(Upload {
+            key: key.to_owned(),
+            inner: WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART),
+        })
+    }
+
+    /// Streams an object, or the byte range `range` of it.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<ObjectStream, StorageError> {
+        let path = Self::path(key)?;
+        let options = GetOptions {
+            range: range.map(GetRange::Bounded),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&path, options)
+            .await
+            .map_err(|e| Self::backend(key, e))?;
+        let size = result.meta.size;
+        let range = result.range.clone();
+        let owned = key.to_owned();
+        let stream = result
+            .into_stream()
+            .map(move |chunk| chunk.map_err(|e| Self::backend(&owned, e)))
+            .boxed();
+        Ok(ObjectStream {
+            size,
+            range,
+            stream,
+        })
+    }
+
+    /// A presigned GET URL valid for `ttl`, on an S3 store; `None` on the
+    /// local store, whose objects `copiste serve` hands out instead.
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<url::Url>, StorageError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(None);
+        };
+        let path = Self::path(key)?;
+        let url = s3
+            .signed_url(object_store::signer::Method::GET, &path, ttl)
+            .await
+            .map_err(|e| Self::backend(key, e))?;
+        Ok(Some(url))
     }
 }

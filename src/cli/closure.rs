@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Who a request is recorded as made by, unless `--by` says.
-fn default_by() -> String {
+pub(crate) fn default_by() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.trim().is_empty())

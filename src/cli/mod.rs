@@ -3,6 +3,7 @@
 //! library; nothing here is logic worth testing on its own.
 
 mod closure;
+mod download;
 mod jobs;
 mod render;
 
@@ -72,6 +73,11 @@ pub enum Command {
     /// Find candidates.
     #[command(subcommand)]
     Candidates(render::CandidatesCommand),
+    /// Zips of an establishment's copies, and their links.
+    #[command(subcommand)]
+    Download(download::DownloadCommand),
+    /// Serve download links of the local store (GET /downloads/{token}).
+    Serve(download::ServeArgs),
     /// Run the demo end to end on the configured (or throwaway) services.
     Demo(DemoArgs),
     /// Benchmarks (use a release build).
@@ -224,6 +230,14 @@ impl Cli {
             Command::Candidates(cmd) => {
                 let db = connect(&config).await?;
                 return cmd.run(&db).await;
+            }
+            Command::Download(cmd) => {
+                let services = services(config).await?;
+                return cmd.run(&services).await;
+            }
+            Command::Serve(args) => {
+                let services = services(config).await?;
+                return args.run(&services).await;
             }
             Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,

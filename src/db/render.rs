@@ -198,3 +198,33 @@ pub async fn current_download(
     .await
     .context("reading the current download")
 }
+
+/// Serialises requests for the same zip until `tx` ends (an advisory
+/// transaction lock on the request's identity).
+pub async fn lock_zip_request(tx: &mut super::Tx, identity: &str) -> anyhow::Result<()> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 7310002))",
+        identity
+    )
+    .execute(&mut *tx.inner)
+    .await
+    .context("locking the zip request")?;
+    Ok(())
+}
+
+/// A queued or running job of `kind` with exactly this payload.
+pub async fn active_job(
+    tx: &mut super::Tx,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> anyhow::Result<Option<Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM jobs WHERE kind = $1 AND payload = $2 AND status IN ('queued', 'running')
+         ORDER BY created_at LIMIT 1",
+        kind,
+        payload
+    )
+    .fetch_optional(&mut *tx.inner)
+    .await
+    .context("looking for a job in progress")
+}

@@ -7,6 +7,7 @@
 //! to Redis, and a worker claims, runs and finishes it.
 
 pub mod backoff;
+pub mod bulk_render;
 pub mod closure;
 pub mod context;
 pub mod export_retry;

@@ -6,8 +6,8 @@ use std::{collections::HashMap, future::Future, pin::Pin};
 use anyhow::anyhow;
 
 use super::{
-    Job, JobContext, JobError, Outcome, closure::Closure, export_retry::ExportRetry,
-    harmonisation_validation::HarmonisationValidation, noop::Noop,
+    Job, JobContext, JobError, Outcome, bulk_render::BulkRender, closure::Closure,
+    export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation, noop::Noop,
 };
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send>>;
@@ -59,6 +59,7 @@ pub fn all() -> Vec<Handler> {
         handler::<Closure>(),
         handler::<ExportRetry>(),
         handler::<HarmonisationValidation>(),
+        handler::<BulkRender>(),
     ]
 }
 

@@ -5,5 +5,6 @@ pub mod copy;
 pub mod jpeg;
 pub mod options;
 pub mod pdf;
+pub mod zip;
 
 pub use options::{E3cOptionsFixed, RenderOptions, RequestedOptions};

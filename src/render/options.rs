@@ -87,6 +87,15 @@ impl RenderOptions {
         self.annotations
     }
 
+    /// The request these options answer.
+    pub fn requested(self) -> RequestedOptions {
+        RequestedOptions {
+            details: self.details,
+            appreciation: self.appreciation,
+            annotations: self.annotations,
+        }
+    }
+
     /// A short stable tag of the switches, e.g. `d1a0n1`, for keys.
     pub fn tag(self) -> String {
         format!(

@@ -1,0 +1,126 @@
+//! `copiste download …` and `copiste serve`.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use super::render::Switches;
+use crate::{
+    domain::Uai,
+    download::{self, Link, Requested},
+    jobs::context::Services,
+};
+
+fn parse_uai(s: &str) -> Result<Uai, String> {
+    Uai::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DownloadCommand {
+    /// Ask for the zip of an establishment's transmitted copies of an exam
+    /// (prints the links when one is ready, else the job building it).
+    Request(DownloadArgs),
+    /// Print the links of the current zip.
+    Link(DownloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// The establishment (UAI).
+    #[arg(long, value_parser = parse_uai)]
+    pub establishment: Uai,
+    #[command(flatten)]
+    pub switches: Switches,
+}
+
+fn print_links(links: &[Link]) {
+    for l in links {
+        println!(
+            "{}  ({} bytes, sha256 {}, until {})",
+            l.url,
+            l.bytes,
+            l.sha256,
+            l.expires_at.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+}
+
+impl DownloadCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Request(a) => {
+                match download::request(
+                    services,
+                    &a.exam,
+                    &a.establishment,
+                    a.switches.requested(),
+                    &super::closure::default_by(),
+                )
+                .await?
+                {
+                    Ok(Requested::Ready(links)) => print_links(&links),
+                    Ok(Requested::Building { job, new: true }) => {
+                        println!(
+                            "enqueued job {job}; `copiste jobs show {job} --follow` shows its progress"
+                        )
+                    }
+                    Ok(Requested::Building { job, new: false }) => {
+                        println!("already being built by job {job}")
+                    }
+                    Err(r) => {
+                        eprintln!("refused: {r}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            Self::Link(a) => {
+                match download::current_links(
+                    services,
+                    &a.exam,
+                    &a.establishment,
+                    a.switches.requested(),
+                )
+                .await?
+                {
+                    Ok(Some(links)) => print_links(&links),
+                    Ok(None) => {
+                        eprintln!(
+                            "no zip of {} for {} is ready with these options: `copiste download request` builds one",
+                            a.exam, a.establishment
+                        );
+                        return Ok(ExitCode::FAILURE);
+                    }
+                    Err(r) => {
+                        eprintln!("refused: {r}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+impl ServeArgs {
+    /// Serves download links until SIGTERM/SIGINT.
+    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
+        let secret = services.config.downloads.signing_key.as_ref().context(
+            "copiste serve needs the links' signing key: set COPISTE_DOWNLOADS__SIGNING_KEY",
+        )?;
+        let app = download::serve::router(services.storage.clone(), secret.expose().as_bytes());
+        download::serve::serve(self.listen, app, super::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

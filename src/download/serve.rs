@@ -1,0 +1,198 @@
+//! `copiste serve`: hands finished zips of the local store out on
+//! `GET /downloads/{token}` — 403 for an altered token, 410 for an expired
+//! one, the object streamed with `Content-Length`, `Content-Disposition`
+//! and single `Range` requests.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::Utc;
+
+use super::token::{self, TokenError};
+use crate::storage::{Storage, StorageError};
+
+#[derive(Clone)]
+struct AppState {
+    storage: Storage,
+    secret: Arc<[u8]>,
+}
+
+/// The router of `copiste serve`.
+pub fn router(storage: Storage, secret: &[u8]) -> Router {
+    Router::new()
+        .route("/downloads/{token}", get(download))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(AppState {
+            storage,
+            secret: Arc::from(secret),
+        })
+}
+
+/// Serves `router` on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: SocketAddr,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, "serving downloads");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving downloads")
+}
+
+fn plain(status: StatusCode, message: &str) -> Response {
+    (status, format!("{message}\n")).into_response()
+}
+
+/// Parses a single `bytes=a-b`, `bytes=a-` or `bytes=-n` range against an
+/// object of `size` bytes. `Err(())` when it cannot be satisfied.
+fn parse_range(value: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        // Several ranges: answer with the whole object, as RFC 9110 allows.
+        return None;
+    }
+    let (start, end) = spec.split_once('-')?;
+    let range = match (start.trim(), end.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            if n == 0 || size == 0 {
+                return Some(Err(()));
+            }
+            size.saturating_sub(n)..size
+        }
+        (start, "") => {
+            let a: u64 = start.parse().ok()?;
+            a..size
+        }
+        (start, end) => {
+            let a: u64 = start.parse().ok()?;
+            let b: u64 = end.parse().ok()?;
+            if b < a {
+                return Some(Err(()));
+            }
+            a..(b + 1).min(size)
+        }
+    };
+    if range.start >= size {
+        return Some(Err(()));
+    }
+    Some(Ok(range))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let grant = match token::verify(&token, &state.secret, Utc::now()) {
+        Ok(g) => g,
+        Err(TokenError::Tampered) => {
+            return plain(StatusCode::FORBIDDEN, "this download link is not valid");
+        }
+        Err(TokenError::Expired) => {
+            return plain(
+                StatusCode::GONE,
+                "this download link has expired; ask for a new one",
+            );
+        }
+    };
+    let size = match state.storage.size(&grant.key).await {
+        Ok(Some(size)) => size,
+        Ok(None) => return plain(StatusCode::GONE, "this download is no longer available"),
+        Err(e) => {
+            tracing::error!(key = %grant.key, error = %e, "cannot read a download");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; try again",
+            );
+        }
+    };
+    let range = match headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, size))
+    {
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => {
+            let mut response = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return response;
+        }
+        None => None,
+    };
+    let object = match state.storage.get_stream(&grant.key, range.clone()).await {
+        Ok(o) => o,
+        Err(StorageError::NotFound(_)) => {
+            return plain(StatusCode::GONE, "this download is no longer available");
+        }
+        Err(e) => {
+            tracing::error!(key = %grant.key, error = %e, "cannot stream a download");
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; try again",
+            );
+        }
+    };
+    let filename = grant
+        .key
+        .rsplit('/')
+        .next()
+        .unwrap_or("download.zip")
+        .to_owned();
+    let length = object.range.end - object.range.start;
+    let mut response = Response::new(Body::from_stream(object.stream));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{}",
+            object.range.start,
+            object.range.end.saturating_sub(1),
+            object.size
+        )) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges_are_parsed_against_the_size() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok(0..10)));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok(90..100)));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok(90..100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some(Ok(50..100)));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=9-2", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

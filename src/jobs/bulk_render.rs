@@ -1,0 +1,104 @@
+//! `bulk-render`: renders every transmitted copy of one establishment for
+//! one exam and streams them as a zip into the object store, then records
+//! the download.
+
+use anyhow::anyhow;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::{Job, JobContext, JobError, Outcome};
+use crate::{
+    db,
+    domain::{ExamKind, Uai},
+    render::{
+        RenderOptions,
+        zip::{ZipPlan, write_zip},
+    },
+};
+
+/// The `bulk-render` job's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRender {
+    pub exam: String,
+    pub establishment: Uai,
+    pub options: RenderOptions,
+}
+
+impl Job for BulkRender {
+    const NAME: &'static str = "bulk-render";
+    const MAX_ATTEMPTS: u32 = 3;
+
+    async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
+        let services = &ctx.services;
+        let exam = db::closure::exam(&services.db, &self.exam)
+            .await
+            .map_err(JobError::Retryable)?
+            .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
+        let kind = ExamKind::parse(&exam.kind).unwrap_or(ExamKind::Ponctuel);
+        // Options read back from a payload are checked again.
+        let options = RenderOptions::for_exam(&exam.code, kind, self.options.requested())
+            .map_err(JobError::permanent)?;
+        let rows =
+            db::render::transmitted_copies(&services.db, &exam.code, self.establishment.as_str())
+                .await
+                .map_err(JobError::Retryable)?;
+        if rows.is_empty() {
+            return Err(JobError::permanent(anyhow!(
+                "establishment {} has no copy of exam {} transmitted to Cyclades",
+                self.establishment,
+                exam.code
+            )));
+        }
+        let plan = ZipPlan {
+            key_stem: format!(
+                "downloads/{}/{}/{}/{}/{}_{}",
+                exam.code,
+                self.establishment,
+                options.tag(),
+                ctx.job_id,
+                exam.code,
+                self.establishment
+            ),
+            options,
+            max_part_bytes: services.config.downloads.max_part_bytes,
+        };
+        let progress = |done, total| -> futures::future::BoxFuture<'static, ()> {
+            let ctx = ctx.clone();
+            Box::pin(async move { ctx.progress(done, total).await })
+        };
+        let outcome = write_zip(&services.storage, rows, &plan, &progress)
+            .await
+            .map_err(JobError::Retryable)?;
+        let ttl = chrono::Duration::seconds(
+            i64::try_from(services.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
+        );
+        let expires_at = Utc::now() + ttl;
+        let parts = serde_json::to_value(&outcome.parts).map_err(JobError::permanent)?;
+        let download = db::render::insert_download(
+            &services.db,
+            &exam.code,
+            self.establishment.as_str(),
+            &options.tag(),
+            parts.clone(),
+            outcome.copies as i32,
+            outcome.failures.len() as i32,
+            ctx.job_id,
+            expires_at,
+        )
+        .await
+        .map_err(JobError::Retryable)?;
+        let result = serde_json::json!({
+            "download": download,
+            "parts": parts,
+            "copies": outcome.copies,
+            "failures": outcome.failures,
+            "expires_at": expires_at,
+        });
+        if outcome.failures.is_empty() {
+            Ok(Outcome::Succeeded(result))
+        } else {
+            Ok(Outcome::Failed(result))
+        }
+    }
+}

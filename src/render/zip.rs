@@ -1,0 +1,451 @@
+//! An establishment's transmitted copies of an exam as one zip (or several
+//! parts), streamed straight into multipart uploads: one PDF per
+//! candidate, `manifest.csv`, and `errors.csv` when some copies failed.
+//!
+//! Three stages joined by bounded channels keep memory bounded whatever
+//! the zip's size: the async side reads each copy's scans; a blocking
+//! thread renders the PDF and writes it as a stored entry of a streaming
+//! zip writer; the zip's bytes go back in 1 MiB chunks to the async side,
+//! which feeds the upload. Any failure aborts every upload of the run, so
+//! no key ever shows a partial zip.
+
+use std::{
+    collections::HashSet,
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use bytes::Bytes;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
+
+use super::{
+    RenderOptions,
+    copy::document,
+    pdf::{self, CopyDocument},
+};
+use crate::{db::render::CopyRow, storage::Storage};
+
+/// Bytes handed from the zip writer to the uploader at a time.
+const CHUNK: usize = 1024 * 1024;
+
+/// One stored part of a zip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Part {
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A copy left out of the zip, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub numero: String,
+    pub nom: String,
+    pub prenom: String,
+    pub reason: String,
+}
+
+/// What a zip run stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZipOutcome {
+    pub parts: Vec<Part>,
+    pub copies: u32,
+    pub failures: Vec<Failure>,
+}
+
+/// A zip entry name `<numero>_<NOM>_<Prenom>.pdf` in safe ASCII: letters
+/// transliterated, anything else but letters and digits turned into `-`,
+/// never a path, never `..`, never a reserved device name.
+pub fn entry_name(numero: &str, nom: &str, prenom: &str) -> String {
+    fn clean(s: &str) -> String {
+        let ascii = deunicode::deunicode(s);
+        let mut out = String::with_capacity(ascii.len());
+        for c in ascii.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c);
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        out.trim_matches('-').chars().take(40).collect()
+    }
+    let numero = clean(numero);
+    let nom = clean(nom).to_ascii_uppercase();
+    let prenom = {
+        let p = clean(prenom).to_ascii_lowercase();
+        let mut capital = true;
+        p.chars()
+            .map(|c| {
+                let c = if capital { c.to_ascii_uppercase() } else { c };
+                capital = c == '-';
+                c
+            })
+            .collect::<String>()
+    };
+    let mut stem = [numero, nom, prenom]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("_");
+    if stem.is_empty() {
+        stem = "copie".into();
+    }
+    const RESERVED: [&str; 22] = [
+        "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
+        "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    ];
+    if RESERVED.contains(&stem.to_ascii_uppercase().as_str()) {
+        stem.insert(0, '_');
+    }
+    format!("{stem}.pdf")
+}
+
+/// `name`, or `name` with `_2`, `_3`… before the extension, whichever is
+/// not taken yet; records it as taken.
+fn unique(name: String, taken: &mut HashSet<String>) -> String {
+    if taken.insert(name.to_ascii_lowercase()) {
+        return name;
+    }
+    let stem = name.trim_end_matches(".pdf");
+    (2..)
+        .map(|n| format!("{stem}_{n}.pdf"))
+        .find(|candidate| taken.insert(candidate.to_ascii_lowercase()))
+        .unwrap_or(name)
+}
+
+/// What the async side sends the zip thread.
+enum Job {
+    Copy {
+        row: Box<CopyRow>,
+        doc: Box<CopyDocument>,
+    },
+    Failed(Failure),
+}
+
+/// What the zip thread sends back.
+enum Out {
+    Chunk(Bytes),
+    /// The current part is complete.
+    PartEnd,
+    /// A copy was written (or left out): progress.
+    Done,
+}
+
+/// A `Write` that hands its bytes to the async side in chunks.
+struct Sink {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Out>,
+    written: u64,
+}
+
+impl Sink {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Out::Chunk(chunk))
+            .map_err(|_| std::io::Error::other("the uploader stopped"))
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        self.written += data.len() as u64;
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Where the zip goes and how.
+#[derive(Debug, Clone)]
+pub struct ZipPlan {
+    /// Object key of the zip without `.zip`; parts get `_partN`.
+    pub key_stem: String,
+    pub options: RenderOptions,
+    /// A part is closed before an entry would take it past this size.
+    pub max_part_bytes: u64,
+}
+
+impl ZipPlan {
+    fn key(&self, part: usize) -> String {
+        if part == 1 {
+            format!("{}.zip", self.key_stem)
+        } else {
+            format!("{}_part{part}.zip", self.key_stem)
+        }
+    }
+}
+
+/// Renders and zips `rows` (already filtered to transmitted copies) into
+/// the store; `progress(done, total)` after each copy. On any error every
+/// upload is aborted and nothing is left at the zip's keys.
+pub async fn write_zip(
+    storage: &Storage,
+    rows: Vec<CopyRow>,
+    plan: &ZipPlan,
+    progress: &(dyn Fn(u64, u64) -> futures::future::BoxFuture<'static, ()> + Send + Sync),
+) -> anyhow::Result<ZipOutcome> {
+    let total = rows.len() as u64;
+    let (job_tx, job_rx) = mpsc::channel::<Job>(2);
+    let (out_tx, mut out_rx) = mpsc::channel::<Out>(4);
+    let options = plan.options;
+    let max_part = plan.max_part_bytes;
+    let span = tracing::Span::current();
+    let zipper = tokio::task::spawn_blocking(move || {
+        span.in_scope(|| zip_thread(job_rx, out_tx, options, max_part))
+    });
+
+    // The reader: scans of each copy, in order, into the zip thread.
+    let reader = {
+        let storage = storage.clone();
+        async move {
+            for row in rows {
+                let job = match document(&storage, &row).await {
+                    Ok(doc) => Job::Copy {
+                        row: Box::new(row),
+                        doc: Box::new(doc),
+                    },
+                    Err(reason) => Job::Failed(Failure {
+                        numero: row.numero.clone(),
+                        nom: row.nom.clone(),
+                        prenom: row.prenom.clone(),
+                        reason,
+                    }),
+                };
+                if job_tx.send(job).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+
+    // The uploader: chunks into the current part's upload.
+    let uploader = async {
+        let mut parts: Vec<Part> = Vec::new();
+        let mut current: Option<(crate::storage::Upload, Sha256, u64)> = None;
+        let mut done = 0u64;
+        let mut last_progress = Instant::now() - Duration::from_secs(1);
+        let result: anyhow::Result<()> = async {
+            while let Some(msg) = out_rx.recv().await {
+                match msg {
+                    Out::Chunk(bytes) => {
+                        if current.is_none() {
+                            let key = plan.key(parts.len() + 1);
+                            let upload = storage
+                                .upload(&key)
+                                .await
+                                .with_context(|| format!("starting the upload of {key}"))?;
+                            current = Some((upload, Sha256::new(), 0));
+                        }
+                        if let Some((upload, hash, n)) = current.as_mut() {
+                            hash.update(&bytes);
+                            *n += bytes.len() as u64;
+                            upload.write(&bytes).await.context("uploading the zip")?;
+                        }
+                    }
+                    Out::PartEnd => {
+                        if let Some((upload, hash, n)) = current.take() {
+                            let key = plan.key(parts.len() + 1);
+                            upload
+                                .finish()
+                                .await
+                                .with_context(|| format!("completing the upload of {key}"))?;
+                            parts.push(Part {
+                                key,
+                                bytes: n,
+                                sha256: hex::encode(hash.finalize()),
+                            });
+                        }
+                    }
+                    Out::Done => {
+                        done += 1;
+                        if done == total || last_progress.elapsed() >= Duration::from_millis(250) {
+                            progress(done, total).await;
+                            last_progress = Instant::now();
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        (result, parts, current)
+    };
+
+    let ((), (upload_result, parts, current)) = tokio::join!(reader, uploader);
+    let zipped = zipper.await.context("the zip writer panicked")?;
+    let failed = match (&upload_result, &zipped) {
+        (Err(e), _) => Some(anyhow!("{e:#}")),
+        (Ok(()), Err(e)) => Some(anyhow!("{e:#}")),
+        (Ok(()), Ok(_)) if current.is_some() => Some(anyhow!("the zip writer ended mid-part")),
+        _ => None,
+    };
+    if let Some(error) = failed {
+        // Nothing may remain: abort the open upload, delete finished parts.
+        if let Some((upload, _, _)) = current
+            && let Err(e) = upload.abort().await
+        {
+            tracing::warn!(error = %e, "cannot abort the zip upload");
+        }
+        for part in &parts {
+            if let Err(e) = storage.delete(&part.key).await {
+                tracing::warn!(key = %part.key, error = %e, "cannot delete a zip part");
+            }
+        }
+        return Err(error);
+    }
+    let (copies, failures) = zipped?;
+    Ok(ZipOutcome {
+        parts,
+        copies,
+        failures,
+    })
+}
+
+/// The blocking side: renders each copy and writes the zip parts.
+fn zip_thread(
+    mut jobs: mpsc::Receiver<Job>,
+    out: mpsc::Sender<Out>,
+    options: RenderOptions,
+    max_part: u64,
+) -> anyhow::Result<(u32, Vec<Failure>)> {
+    let entry_options = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .large_file(false);
+    let new_zip = || {
+        ZipWriter::new_stream(Sink {
+            buf: Vec::with_capacity(CHUNK),
+            tx: out.clone(),
+            written: 0,
+        })
+    };
+    let mut zip = new_zip();
+    let mut entries_in_part = 0u32;
+    let mut taken = HashSet::new();
+    let mut manifest = csv::Writer::from_writer(Vec::new());
+    manifest.write_record(["numero", "nom", "prenom", "grade", "pages", "entry"])?;
+    let mut failures = Vec::new();
+    let mut copies = 0u32;
+    while let Some(job) = jobs.blocking_recv() {
+        match job {
+            Job::Failed(f) => failures.push(f),
+            Job::Copy { row, doc } => match pdf::render(&doc, options) {
+                Err(e) => failures.push(Failure {
+                    numero: row.numero.clone(),
+                    nom: row.nom.clone(),
+                    prenom: row.prenom.clone(),
+                    reason: e.to_string(),
+                }),
+                Ok(bytes) => {
+                    let written = zip.get_ref().map_or(0, |w| w.get_ref().written);
+                    if entries_in_part > 0 && written + bytes.len() as u64 + 4096 > max_part {
+                        finish_part(zip, &out)?;
+                        zip = new_zip();
+                        entries_in_part = 0;
+                    }
+                    let name = unique(entry_name(&row.numero, &row.nom, &row.prenom), &mut taken);
+                    zip.start_file(name.as_str(), entry_options)
+                        .with_context(|| format!("starting zip entry {name}"))?;
+                    zip.write_all(&bytes)
+                        .with_context(|| format!("writing zip entry {name}"))?;
+                    entries_in_part += 1;
+                    copies += 1;
+                    let grade = match (row.absent, row.grade) {
+                        (true, _) => "absent".to_owned(),
+                        (false, Some(g)) => g.to_string(),
+                        (false, None) => String::new(),
+                    };
+                    manifest.write_record([
+                        row.numero.as_str(),
+                        row.nom.as_str(),
+                        row.prenom.as_str(),
+                        grade.as_str(),
+                        &row.page_keys.len().to_string(),
+                        name.as_str(),
+                    ])?;
+                }
+            },
+        }
+        if out.blocking_send(Out::Done).is_err() {
+            return Err(anyhow!("the uploader stopped"));
+        }
+    }
+    let manifest = manifest.into_inner().context("finishing manifest.csv")?;
+    zip.start_file("manifest.csv", entry_options)?;
+    zip.write_all(&manifest)?;
+    if !failures.is_empty() {
+        let mut errors = csv::Writer::from_writer(Vec::new());
+        errors.write_record(["numero", "nom", "prenom", "reason"])?;
+        for f in &failures {
+            errors.write_record([&f.numero, &f.nom, &f.prenom, &f.reason])?;
+        }
+        let errors = errors.into_inner().context("finishing errors.csv")?;
+        zip.start_file("errors.csv", entry_options)?;
+        zip.write_all(&errors)?;
+    }
+    finish_part(zip, &out)?;
+    Ok((copies, failures))
+}
+
+fn finish_part(
+    zip: ZipWriter<zip::write::StreamWriter<Sink>>,
+    out: &mpsc::Sender<Out>,
+) -> anyhow::Result<()> {
+    let mut sink = zip.finish().context("finishing the zip")?.into_inner();
+    sink.flush().context("sending the end of the zip")?;
+    out.blocking_send(Out::PartEnd)
+        .map_err(|_| anyhow!("the uploader stopped"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_names_are_safe_ascii_and_unique() {
+        assert_eq!(
+            entry_name("2026001", "N'Diaye", "Hélène"),
+            "2026001_N-DIAYE_Helene.pdf"
+        );
+        assert_eq!(
+            entry_name("2026002", "Nguyễn", "Linh"),
+            "2026002_NGUYEN_Linh.pdf"
+        );
+        assert_eq!(
+            entry_name("2026003", "Kowalski", "Łukasz"),
+            "2026003_KOWALSKI_Lukasz.pdf"
+        );
+        assert_eq!(
+            entry_name("2026004", "Dupont-Aignan", "jean-baptiste"),
+            "2026004_DUPONT-AIGNAN_Jean-Baptiste.pdf"
+        );
+        let hostile = entry_name("../../etc", "/passwd", "..");
+        assert!(
+            !hostile.contains('/') && !hostile.contains(".."),
+            "{hostile}"
+        );
+        assert_eq!(entry_name("CON", "", ""), "_CON.pdf");
+        let emoji = entry_name("7", "😀 Smile", "🎓");
+        assert!(emoji.is_ascii() && !emoji.contains('/'), "{emoji}");
+        let mut taken = HashSet::new();
+        let a = unique(entry_name("1", "Martin", "Léa"), &mut taken);
+        let b = unique(entry_name("1", "Martin", "Léa"), &mut taken);
+        let c = unique(entry_name("1", "MARTIN", "lea"), &mut taken);
+        assert_eq!(a, "1_MARTIN_Lea.pdf");
+        assert_eq!(b, "1_MARTIN_Lea_2.pdf");
+        assert_eq!(c, "1_MARTIN_Lea_3.pdf");
+    }
+}
