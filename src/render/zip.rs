@@ -177,6 +177,9 @@ pub struct ZipPlan {
     pub options: RenderOptions,
     /// A part is closed before an entry would take it past this size.
     pub max_part_bytes: u64,
+    /// Fault injection for tests: fail after writing this many entries.
+    #[doc(hidden)]
+    pub fail_after: Option<u32>,
 }
 
 impl ZipPlan {
@@ -203,9 +206,10 @@ pub async fn write_zip(
     let (out_tx, mut out_rx) = mpsc::channel::<Out>(4);
     let options = plan.options;
     let max_part = plan.max_part_bytes;
+    let fail_after = plan.fail_after;
     let span = tracing::Span::current();
     let zipper = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| zip_thread(job_rx, out_tx, options, max_part))
+        span.in_scope(|| zip_thread(job_rx, out_tx, options, max_part, fail_after))
     });
 
     // The reader: scans of each copy, in order, into the zip thread.
@@ -321,6 +325,7 @@ fn zip_thread(
     out: mpsc::Sender<Out>,
     options: RenderOptions,
     max_part: u64,
+    fail_after: Option<u32>,
 ) -> anyhow::Result<(u32, Vec<Failure>)> {
     let entry_options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
@@ -363,6 +368,9 @@ fn zip_thread(
                         .with_context(|| format!("writing zip entry {name}"))?;
                     entries_in_part += 1;
                     copies += 1;
+                    if fail_after == Some(copies) {
+                        return Err(anyhow!("injected failure after {copies} entries"));
+                    }
                     let grade = match (row.absent, row.grade) {
                         (true, _) => "absent".to_owned(),
                         (false, Some(g)) => g.to_string(),

@@ -7,5 +7,6 @@ mod demo;
 mod demo_data;
 mod import;
 mod jobs;
+mod render;
 mod support;
 mod uai;

@@ -1,0 +1,522 @@
+//! Rendering copies, zips of an establishment's copies, search and
+//! download links, checked with independent readers (lopdf, the zip
+//! crate's reader).
+
+use std::{collections::HashSet, io::Read as _, time::Duration};
+
+use copiste::{
+    closure,
+    demo_data::{self, DemoDataOptions},
+    domain::Uai,
+    download::{self, Requested, token},
+    import::import_dir,
+    render::{
+        RenderOptions, RequestedOptions,
+        copy::{RenderRefusal, render_copy},
+        zip::{ZipPlan, write_zip},
+    },
+};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::support::{TestApp, fast_queue};
+
+const PHILO: &str = "BAC26-PHILO";
+const E3C: &str = "BAC26-E3C-HG";
+
+fn config() -> serde_json::Value {
+    let mut c = fast_queue();
+    c["downloads"] = json!({"signing_key": "test-signing-key"});
+    c
+}
+
+/// A session with real, distinct scans (`light` = one shared scan).
+async fn app(light: bool) -> TestApp {
+    let app = TestApp::with(config()).await;
+    let dir = app.dir.path().join("session");
+    let opts = DemoDataOptions {
+        establishments: 3,
+        candidates: 8,
+        pages: 2,
+        seed: 2026,
+    };
+    if light {
+        demo_data::generate_light(&dir, &opts).expect("dataset");
+    } else {
+        demo_data::generate(&dir, &opts, &|_, _| {}).expect("dataset");
+    }
+    import_dir(&app.db, &app.storage, &dir, &|_| {})
+        .await
+        .expect("import");
+    app
+}
+
+async fn pool(app: &TestApp) -> PgPool {
+    PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool")
+}
+
+/// Closes `exam` for every establishment (outbox exporters) and waits.
+async fn close(app: &TestApp, exam: &str) {
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, exam, None, "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    for u in units {
+        let job = u.outcome.expect("not refused").job().expect("job");
+        app.wait_status(job, "succeeded", 30).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+}
+
+async fn numero_of(app: &TestApp, nom: &str) -> (String, String) {
+    sqlx::query_as(
+        "SELECT numero, establishment_uai FROM candidates WHERE nom = $1 ORDER BY numero LIMIT 1",
+    )
+    .bind(nom)
+    .fetch_one(&pool(app).await)
+    .await
+    .unwrap_or_else(|e| panic!("candidate {nom}: {e}"))
+}
+
+/// Text of page `n` (1-based) as lopdf extracts it.
+fn page_text(pdf: &lopdf::Document, n: u32) -> String {
+    pdf.extract_text(&[n]).expect("extract text")
+}
+
+#[tokio::test]
+async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
+    let app = app(false).await;
+    let services = app.services();
+    let (numero, _) = numero_of(&app, "Kowalski").await;
+
+    // Not transmitted yet: refused with the reason.
+    let refused = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+        .await
+        .expect("render");
+    assert!(
+        matches!(refused, Err(RenderRefusal::NotTransmitted { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .expect_err("refused")
+            .to_string()
+            .contains("not been transmitted")
+    );
+
+    close(&app, PHILO).await;
+    for nom in ["Kowalski", "Nguyễn", "Şahin", "N'Diaye"] {
+        let (numero, _) = numero_of(&app, nom).await;
+        let bytes = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+            .await
+            .expect("render")
+            .expect("rendered");
+        let pdf = lopdf::Document::load_mem(&bytes).expect("lopdf parses the PDF");
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT unnest(c.page_keys) FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+             WHERE ca.numero = $1 AND c.exam_code = $2",
+        )
+        .bind(&numero)
+        .bind(PHILO)
+        .fetch_all(&pool(&app).await)
+        .await
+        .expect("keys");
+        let pages = pdf.get_pages();
+        assert_eq!(
+            pages.len(),
+            keys.len() + 1,
+            "a cover page and one page per scan"
+        );
+
+        // Every image stream is a scan, byte for byte, as DCTDecode.
+        let mut images = Vec::new();
+        let mut font_bytes = 0;
+        for object in pdf.objects.values() {
+            if let Ok(stream) = object.as_stream() {
+                let subtype = stream.dict.get(b"Subtype").and_then(|s| s.as_name()).ok();
+                if subtype == Some(b"Image".as_slice()) {
+                    assert_eq!(
+                        stream.dict.get(b"Filter").and_then(|f| f.as_name()).ok(),
+                        Some(b"DCTDecode".as_slice())
+                    );
+                    images.push(stream.content.clone());
+                }
+                if stream.dict.get(b"Length1").is_ok() {
+                    font_bytes += stream.content.len();
+                }
+            }
+        }
+        assert_eq!(images.len(), keys.len());
+        for key in &keys {
+            let scan = app.storage.get(key).await.expect("scan");
+            assert!(
+                images.iter().any(|i| i.as_slice() == scan.as_ref()),
+                "scan {key} is embedded as is"
+            );
+        }
+        assert!(
+            font_bytes > 0 && font_bytes <= 40_000,
+            "font adds {font_bytes} bytes"
+        );
+
+        let cover = page_text(&pdf, 1);
+        assert!(cover.contains(nom), "{nom} on the cover: {cover}");
+        assert!(cover.contains(&numero));
+    }
+}
+
+#[tokio::test]
+async fn switches_shape_the_cover_and_e3c_refuses_them() {
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    close(&app, E3C).await;
+    let services = app.services();
+    let numero: String = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND NOT c.absent AND c.appreciation IS NOT NULL
+           AND jsonb_array_length(c.grading_details) > 0
+         ORDER BY 1 LIMIT 1",
+    )
+    .bind(PHILO)
+    .fetch_one(&pool(&app).await)
+    .await
+    .expect("a graded copy");
+    let cover = |bytes: Vec<u8>| {
+        let pdf = lopdf::Document::load_mem(&bytes).expect("parse");
+        page_text(&pdf, 1)
+    };
+    let all = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+        .await
+        .expect("render")
+        .expect("rendered");
+    let all = cover(all);
+    assert!(
+        all.contains("Appréciation") && all.contains("Détail de la notation"),
+        "{all}"
+    );
+    let none = RequestedOptions {
+        details: false,
+        appreciation: false,
+        annotations: false,
+    };
+    let bare = render_copy(&services, PHILO, &numero, none)
+        .await
+        .expect("render")
+        .expect("rendered");
+    let bare = cover(bare);
+    assert!(
+        !bare.contains("Appréciation") && !bare.contains("Détail"),
+        "{bare}"
+    );
+    assert!(bare.contains("Note"), "{bare}");
+
+    let e3c: String = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND NOT c.absent ORDER BY 1 LIMIT 1",
+    )
+    .bind(E3C)
+    .fetch_one(&pool(&app).await)
+    .await
+    .expect("an E3C copy");
+    let refused = render_copy(&services, E3C, &e3c, none)
+        .await
+        .expect("render");
+    let message = refused.expect_err("E3C switches are fixed").to_string();
+    assert!(
+        message.contains("E3C") && message.contains("appreciation"),
+        "{message}"
+    );
+    render_copy(&services, E3C, &e3c, RequestedOptions::default())
+        .await
+        .expect("render")
+        .expect("E3C with every switch on");
+    let r = download::request(&services, E3C, &Uai::from_number(750_001), none, "test")
+        .await
+        .expect("request");
+    assert!(
+        matches!(r, Err(download::DownloadRefusal::Options(_))),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn search_ignores_case_accents_and_punctuation() {
+    let app = app(true).await;
+    let (_, uai) = numero_of(&app, "N'Diaye").await;
+    let find = |terms: &[&str]| {
+        let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+        let db = app.db.clone();
+        let uai = uai.clone();
+        async move {
+            copiste::db::render::search(&db, PHILO, &uai, &terms)
+                .await
+                .expect("search")
+        }
+    };
+    let found = find(&["ndiaye"]).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].nom, "N'Diaye");
+    assert!(!found[0].downloadable, "not transmitted yet");
+    let found = find(&["HELENE"]).await;
+    assert!(found.iter().any(|f| f.prenom == "Hélène"), "{found:?}");
+    let numero = &find(&["ndiaye"]).await[0].numero;
+    let found = find(&[&numero[4..10]]).await;
+    assert!(
+        found.iter().any(|f| &f.numero == numero),
+        "by part of the numéro"
+    );
+    assert!(find(&["zzzz-nobody"]).await.is_empty());
+    close(&app, PHILO).await;
+    assert!(find(&["ndiaye"]).await[0].downloadable);
+}
+
+#[tokio::test]
+async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link() {
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    // Two copies fail: one scan is corrupt, one is missing.
+    let (corrupt, uai) = numero_of(&app, "Martin").await;
+    app.storage
+        .put(
+            "scans/corrupt.jpg",
+            bytes::Bytes::from_static(b"not a jpeg at all"),
+        )
+        .await
+        .expect("put");
+    let p = pool(&app).await;
+    sqlx::query(
+        "UPDATE copies SET page_keys = ARRAY['scans/corrupt.jpg'] FROM candidates ca
+         WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
+    )
+    .bind(&corrupt)
+    .bind(PHILO)
+    .execute(&p)
+    .await
+    .expect("corrupt");
+    let missing: String = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND ca.establishment_uai = $2 AND ca.numero <> $3 AND NOT c.absent
+         ORDER BY 1 LIMIT 1",
+    )
+    .bind(PHILO)
+    .bind(&uai)
+    .bind(&corrupt)
+    .fetch_one(&p)
+    .await
+    .expect("another copy");
+    sqlx::query(
+        "UPDATE copies SET page_keys = ARRAY['scans/missing.jpg'] FROM candidates ca
+         WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
+    )
+    .bind(&missing)
+    .bind(PHILO)
+    .execute(&p)
+    .await
+    .expect("missing");
+
+    let services = app.services();
+    let uai = Uai::parse(&uai).expect("uai");
+    let worker = app.worker().await;
+    let first = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let Requested::Building { job, new: true } = first else {
+        panic!("expected a new job: {first:?}")
+    };
+    let again = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    assert!(
+        matches!(again, Requested::Building { job: j, .. } if j == job)
+            || matches!(again, Requested::Ready(_)),
+        "a second request is the same job: {again:?}"
+    );
+    let row = app.wait_status(job, "failed", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let result = row.result.expect("partial result");
+    assert_eq!(
+        result["failures"].as_array().expect("failures").len(),
+        2,
+        "{result}"
+    );
+
+    let links = download::current_links(&services, PHILO, &uai, RequestedOptions::default())
+        .await
+        .expect("links")
+        .expect("not refused")
+        .expect("a zip is ready");
+    assert_eq!(links.len(), 1);
+    let again = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    assert_eq!(
+        again,
+        Requested::Ready(links.clone()),
+        "a valid zip is returned, not rebuilt"
+    );
+
+    // Serve it and fetch it through the link.
+    let app_router = download::serve::router(app.storage.clone(), b"test-signing-key".as_slice());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, app_router).await });
+    let url = links[0]
+        .url
+        .replace("http://127.0.0.1:8080", &format!("http://{addr}"));
+    let client = reqwest::Client::new();
+    let response = client.get(&url).send().await.expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-length"].to_str().expect("len"),
+        links[0].bytes.to_string()
+    );
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .expect("cd")
+            .contains(".zip")
+    );
+    let body = response.bytes().await.expect("body");
+    let ranged = client
+        .get(&url)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.expect("body").as_ref(), &body[10..20]);
+    let tampered = format!("{}x", url);
+    assert_eq!(
+        client.get(&tampered).send().await.expect("get").status(),
+        403
+    );
+    let expired = token::sign(
+        &token::Grant {
+            key: "downloads/any.zip".into(),
+            establishment: uai.to_string(),
+            expires: chrono::Utc::now().timestamp() - 1,
+        },
+        b"test-signing-key",
+    );
+    let expired_url = format!("http://{addr}/downloads/{expired}");
+    assert_eq!(
+        client.get(&expired_url).send().await.expect("get").status(),
+        410
+    );
+    server.abort();
+
+    // The zip, read by the zip crate: every entry's CRC checked.
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body.to_vec())).expect("zip");
+    let mut names = HashSet::new();
+    let mut pdfs = 0;
+    let mut manifest = String::new();
+    let mut errors = String::new();
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).expect("entry");
+        assert_eq!(entry.compression(), zip::CompressionMethod::Stored);
+        let name = entry.name().expect("entry name").into_owned();
+        assert!(
+            name.is_ascii() && !name.contains('/') && !name.contains(".."),
+            "{name}"
+        );
+        assert!(names.insert(name.clone()), "duplicate entry {name}");
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).expect("CRC checked on read");
+        match name.as_str() {
+            "manifest.csv" => manifest = String::from_utf8(data).expect("utf8"),
+            "errors.csv" => errors = String::from_utf8(data).expect("utf8"),
+            _ => {
+                pdfs += 1;
+                lopdf::Document::load_mem(&data).expect("each entry is a PDF");
+            }
+        }
+    }
+    let transmitted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND ca.establishment_uai = $2",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .fetch_one(&p)
+    .await
+    .expect("count");
+    assert_eq!(pdfs as i64, transmitted - 2);
+    assert_eq!(
+        manifest.lines().count() as i64,
+        1 + transmitted - 2,
+        "{manifest}"
+    );
+    assert!(
+        errors.contains(&corrupt) && errors.contains(&missing),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("not a JPEG") && errors.contains("does not exist"),
+        "{errors}"
+    );
+}
+
+#[tokio::test]
+async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, &uai)
+        .await
+        .expect("rows");
+    assert!(rows.len() >= 4);
+    let plan = ZipPlan {
+        key_stem: "downloads/test/broken".into(),
+        options: RenderOptions::for_exam(
+            PHILO,
+            copiste::domain::ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options"),
+        // One copy per part, so that finished parts exist before the failure.
+        max_part_bytes: 1,
+        fail_after: Some(3),
+    };
+    let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
+    let error = write_zip(&app.storage, rows.clone(), &plan, &progress)
+        .await
+        .expect_err("injected failure");
+    assert!(error.to_string().contains("injected"), "{error}");
+    let left: Vec<_> = walk(&app.dir.path().join("objects/downloads"));
+    assert!(left.is_empty(), "nothing remains: {left:?}");
+
+    // Without the fault, the same plan writes one part per copy.
+    let plan = ZipPlan {
+        fail_after: None,
+        ..plan
+    };
+    let outcome = write_zip(&app.storage, rows.clone(), &plan, &progress)
+        .await
+        .expect("zip");
+    assert_eq!(outcome.parts.len(), rows.len());
+    assert!(outcome.parts[1].key.ends_with("_part2.zip"));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
