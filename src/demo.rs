@@ -75,6 +75,10 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
         crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
     println!("imported: {imported}");
 
+    let demo_key = config.downloads.signing_key.is_none();
+    if demo_key {
+        config.downloads.signing_key = Some(crate::config::Secret::new(DEMO_SIGNING_KEY));
+    }
     let services = Services::new(config, db.clone(), storage)?;
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
     let run_started = Instant::now();
@@ -121,10 +125,74 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     );
 
     close_every_exam(&db, &services).await?;
+    request_every_zip(&db, &services, demo_key).await?;
     worker.shutdown(Duration::from_secs(10)).await?;
     db.close().await;
     drop(local);
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The links' signing key when none is configured (demo only).
+const DEMO_SIGNING_KEY: &str = "copiste-demo";
+
+/// Asks for every establishment's zip of every exam, waits for them and
+/// prints their links.
+async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyhow::Result<()> {
+    use crate::{
+        domain::Uai,
+        download::{self, Requested},
+        render::RequestedOptions,
+    };
+    let started = Instant::now();
+    let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
+    let mut waiting = Vec::new();
+    for exam in exams {
+        for uai in db::closure::exam_establishments(db, exam, None).await? {
+            let uai = Uai::parse(&uai).map_err(|e| anyhow::anyhow!("stored UAI {uai}: {e}"))?;
+            match download::request(services, exam, &uai, RequestedOptions::default(), "demo")
+                .await?
+            {
+                Ok(Requested::Building { job, .. }) => waiting.push(job),
+                Ok(Requested::Ready(_)) => {}
+                Err(refusal) => println!("{exam} {uai}: {refusal}"),
+            }
+        }
+    }
+    loop {
+        let counts = db::jobs::final_counts(db, &waiting).await?;
+        if counts.iter().map(|(_, n)| n).sum::<i64>() >= waiting.len() as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "zips were not built within 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "built {} zips in {:.2} s; links (valid {} days):",
+        waiting.len(),
+        started.elapsed().as_secs_f64(),
+        services.config.downloads.link_ttl_secs / 86_400
+    );
+    for exam in exams {
+        for uai in db::closure::exam_establishments(db, exam, None).await? {
+            let uai = Uai::parse(&uai).map_err(|e| anyhow::anyhow!("stored UAI {uai}: {e}"))?;
+            if let Ok(Some(links)) =
+                download::current_links(services, exam, &uai, RequestedOptions::default()).await?
+            {
+                for link in links {
+                    println!("  {exam} {uai} {:>9} bytes  {}", link.bytes, link.url);
+                }
+            }
+        }
+    }
+    if demo_key {
+        println!(
+            "no signing key is configured: the links are signed with the demo key; serve them with\n  COPISTE_DOWNLOADS__SIGNING_KEY={DEMO_SIGNING_KEY} copiste serve"
+        );
+    }
     Ok(())
 }
 

@@ -9,9 +9,10 @@ async fn the_demo_runs_end_to_end_and_twice() {
         .await
         .expect("demo runs");
     // 50 noop jobs, a closure per establishment of the ponctuel and E3C
-    // exams (2 x 3) and one harmonisation pass.
+    // exams (2 x 3), one harmonisation pass and a zip per exam and
+    // establishment (3 x 3).
     let counts = app.counts().await;
-    assert_eq!(counts.get("succeeded"), Some(&57), "{counts:?}");
+    assert_eq!(counts.get("succeeded"), Some(&66), "{counts:?}");
     for exam in ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"] {
         let status = copiste::closure::status::exam_status(&app.db, exam)
             .await
@@ -32,12 +33,13 @@ async fn the_demo_runs_end_to_end_and_twice() {
         "3 establishments x 4 candidates x 3 exams"
     );
     // A second run re-imports the same dataset (a no-op), runs its own
-    // jobs, and closes again: 6 closures with nothing to send, and no
-    // harmonisation pass since every copy is validated.
+    // jobs, and closes again: 6 closures with nothing to send, no
+    // harmonisation pass since every copy is validated, and no zip since
+    // the first run's are still valid.
     copiste::demo::run(app.config.clone(), 20, 4)
         .await
         .expect("demo runs again");
-    assert_eq!(app.counts().await.get("succeeded"), Some(&(57 + 26)));
+    assert_eq!(app.counts().await.get("succeeded"), Some(&(66 + 26)));
     assert_eq!(
         copiste::db::catalog::count_copies(&app.db)
             .await
