@@ -520,3 +520,141 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A local S3-compatible server (moto), stopped when dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let child = std::process::Command::new("python3")
+        .args(["-m", "moto.server", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("moto is installed (python3 -m pip install 'moto[server]'; scripts/test does it)");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let moto = Moto { child, endpoint };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(&moto.endpoint).send().await.is_ok() {
+            return moto;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("moto did not start on {}", moto.endpoint);
+}
+
+#[tokio::test]
+async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
+    // scripts/test installs moto and sets this, with dummy AWS credentials.
+    if std::env::var_os("MOTO_S3_TESTS").is_none() {
+        eprintln!("skipped: run through scripts/test (needs moto and MOTO_S3_TESTS=1)");
+        return;
+    }
+    let moto = moto().await;
+    let bucket = "copiste-test";
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", moto.endpoint))
+        .send()
+        .await
+        .expect("create bucket");
+    assert!(created.status().is_success(), "{}", created.status());
+    let mut config = config();
+    config["storage"] = json!({
+        "kind": "s3",
+        "s3": {"bucket": bucket, "region": "us-east-1", "endpoint": moto.endpoint, "allow_http": true}
+    });
+    let app = TestApp::with(config).await;
+    assert!(app.storage.describe().starts_with("s3://"));
+    let dir = app.dir.path().join("session");
+    let opts = DemoDataOptions {
+        establishments: 3,
+        candidates: 6,
+        pages: 1,
+        seed: 5,
+    };
+    demo_data::generate_light(&dir, &opts).expect("dataset");
+    import_dir(&app.db, &app.storage, &dir, &|_| {})
+        .await
+        .expect("import into S3");
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let uai = Uai::parse(&uai).expect("uai");
+    let services = app.services();
+    let worker = app.worker().await;
+    let Requested::Building { job, .. } =
+        download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+            .await
+            .expect("request")
+            .expect("not refused")
+    else {
+        panic!("a job builds the zip")
+    };
+    app.wait_status(job, "succeeded", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let links = download::current_links(&services, PHILO, &uai, RequestedOptions::default())
+        .await
+        .expect("links")
+        .expect("not refused")
+        .expect("ready");
+    let url = &links[0].url;
+    assert!(
+        url.starts_with(&format!("{}/{bucket}/downloads/", moto.endpoint))
+            && url.contains("X-Amz-Signature=")
+            && url.contains("X-Amz-Expires="),
+        "a presigned URL: {url}"
+    );
+    let body = reqwest::get(url)
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(body.len() as u64, links[0].bytes);
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&body))
+    };
+    assert_eq!(sha, links[0].sha256);
+    zip::ZipArchive::new(std::io::Cursor::new(body.to_vec())).expect("a zip");
+
+    // A failed multipart upload leaves nothing on S3 either.
+    let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, uai.as_str())
+        .await
+        .expect("rows");
+    let plan = ZipPlan {
+        key_stem: "downloads/test/broken".into(),
+        options: RenderOptions::for_exam(
+            PHILO,
+            copiste::domain::ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options"),
+        max_part_bytes: 1,
+        fail_after: Some(2),
+    };
+    let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
+    write_zip(&app.storage, rows, &plan, &progress)
+        .await
+        .expect_err("injected failure");
+    for key in [
+        "downloads/test/broken.zip",
+        "downloads/test/broken_part2.zip",
+    ] {
+        assert_eq!(app.storage.size(key).await.expect("head"), None, "{key}");
+    }
+}
