@@ -356,3 +356,285 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     db.close().await;
     Ok(())
 }
+
+/// Options of `copiste bench render`.
+#[derive(Debug, Args)]
+pub struct RenderBenchArgs {
+    /// Candidates of the establishment.
+    #[arg(long, default_value_t = 150)]
+    pub candidates: u32,
+    /// Scanned pages per copy.
+    #[arg(long, default_value_t = 6)]
+    pub pages: u32,
+    /// Seed of the generated dataset.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Peak resident memory of this process since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident memory (Linux: `5` into `clear_refs`).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Runs the render benchmark: one establishment's zip of PDFs (cover and
+/// annotations on) from the local store into the local store, against
+/// the raw floor (the same scan bytes streamed into a stored zip through
+/// the same path) and, when installed, `img2pdf` per candidate plus a
+/// stored zip; with the peak resident memory of each.
+pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result<()> {
+    use crate::{
+        render::{
+            RenderOptions, RequestedOptions,
+            zip::{ZipPlan, write_zip},
+        },
+        storage::Storage,
+    };
+    anyhow::ensure!(
+        args.candidates > 0 && args.pages > 0,
+        "--candidates and --pages must be at least 1"
+    );
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("copiste_bench_{}", &id[..12]);
+    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
+    config.database.password = None;
+    config.redis.namespace = format!("bench{}", &id[..12]);
+    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+    db.migrate().await?;
+    let work = tempfile::Builder::new()
+        .prefix("copiste-bench-render-")
+        .tempdir_in(std::env::temp_dir())
+        .context("temporary directory")?;
+    config.storage.root = work.path().join("objects");
+    let storage = Storage::open(&config.storage)?;
+    println!(
+        "bench render: {} candidates x {} pages, store {}",
+        args.candidates,
+        args.pages,
+        storage.describe()
+    );
+
+    let started = Instant::now();
+    let dir = work.path().join("session");
+    let opts = crate::demo_data::DemoDataOptions {
+        establishments: 1,
+        candidates: args.candidates,
+        pages: args.pages,
+        seed: args.seed,
+    };
+    let bar = crate::cli::progress_bar("scans");
+    let generated = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let bar = bar.clone();
+        move || {
+            crate::demo_data::generate(&dir, &opts, &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+        }
+    })
+    .await
+    .context("the generator panicked")??;
+    bar.finish_and_clear();
+    crate::import::import_dir(&db, &storage, &dir, &|_| {}).await?;
+    std::fs::remove_dir_all(&dir).context("removing the generated export")?;
+    println!(
+        "dataset:  {} scans ({:.0} MB) generated and imported in {:.1} s",
+        generated.scans,
+        generated.bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Close the exam (outbox) so that its copies are transmitted.
+    let exam = "BAC26-PHILO";
+    let services = Services::new(config, db.clone(), storage.clone())?;
+    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let units = match crate::closure::request_closure(&db, exam, None, "bench").await? {
+        Ok(units) => units,
+        Err(refusal) => anyhow::bail!("closure refused: {refusal}"),
+    };
+    let ids: Vec<uuid::Uuid> = units
+        .iter()
+        .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
+        .collect();
+    loop {
+        let counts = db::jobs::final_counts(&db, &ids).await?;
+        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown(Duration::from_secs(5)).await?;
+    let uai = db::closure::exam_establishments(&db, exam, None)
+        .await?
+        .into_iter()
+        .next()
+        .context("no establishment")?;
+    let rows = db::render::transmitted_copies(&db, exam, &uai).await?;
+    let pages: usize = rows.iter().map(|r| r.page_keys.len()).sum();
+    println!("copies:   {} transmitted, {pages} pages", rows.len());
+
+    let options = RenderOptions::for_exam(
+        exam,
+        crate::domain::ExamKind::Ponctuel,
+        RequestedOptions::default(),
+    )?;
+    let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
+    let measure = async |label: &str, raw_scans: bool| -> anyhow::Result<(f64, u64, Option<u64>)> {
+        let resettable = reset_peak_rss();
+        let plan = ZipPlan {
+            key_stem: format!("bench/{label}"),
+            options,
+            max_part_bytes: services.config.downloads.max_part_bytes,
+            fail_after: None,
+            raw_scans,
+        };
+        let started = Instant::now();
+        let outcome = write_zip(&storage, rows.clone(), &plan, &progress).await?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            outcome.failures.is_empty(),
+            "copies failed: {:?}",
+            outcome.failures
+        );
+        let bytes = outcome.parts.iter().map(|p| p.bytes).sum();
+        Ok((secs, bytes, if resettable { peak_rss() } else { None }))
+    };
+    let mib = |b: Option<u64>| {
+        b.map_or("?".to_owned(), |b| {
+            format!("{:.0} MiB", b as f64 / 1048576.0)
+        })
+    };
+    // A warm-up pass reads every scan once (page cache), then the floor
+    // and the render alternate; each figure is the median of the rounds.
+    measure("warmup", true).await?;
+    const ROUNDS: usize = 3;
+    let mut floors = Vec::new();
+    let mut renders = Vec::new();
+    let (mut floor_bytes, mut zip_bytes) = (0, 0);
+    let (mut floor_rss, mut rss) = (None, None);
+    for round in 0..ROUNDS {
+        let (secs, bytes, peak) = measure(&format!("floor{round}"), true).await?;
+        floors.push(secs);
+        floor_bytes = bytes;
+        floor_rss = floor_rss.max(peak);
+        let (secs, bytes, peak) = measure(&format!("render{round}"), false).await?;
+        renders.push(secs);
+        zip_bytes = bytes;
+        rss = rss.max(peak);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let floor = median(&mut floors);
+    let rendered = median(&mut renders);
+    println!(
+        "floor:    scans streamed into a stored zip in {floor:.2} s (median of {ROUNDS}; {:.0} MB, {:.0} MB/s), peak RSS {}",
+        floor_bytes as f64 / 1e6,
+        floor_bytes as f64 / 1e6 / floor,
+        mib(floor_rss)
+    );
+    println!(
+        "render:   {} PDFs (cover, details, appreciation, annotations) zipped in {rendered:.2} s (median of {ROUNDS}; {:.0} MB), peak RSS {}",
+        rows.len(),
+        zip_bytes as f64 / 1e6,
+        mib(rss)
+    );
+    let ratio = rendered / floor;
+    println!(
+        "ratio:    {ratio:.2} x the floor (goal <= 1.15) {}",
+        if ratio <= 1.15 { "OK" } else { "ABOVE GOAL" }
+    );
+    if let Some(rss) = rss {
+        let ok = rss <= 128 * 1024 * 1024;
+        println!(
+            "memory:   peak RSS {} (goal <= 128 MiB) {}",
+            mib(Some(rss)),
+            if ok { "OK" } else { "ABOVE GOAL" }
+        );
+    }
+    match img2pdf_pipeline(&storage, &rows, work.path()).await? {
+        Some(secs) => {
+            let r = rendered / secs;
+            println!(
+                "img2pdf:  per candidate + stored zip in {secs:.2} s; copiste takes {r:.2} x that (goal <= 0.8) {}",
+                if r <= 0.8 { "OK" } else { "ABOVE GOAL" }
+            );
+        }
+        None => println!("img2pdf:  not installed (pip install img2pdf), comparison skipped"),
+    }
+    db.close().await;
+    Ok(())
+}
+
+/// What a user would script: `img2pdf` per candidate, then a stored zip.
+/// `None` when img2pdf is not installed.
+async fn img2pdf_pipeline(
+    storage: &crate::storage::Storage,
+    rows: &[crate::db::render::CopyRow],
+    work: &std::path::Path,
+) -> anyhow::Result<Option<f64>> {
+    if std::process::Command::new("img2pdf")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return Ok(None);
+    }
+    let dir = work.join("img2pdf");
+    std::fs::create_dir_all(&dir).context("img2pdf directory")?;
+    // The scans are read from the store as copiste does; their copy to
+    // files is part of the scripted pipeline.
+    let started = Instant::now();
+    let mut pdfs = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        if row.page_keys.is_empty() {
+            // An absent candidate: nothing to convert.
+            continue;
+        }
+        let mut files = Vec::new();
+        for (p, key) in row.page_keys.iter().enumerate() {
+            let path = dir.join(format!("{i}-{p}.jpg"));
+            std::fs::write(&path, storage.get(key).await?).context("writing a scan")?;
+            files.push(path);
+        }
+        let out = dir.join(format!("{i}.pdf"));
+        let status = tokio::process::Command::new("img2pdf")
+            .args(&files)
+            .arg("-o")
+            .arg(&out)
+            .status()
+            .await
+            .context("running img2pdf")?;
+        anyhow::ensure!(status.success(), "img2pdf failed on copy {i}");
+        pdfs.push(out);
+    }
+    let zip_path = dir.join("all.zip");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let file = std::fs::File::create(&zip_path).context("creating the zip")?;
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for pdf in &pdfs {
+            let name = pdf
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            zip.start_file(name, options)?;
+            std::io::copy(&mut std::fs::File::open(pdf)?, &mut zip)?;
+        }
+        zip.finish()?;
+        Ok(())
+    })
+    .await
+    .context("the zip writer panicked")??;
+    Ok(Some(started.elapsed().as_secs_f64()))
+}

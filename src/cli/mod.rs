@@ -137,6 +137,9 @@ pub enum BenchCommand {
     /// Copies closed/s against a local stub target, against the stub's
     /// raw capacity for the same requests.
     Closure(crate::bench::ClosureBenchArgs),
+    /// One establishment's zip of PDFs against the raw floor (scans into
+    /// a stored zip) and img2pdf, with peak memory.
+    Render(crate::bench::RenderBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +246,9 @@ impl Cli {
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
             Command::Bench(BenchCommand::Closure(args)) => {
                 crate::bench::closure(config, args).await?
+            }
+            Command::Bench(BenchCommand::Render(args)) => {
+                crate::bench::render(config, args).await?
             }
             Command::WithServices(args) => return with_services(config, args).await,
         }

@@ -63,6 +63,7 @@ impl Job for BulkRender {
             options,
             max_part_bytes: services.config.downloads.max_part_bytes,
             fail_after: None,
+            raw_scans: false,
         };
         let progress = |done, total| -> futures::future::BoxFuture<'static, ()> {
             let ctx = ctx.clone();

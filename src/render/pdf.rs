@@ -145,7 +145,7 @@ pub fn render(copy: &CopyDocument, options: RenderOptions) -> Result<Vec<u8>, Re
     doc.with_pages(pages);
     let mut warnings = Vec::new();
     let opts = PdfSaveOptions {
-        optimize: true,
+        optimize: false,
         subset_fonts: true,
         secure: true,
         image_optimization: None,

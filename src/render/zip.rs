@@ -126,6 +126,20 @@ enum Job {
     Failed(Failure),
 }
 
+/// What a render thread hands the zip thread.
+enum Rendered {
+    Pdf {
+        row: Box<CopyRow>,
+        bytes: Vec<u8>,
+    },
+    /// The floor: the scans as they are.
+    Raw {
+        row: Box<CopyRow>,
+        doc: Box<CopyDocument>,
+    },
+    Failed(Failure),
+}
+
 /// What the zip thread sends back.
 enum Out {
     Chunk(Bytes),
@@ -180,6 +194,10 @@ pub struct ZipPlan {
     /// Fault injection for tests: fail after writing this many entries.
     #[doc(hidden)]
     pub fail_after: Option<u32>,
+    /// The benchmark's floor: store each copy's scans as they are
+    /// (`<entry>-<page>.jpg`) instead of rendering a PDF.
+    #[doc(hidden)]
+    pub raw_scans: bool,
 }
 
 impl ZipPlan {
@@ -202,21 +220,44 @@ pub async fn write_zip(
     progress: &(dyn Fn(u64, u64) -> futures::future::BoxFuture<'static, ()> + Send + Sync),
 ) -> anyhow::Result<ZipOutcome> {
     let total = rows.len() as u64;
-    let (job_tx, job_rx) = mpsc::channel::<Job>(2);
-    let (out_tx, mut out_rx) = mpsc::channel::<Out>(4);
+    let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>(4);
+    let (out_tx, out_rx) = mpsc::channel::<Out>(4);
     let options = plan.options;
     let max_part = plan.max_part_bytes;
     let fail_after = plan.fail_after;
+    let raw_scans = plan.raw_scans;
     let span = tracing::Span::current();
+    // PDFs are rendered on several threads (they are independent); the
+    // zip thread puts them back in order.
+    let renderers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    let (rendered_tx, rendered_rx) =
+        std::sync::mpsc::sync_channel::<(u64, Rendered)>(renderers * 2);
+    let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+    let mut render_threads = Vec::with_capacity(renderers);
+    for _ in 0..renderers {
+        let job_rx = job_rx.clone();
+        let rendered_tx = rendered_tx.clone();
+        let span = span.clone();
+        render_threads.push(tokio::task::spawn_blocking(move || {
+            span.in_scope(|| render_thread(&job_rx, &rendered_tx, options, raw_scans))
+        }));
+    }
+    // Only the render threads hold the receiver: when they stop, the
+    // reader's sends fail instead of blocking.
+    drop(job_rx);
+    drop(rendered_tx);
     let zipper = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| zip_thread(job_rx, out_tx, options, max_part, fail_after))
+        span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after))
     });
 
     // The reader: scans of each copy, in order, into the zip thread.
     let reader = {
         let storage = storage.clone();
         async move {
-            for row in rows {
+            for (seq, row) in (0u64..).zip(rows) {
                 let job = match document(&storage, &row).await {
                     Ok(doc) => Job::Copy {
                         row: Box::new(row),
@@ -229,7 +270,7 @@ pub async fn write_zip(
                         reason,
                     }),
                 };
-                if job_tx.send(job).await.is_err() {
+                if job_tx.send((seq, job)).await.is_err() {
                     break;
                 }
             }
@@ -237,7 +278,10 @@ pub async fn write_zip(
     };
 
     // The uploader: chunks into the current part's upload.
-    let uploader = async {
+    // The uploader owns the receiving end: if it stops on an error, the
+    // zip thread's sends fail instead of blocking.
+    let uploader = async move {
+        let mut out_rx = out_rx;
         let mut parts: Vec<Part> = Vec::new();
         let mut current: Option<(crate::storage::Upload, Sha256, u64)> = None;
         let mut done = 0u64;
@@ -291,6 +335,9 @@ pub async fn write_zip(
 
     let ((), (upload_result, parts, current)) = tokio::join!(reader, uploader);
     let zipped = zipper.await.context("the zip writer panicked")?;
+    for thread in render_threads {
+        thread.await.context("a PDF renderer panicked")?;
+    }
     let failed = match (&upload_result, &zipped) {
         (Err(e), _) => Some(anyhow!("{e:#}")),
         (Ok(()), Err(e)) => Some(anyhow!("{e:#}")),
@@ -319,11 +366,43 @@ pub async fn write_zip(
     })
 }
 
-/// The blocking side: renders each copy and writes the zip parts.
-fn zip_thread(
-    mut jobs: mpsc::Receiver<Job>,
-    out: mpsc::Sender<Out>,
+/// A render thread: takes the next copy, renders it, hands it on.
+fn render_thread(
+    jobs: &std::sync::Mutex<mpsc::Receiver<(u64, Job)>>,
+    rendered: &std::sync::mpsc::SyncSender<(u64, Rendered)>,
     options: RenderOptions,
+    raw_scans: bool,
+) {
+    loop {
+        let next = match jobs.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => return,
+        };
+        let Some((seq, job)) = next else { return };
+        let out = match job {
+            Job::Failed(f) => Rendered::Failed(f),
+            Job::Copy { row, doc } if raw_scans => Rendered::Raw { row, doc },
+            Job::Copy { row, doc } => match pdf::render(&doc, options) {
+                Ok(bytes) => Rendered::Pdf { row, bytes },
+                Err(e) => Rendered::Failed(Failure {
+                    numero: row.numero.clone(),
+                    nom: row.nom.clone(),
+                    prenom: row.prenom.clone(),
+                    reason: e.to_string(),
+                }),
+            },
+        };
+        if rendered.send((seq, out)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The zip thread: writes the rendered copies, in their order, as stored
+/// entries of the current part, then `manifest.csv` and `errors.csv`.
+fn zip_thread(
+    rendered: std::sync::mpsc::Receiver<(u64, Rendered)>,
+    out: mpsc::Sender<Out>,
     max_part: u64,
     fail_after: Option<u32>,
 ) -> anyhow::Result<(u32, Vec<Failure>)> {
@@ -344,17 +423,25 @@ fn zip_thread(
     manifest.write_record(["numero", "nom", "prenom", "grade", "pages", "entry"])?;
     let mut failures = Vec::new();
     let mut copies = 0u32;
-    while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Failed(f) => failures.push(f),
-            Job::Copy { row, doc } => match pdf::render(&doc, options) {
-                Err(e) => failures.push(Failure {
-                    numero: row.numero.clone(),
-                    nom: row.nom.clone(),
-                    prenom: row.prenom.clone(),
-                    reason: e.to_string(),
-                }),
-                Ok(bytes) => {
+    // Copies rendered ahead of their turn.
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, item) in rendered {
+        waiting.insert(seq, item);
+        while let Some(item) = waiting.remove(&next) {
+            next += 1;
+            match item {
+                Rendered::Failed(f) => failures.push(f),
+                Rendered::Raw { row, doc } => {
+                    let stem = entry_name(&row.numero, &row.nom, &row.prenom);
+                    let stem = stem.trim_end_matches(".pdf");
+                    for (i, page) in doc.pages.iter().enumerate() {
+                        zip.start_file(format!("{stem}-{}.jpg", i + 1), entry_options)?;
+                        zip.write_all(page)?;
+                    }
+                    copies += 1;
+                }
+                Rendered::Pdf { row, bytes } => {
                     let written = zip.get_ref().map_or(0, |w| w.get_ref().written);
                     if entries_in_part > 0 && written + bytes.len() as u64 + 4096 > max_part {
                         finish_part(zip, &out)?;
@@ -385,10 +472,10 @@ fn zip_thread(
                         name.as_str(),
                     ])?;
                 }
-            },
-        }
-        if out.blocking_send(Out::Done).is_err() {
-            return Err(anyhow!("the uploader stopped"));
+            }
+            if out.blocking_send(Out::Done).is_err() {
+                return Err(anyhow!("the uploader stopped"));
+            }
         }
     }
     let manifest = manifest.into_inner().context("finishing manifest.csv")?;

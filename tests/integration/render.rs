@@ -484,6 +484,7 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
         // One copy per part, so that finished parts exist before the failure.
         max_part_bytes: 1,
         fail_after: Some(3),
+        raw_scans: false,
     };
     let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
     let error = write_zip(&app.storage, rows.clone(), &plan, &progress)
@@ -646,6 +647,7 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
         .expect("options"),
         max_part_bytes: 1,
         fail_after: Some(2),
+        raw_scans: false,
     };
     let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
     write_zip(&app.storage, rows, &plan, &progress)
