@@ -16,6 +16,7 @@ pub mod import;
 pub mod jobs;
 pub mod queue;
 pub mod render;
+pub mod schedule;
 pub mod services;
 pub mod storage;
 pub mod worker;

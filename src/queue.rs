@@ -197,3 +197,69 @@ pub async fn purge(config: &Config) -> anyhow::Result<u64> {
         cursor = next;
     }
 }
+
+/// Removes what apalis-redis keeps for finished deliveries — the id in
+/// `<queue>:done`, its `<queue>:meta:<id>` hash and its `<queue>:data`
+/// entry — and workers whose last heartbeat is over an hour old. apalis
+/// never expires them; the ledger in Postgres keeps the history. Returns
+/// how many entries were removed.
+pub async fn sweep_finished(config: &Config) -> anyhow::Result<u64> {
+    let url = config.redis_url();
+    let client = redis::Client::open(url.as_str())
+        .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+    let queue = queue_name(config);
+    let done_set = format!("{queue}:done");
+    let data = format!("{queue}:data");
+    let mut removed = 0u64;
+    loop {
+        let ids: Vec<String> = redis::cmd("SPOP")
+            .arg(&done_set)
+            .arg(500)
+            .query_async(&mut conn)
+            .await
+            .context("taking finished deliveries")?;
+        if ids.is_empty() {
+            break;
+        }
+        let metas: Vec<String> = ids.iter().map(|id| format!("{queue}:meta:{id}")).collect();
+        removed += redis::cmd("UNLINK")
+            .arg(&metas)
+            .query_async::<u64>(&mut conn)
+            .await
+            .context("deleting delivery metadata")?;
+        removed += redis::cmd("HDEL")
+            .arg(&data)
+            .arg(&ids)
+            .query_async::<u64>(&mut conn)
+            .await
+            .context("deleting delivery data")?;
+    }
+    // Workers that stopped beating an hour ago are gone.
+    let workers = format!("{queue}:workers");
+    let cutoff = chrono::Utc::now().timestamp() - 3600;
+    let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg(&workers)
+        .arg("-inf")
+        .arg(cutoff)
+        .query_async(&mut conn)
+        .await
+        .context("listing stale workers")?;
+    for worker in stale {
+        removed += redis::cmd("ZREM")
+            .arg(&workers)
+            .arg(&worker)
+            .query_async::<u64>(&mut conn)
+            .await
+            .context("forgetting a stale worker")?;
+        redis::cmd("UNLINK")
+            .arg(format!("{queue}:workers:metadata:{worker}"))
+            .query_async::<u64>(&mut conn)
+            .await
+            .context("deleting a stale worker's metadata")?;
+    }
+    Ok(removed)
+}

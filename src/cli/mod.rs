@@ -6,6 +6,7 @@ mod closure;
 mod download;
 mod jobs;
 mod render;
+mod schedule;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -78,6 +79,11 @@ pub enum Command {
     Download(download::DownloadCommand),
     /// Serve download links of the local store (GET /downloads/{token}).
     Serve(download::ServeArgs),
+    /// Run the scheduler: enqueue each schedule's slots until SIGTERM.
+    Scheduler(schedule::SchedulerArgs),
+    /// Inspect schedules, or run one now.
+    #[command(subcommand)]
+    Schedules(schedule::SchedulesCommand),
     /// Run the demo end to end on the configured (or throwaway) services.
     Demo(DemoArgs),
     /// Benchmarks (use a release build).
@@ -242,6 +248,11 @@ impl Cli {
                 let services = services(config).await?;
                 return args.run(&services).await;
             }
+            Command::Scheduler(args) => {
+                let db = connect(&config).await?;
+                return args.run(db).await;
+            }
+            Command::Schedules(cmd) => return cmd.run(async || connect(&config).await).await,
             Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
             Command::Bench(BenchCommand::Closure(args)) => {

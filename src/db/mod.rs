@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod closure;
 pub mod jobs;
 pub mod render;
+pub mod schedule;
 
 use std::time::Duration;
 

@@ -12,8 +12,11 @@ pub mod closure;
 pub mod context;
 pub mod export_retry;
 pub mod harmonisation_validation;
+pub mod housekeeping;
+pub mod nightly_closure;
 pub mod noop;
 pub mod registry;
+pub mod sweep;
 
 use std::future::Future;
 

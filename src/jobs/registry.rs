@@ -7,7 +7,9 @@ use anyhow::anyhow;
 
 use super::{
     Job, JobContext, JobError, Outcome, bulk_render::BulkRender, closure::Closure,
-    export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation, noop::Noop,
+    export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation,
+    housekeeping::Housekeeping, nightly_closure::NightlyClosure, noop::Noop,
+    sweep::ExportRetrySweep,
 };
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send>>;
@@ -19,6 +21,7 @@ pub struct Handler {
     pub max_attempts: u32,
     pub priority: i16,
     run: fn(serde_json::Value, JobContext) -> RunFuture,
+    check: fn(serde_json::Value) -> Result<(), String>,
 }
 
 impl std::fmt::Debug for Handler {
@@ -33,6 +36,11 @@ impl Handler {
     pub fn run(&self, payload: serde_json::Value, ctx: JobContext) -> RunFuture {
         (self.run)(payload, ctx)
     }
+
+    /// Checks that a payload decodes for this kind, with the reason if not.
+    pub fn check(&self, payload: serde_json::Value) -> Result<(), String> {
+        (self.check)(payload)
+    }
 }
 
 fn run_json<J: Job>(payload: serde_json::Value, ctx: JobContext) -> RunFuture {
@@ -43,12 +51,19 @@ fn run_json<J: Job>(payload: serde_json::Value, ctx: JobContext) -> RunFuture {
     })
 }
 
+fn check_json<J: Job>(payload: serde_json::Value) -> Result<(), String> {
+    serde_json::from_value::<J>(payload)
+        .map(|_| ())
+        .map_err(|e| format!("invalid {} parameters: {e}", J::NAME))
+}
+
 fn handler<J: Job>() -> Handler {
     Handler {
         name: J::NAME,
         max_attempts: J::MAX_ATTEMPTS,
         priority: J::PRIORITY,
         run: run_json::<J>,
+        check: check_json::<J>,
     }
 }
 
@@ -60,6 +75,9 @@ pub fn all() -> Vec<Handler> {
         handler::<ExportRetry>(),
         handler::<HarmonisationValidation>(),
         handler::<BulkRender>(),
+        handler::<NightlyClosure>(),
+        handler::<ExportRetrySweep>(),
+        handler::<Housekeeping>(),
     ]
 }
 

@@ -1,0 +1,89 @@
+//! Queries of the scheduled jobs: eligible closure units, due relaunches,
+//! and housekeeping.
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+
+use super::Db;
+
+/// (exam, establishment) units to close tonight: ponctuel or E3C exam not
+/// published, every copy graded, never closed (no unit, or state open).
+pub async fn units_to_close(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT c.exam_code AS "exam!", ca.establishment_uai AS "uai!"
+           FROM copies c
+           JOIN candidates ca ON ca.id = c.candidate_id
+           JOIN exams x ON x.code = c.exam_code
+           LEFT JOIN closure_units u
+             ON u.exam_code = c.exam_code AND u.establishment_uai = ca.establishment_uai
+           WHERE x.kind IN ('ponctuel', 'e3c') AND x.published_at IS NULL
+             AND (u.state IS NULL OR u.state = 'open')
+           GROUP BY 1, 2
+           HAVING bool_and(c.grade IS NOT NULL OR c.absent)
+           ORDER BY 1, 2"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the units to close")?;
+    Ok(rows.into_iter().map(|r| (r.exam, r.uai)).collect())
+}
+
+/// Units closed with retryable errors, exam not published, no job queued
+/// or running for them, last run at or before `due_before`.
+pub async fn units_to_relaunch(
+    db: &Db,
+    due_before: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT u.exam_code, u.establishment_uai
+           FROM closure_units u
+           JOIN exams x ON x.code = u.exam_code
+           LEFT JOIN jobs j ON j.id = u.active_job_id
+           WHERE u.state = 'closed_with_errors' AND u.retryable_errors
+             AND x.published_at IS NULL AND u.updated_at <= $1
+             AND (j.id IS NULL OR j.status NOT IN ('queued', 'running'))
+           ORDER BY 1, 2"#,
+        due_before
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the units to relaunch")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.exam_code, r.establishment_uai))
+        .collect())
+}
+
+/// Expired downloads: id and parts.
+pub async fn expired_downloads(db: &Db) -> anyhow::Result<Vec<(uuid::Uuid, serde_json::Value)>> {
+    let rows = sqlx::query!(
+        "SELECT id, parts FROM downloads WHERE expires_at <= now() ORDER BY expires_at LIMIT 10000"
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing expired downloads")?;
+    Ok(rows.into_iter().map(|r| (r.id, r.parts)).collect())
+}
+
+/// Forgets a download whose objects are deleted.
+pub async fn delete_download(db: &Db, id: uuid::Uuid) -> anyhow::Result<()> {
+    sqlx::query!("DELETE FROM downloads WHERE id = $1", id)
+        .execute(&db.pool)
+        .await
+        .context("deleting the download record")?;
+    Ok(())
+}
+
+/// Deletes finished jobs (and, by cascade, their events) finished before
+/// `before`; returns how many.
+pub async fn prune_jobs(db: &Db, before: DateTime<Utc>) -> anyhow::Result<u64> {
+    let done = sqlx::query!(
+        "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')
+         AND finished_at < $1",
+        before
+    )
+    .execute(&db.pool)
+    .await
+    .context("pruning finished jobs")?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,46 @@
+//! `export-retry-sweep`: enqueues a relaunch for every unit closed with
+//! retryable errors whose backoff has passed, until publication.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Job, JobContext, JobError, Outcome};
+use crate::{closure, db, domain::Uai};
+
+/// The `export-retry-sweep` job's payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRetrySweep {
+    /// A unit is relaunched once its last run is this old (default:
+    /// `jobs.backoff_base_secs`).
+    #[serde(default)]
+    pub min_age_secs: Option<u64>,
+}
+
+impl Job for ExportRetrySweep {
+    const NAME: &'static str = "export-retry-sweep";
+
+    async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
+        let db = &ctx.services.db;
+        let age = self
+            .min_age_secs
+            .map(|s| s as f64)
+            .unwrap_or(ctx.services.config.jobs.backoff_base_secs);
+        let due_before = chrono::Utc::now() - chrono::Duration::milliseconds((age * 1000.0) as i64);
+        let units = db::schedule::units_to_relaunch(db, due_before)
+            .await
+            .map_err(JobError::Retryable)?;
+        let mut relaunched = Vec::new();
+        for (exam, uai) in units {
+            let uai = Uai::parse(&uai).map_err(JobError::permanent)?;
+            if let Ok(units) = closure::request_relaunch(db, &exam, Some(&uai), "scheduler")
+                .await
+                .map_err(JobError::Retryable)?
+            {
+                relaunched.extend(units.iter().filter_map(|u| u.outcome.as_ref().ok()?.job()));
+            }
+        }
+        Ok(Outcome::Succeeded(
+            serde_json::json!({"relaunches": relaunched}),
+        ))
+    }
+}

@@ -1,0 +1,112 @@
+//! `copiste scheduler`: tokio-cron-scheduler fires each schedule; a tick
+//! computes its slot (the scheduled instant, not "now") and enqueues with
+//! the slot's key. At start, a slot missed within a schedule's catch-up
+//! window is enqueued (once: the key is the slot's).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use super::Schedule;
+use crate::{db::Db, jobs::Enqueued};
+
+/// Enqueues the slot of `schedule` at or just before `now`.
+pub async fn tick(
+    db: &Db,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<(DateTime<Utc>, Enqueued)>> {
+    // A tick fires at its slot or a moment after: the slot is the latest
+    // one at or before now (plus a second for clock jitter).
+    let Some(slot) = schedule.slot_at_or_before(now + chrono::Duration::seconds(1)) else {
+        return Ok(None);
+    };
+    let mut tx = db.begin().await?;
+    let enqueued = schedule.enqueue_slot(&mut tx, slot, "scheduler").await?;
+    tx.commit().await?;
+    Ok(Some((slot, enqueued)))
+}
+
+/// Enqueues, for each enabled schedule with a catch-up window, its last
+/// slot when it is at most that old.
+pub async fn catch_up(
+    db: &Db,
+    schedules: &[Schedule],
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>, Enqueued)>> {
+    let mut out = Vec::new();
+    for s in schedules
+        .iter()
+        .filter(|s| s.enabled && !s.catch_up.is_zero())
+    {
+        let Some(slot) = s.slot_at_or_before(now) else {
+            continue;
+        };
+        let age = (now - slot).to_std().unwrap_or(Duration::ZERO);
+        if age <= s.catch_up {
+            let mut tx = db.begin().await?;
+            let enqueued = s.enqueue_slot(&mut tx, slot, "scheduler").await?;
+            tx.commit().await?;
+            if let Enqueued::Created(id) = enqueued {
+                tracing::info!(schedule = %s.name, %slot, job.id = %id, "missed slot caught up");
+            }
+            out.push((s.name.clone(), slot, enqueued));
+        }
+    }
+    Ok(out)
+}
+
+/// A running scheduler.
+pub struct Scheduler {
+    inner: JobScheduler,
+}
+
+impl Scheduler {
+    /// Catches missed slots up, then starts firing every enabled schedule.
+    pub async fn start(db: Db, schedules: Vec<Schedule>) -> anyhow::Result<Self> {
+        catch_up(&db, &schedules, Utc::now()).await?;
+        let inner = JobScheduler::new()
+            .await
+            .context("creating the cron scheduler")?;
+        for schedule in schedules.into_iter().filter(|s| s.enabled) {
+            let name = schedule.name.clone();
+            let db = db.clone();
+            let tz = schedule.timezone;
+            let job = Job::new_async_tz(schedule.cron_text.clone(), tz, move |_, _| {
+                let db = db.clone();
+                let schedule = schedule.clone();
+                Box::pin(async move {
+                    match tick(&db, &schedule, Utc::now()).await {
+                        Ok(Some((slot, Enqueued::Created(id)))) => {
+                            tracing::info!(schedule = %schedule.name, %slot, job.id = %id, "slot enqueued")
+                        }
+                        Ok(Some((slot, Enqueued::Existing(id)))) => {
+                            tracing::debug!(schedule = %schedule.name, %slot, job.id = %id, "slot already enqueued")
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::error!(schedule = %schedule.name, error = %format!("{e:#}"), "cannot enqueue the slot")
+                        }
+                    }
+                })
+            })
+            .with_context(|| format!("scheduling {name}"))?;
+            inner
+                .add(job)
+                .await
+                .with_context(|| format!("adding schedule {name}"))?;
+        }
+        inner.start().await.context("starting the cron scheduler")?;
+        Ok(Self { inner })
+    }
+
+    /// Stops firing.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.inner
+            .shutdown()
+            .await
+            .context("stopping the cron scheduler")
+    }
+}
