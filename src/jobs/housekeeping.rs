@@ -36,9 +36,7 @@ impl Job for Housekeeping {
                 .await
                 .map_err(JobError::Retryable)?;
         }
-        let retention = chrono::Duration::days(
-            i64::try_from(services.config.jobs.retention_days).unwrap_or(i64::MAX / 86_400_000),
-        );
+        let retention = chrono::Duration::days(i64::from(services.config.jobs.retention_days));
         let pruned = db::schedule::prune_jobs(&services.db, chrono::Utc::now() - retention)
             .await
             .map_err(JobError::Retryable)?;
