@@ -124,6 +124,7 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
             .join(" ")
     );
 
+    show_schedules();
     close_every_exam(&db, &services).await?;
     request_every_zip(&db, &services, demo_key).await?;
     worker.shutdown(Duration::from_secs(10)).await?;
@@ -131,6 +132,19 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     drop(local);
     println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Prints the schedules of `./jobs` (the scheduler's default directory)
+/// and their next fire times.
+fn show_schedules() {
+    let dir = std::path::Path::new("jobs");
+    match crate::schedule::load_dir(dir) {
+        Ok(schedules) => {
+            println!("schedules (copiste scheduler, from {}):", dir.display());
+            crate::cli::print_schedules(&schedules);
+        }
+        Err(e) => println!("no schedules shown: {e}"),
+    }
 }
 
 /// The links' signing key when none is configured (demo only).

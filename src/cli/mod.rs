@@ -8,6 +8,8 @@ mod jobs;
 mod render;
 mod schedule;
 
+pub use schedule::print_schedules;
+
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;

@@ -8,5 +8,6 @@ mod demo_data;
 mod import;
 mod jobs;
 mod render;
+mod schedule;
 mod support;
 mod uai;
