@@ -19,10 +19,6 @@ pub(crate) fn default_by() -> String {
         .unwrap_or_else(|| "cli".into())
 }
 
-fn parse_uai(s: &str) -> Result<Uai, String> {
-    Uai::parse(s).map_err(|e| e.to_string())
-}
-
 #[derive(Debug, Subcommand)]
 pub enum ClosureCommand {
     /// Close a ponctuel or E3C exam for one establishment or all of them
@@ -40,7 +36,7 @@ pub struct UnitArgs {
     #[arg(long)]
     pub exam: String,
     /// One establishment (UAI); every establishment of the exam if absent.
-    #[arg(long, value_parser = parse_uai)]
+    #[arg(long, value_parser = super::parse_uai)]
     pub establishment: Option<Uai>,
     /// Who asks (default: $USER).
     #[arg(long, default_value_t = default_by())]

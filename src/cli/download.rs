@@ -12,10 +12,6 @@ use crate::{
     jobs::context::Services,
 };
 
-fn parse_uai(s: &str) -> Result<Uai, String> {
-    Uai::parse(s).map_err(|e| e.to_string())
-}
-
 #[derive(Debug, Subcommand)]
 pub enum DownloadCommand {
     /// Ask for the zip of an establishment's transmitted copies of an exam
@@ -31,7 +27,7 @@ pub struct DownloadArgs {
     #[arg(long)]
     pub exam: String,
     /// The establishment (UAI).
-    #[arg(long, value_parser = parse_uai)]
+    #[arg(long, value_parser = super::parse_uai)]
     pub establishment: Uai,
     #[command(flatten)]
     pub switches: Switches,

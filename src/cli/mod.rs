@@ -269,6 +269,11 @@ impl Cli {
     }
 }
 
+/// Parses a UAI argument (clap value parser).
+fn parse_uai(s: &str) -> Result<crate::domain::Uai, String> {
+    crate::domain::Uai::parse(s).map_err(|e| e.to_string())
+}
+
 /// Connects to the configured database.
 pub async fn connect(config: &Config) -> anyhow::Result<Db> {
     Db::connect(&config.database_url(), config.database.max_connections).await

@@ -12,10 +12,6 @@ use crate::{
     render::{RequestedOptions, copy::render_copy},
 };
 
-fn parse_uai(s: &str) -> Result<Uai, String> {
-    Uai::parse(s).map_err(|e| e.to_string())
-}
-
 /// The three switches, on unless turned off.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct Switches {
@@ -94,7 +90,7 @@ pub struct SearchArgs {
     #[arg(long)]
     pub exam: String,
     /// The establishment (UAI).
-    #[arg(long, value_parser = parse_uai)]
+    #[arg(long, value_parser = super::parse_uai)]
     pub establishment: Uai,
     /// Words to find, e.g. "helene martin" or a numéro.
     #[arg(required = true, num_args = 1..)]
