@@ -133,14 +133,22 @@ async fn a_missed_slot_is_caught_up_once_and_an_old_one_not_at_all() {
     );
     let schedules = load(dir.path());
     let now = Utc::now();
-    let first = scheduler::catch_up(&app.db, &schedules, now)
+    // A scheduler starts after the last hourly slot: it enqueues it.
+    let first = scheduler::Scheduler::start(app.db.clone(), schedules.clone())
         .await
-        .expect("catch up");
-    assert!(
-        matches!(first[..], [(_, _, Enqueued::Created(_))]),
-        "{first:?}"
-    );
-    // A restart: the same slot is not enqueued again.
+        .expect("start");
+    first.shutdown().await.expect("stop");
+    let slot = schedules[0].slot_at_or_before(now).expect("slot");
+    let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM jobs")
+        .fetch_all(&pool(&app).await)
+        .await
+        .expect("jobs");
+    assert_eq!(keys, vec![schedules[0].key(slot)]);
+    // A restart does not enqueue it again.
+    let again = scheduler::Scheduler::start(app.db.clone(), schedules.clone())
+        .await
+        .expect("restart");
+    again.shutdown().await.expect("stop");
     let again = scheduler::catch_up(&app.db, &schedules, now + chrono::Duration::seconds(5))
         .await
         .expect("catch up");
