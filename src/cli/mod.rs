@@ -348,7 +348,9 @@ async fn with_services(config: Config, args: WithServicesArgs) -> anyhow::Result
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn")
+        EnvFilter::new(
+            "info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn,tokio_cron_scheduler=warn",
+        )
     });
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
