@@ -256,7 +256,8 @@ pub async fn sync_grades(
     uai: &str,
     validated_only: bool,
 ) -> anyhow::Result<Vec<Outgoing>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Outgoing,
         r#"
         INSERT INTO export_items (target, exam_code, establishment_uai, copy_id, revision, key, document,
                                   state, attempts, sent_at)
@@ -282,14 +283,7 @@ pub async fn sync_grades(
     .fetch_all(&db.pool)
     .await
     .context("writing the Cyclades items")?;
-    let mut out: Vec<Outgoing> = rows
-        .into_iter()
-        .map(|r| Outgoing {
-            id: r.id,
-            key: r.key,
-            document: r.document,
-        })
-        .collect();
+    let mut out = rows;
     out.sort_by_key(|o| o.id);
     Ok(out)
 }
@@ -305,7 +299,8 @@ pub async fn sync_counts(
     uai: &str,
     validated_only: bool,
 ) -> anyhow::Result<Vec<Outgoing>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Outgoing,
         r#"
         INSERT INTO export_items (target, exam_code, establishment_uai, grader_code, revision, key, document,
                                   state, attempts, sent_at)
@@ -339,14 +334,7 @@ pub async fn sync_counts(
     .fetch_all(&db.pool)
     .await
     .context("writing the Imag'In items")?;
-    let mut out: Vec<Outgoing> = rows
-        .into_iter()
-        .map(|r| Outgoing {
-            id: r.id,
-            key: r.key,
-            document: r.document,
-        })
-        .collect();
+    let mut out = rows;
     out.sort_by_key(|o| o.id);
     Ok(out)
 }
@@ -395,7 +383,8 @@ pub async fn take_batch(
     limit: i64,
     exclude: &[i64],
 ) -> anyhow::Result<Vec<Outgoing>> {
-    let rows = sqlx::query!(
+    let rows = sqlx::query_as!(
+        Outgoing,
         r#"
         UPDATE export_items e
         SET state = 'sent', reason = NULL, attempts = e.attempts + 1, sent_at = now(), updated_at = now()
@@ -422,14 +411,7 @@ pub async fn take_batch(
     .fetch_all(&db.pool)
     .await
     .context("taking a batch of items")?;
-    let mut out: Vec<Outgoing> = rows
-        .into_iter()
-        .map(|r| Outgoing {
-            id: r.id,
-            key: r.key,
-            document: r.document,
-        })
-        .collect();
+    let mut out = rows;
     out.sort_by_key(|o| o.id);
     Ok(out)
 }
