@@ -315,17 +315,7 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         .collect();
     anyhow::ensure!(ids.len() == units.len(), "some units were refused");
     let requested_in = started.elapsed();
-    loop {
-        let counts = db::jobs::final_counts(&db, &ids).await?;
-        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(900),
-            "the closure did not finish within 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    jobs::wait_final(&db, &ids, Duration::from_secs(900), "the closure", &|_| {}).await?;
     let elapsed = started.elapsed();
     worker.shutdown(Duration::from_secs(5)).await?;
     let status = match domain::status::exam_status(&db, exam).await? {
@@ -472,13 +462,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         .iter()
         .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
         .collect();
-    loop {
-        let counts = db::jobs::final_counts(&db, &ids).await?;
-        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    jobs::wait_final(&db, &ids, Duration::from_secs(900), "the closure", &|_| {}).await?;
     worker.shutdown(Duration::from_secs(5)).await?;
     let uai = db::closure::exam_establishments(&db, exam, None)
         .await?

@@ -98,19 +98,10 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     tx.commit().await?;
     let bar = crate::cli::progress_bar("noop jobs");
     bar.set_length(u64::from(job_count));
-    let counts = loop {
-        let counts = db::jobs::final_counts(&db, &ids).await?;
-        let finished: i64 = counts.iter().map(|(_, n)| n).sum();
-        bar.set_position(finished as u64);
-        if finished >= i64::from(job_count) {
-            break counts;
-        }
-        anyhow::ensure!(
-            run_started.elapsed() < Duration::from_secs(300),
-            "noop jobs did not finish within 5 minutes ({finished} of {job_count})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let counts = jobs::wait_final(&db, &ids, Duration::from_secs(300), "noop jobs", &|n| {
+        bar.set_position(n)
+    })
+    .await?;
     bar.finish_and_clear();
     let elapsed = run_started.elapsed();
     println!(
@@ -173,17 +164,7 @@ async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyh
             }
         }
     }
-    loop {
-        let counts = db::jobs::final_counts(db, &waiting).await?;
-        if counts.iter().map(|(_, n)| n).sum::<i64>() >= waiting.len() as i64 {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "zips were not built within 10 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    jobs::wait_final(db, &waiting, Duration::from_secs(600), "the zips", &|_| {}).await?;
     println!(
         "built {} zips in {:.2} s; links (valid {} days):",
         waiting.len(),
@@ -242,17 +223,7 @@ async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
             }
         }
     }
-    loop {
-        let counts = db::jobs::final_counts(db, &ids).await?;
-        if counts.iter().map(|(_, n)| n).sum::<i64>() >= ids.len() as i64 {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "closures did not finish within 5 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    jobs::wait_final(db, &ids, Duration::from_secs(300), "the closures", &|_| {}).await?;
     println!(
         "closed {} exams in {:.2} s ({} jobs; exports written to the {} outbox of {})",
         exams.len(),

@@ -273,3 +273,31 @@ pub async fn enqueue_raw(
     };
     Ok(db::jobs::insert(tx, row).await?)
 }
+
+/// Waits until every job of `ids` is in a final status, calling
+/// `progress(finished)` at each poll; fails after `timeout` naming `what`.
+/// Returns the final counts by status.
+pub async fn wait_final(
+    db: &db::Db,
+    ids: &[Uuid],
+    timeout: std::time::Duration,
+    what: &str,
+    progress: &dyn Fn(u64),
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let started = std::time::Instant::now();
+    loop {
+        let counts = db::jobs::final_counts(db, ids).await?;
+        let finished: i64 = counts.iter().map(|(_, n)| n).sum();
+        progress(finished as u64);
+        if finished >= ids.len() as i64 {
+            return Ok(counts);
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{what} did not finish within {} s ({finished} of {})",
+            timeout.as_secs(),
+            ids.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
