@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 
-use crate::support::{TestApp, fast_queue};
+use crate::support::{TestApp, fast_queue, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const MATHS_H: &str = "BAC26-MATHS-H";
@@ -841,22 +841,6 @@ async fn the_outbox_writes_every_item_once_as_files() {
         r.iter()
             .all(|u| u.outcome == Ok(UnitRequested::NothingToSend))
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[tokio::test]

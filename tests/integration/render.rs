@@ -19,7 +19,7 @@ use copiste::{
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::support::{TestApp, fast_queue};
+use crate::support::{TestApp, fast_queue, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const E3C: &str = "BAC26-E3C-HG";
@@ -504,22 +504,6 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
         .expect("zip");
     assert_eq!(outcome.parts.len(), rows.len());
     assert!(outcome.parts[1].key.ends_with("_part2.zip"));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A local S3-compatible server (moto), stopped when dropped.
