@@ -82,6 +82,25 @@ pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Resul
     .context("listing the transmitted copies")
 }
 
+/// Whether (`exam`, `uai`) has at least one transmitted copy.
+pub async fn has_transmitted(db: &Db, exam: &str, uai: &str) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+             SELECT 1 FROM copies c
+             JOIN candidates ca ON ca.id = c.candidate_id
+             JOIN export_items i ON i.target = 'cyclades' AND i.copy_id = c.id
+             WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+               AND i.state = 'accepted' AND i.revision = c.version
+           ) AS "found!""#,
+        exam,
+        uai
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("looking for transmitted copies")?;
+    Ok(found)
+}
+
 /// A candidate found by a search, with their copy's state.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Found {

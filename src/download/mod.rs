@@ -77,10 +77,7 @@ pub async fn request(
     if let Some(row) = db::render::current_download(db, exam, uai.as_str(), &options.tag()).await? {
         return Ok(Ok(Requested::Ready(links(services, &row).await?)));
     }
-    if db::render::transmitted_copies(db, exam, uai.as_str())
-        .await?
-        .is_empty()
-    {
+    if !db::render::has_transmitted(db, exam, uai.as_str()).await? {
         return Ok(Err(DownloadRefusal::NothingTransmitted {
             exam: exam.to_owned(),
             establishment: uai.clone(),
