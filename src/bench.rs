@@ -502,6 +502,12 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         );
         let bytes = outcome.parts.iter().map(|p| p.bytes).sum();
         let added = peak_rss().map(|peak| peak.saturating_sub(start_rss));
+        // Each run's zip is deleted before the next: hundreds of MB of
+        // dirty pages left behind would be written back to disk during
+        // later runs and slow them at random.
+        for part in &outcome.parts {
+            storage.delete(&part.key).await?;
+        }
         Ok((secs, bytes, if resettable { added } else { None }))
     };
     let mib = |b: Option<u64>| {
@@ -512,7 +518,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
     // A warm-up pass reads every scan once (page cache), then the floor
     // and the render alternate; each figure is the median of the rounds.
     measure("warmup", true).await?;
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 5;
     let mut floors = Vec::new();
     let mut renders = Vec::new();
     let (mut floor_bytes, mut zip_bytes) = (0, 0);

@@ -55,12 +55,13 @@ pub struct Upload {
 impl Upload {
     /// Appends bytes, waiting while too many parts are in flight (memory
     /// stays bounded by the part size times the concurrency).
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+    /// The bytes are handed on as they are, not copied.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
         self.inner
             .wait_for_capacity(UPLOAD_CONCURRENCY)
             .await
             .map_err(|e| Storage::backend(&self.key, e))?;
-        self.inner.write(bytes);
+        self.inner.put(bytes);
         Ok(())
     }
 

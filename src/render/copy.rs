@@ -84,7 +84,7 @@ pub async fn render_blocking(
     options: RenderOptions,
 ) -> anyhow::Result<Result<Vec<u8>, pdf::RenderError>> {
     let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || span.in_scope(|| pdf::render(&doc, options)))
+    tokio::task::spawn_blocking(move || span.in_scope(|| pdf::render(doc, options)))
         .await
         .context("the PDF renderer panicked")
 }

@@ -4,17 +4,22 @@
 //! drawn over it when asked.
 //!
 //! Scans are embedded byte for byte as `DCTDecode` image streams: nothing
-//! is decoded or re-encoded, so rendering costs little more than copying
-//! the bytes. Text uses DejaVu Sans, embedded and subset to the glyphs
-//! used, so that every name renders (Łukasz, Nguyễn, Şahin) for a few
-//! kilobytes per PDF.
+//! is decoded or re-encoded, and the bytes are moved into the document
+//! printpdf builds, then copied once, where the PDF is written, so
+//! rendering costs little more than that copy.
+//!
+//! Text is set in Helvetica, built into every viewer, when it is all in
+//! WinAnsi (nearly every French name and comment): nothing to embed.
+//! Other copies embed DejaVu Sans, subset to the glyphs they use, so
+//! that every name renders (Łukasz, Nguyễn, Şahin, Дмитриев) for some
+//! 30 KB a PDF.
 
-use std::{collections::BTreeMap, sync::OnceLock};
+use std::{collections::BTreeMap, ops::RangeInclusive, sync::OnceLock};
 
 use printpdf::{
-    Color, ExternalStream, ExternalXObject, Line, LinePoint, Mm, Op, ParsedFont, PdfDocument,
-    PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Px, Rgb, TextItem, XObjectTransform,
-    xobject::DictItem,
+    BuiltinFont, Color, ExternalStream, ExternalXObject, Line, LinePoint, Mm, Op, ParsedFont,
+    PdfDocument, PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Px, Rgb, TextItem,
+    XObjectTransform, xobject::DictItem,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +76,8 @@ pub enum RenderError {
     },
     #[error("the embedded font cannot be read")]
     Font,
+    #[error("the PDF could not be assembled")]
+    Serialise,
 }
 
 /// Assumed density of a scan whose JPEG does not say (the usual scanner
@@ -84,7 +91,7 @@ fn font_bytes() -> &'static [u8] {
 }
 
 /// The parsed font, shared by every render of the process.
-fn font() -> Option<&'static ParsedFont> {
+fn full_font() -> Option<&'static ParsedFont> {
     static FONT: OnceLock<Option<ParsedFont>> = OnceLock::new();
     FONT.get_or_init(|| {
         let mut warnings = Vec::new();
@@ -93,9 +100,158 @@ fn font() -> Option<&'static ParsedFont> {
     .as_ref()
 }
 
+/// Whether `c` is in WinAnsiEncoding, the only encoding of the PDF
+/// viewers' built-in fonts: ASCII, Latin-1 (every French letter, `°`,
+/// `«»`) and 27 typographic signs (`€ … – — ’ “ ” Œ œ Ÿ Š š Ž ž`…).
+fn win_ansi(c: char) -> bool {
+    matches!(u32::from(c), 0x20..=0x7E | 0xA0..=0xFF) || "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ".contains(c)
+}
+
+/// Characters of [`LATIN`]: Latin with all its extensions (Polish,
+/// Turkish, Vietnamese…), combining marks, punctuation, the euro.
+const LATIN: &[RangeInclusive<u32>] = &[
+    0x20..=0x7E,
+    0xA0..=0x24F,
+    0x300..=0x36F,
+    0x1E00..=0x1EFF,
+    0x2000..=0x206F,
+    0x20AC..=0x20AC,
+];
+
+/// DejaVu Sans cut down, once per process, to [`LATIN`].
+///
+/// Each PDF embeds only the glyphs it uses, and cutting that subset is
+/// most of a PDF's CPU cost, in proportion to the font it is cut from:
+/// ~1 000 glyphs here instead of ~6 000.
+fn latin_font() -> Option<&'static ParsedFont> {
+    static FONT: OnceLock<Option<ParsedFont>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        let full = full_font()?;
+        let glyphs: BTreeMap<u16, String> = LATIN
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter_map(|cp| {
+                let c = char::from_u32(cp)?;
+                let gid = full.lookup_glyph_index(cp)?;
+                Some((gid, c.to_string()))
+            })
+            .collect();
+        let subset = printpdf::font::subset_font(full, &glyphs).ok()?;
+        let mut warnings = Vec::new();
+        ParsedFont::from_bytes(&subset.bytes, 0, &mut warnings)
+    })
+    .as_ref()
+}
+
+/// The typeface of a copy's texts.
+#[derive(Debug, Clone, Copy)]
+enum Face {
+    /// Helvetica, built into every PDF viewer: nothing to embed or cut,
+    /// for texts all in WinAnsi (nearly every French name and comment).
+    Builtin,
+    /// A DejaVu Sans subset, embedded, for the others.
+    Embedded(&'static ParsedFont),
+}
+
+/// The cheapest face that shows every character of `texts`: Helvetica,
+/// else DejaVu cut from [`latin_font`], else from the full font.
+fn face_for<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Face> {
+    let in_latin = |c: char| LATIN.iter().any(|r| r.contains(&u32::from(c)));
+    let mut tier = 0;
+    for c in texts.flat_map(str::chars).filter(|c| !c.is_whitespace()) {
+        if tier == 0 && !win_ansi(c) {
+            tier = 1;
+        }
+        if tier == 1 && !in_latin(c) {
+            tier = 2;
+            break;
+        }
+    }
+    match tier {
+        0 => Some(Face::Builtin),
+        1 => latin_font().or_else(full_font).map(Face::Embedded),
+        _ => full_font().map(Face::Embedded),
+    }
+}
+
+/// Every text a copy's PDF may show.
+fn texts(copy: &CopyDocument) -> impl Iterator<Item = &str> {
+    [
+        copy.numero.as_str(),
+        &copy.nom,
+        &copy.prenom,
+        &copy.exam_code,
+        &copy.exam_subject,
+        &copy.session,
+        &copy.establishment_uai,
+        &copy.establishment_name,
+        copy.appreciation.as_deref().unwrap_or(""),
+        // The cover's own words.
+        "Candidat n° Épreuve — Établissement Note : / Absent Non notée Détail de la notation Question Appréciation page(s) numérisée(s) ,",
+    ]
+    .into_iter()
+    .chain(copy.details.iter().map(|q| q.question.as_str()))
+    .chain(copy.annotations.iter().filter_map(|a| a.text.as_deref()))
+}
+
+/// Key marking an image stream whose content is filled in after printpdf
+/// built the document (the scan's index); removed before writing.
+const SCAN_SLOT: &str = "CopisteScan";
+
+/// A copy's PDF, built but not yet written: its scans are moved into the
+/// document, never copied, and are copied once, by [`PreparedPdf::write_to`],
+/// into wherever the PDF goes.
+pub struct PreparedPdf {
+    doc: lopdf::Document,
+}
+
+impl PreparedPdf {
+    /// The exact number of bytes [`PreparedPdf::write_to`] writes. Cheap:
+    /// the scans are counted, not copied.
+    pub fn size(&mut self) -> u64 {
+        let mut counter = Counter(0);
+        // Writing into a counter cannot fail.
+        let _ = self.doc.save_to(&mut counter);
+        counter.0
+    }
+
+    /// Writes the PDF into `out`.
+    pub fn write_to(mut self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        // lopdf writes many small tokens: buffer them; the scans (larger
+        // than the buffer) go straight through.
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+        self.doc.save_to(&mut out)?;
+        std::io::Write::flush(&mut out)
+    }
+}
+
+/// A `Write` that only counts.
+struct Counter(u64);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Renders `copy` with `options` into PDF bytes. CPU work: call it from
 /// a blocking thread.
-pub fn render(copy: &CopyDocument, options: RenderOptions) -> Result<Vec<u8>, RenderError> {
+pub fn render(copy: CopyDocument, options: RenderOptions) -> Result<Vec<u8>, RenderError> {
+    let mut pdf = prepare(copy, options)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(pdf.size()).unwrap_or(0));
+    pdf.write_to(&mut bytes)
+        .map_err(|_| RenderError::Serialise)?;
+    Ok(bytes)
+}
+
+/// Builds `copy`'s PDF with `options`, taking its scans without copying
+/// them. CPU work: call it from a blocking thread.
+pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf, RenderError> {
     let infos = copy
         .pages
         .iter()
@@ -112,15 +268,17 @@ pub fn render(copy: &CopyDocument, options: RenderOptions) -> Result<Vec<u8>, Re
         copy.numero, copy.nom, copy.prenom, copy.exam_code
     );
     let mut doc = PdfDocument::new(&title);
-    let font = doc.add_font(font().ok_or(RenderError::Font)?);
-    let font = PdfFontHandle::External(font);
+    let font = match face_for(texts(&copy)).ok_or(RenderError::Font)? {
+        Face::Builtin => PdfFontHandle::Builtin(BuiltinFont::Helvetica),
+        Face::Embedded(font) => PdfFontHandle::External(doc.add_font(font)),
+    };
 
-    let mut pages = vec![cover(copy, options, &font)];
-    for (index, (bytes, info)) in copy.pages.iter().zip(&infos).enumerate() {
+    let mut pages = vec![cover(&copy, options, &font)];
+    for (index, info) in infos.iter().enumerate() {
         let (dpi_x, dpi_y) = info.dpi.unwrap_or((DEFAULT_DPI, DEFAULT_DPI));
         let w_pt = info.width as f32 * 72.0 / dpi_x;
         let h_pt = info.height as f32 * 72.0 / dpi_y;
-        let image = doc.add_xobject(&image_xobject(bytes, info));
+        let image = doc.add_xobject(&image_slot(index, info));
         let mut ops = vec![Op::UseXobject {
             id: image,
             transform: XObjectTransform {
@@ -150,11 +308,39 @@ pub fn render(copy: &CopyDocument, options: RenderOptions) -> Result<Vec<u8>, Re
         secure: true,
         image_optimization: None,
     };
-    Ok(doc.save(&opts, &mut warnings))
+    let mut doc = doc.to_lopdf_document(&opts, &mut warnings);
+    // Move each scan into its slot.
+    let mut scans: Vec<Option<Vec<u8>>> = copy.pages.into_iter().map(|b| Some(b.into())).collect();
+    let mut filled = 0;
+    for object in doc.objects.values_mut() {
+        let lopdf::Object::Stream(stream) = object else {
+            continue;
+        };
+        let Ok(slot) = stream
+            .dict
+            .get(SCAN_SLOT.as_bytes())
+            .and_then(lopdf::Object::as_i64)
+        else {
+            continue;
+        };
+        let content = usize::try_from(slot)
+            .ok()
+            .and_then(|i| scans.get_mut(i))
+            .and_then(Option::take)
+            .ok_or(RenderError::Serialise)?;
+        stream.dict.remove(SCAN_SLOT.as_bytes());
+        stream.set_content(content);
+        filled += 1;
+    }
+    if filled != scans.len() {
+        return Err(RenderError::Serialise);
+    }
+    Ok(PreparedPdf { doc })
 }
 
-/// The scan as an image XObject whose stream is the JPEG itself.
-fn image_xobject(bytes: &[u8], info: &jpeg::JpegInfo) -> ExternalXObject {
+/// The scan's image XObject, its stream left empty (the scan goes in
+/// after printpdf is done, see [`prepare`]).
+fn image_slot(index: usize, info: &jpeg::JpegInfo) -> ExternalXObject {
     let colour = match info.components {
         1 => "DeviceGray",
         4 => "DeviceCMYK",
@@ -178,10 +364,11 @@ fn image_xobject(bytes: &[u8], info: &jpeg::JpegInfo) -> ExternalXObject {
             DictItem::Array([1, 0, 1, 0, 1, 0, 1, 0].map(DictItem::Int).to_vec()),
         );
     }
+    dict.insert(SCAN_SLOT.into(), DictItem::Int(index as i64));
     ExternalXObject {
         stream: ExternalStream {
             dict,
-            content: bytes.to_vec(),
+            content: Vec::new(),
             compress: false,
         },
         width: Some(Px(info.width as usize)),
@@ -351,4 +538,80 @@ fn annotation_ops(ops: &mut Vec<Op>, a: &Annotation, w: f32, h: f32, font: &PdfF
         text(ops, font, 10.0, x + 10.0, y - 4.0, t);
     }
     ops.push(Op::RestoreGraphicsState);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{domain::ExamKind, render::RequestedOptions};
+
+    fn scan() -> bytes::Bytes {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 80)
+            .encode(&[200u8; 64 * 64], 64, 64, jpeg_encoder::ColorType::Luma)
+            .expect("encode");
+        out.into()
+    }
+
+    fn copy(nom: &str) -> CopyDocument {
+        CopyDocument {
+            numero: "2026001".into(),
+            nom: nom.into(),
+            prenom: "Léa".into(),
+            exam_code: "BAC26-PHILO".into(),
+            exam_subject: "Philosophie".into(),
+            session: "2026".into(),
+            establishment_uai: "0750001A".into(),
+            establishment_name: "Lycée test".into(),
+            grade: Some(12.5),
+            absent: false,
+            details: vec![],
+            appreciation: Some("Bien.".into()),
+            annotations: vec![],
+            pages: vec![scan(), scan()],
+        }
+    }
+
+    #[test]
+    fn each_copy_gets_the_cheapest_face_with_all_its_characters() {
+        let latin = latin_font().expect("the Latin subset parses");
+        let full = full_font().expect("DejaVu parses");
+        for c in ['A', 'é', 'Ł', 'ễ', 'ş', '—', '°'] {
+            assert!(
+                latin.lookup_glyph_index(u32::from(c)).is_some(),
+                "{c} is in the Latin subset"
+            );
+        }
+        let face = |nom: &str| face_for(texts(&copy(nom))).expect("a face");
+        assert!(matches!(face("N'Diaye-Lefèvre Œdipe"), Face::Builtin));
+        assert!(matches!(face("Nguyễn"), Face::Embedded(f) if std::ptr::eq(f, latin)));
+        assert!(matches!(face("Şahin"), Face::Embedded(f) if std::ptr::eq(f, latin)));
+        assert!(matches!(face("Дмитриев"), Face::Embedded(f) if std::ptr::eq(f, full)));
+    }
+
+    #[test]
+    fn a_prepared_pdf_knows_its_length_and_reads_back() {
+        let options = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options");
+        for nom in ["Lefèvre", "Şahin", "Дмитриев"] {
+            let mut pdf = prepare(copy(nom), options).expect("prepared");
+            let len = pdf.size();
+            let mut bytes = Vec::new();
+            pdf.write_to(&mut bytes).expect("written");
+            assert_eq!(bytes.len() as u64, len);
+            let read = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
+            assert_eq!(read.get_pages().len(), 3);
+            let cover = read.extract_text(&[1]).expect("text");
+            assert!(cover.contains(nom), "{cover}");
+            for object in read.objects.values() {
+                if let Ok(stream) = object.as_stream() {
+                    assert!(stream.dict.get(SCAN_SLOT.as_bytes()).is_err());
+                }
+            }
+        }
+    }
 }

@@ -2,11 +2,12 @@
 //! parts), streamed straight into multipart uploads: one PDF per
 //! candidate, `manifest.csv`, and `errors.csv` when some copies failed.
 //!
-//! Three stages joined by bounded channels keep memory bounded whatever
-//! the zip's size: the async side reads each copy's scans; a blocking
-//! thread renders the PDF and writes it as a stored entry of a streaming
-//! zip writer; the zip's bytes go back in 1 MiB chunks to the async side,
-//! which feeds the upload. Any failure aborts every upload of the run, so
+//! Stages joined by bounded channels keep memory bounded whatever the
+//! zip's size: the async side reads each copy's scans; render threads
+//! build each PDF around its scans (moved, not copied); the zip thread
+//! writes them, in order, as stored entries of a streaming zip writer,
+//! which is where the scans' bytes are copied, once; the zip's bytes go
+//! back in 1 MiB chunks to the async side, which feeds the upload. Any failure aborts every upload of the run, so
 //! no key ever shows a partial zip.
 
 use std::{
@@ -130,7 +131,8 @@ enum Job {
 enum Rendered {
     Pdf {
         row: Box<CopyRow>,
-        bytes: Vec<u8>,
+        pdf: Box<pdf::PreparedPdf>,
+        len: u64,
     },
     /// The floor: the scans as they are.
     Raw {
@@ -143,17 +145,19 @@ enum Rendered {
 /// What the zip thread sends back.
 enum Out {
     Chunk(Bytes),
-    /// The current part is complete.
-    PartEnd,
+    /// The current part is complete; its SHA-256, in hex.
+    PartEnd(String),
     /// A copy was written (or left out): progress.
     Done,
 }
 
-/// A `Write` that hands its bytes to the async side in chunks.
+/// A `Write` that hands its bytes to the async side in chunks, hashing
+/// them on the way (here, off the async threads).
 struct Sink {
     buf: Vec<u8>,
     tx: mpsc::Sender<Out>,
     written: u64,
+    hash: Sha256,
 }
 
 impl Sink {
@@ -161,6 +165,7 @@ impl Sink {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.hash.update(&self.buf);
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
         self.tx
             .blocking_send(Out::Chunk(chunk))
@@ -283,7 +288,7 @@ pub async fn write_zip(
     let uploader = async move {
         let mut out_rx = out_rx;
         let mut parts: Vec<Part> = Vec::new();
-        let mut current: Option<(crate::storage::Upload, Sha256, u64)> = None;
+        let mut current: Option<(crate::storage::Upload, u64)> = None;
         let mut done = 0u64;
         let mut last_progress = Instant::now() - Duration::from_secs(1);
         let result: anyhow::Result<()> = async {
@@ -296,16 +301,15 @@ pub async fn write_zip(
                                 .upload(&key)
                                 .await
                                 .with_context(|| format!("starting the upload of {key}"))?;
-                            current = Some((upload, Sha256::new(), 0));
+                            current = Some((upload, 0));
                         }
-                        if let Some((upload, hash, n)) = current.as_mut() {
-                            hash.update(&bytes);
+                        if let Some((upload, n)) = current.as_mut() {
                             *n += bytes.len() as u64;
-                            upload.write(&bytes).await.context("uploading the zip")?;
+                            upload.write(bytes).await.context("uploading the zip")?;
                         }
                     }
-                    Out::PartEnd => {
-                        if let Some((upload, hash, n)) = current.take() {
+                    Out::PartEnd(sha256) => {
+                        if let Some((upload, n)) = current.take() {
                             let key = plan.key(parts.len() + 1);
                             upload
                                 .finish()
@@ -314,7 +318,7 @@ pub async fn write_zip(
                             parts.push(Part {
                                 key,
                                 bytes: n,
-                                sha256: hex::encode(hash.finalize()),
+                                sha256,
                             });
                         }
                     }
@@ -346,7 +350,7 @@ pub async fn write_zip(
     };
     if let Some(error) = failed {
         // Nothing may remain: abort the open upload, delete finished parts.
-        if let Some((upload, _, _)) = current
+        if let Some((upload, _)) = current
             && let Err(e) = upload.abort().await
         {
             tracing::warn!(error = %e, "cannot abort the zip upload");
@@ -382,8 +386,15 @@ fn render_thread(
         let out = match job {
             Job::Failed(f) => Rendered::Failed(f),
             Job::Copy { row, doc } if raw_scans => Rendered::Raw { row, doc },
-            Job::Copy { row, doc } => match pdf::render(&doc, options) {
-                Ok(bytes) => Rendered::Pdf { row, bytes },
+            Job::Copy { row, doc } => match pdf::prepare(*doc, options) {
+                Ok(mut pdf) => {
+                    let len = pdf.size();
+                    Rendered::Pdf {
+                        row,
+                        pdf: Box::new(pdf),
+                        len,
+                    }
+                }
                 Err(e) => Rendered::Failed(Failure {
                     numero: row.numero.clone(),
                     nom: row.nom.clone(),
@@ -414,6 +425,7 @@ fn zip_thread(
             buf: Vec::with_capacity(CHUNK),
             tx: out.clone(),
             written: 0,
+            hash: Sha256::new(),
         })
     };
     let mut zip = new_zip();
@@ -441,9 +453,9 @@ fn zip_thread(
                     }
                     copies += 1;
                 }
-                Rendered::Pdf { row, bytes } => {
+                Rendered::Pdf { row, pdf, len } => {
                     let written = zip.get_ref().map_or(0, |w| w.get_ref().written);
-                    if entries_in_part > 0 && written + bytes.len() as u64 + 4096 > max_part {
+                    if entries_in_part > 0 && written + len + 4096 > max_part {
                         finish_part(zip, &out)?;
                         zip = new_zip();
                         entries_in_part = 0;
@@ -451,7 +463,7 @@ fn zip_thread(
                     let name = unique(entry_name(&row.numero, &row.nom, &row.prenom), &mut taken);
                     zip.start_file(name.as_str(), entry_options)
                         .with_context(|| format!("starting zip entry {name}"))?;
-                    zip.write_all(&bytes)
+                    pdf.write_to(&mut zip)
                         .with_context(|| format!("writing zip entry {name}"))?;
                     entries_in_part += 1;
                     copies += 1;
@@ -501,7 +513,8 @@ fn finish_part(
 ) -> anyhow::Result<()> {
     let mut sink = zip.finish().context("finishing the zip")?.into_inner();
     sink.flush().context("sending the end of the zip")?;
-    out.blocking_send(Out::PartEnd)
+    let sha256 = hex::encode(sink.hash.finalize());
+    out.blocking_send(Out::PartEnd(sha256))
         .map_err(|_| anyhow!("the uploader stopped"))
 }
 
