@@ -287,9 +287,9 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
     Ok(n as u64)
 }
 
-/// The pump's step: under a lock shared by every pump, marks as pushed
-/// the due queued jobs that fit in the window, best first, and returns
-/// their ids in delivery order.
+/// The pump's step: under a lock shared by every pump, when at most half
+/// the window is in flight, marks as pushed the due queued jobs that fit
+/// in the window, best first, and returns their ids in delivery order.
 pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
     let mut tx = db
         .pool
@@ -307,11 +307,14 @@ pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
     .fetch_one(&mut *tx)
     .await
     .context("counting jobs in flight")?;
-    let free = window - in_flight;
-    if free <= 0 {
+    // Refill only once half the window has drained: one pump transaction
+    // then pushes a batch instead of a single id per claim, and an idle
+    // queue (nothing in flight) is still served at once.
+    if in_flight > window / 2 {
         tx.commit().await.context("ending the pump transaction")?;
         return Ok(Vec::new());
     }
+    let free = window - in_flight;
     let rows = sqlx::query!(
         r#"
         WITH due AS (

@@ -1,5 +1,6 @@
-//! The pump: hands due job ids from the ledger to Redis while fewer than
-//! `queue.window` are there unclaimed, best first. It wakes on every
+//! The pump: hands due job ids from the ledger to Redis, best first, in
+//! batches: once at most half of `queue.window` are there unclaimed, it
+//! fills the window. It wakes on every
 //! enqueue (LISTEN/NOTIFY), on every local claim, and at least every
 //! `queue.pump_interval_ms`.
 
@@ -63,18 +64,18 @@ impl Pump {
         }
     }
 
-    /// Pushes until nothing is due or the window is full.
+    /// Fills the window with due jobs, if it has drained by half (one
+    /// step fills it: a second would find it full).
     async fn pump_once(&self, window: i64) -> anyhow::Result<()> {
-        loop {
-            let ids = db::jobs::take_due(&self.services.db, window).await?;
-            if ids.is_empty() {
-                return Ok(());
-            }
-            if let Err(e) = self.producer.push(&ids).await {
-                db::jobs::unmark_pushed(&self.services.db, &ids).await?;
-                return Err(e);
-            }
-            tracing::trace!(count = ids.len(), "pushed job ids");
+        let ids = db::jobs::take_due(&self.services.db, window).await?;
+        if ids.is_empty() {
+            return Ok(());
         }
+        if let Err(e) = self.producer.push(&ids).await {
+            db::jobs::unmark_pushed(&self.services.db, &ids).await?;
+            return Err(e);
+        }
+        tracing::trace!(count = ids.len(), "pushed job ids");
+        Ok(())
     }
 }
