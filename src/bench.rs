@@ -361,6 +361,9 @@ pub struct RenderBenchArgs {
     pub seed: u64,
 }
 
+/// A run's peak resident size and how much of it the run added, in bytes.
+type Rss = (u64, u64);
+
 /// Peak resident memory of this process since the last reset, in bytes.
 fn peak_rss() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -492,36 +495,35 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
     // Each run reports the process's peak resident size during the run
     // (the dataset was generated in a child process) and how much of it
     // the run added to the resident size it started from.
-    let measure =
-        async |label: &str, raw_scans: bool| -> anyhow::Result<(f64, u64, Option<(u64, u64)>)> {
-            let resettable = reset_peak_rss();
-            let start_rss = current_rss().unwrap_or(0);
-            let plan = ZipPlan {
-                key_stem: format!("bench/{label}"),
-                options,
-                max_part_bytes: services.config.downloads.max_part_bytes,
-                fail_after: None,
-                raw_scans,
-            };
-            let started = Instant::now();
-            let outcome = write_zip(&storage, rows.clone(), &plan, &progress).await?;
-            let secs = started.elapsed().as_secs_f64();
-            anyhow::ensure!(
-                outcome.failures.is_empty(),
-                "copies failed: {:?}",
-                outcome.failures
-            );
-            let bytes = outcome.parts.iter().map(|p| p.bytes).sum();
-            let peak = peak_rss().map(|peak| (peak, peak.saturating_sub(start_rss)));
-            // Each run's zip is deleted before the next: hundreds of MB of
-            // dirty pages left behind would be written back to disk during
-            // later runs and slow them at random.
-            for part in &outcome.parts {
-                storage.delete(&part.key).await?;
-            }
-            Ok((secs, bytes, if resettable { peak } else { None }))
+    let measure = async |label: &str, raw_scans: bool| -> anyhow::Result<(f64, u64, Option<Rss>)> {
+        let resettable = reset_peak_rss();
+        let start_rss = current_rss().unwrap_or(0);
+        let plan = ZipPlan {
+            key_stem: format!("bench/{label}"),
+            options,
+            max_part_bytes: services.config.downloads.max_part_bytes,
+            fail_after: None,
+            raw_scans,
         };
-    let mib = |b: Option<(u64, u64)>| {
+        let started = Instant::now();
+        let outcome = write_zip(&storage, rows.clone(), &plan, &progress).await?;
+        let secs = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            outcome.failures.is_empty(),
+            "copies failed: {:?}",
+            outcome.failures
+        );
+        let bytes = outcome.parts.iter().map(|p| p.bytes).sum();
+        let peak = peak_rss().map(|peak| (peak, peak.saturating_sub(start_rss)));
+        // Each run's zip is deleted before the next: hundreds of MB of
+        // dirty pages left behind would be written back to disk during
+        // later runs and slow them at random.
+        for part in &outcome.parts {
+            storage.delete(&part.key).await?;
+        }
+        Ok((secs, bytes, if resettable { peak } else { None }))
+    };
+    let mib = |b: Option<Rss>| {
         b.map_or("?".to_owned(), |(peak, added)| {
             format!(
                 "{:.0} MiB (+{:.0} MiB)",
