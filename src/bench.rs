@@ -484,7 +484,11 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         .context("no establishment")?;
     let rows = db::render::transmitted_copies(&db, exam, &uai).await?;
     let pages: usize = rows.iter().map(|r| r.page_keys.len()).sum();
-    println!("copies:   {} transmitted, {pages} pages", rows.len());
+    println!(
+        "copies:   {} transmitted, {pages} pages; process resident size {:.0} MiB",
+        rows.len(),
+        current_rss().unwrap_or(0) as f64 / 1048576.0
+    );
 
     let options = RenderOptions::for_exam(
         exam,
