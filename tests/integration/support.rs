@@ -160,9 +160,11 @@ impl TestApp {
 }
 
 /// Fast settings for queue tests: short leases, quick reconciliation.
+/// The lease (3 s) outlasts a stall of Postgres on a loaded machine: with
+/// 1 s, a 1 s stall of a finish lost the lease and re-ran the job.
 pub fn fast_queue() -> serde_json::Value {
     json!({
-        "worker": {"lease_secs": 1, "concurrency": 8, "shutdown_grace_secs": 1},
+        "worker": {"lease_secs": 3, "concurrency": 8, "shutdown_grace_secs": 1},
         "queue": {"reconcile_interval_secs": 1, "redeliver_after_secs": 2, "pump_interval_ms": 100},
         "jobs": {"backoff_base_secs": 0.2, "backoff_max_secs": 1.0}
     })
