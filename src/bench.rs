@@ -31,22 +31,29 @@ pub struct QueueBenchArgs {
     pub latency_samples: u32,
 }
 
+/// Points `config` at a fresh, migrated database `copiste_bench_<id>` of
+/// the configured server and a Redis namespace of its own; returns the
+/// database and its name.
+async fn bench_database(config: &mut Config) -> anyhow::Result<(Db, String)> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("copiste_bench_{}", &id[..12]);
+    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
+    config.database.password = None;
+    config.redis.namespace = format!("bench{}", &id[..12]);
+    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+    db.migrate().await?;
+    Ok((db, name))
+}
+
 /// Runs the queue benchmark on a fresh database of the configured server.
 pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.jobs > 0 && args.concurrency > 0 && args.batch > 0,
         "--jobs, --concurrency and --batch must be at least 1"
     );
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let name = format!("copiste_bench_{}", &id[..12]);
-    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
-    config.database.password = None;
-    config.redis.namespace = format!("bench{}", &id[..12]);
     config.worker.concurrency = args.concurrency;
-    let connections = args.concurrency + 4;
-    config.database.max_connections = connections;
-    let db = Db::connect(&config.database_url(), connections).await?;
-    db.migrate().await?;
+    config.database.max_connections = args.concurrency + 4;
+    let (db, name) = bench_database(&mut config).await?;
     println!(
         "bench queue: {} jobs, concurrency {}, database {name}",
         args.jobs, args.concurrency
@@ -249,16 +256,10 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         args.copies >= args.establishments,
         "--copies must be at least --establishments"
     );
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let name = format!("copiste_bench_{}", &id[..12]);
-    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
-    config.database.password = None;
-    config.redis.namespace = format!("bench{}", &id[..12]);
     config.worker.concurrency = args.workers;
     config.database.max_connections = args.workers + 6;
     let batch_size = config.exports.batch_size as usize;
-    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
-    db.migrate().await?;
+    let (db, name) = bench_database(&mut config).await?;
     println!(
         "bench closure: {} copies over {} establishments, batches of {batch_size}, {} requests in flight, {} jobs at once, database {name}",
         args.copies, args.establishments, args.concurrency, args.workers
@@ -402,13 +403,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         args.candidates > 0 && args.pages > 0,
         "--candidates and --pages must be at least 1"
     );
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let name = format!("copiste_bench_{}", &id[..12]);
-    config.database.url = db::ensure_database(&config.database_url(), &name).await?;
-    config.database.password = None;
-    config.redis.namespace = format!("bench{}", &id[..12]);
-    let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
-    db.migrate().await?;
+    let (db, _) = bench_database(&mut config).await?;
     let work = tempfile::Builder::new()
         .prefix("copiste-bench-render-")
         .tempdir_in(std::env::temp_dir())

@@ -161,16 +161,21 @@ pub async fn consume(
         .map_err(|e| anyhow::anyhow!("Redis consumer {worker_name} stopped: {e}"))
 }
 
-/// Deletes every Redis key of this configuration's queue (tests, benches,
-/// and operators retiring a namespace). Returns how many were deleted.
-pub async fn purge(config: &Config) -> anyhow::Result<u64> {
+/// A plain connection to the configured Redis.
+async fn connect(config: &Config) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let url = config.redis_url();
     let client = redis::Client::open(url.as_str())
         .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
-    let mut conn = client
+    client
         .get_multiplexed_async_connection()
         .await
-        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))
+}
+
+/// Deletes every Redis key of this configuration's queue (tests, benches,
+/// and operators retiring a namespace). Returns how many were deleted.
+pub async fn purge(config: &Config) -> anyhow::Result<u64> {
+    let mut conn = connect(config).await?;
     let pattern = format!("{}*", queue_name(config));
     let mut cursor: u64 = 0;
     let mut deleted = 0u64;
@@ -204,13 +209,7 @@ pub async fn purge(config: &Config) -> anyhow::Result<u64> {
 /// never expires them; the ledger in Postgres keeps the history. Returns
 /// how many entries were removed.
 pub async fn sweep_finished(config: &Config) -> anyhow::Result<u64> {
-    let url = config.redis_url();
-    let client = redis::Client::open(url.as_str())
-        .with_context(|| format!("opening Redis at {}", crate::db::redact(&url)))?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
+    let mut conn = connect(config).await?;
     let queue = queue_name(config);
     let done_set = format!("{queue}:done");
     let data = format!("{queue}:data");
