@@ -23,7 +23,7 @@ pub struct QueueBenchArgs {
     /// Jobs run at once, and connections of the baseline.
     #[arg(long, default_value_t = 8)]
     pub concurrency: u32,
-    /// Jobs enqueued per transaction by the producer.
+    /// Jobs enqueued per transaction (one statement) by the producer.
     #[arg(long, default_value_t = 100)]
     pub batch: u32,
     /// Sequential jobs for the idle pick-up latency.
@@ -80,7 +80,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
 
     // Producers: as many as the workers' concurrency, each enqueueing
-    // batches of --batch jobs per transaction.
+    // batches of --batch jobs per transaction, with one statement.
     let started = Instant::now();
     let mut producers = Vec::new();
     for p in 0..args.concurrency {
@@ -91,10 +91,9 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
             let mut remaining = share;
             while remaining > 0 {
                 let n = remaining.min(batch);
+                let batch = vec![Noop::default(); n as usize];
                 let mut tx = db.begin().await?;
-                for _ in 0..n {
-                    jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?;
-                }
+                jobs::enqueue_many(&mut tx, &batch, EnqueueOptions::by("bench")).await?;
                 tx.commit().await?;
                 remaining -= n;
             }
@@ -106,8 +105,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     }
     let enqueued_in = started.elapsed();
     loop {
-        let finished = db::bench::finished_count(&db).await?;
-        if finished >= i64::from(args.jobs) {
+        if db::bench::all_finished(&db).await? {
             break;
         }
         anyhow::ensure!(

@@ -14,6 +14,7 @@ pub mod download;
 pub mod export;
 pub mod import;
 pub mod jobs;
+pub mod memory;
 pub mod queue;
 pub mod render;
 pub mod schedule;

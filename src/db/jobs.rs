@@ -65,6 +65,52 @@ pub async fn insert(tx: &mut Tx, job: NewJob<'_>) -> anyhow::Result<Enqueued> {
     Ok(Enqueued::Existing(existing))
 }
 
+/// Job rows of one kind to insert together.
+#[derive(Debug)]
+pub struct NewJobs<'a> {
+    pub ids: &'a [Uuid],
+    pub kind: &'a str,
+    /// One per id.
+    pub payloads: Vec<serde_json::Value>,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub created_by: &'a str,
+}
+
+/// Inserts jobs without idempotency keys, in one statement.
+pub async fn insert_many(tx: &mut Tx, jobs: NewJobs<'_>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        jobs.ids.len() == jobs.payloads.len(),
+        "{} job ids for {} payloads",
+        jobs.ids.len(),
+        jobs.payloads.len()
+    );
+    sqlx::query!(
+        r#"
+        WITH ins AS (
+            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at, created_by)
+            SELECT id, $2, payload, $4, $5, coalesce($6, now()), $7
+            FROM unnest($1::uuid[], $3::jsonb[]) AS t(id, payload)
+            RETURNING id
+        )
+        INSERT INTO job_events (job_id, event, attempt, detail)
+        SELECT id, 'enqueued', 0, 'by ' || $7 FROM ins
+        "#,
+        jobs.ids,
+        jobs.kind,
+        &jobs.payloads,
+        jobs.priority,
+        jobs.max_attempts,
+        jobs.run_at,
+        jobs.created_by,
+    )
+    .execute(&mut *tx.inner)
+    .await
+    .with_context(|| format!("inserting {} {} jobs", jobs.ids.len(), jobs.kind))?;
+    Ok(())
+}
+
 /// A job claimed by a worker.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -75,24 +121,40 @@ pub struct Claimed {
     pub max_attempts: i32,
 }
 
-/// Claims a delivered job: queued and due → running with a lease. At most
-/// one of any number of concurrent claims of the same id succeeds.
-pub async fn claim(
+/// Claims delivered jobs: each queued and due one becomes running with a
+/// lease, held by `worker`. At most one of any number of concurrent
+/// claims of the same id succeeds; rows are locked in id order, so that
+/// concurrent batches cannot deadlock. Returns the jobs claimed.
+///
+/// The rows are found by primary key from the list of ids (a join with
+/// `unnest`), whatever the table's statistics say: `id = ANY(…) AND
+/// status = 'queued'` let the planner of a young table combine the
+/// primary key with the status index and scan every queued row.
+pub async fn claim_many(
     db: &Db,
-    id: Uuid,
+    ids: &[Uuid],
     worker: &str,
     lease_secs: f64,
-) -> anyhow::Result<Option<Claimed>> {
-    let row = sqlx::query_as!(
+) -> anyhow::Result<Vec<Claimed>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query_as!(
         Claimed,
         r#"
-        WITH claimed AS (
+        WITH locked AS (
+            SELECT jobs.id FROM unnest($1::uuid[]) AS wanted (id) JOIN jobs USING (id)
+            WHERE jobs.status = 'queued' AND jobs.run_at <= now()
+            ORDER BY jobs.id
+            FOR UPDATE OF jobs
+        ), claimed AS (
             UPDATE jobs
             SET status = 'running', attempts = attempts + 1, worker = $2,
                 lease_until = now() + make_interval(secs => $3),
                 started_at = coalesce(started_at, now()), pushed_at = NULL
-            WHERE id = $1 AND status = 'queued' AND run_at <= now()
-            RETURNING id, kind, payload, attempts, max_attempts
+            FROM locked
+            WHERE jobs.id = locked.id AND jobs.status = 'queued' AND jobs.run_at <= now()
+            RETURNING jobs.id, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker)
             SELECT id, 'started', attempts, $2 FROM claimed
@@ -101,50 +163,67 @@ pub async fn claim(
                attempts AS "attempt!", max_attempts AS "max_attempts!"
         FROM claimed
         "#,
-        id,
+        &ids,
         worker,
         lease_secs,
     )
-    .fetch_optional(&db.pool)
+    .fetch_all(&db.pool)
     .await
-    .with_context(|| format!("claiming job {id}"))?;
-    Ok(row)
+    .with_context(|| format!("claiming {} delivered jobs", ids.len()))
 }
 
-/// Records a finished run (`succeeded` or `failed`) with its result.
-/// Returns false when the run no longer held the job.
-pub async fn finish(
-    db: &Db,
-    id: Uuid,
-    worker: &str,
-    attempt: i32,
-    status: &str,
-    result: serde_json::Value,
-) -> anyhow::Result<bool> {
-    let n = sqlx::query_scalar!(
+/// A finished run's outcome, for [`finish_many`].
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: Uuid,
+    pub attempt: i32,
+    /// `succeeded` or `failed`.
+    pub status: &'static str,
+    pub result: serde_json::Value,
+}
+
+/// Records finished runs of `worker` with their results, in one
+/// statement. Returns the ids recorded: a run that no longer held its job
+/// (cancelled, or its lease lost to another run) is left out.
+pub async fn finish_many(db: &Db, worker: &str, runs: &[Finished]) -> anyhow::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
+    let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
+    let statuses: Vec<&str> = runs.iter().map(|r| r.status).collect();
+    let results: Vec<serde_json::Value> = runs.iter().map(|r| r.result.clone()).collect();
+    sqlx::query_scalar!(
         r#"
-        WITH done AS (
+        WITH input AS (
+            SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[])
+                AS t(id, attempt, status, result)
+            WHERE status IN ('succeeded', 'failed')
+        ), locked AS (
+            SELECT jobs.id FROM jobs JOIN input USING (id)
+            WHERE jobs.status = 'running' AND jobs.worker = $5 AND jobs.attempts = input.attempt
+            ORDER BY jobs.id
+            FOR UPDATE OF jobs
+        ), done AS (
             UPDATE jobs
-            SET status = $4, result = $5, finished_at = now(), lease_until = NULL
-            WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
-              AND $4 IN ('succeeded', 'failed')
-            RETURNING id, attempts
+            SET status = input.status, result = input.result, finished_at = now(),
+                lease_until = NULL
+            FROM input JOIN locked USING (id)
+            WHERE jobs.id = input.id AND jobs.status = 'running' AND jobs.worker = $5
+              AND jobs.attempts = input.attempt
+            RETURNING jobs.id, jobs.attempts, jobs.status
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker)
-            SELECT id, $4, attempts, $2 FROM done
+            SELECT id, status, attempts, $5 FROM done
         )
-        SELECT count(*) AS "n!" FROM done
+        SELECT id AS "id!" FROM done
         "#,
-        id,
+        &ids,
+        &attempts,
+        &statuses as &[&str],
+        &results,
         worker,
-        attempt,
-        status,
-        result,
     )
-    .fetch_one(&db.pool)
+    .fetch_all(&db.pool)
     .await
-    .with_context(|| format!("recording the outcome of job {id}"))?;
-    Ok(n == 1)
+    .with_context(|| format!("recording the outcomes of {} jobs", runs.len()))
 }
 
 /// Puts a failed run back in the queue, due after `delay_secs`.
@@ -215,7 +294,8 @@ pub async fn bury(
 }
 
 /// Extends the leases of the jobs this worker runs; returns the ids it
-/// still holds (a cancelled or reclaimed job is missing).
+/// still holds (a cancelled or reclaimed job is missing). Rows are locked
+/// in id order, as by [`claim_many`] and [`finish_many`].
 pub async fn extend_leases(
     db: &Db,
     ids: &[Uuid],
@@ -224,9 +304,16 @@ pub async fn extend_leases(
 ) -> anyhow::Result<Vec<Uuid>> {
     sqlx::query_scalar!(
         r#"
+        WITH locked AS (
+            SELECT id FROM jobs
+            WHERE id = ANY($1) AND status = 'running' AND worker = $2
+            ORDER BY id
+            FOR UPDATE
+        )
         UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
-        WHERE id = ANY($1) AND status = 'running' AND worker = $2
-        RETURNING id
+        FROM locked
+        WHERE jobs.id = locked.id AND jobs.status = 'running' AND jobs.worker = $2
+        RETURNING jobs.id
         "#,
         ids,
         worker,

@@ -184,6 +184,30 @@ impl EnqueueOptions {
         self.idempotency_key = Some(key.into());
         self
     }
+
+    /// Checks the options; returns the job's attempts (the override or
+    /// the kind's default).
+    fn checked_max_attempts(&self, default: u32) -> Result<i32, EnqueueError> {
+        if self.created_by.trim().is_empty() {
+            return Err(EnqueueError::Invalid(
+                "created_by must name who enqueues".into(),
+            ));
+        }
+        if let Some(key) = &self.idempotency_key
+            && (key.is_empty() || key.len() > 400)
+        {
+            return Err(EnqueueError::Invalid(
+                "an idempotency key is 1 to 400 bytes".into(),
+            ));
+        }
+        let max_attempts = self.max_attempts.unwrap_or(default);
+        if max_attempts == 0 || max_attempts > 1000 {
+            return Err(EnqueueError::Invalid(format!(
+                "max_attempts must be 1 to 1000, got {max_attempts}"
+            )));
+        }
+        Ok(max_attempts as i32)
+    }
 }
 
 /// The result of an enqueue.
@@ -243,35 +267,57 @@ pub async fn enqueue_raw(
     default_priority: i16,
     opts: EnqueueOptions,
 ) -> Result<Enqueued, EnqueueError> {
-    if opts.created_by.trim().is_empty() {
-        return Err(EnqueueError::Invalid(
-            "created_by must name who enqueues".into(),
-        ));
-    }
-    if let Some(key) = &opts.idempotency_key
-        && (key.is_empty() || key.len() > 400)
-    {
-        return Err(EnqueueError::Invalid(
-            "an idempotency key is 1 to 400 bytes".into(),
-        ));
-    }
-    let max_attempts = opts.max_attempts.unwrap_or(default_max_attempts);
-    if max_attempts == 0 || max_attempts > 1000 {
-        return Err(EnqueueError::Invalid(format!(
-            "max_attempts must be 1 to 1000, got {max_attempts}"
-        )));
-    }
+    let max_attempts = opts.checked_max_attempts(default_max_attempts)?;
     let row = db::jobs::NewJob {
         id: Uuid::now_v7(),
         kind,
         payload,
         priority: opts.priority.unwrap_or(default_priority),
-        max_attempts: max_attempts as i32,
+        max_attempts,
         run_at: opts.run_at,
         idempotency_key: opts.idempotency_key.as_deref(),
         created_by: &opts.created_by,
     };
     Ok(db::jobs::insert(tx, row).await?)
+}
+
+/// Writes many jobs of one kind inside the caller's transaction, in one
+/// statement; returns their ids in order. A batch takes no idempotency
+/// key: enqueue keyed jobs one by one with [`enqueue`].
+pub async fn enqueue_many<J: Job>(
+    tx: &mut Tx,
+    jobs: &[J],
+    opts: EnqueueOptions,
+) -> Result<Vec<Uuid>, EnqueueError> {
+    if opts.idempotency_key.is_some() {
+        return Err(EnqueueError::Invalid(
+            "a batch of jobs takes no idempotency key; enqueue keyed jobs one by one".into(),
+        ));
+    }
+    let max_attempts = opts.checked_max_attempts(J::MAX_ATTEMPTS)?;
+    let payloads = jobs
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| EnqueueError::Payload {
+            kind: J::NAME,
+            source,
+        })?;
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    db::jobs::insert_many(
+        tx,
+        db::jobs::NewJobs {
+            ids: &ids,
+            kind: J::NAME,
+            payloads,
+            priority: opts.priority.unwrap_or(J::PRIORITY),
+            max_attempts,
+            run_at: opts.run_at,
+            created_by: &opts.created_by,
+        },
+    )
+    .await?;
+    Ok(ids)
 }
 
 /// Waits until every job of `ids` is in a final status, calling

@@ -3,6 +3,7 @@
 //! pump (ledger → Redis, within the window), a reconciler (lost ids,
 //! expired leases) and a heartbeat (lease extension of its running jobs).
 
+mod batch;
 mod pump;
 mod reconciler;
 mod runner;

@@ -16,8 +16,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use super::batch::Batcher;
 use crate::{
-    db,
+    db::{self, jobs::Claimed, jobs::Finished},
     jobs::{
         JobContext, JobError, Outcome, backoff,
         context::Services,
@@ -54,19 +55,65 @@ pub struct Runner {
     draining: AtomicBool,
     /// Wakes this process's pump when a claim frees a place in the window.
     pub(super) wake_pump: Arc<Notify>,
+    /// Claims of concurrent deliveries, one statement per batch.
+    claims: Batcher<Uuid, Option<Claimed>>,
+    /// Succeeded and failed outcomes, one statement per batch.
+    finishes: Batcher<Finished, bool>,
 }
 
+/// At most this many claims, or outcomes, are written in one statement.
+const MAX_BATCH: usize = 64;
+
 impl Runner {
-    /// A runner named `name` (unique per process).
+    /// A runner named `name` (unique per process). Starts the tasks that
+    /// write claims and outcomes in batches, so it must be called within
+    /// a tokio runtime.
     pub fn new(services: Services, name: String) -> Self {
+        let name: Arc<str> = name.into();
+        let wake_pump = Arc::new(Notify::new());
+        let claims = {
+            let (db, worker, wake) = (services.db.clone(), name.clone(), wake_pump.clone());
+            let lease = services.config.lease().as_secs_f64();
+            Batcher::spawn(MAX_BATCH, move |ids: Vec<Uuid>| {
+                let (db, worker, wake) = (db.clone(), worker.clone(), wake.clone());
+                async move {
+                    let claimed = db::jobs::claim_many(&db, &ids, &worker, lease).await?;
+                    if !claimed.is_empty() {
+                        // Places freed in the window.
+                        wake.notify_one();
+                    }
+                    let mut by_id: HashMap<Uuid, Claimed> =
+                        claimed.into_iter().map(|c| (c.id, c)).collect();
+                    // An id delivered twice in one batch goes to its first
+                    // delivery only.
+                    Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+                }
+            })
+        };
+        let finishes = {
+            let (db, worker) = (services.db.clone(), name.clone());
+            Batcher::spawn(MAX_BATCH, move |runs: Vec<Finished>| {
+                let (db, worker) = (db.clone(), worker.clone());
+                async move {
+                    let recorded: std::collections::HashSet<Uuid> =
+                        db::jobs::finish_many(&db, &worker, &runs)
+                            .await?
+                            .into_iter()
+                            .collect();
+                    Ok(runs.iter().map(|r| recorded.contains(&r.id)).collect())
+                }
+            })
+        };
         Self {
             services,
-            name: name.into(),
+            name,
             handlers: registry::by_name(),
             running: Mutex::new(HashMap::new()),
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
-            wake_pump: Arc::new(Notify::new()),
+            wake_pump,
+            claims,
+            finishes,
         }
     }
 
@@ -116,8 +163,7 @@ impl Runner {
             }
             return DeliveryOutcome::NotClaimed;
         }
-        let lease = self.services.config.lease().as_secs_f64();
-        let claimed = match db::jobs::claim(db, id, &self.name, lease).await {
+        let claimed = match self.claims.call(id).await {
             Ok(Some(claimed)) => claimed,
             Ok(None) => {
                 tracing::debug!(job.id = %id, "delivery not claimed (taken, not due or not queued)");
@@ -128,7 +174,6 @@ impl Runner {
                 return DeliveryOutcome::LedgerError;
             }
         };
-        self.wake_pump.notify_one();
         let attempt = claimed.attempt;
         let span = tracing::info_span!(
             "job",
@@ -197,15 +242,29 @@ impl Runner {
         let db = &self.services.db;
         let jobs = &self.services.config.jobs;
         let (status, written) = match result {
-            Ok(Outcome::Succeeded(value)) => (
+            Ok(Outcome::Succeeded(result)) => (
                 "succeeded",
-                db::jobs::finish(db, id, &self.name, attempt, "succeeded", value).await,
+                self.finishes
+                    .call(Finished {
+                        id,
+                        attempt,
+                        status: "succeeded",
+                        result,
+                    })
+                    .await,
             ),
-            Ok(Outcome::Failed(value)) => {
-                tracing::warn!(result = %value, "job finished with a failed outcome");
+            Ok(Outcome::Failed(result)) => {
+                tracing::warn!(result = %result, "job finished with a failed outcome");
                 (
                     "failed",
-                    db::jobs::finish(db, id, &self.name, attempt, "failed", value).await,
+                    self.finishes
+                        .call(Finished {
+                            id,
+                            attempt,
+                            status: "failed",
+                            result,
+                        })
+                        .await,
                 )
             }
             Err(JobError::Permanent(e)) => {
