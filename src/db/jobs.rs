@@ -167,7 +167,7 @@ pub async fn claim_many(
         worker,
         lease_secs,
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&db.runs)
     .await
     .with_context(|| format!("claiming {} delivered jobs", ids.len()))
 }
@@ -221,7 +221,7 @@ pub async fn finish_many(db: &Db, worker: &str, runs: &[Finished]) -> anyhow::Re
         &results,
         worker,
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&db.runs)
     .await
     .with_context(|| format!("recording the outcomes of {} jobs", runs.len()))
 }
@@ -319,7 +319,7 @@ pub async fn extend_leases(
         worker,
         lease_secs,
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&db.runs)
     .await
     .context("extending leases")
 }
@@ -374,10 +374,18 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
     Ok(n as u64)
 }
 
+/// What a pump step took: the ids to push, in delivery order, and how
+/// many ids were in flight before them.
+#[derive(Debug, Default)]
+pub struct TakenDue {
+    pub ids: Vec<Uuid>,
+    pub in_flight: i64,
+}
+
 /// The pump's step: under a lock shared by every pump, when at most half
 /// the window is in flight, marks as pushed the due queued jobs that fit
 /// in the window, best first, and returns their ids in delivery order.
-pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
+pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<TakenDue> {
     let mut tx = db
         .pool
         .begin()
@@ -399,7 +407,10 @@ pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
     // queue (nothing in flight) is still served at once.
     if in_flight > window / 2 {
         tx.commit().await.context("ending the pump transaction")?;
-        return Ok(Vec::new());
+        return Ok(TakenDue {
+            ids: Vec::new(),
+            in_flight,
+        });
     }
     let free = window - in_flight;
     let rows = sqlx::query!(
@@ -428,7 +439,10 @@ pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<Vec<Uuid>> {
             .then(a.run_at.cmp(&b.run_at))
             .then(a.created_at.cmp(&b.created_at))
     });
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    Ok(TakenDue {
+        ids: rows.into_iter().map(|r| r.id).collect(),
+        in_flight,
+    })
 }
 
 /// Undoes [`take_due`] for ids that could not be pushed.

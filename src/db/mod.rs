@@ -24,7 +24,19 @@ pub(crate) use sqlx::PgPool;
 #[derive(Clone, Debug)]
 pub struct Db {
     pub(crate) pool: PgPool,
+    /// Connections for the claims, lease extensions and outcomes of runs,
+    /// whose commits do not wait for the WAL to reach the disk
+    /// (`synchronous_commit = off`). A Postgres crash may forget the last
+    /// fraction of a second of them; the jobs concerned then run again
+    /// after their lease, as after a worker crash, which every job
+    /// tolerates (jobs are idempotent). Enqueues and every domain write
+    /// stay fully durable on [`Db::pool`]. Opened on first use.
+    pub(crate) runs: PgPool,
 }
+
+/// Connections of [`Db::runs`]: the claim and outcome writers and the
+/// heartbeat of a worker.
+const RUNS_CONNECTIONS: u32 = 4;
 
 /// A transaction of the caller's, into which domain changes and job
 /// enqueues are written together.
@@ -49,13 +61,21 @@ impl Db {
             .as_str()
             .parse()
             .with_context(|| format!("parsing database.url {}", redact(url)))?;
+        let runs = PgPoolOptions::new()
+            .max_connections(RUNS_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(
+                options
+                    .clone()
+                    .options([("synchronous_commit", "off")]),
+            );
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-        Ok(Self { pool })
+        Ok(Self { pool, runs })
     }
 
     /// Applies the embedded migrations that have not run yet.
@@ -74,6 +94,7 @@ impl Db {
 
     /// Closes every connection of the pool.
     pub async fn close(&self) {
+        self.runs.close().await;
         self.pool.close().await;
     }
 }

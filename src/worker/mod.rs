@@ -66,7 +66,11 @@ impl Worker {
     pub async fn start(services: Services, options: WorkerOptions) -> anyhow::Result<Self> {
         let name = unique_name();
         let producer = queue::Producer::connect(&services.config).await?;
-        let runner = Arc::new(Runner::new(services.clone(), name.clone()));
+        let runner = Arc::new(Runner::new(
+            services.clone(),
+            name.clone(),
+            options.concurrency,
+        ));
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(runner.clone().heartbeat(stop.clone())));
@@ -146,8 +150,11 @@ async fn consume_forever(
             format!("{base_name}-r{generation}")
         };
         let handler = runner.clone().delivery_handler();
+        // Twice as many deliveries as jobs that may run: a delivery whose
+        // run has ended may still be writing its outcome, and the runner's
+        // slots bound the jobs running.
         let result =
-            queue::consume(&services.config, &name, concurrency, handler, stop.clone()).await;
+            queue::consume(&services.config, &name, 2 * concurrency, handler, stop.clone()).await;
         if stop.is_cancelled() {
             break;
         }

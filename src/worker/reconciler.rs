@@ -5,12 +5,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::pump::PumpWake;
 use crate::{db, jobs::context::Services};
 
-pub(super) async fn run(services: Services, wake_pump: Arc<Notify>, stop: CancellationToken) {
+pub(super) async fn run(services: Services, wake_pump: Arc<PumpWake>, stop: CancellationToken) {
     let every = Duration::from_secs(services.config.queue.reconcile_interval_secs);
     let redeliver_after = services.config.queue.redeliver_after_secs as f64;
     loop {
@@ -22,7 +22,7 @@ pub(super) async fn run(services: Services, wake_pump: Arc<Notify>, stop: Cancel
             Ok((0, 0, 0)) => {}
             Ok((lost, requeued, dead)) => {
                 tracing::info!(lost, requeued, dead, "reconciled the ledger with Redis");
-                wake_pump.notify_one();
+                wake_pump.force();
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconciliation failed; retrying"),
         }

@@ -11,12 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::{sync::Notify, task::AbortHandle};
+use tokio::{sync::Semaphore, task::AbortHandle};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::batch::Batcher;
+use super::{batch::Batcher, pump::PumpWake};
 use crate::{
     db::{self, jobs::Claimed, jobs::Finished},
     jobs::{
@@ -54,7 +54,10 @@ pub struct Runner {
     tracker: TaskTracker,
     draining: AtomicBool,
     /// Wakes this process's pump when a claim frees a place in the window.
-    pub(super) wake_pump: Arc<Notify>,
+    pub(super) wake_pump: Arc<PumpWake>,
+    /// One permit per job that may run at once: taken before the claim,
+    /// given back when the run ends, before its outcome is written.
+    slots: Arc<Semaphore>,
     /// Claims of concurrent deliveries, one statement per batch.
     claims: Batcher<Uuid, Option<Claimed>>,
     /// Succeeded and failed outcomes, one statement per batch.
@@ -65,12 +68,12 @@ pub struct Runner {
 const MAX_BATCH: usize = 64;
 
 impl Runner {
-    /// A runner named `name` (unique per process). Starts the tasks that
-    /// write claims and outcomes in batches, so it must be called within
-    /// a tokio runtime.
-    pub fn new(services: Services, name: String) -> Self {
+    /// A runner named `name` (unique per process) that runs at most
+    /// `concurrency` jobs at once. Starts the tasks that write claims and
+    /// outcomes in batches, so it must be called within a tokio runtime.
+    pub fn new(services: Services, name: String, concurrency: usize) -> Self {
         let name: Arc<str> = name.into();
-        let wake_pump = Arc::new(Notify::new());
+        let wake_pump = Arc::new(PumpWake::default());
         let claims = {
             let (db, worker, wake) = (services.db.clone(), name.clone(), wake_pump.clone());
             let lease = services.config.lease().as_secs_f64();
@@ -80,7 +83,7 @@ impl Runner {
                     let claimed = db::jobs::claim_many(&db, &ids, &worker, lease).await?;
                     if !claimed.is_empty() {
                         // Places freed in the window.
-                        wake.notify_one();
+                        wake.claimed(claimed.len());
                     }
                     let mut by_id: HashMap<Uuid, Claimed> =
                         claimed.into_iter().map(|c| (c.id, c)).collect();
@@ -112,6 +115,7 @@ impl Runner {
             tracker: TaskTracker::new(),
             draining: AtomicBool::new(false),
             wake_pump,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
             claims,
             finishes,
         }
@@ -155,6 +159,11 @@ impl Runner {
     }
 
     async fn claim_and_run(self: Arc<Self>, id: Uuid) -> DeliveryOutcome {
+        // A slot first, so that a claimed job never waits for one (its
+        // lease is extended only while it runs).
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return DeliveryOutcome::Interrupted;
+        };
         let db = &self.services.db;
         if self.draining.load(Ordering::SeqCst) {
             // Not ours to run any more: make it deliverable to others now.
@@ -210,6 +219,9 @@ impl Runner {
                 );
                 let joined = job.await;
                 self.lock_running().remove(&id);
+                // The run is over: the next job may start while this
+                // outcome is written.
+                drop(slot);
                 match joined {
                     Ok(result) => result,
                     Err(e) if e.is_panic() => {
