@@ -64,11 +64,7 @@ impl Db {
         let runs = PgPoolOptions::new()
             .max_connections(RUNS_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_lazy_with(
-                options
-                    .clone()
-                    .options([("synchronous_commit", "off")]),
-            );
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))

@@ -153,8 +153,14 @@ async fn consume_forever(
         // Twice as many deliveries as jobs that may run: a delivery whose
         // run has ended may still be writing its outcome, and the runner's
         // slots bound the jobs running.
-        let result =
-            queue::consume(&services.config, &name, 2 * concurrency, handler, stop.clone()).await;
+        let result = queue::consume(
+            &services.config,
+            &name,
+            2 * concurrency,
+            handler,
+            stop.clone(),
+        )
+        .await;
         if stop.is_cancelled() {
             break;
         }

@@ -91,6 +91,71 @@ async fn a_rolled_back_enqueue_leaves_no_job() {
 }
 
 #[tokio::test]
+async fn a_batch_enqueue_writes_every_job_in_one_go_and_refuses_a_key() {
+    let app = TestApp::new().await;
+    let jobs = vec![Noop::default(); 50];
+    let mut tx = app.db.begin().await.expect("begin");
+    let e = copiste::jobs::enqueue_many(&mut tx, &jobs, by().key("one-key"))
+        .await
+        .expect_err("a batch with a key");
+    assert!(e.to_string().contains("idempotency key"), "{e}");
+    let ids = copiste::jobs::enqueue_many(&mut tx, &jobs, by())
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    assert_eq!(ids.len(), 50);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 50);
+    assert_eq!(app.counts().await.get("queued"), Some(&50));
+    for id in [ids[0], ids[49]] {
+        let job = db::jobs::get(&app.db, id).await.expect("get").expect("job");
+        assert_eq!(job.kind, "noop");
+        assert_eq!(job.created_by, "test");
+        assert_eq!(
+            db::jobs::count_events(&app.db, id, "enqueued")
+                .await
+                .expect("events"),
+            1
+        );
+    }
+    // Rolled back: nothing.
+    let mut tx = app.db.begin().await.expect("begin");
+    copiste::jobs::enqueue_many(&mut tx, &jobs, by())
+        .await
+        .expect("enqueue");
+    drop(tx);
+    assert_eq!(app.counts().await.values().sum::<i64>(), 50);
+}
+
+#[tokio::test]
+async fn a_worker_runs_at_most_its_concurrency_at_once() {
+    let mut settings = fast_queue();
+    settings["worker"]["concurrency"] = json!(2);
+    let app = TestApp::with(settings).await;
+    let mut tx = app.db.begin().await.expect("begin");
+    let ids = copiste::jobs::enqueue_many(&mut tx, &vec![sleeping(100); 12], by())
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    while app.counts().await.get("succeeded") != Some(&12) {
+        most = most.max(worker.runner().running_count());
+        assert!(std::time::Instant::now() < deadline, "jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(most <= 2, "{most} jobs ran at once with a concurrency of 2");
+    assert!(most >= 1, "no running job was ever seen");
+    for id in ids {
+        assert_eq!(app.job(id).await.attempts, 1);
+    }
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+}
+
+#[tokio::test]
 async fn the_same_id_delivered_five_times_runs_once() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
