@@ -31,7 +31,7 @@ pub async fn insert(tx: &mut Tx, job: NewJob<'_>) -> anyhow::Result<Enqueued> {
             INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
                               idempotency_key, created_by)
             VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
-            ON CONFLICT (idempotency_key) DO NOTHING
+            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
             RETURNING id
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, detail)
