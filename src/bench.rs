@@ -45,6 +45,12 @@ async fn bench_database(config: &mut Config) -> anyhow::Result<(Db, String)> {
     Ok((db, name))
 }
 
+/// Closes the benchmark's pool and drops its database.
+async fn drop_bench_database(config: &Config, db: Db, name: &str) -> anyhow::Result<()> {
+    db.close().await;
+    db::drop_database(&config.database_url(), name).await
+}
+
 /// Runs the queue benchmark on a fresh database of the configured server.
 pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -165,8 +171,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     );
     worker.shutdown(Duration::from_secs(5)).await?;
     crate::queue::purge(&services.config).await?;
-    db.close().await;
-    Ok(())
+    drop_bench_database(&services.config, db, &name).await
 }
 
 /// Options of `copiste bench closure`.
@@ -342,8 +347,7 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         rate / memory_rate
     );
     crate::queue::purge(&services.config).await?;
-    db.close().await;
-    Ok(())
+    drop_bench_database(&services.config, db, &name).await
 }
 
 /// Options of `copiste bench render`.
@@ -401,7 +405,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         args.candidates > 0 && args.pages > 0,
         "--candidates and --pages must be at least 1"
     );
-    let (db, _) = bench_database(&mut config).await?;
+    let (db, name) = bench_database(&mut config).await?;
     let work = tempfile::Builder::new()
         .prefix("copiste-bench-render-")
         .tempdir_in(std::env::temp_dir())
@@ -588,8 +592,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         }
         None => println!("img2pdf:  not installed (pip install img2pdf), comparison skipped"),
     }
-    db.close().await;
-    Ok(())
+    drop_bench_database(&services.config, db, &name).await
 }
 
 /// What a user would script: `img2pdf` per candidate, then a stored zip.

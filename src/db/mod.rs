@@ -95,22 +95,34 @@ impl Db {
     }
 }
 
-/// Creates database `name` on the server of `server_url` (which names any
-/// existing database, e.g. `postgres`) unless it exists, and returns the
-/// URL of the new database.
-pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url> {
+/// Checks that `name` can be written into SQL as a quoted identifier.
+fn check_database_name(name: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "database name {name:?} must be letters, digits and underscores"
     );
+    Ok(())
+}
+
+/// A one-connection pool to the `postgres` database of the server of
+/// `server_url`, for creating and dropping databases.
+async fn admin_pool(server_url: &Url) -> anyhow::Result<PgPool> {
     let mut admin = server_url.clone();
     admin.set_path("/postgres");
     let options: PgConnectOptions = admin.as_str().parse().context("parsing the server URL")?;
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(1)
         .connect_with(options)
         .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))?;
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))
+}
+
+/// Creates database `name` on the server of `server_url` (which names any
+/// existing database, e.g. `postgres`) unless it exists, and returns the
+/// URL of the new database.
+pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url> {
+    check_database_name(name)?;
+    let pool = admin_pool(server_url).await?;
     let exists = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
         name
@@ -130,6 +142,21 @@ pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url
     let mut url = server_url.clone();
     url.set_path(&format!("/{name}"));
     Ok(url)
+}
+
+/// Drops database `name` of the server of `server_url`, if it exists,
+/// closing whatever connections it still has (benchmarks' databases).
+pub async fn drop_database(server_url: &Url, name: &str) -> anyhow::Result<()> {
+    check_database_name(name)?;
+    let pool = admin_pool(server_url).await?;
+    // The name was checked above; identifiers cannot be bound parameters.
+    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .with_context(|| format!("dropping database {name}"))?;
+    pool.close().await;
+    Ok(())
 }
 
 /// A URL safe to print: its password replaced.
