@@ -305,10 +305,10 @@ pub async fn extend_leases(
     sqlx::query_scalar!(
         r#"
         WITH locked AS (
-            SELECT id FROM jobs
-            WHERE id = ANY($1) AND status = 'running' AND worker = $2
-            ORDER BY id
-            FOR UPDATE
+            SELECT jobs.id FROM unnest($1::uuid[]) AS held (id) JOIN jobs USING (id)
+            WHERE jobs.status = 'running' AND jobs.worker = $2
+            ORDER BY jobs.id
+            FOR UPDATE OF jobs
         )
         UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
         FROM locked
