@@ -421,30 +421,23 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
 
     let started = Instant::now();
     let dir = work.path().join("session");
-    let opts = crate::demo_data::DemoDataOptions {
-        establishments: 1,
-        candidates: args.candidates,
-        pages: args.pages,
-        seed: args.seed,
-    };
-    // The generator runs in a child process, so that its heap is not
-    // counted in this process's resident size while zipping.
+    // The generator and the import run in child processes, so that their
+    // heaps (which the allocator would keep) are not counted in this
+    // process's resident size while zipping.
     let exe = std::env::current_exe().context("locating the copiste binary")?;
-    let status = tokio::process::Command::new(exe)
+    let status = tokio::process::Command::new(&exe)
         .arg("demo-data")
         .arg(&dir)
         .args(["--establishments", "1"])
-        .args(["--candidates", &opts.candidates.to_string()])
-        .args(["--pages", &opts.pages.to_string()])
-        .args(["--seed", &opts.seed.to_string()])
+        .args(["--candidates", &args.candidates.to_string()])
+        .args(["--pages", &args.pages.to_string()])
+        .args(["--seed", &args.seed.to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .await
         .context("running copiste demo-data")?;
     anyhow::ensure!(status.success(), "copiste demo-data failed: {status}");
-    // So does the import (the allocator would keep its heap).
-    let exe = std::env::current_exe().context("locating the copiste binary")?;
-    let status = tokio::process::Command::new(exe)
+    let status = tokio::process::Command::new(&exe)
         .arg("import")
         .arg(&dir)
         .env("COPISTE_DATABASE__URL", config.database_url().as_str())

@@ -185,11 +185,18 @@ pub struct Finished {
 /// Records finished runs of `worker` with their results, in one
 /// statement. Returns the ids recorded: a run that no longer held its job
 /// (cancelled, or its lease lost to another run) is left out.
-pub async fn finish_many(db: &Db, worker: &str, runs: &[Finished]) -> anyhow::Result<Vec<Uuid>> {
-    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
-    let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
-    let statuses: Vec<&str> = runs.iter().map(|r| r.status).collect();
-    let results: Vec<serde_json::Value> = runs.iter().map(|r| r.result.clone()).collect();
+pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::Result<Vec<Uuid>> {
+    let n = runs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    for run in runs {
+        ids.push(run.id);
+        attempts.push(run.attempt);
+        statuses.push(run.status);
+        results.push(run.result);
+    }
     sqlx::query_scalar!(
         r#"
         WITH input AS (
@@ -223,7 +230,7 @@ pub async fn finish_many(db: &Db, worker: &str, runs: &[Finished]) -> anyhow::Re
     )
     .fetch_all(&db.runs)
     .await
-    .with_context(|| format!("recording the outcomes of {} jobs", runs.len()))
+    .with_context(|| format!("recording the outcomes of {n} jobs"))
 }
 
 /// Puts a failed run back in the queue, due after `delay_secs`.

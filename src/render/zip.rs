@@ -7,8 +7,9 @@
 //! build each PDF around its scans (moved, not copied); the zip thread
 //! writes them, in order, as stored entries of a streaming zip writer,
 //! which is where the scans' bytes are copied, once; the zip's bytes go
-//! back in 1 MiB chunks to the async side, which feeds the upload. Any failure aborts every upload of the run, so
-//! no key ever shows a partial zip.
+//! back in 1 MiB chunks to the async side, which feeds the upload. Any
+//! failure aborts every upload of the run, so no key ever shows a partial
+//! zip.
 
 use std::{
     collections::HashSet,

@@ -98,12 +98,13 @@ impl Runner {
             Batcher::spawn(MAX_BATCH, move |runs: Vec<Finished>| {
                 let (db, worker) = (db.clone(), worker.clone());
                 async move {
+                    let ids: Vec<Uuid> = runs.iter().map(|r| r.id).collect();
                     let recorded: std::collections::HashSet<Uuid> =
-                        db::jobs::finish_many(&db, &worker, &runs)
+                        db::jobs::finish_many(&db, &worker, runs)
                             .await?
                             .into_iter()
                             .collect();
-                    Ok(runs.iter().map(|r| recorded.contains(&r.id)).collect())
+                    Ok(ids.iter().map(|id| recorded.contains(id)).collect())
                 }
             })
         };
@@ -254,30 +255,21 @@ impl Runner {
         let db = &self.services.db;
         let jobs = &self.services.config.jobs;
         let (status, written) = match result {
-            Ok(Outcome::Succeeded(result)) => (
-                "succeeded",
-                self.finishes
-                    .call(Finished {
-                        id,
-                        attempt,
-                        status: "succeeded",
-                        result,
-                    })
-                    .await,
-            ),
-            Ok(Outcome::Failed(result)) => {
-                tracing::warn!(result = %result, "job finished with a failed outcome");
-                (
-                    "failed",
-                    self.finishes
-                        .call(Finished {
-                            id,
-                            attempt,
-                            status: "failed",
-                            result,
-                        })
-                        .await,
-                )
+            Ok(outcome) => {
+                let (status, result) = match outcome {
+                    Outcome::Succeeded(result) => ("succeeded", result),
+                    Outcome::Failed(result) => {
+                        tracing::warn!(result = %result, "job finished with a failed outcome");
+                        ("failed", result)
+                    }
+                };
+                let run = Finished {
+                    id,
+                    attempt,
+                    status,
+                    result,
+                };
+                (status, self.finishes.call(run).await)
             }
             Err(JobError::Permanent(e)) => {
                 let message = format!("{e:#}");
