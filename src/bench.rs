@@ -189,6 +189,10 @@ pub struct ClosureBenchArgs {
     /// Jobs run at once by the worker.
     #[arg(long, default_value_t = 8)]
     pub workers: u32,
+    /// Keeps the bench database afterwards (its name is printed), to study
+    /// the closure's queries and plans.
+    #[arg(long)]
+    pub keep_database: bool,
 }
 
 /// The stub's raw capacity: `copies` grade items with fresh keys, in
@@ -347,6 +351,11 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         rate / memory_rate
     );
     crate::queue::purge(&services.config).await?;
+    if args.keep_database {
+        println!("database {name} kept");
+        db.close().await;
+        return Ok(());
+    }
     drop_bench_database(&services.config, db, &name).await
 }
 

@@ -18,7 +18,7 @@ use super::{Refusal, UnitState, request::published_refusal};
 use crate::{
     db::{
         self,
-        closure::{ErrorCount, ExamRow, Outgoing, StateCounts},
+        closure::{CountOutgoing, ErrorCount, ExamRow, GradeOutgoing, StateCounts, UnitContent},
     },
     domain::Uai,
     export::{Batch, CountItem, ExportError, GradeItem, ItemResult, ItemStatus, Target},
@@ -34,6 +34,9 @@ pub struct RunMode {
     pub validated_only: bool,
     /// Report progress as items sent out of items to send.
     pub report_progress: bool,
+    /// Refuse the unit, listing them, if some of its copies are neither
+    /// graded nor absent (an establishment's closure).
+    pub refuse_ungraded: bool,
 }
 
 /// One target's figures in a summary.
@@ -82,8 +85,10 @@ impl UnitSummary {
     }
 }
 
-/// Checks that a unit's exam may still be closed, marks the unit closing,
-/// and runs it. A published exam is a permanent failure with the reason.
+/// Checks that a unit's exam may still be closed (and, if `mode` says so,
+/// that every copy is graded or absent), marks the unit closing, and runs
+/// it. A published exam or an ungraded copy is a permanent failure with
+/// the reason.
 pub async fn run_unit(
     ctx: &JobContext,
     exam: &ExamRow,
@@ -91,6 +96,20 @@ pub async fn run_unit(
     mode: RunMode,
 ) -> Result<UnitSummary, JobError> {
     let db = &ctx.services.db;
+    // Read once: the refusal below and the summary's totals use it.
+    let content = db::closure::unit_content(db, &exam.code, uai.as_str())
+        .await
+        .map_err(JobError::Retryable)?;
+    if mode.refuse_ungraded && content.ungraded > 0 {
+        let numeros = db::closure::ungraded(db, &exam.code, uai.as_str())
+            .await
+            .map_err(JobError::Retryable)?;
+        return Err(JobError::permanent(Refusal::Ungraded {
+            exam: exam.code.clone(),
+            establishment: Some(uai.clone()),
+            numeros,
+        }));
+    }
     if let Some(published) = db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id)
         .await
         .map_err(JobError::Retryable)?
@@ -100,7 +119,7 @@ pub async fn run_unit(
         let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
         return Err(JobError::permanent(refusal));
     }
-    send_unit(ctx, exam, uai, mode)
+    send_unit(ctx, exam, uai, mode, content)
         .await
         .map_err(JobError::Retryable)
 }
@@ -110,55 +129,60 @@ async fn send_unit(
     exam: &ExamRow,
     uai: &Uai,
     mode: RunMode,
+    content: UnitContent,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
     let code = exam.code.as_str();
     let started = std::time::Instant::now();
-    let fresh_grades =
-        db::closure::sync_grades(db, code, uai.as_str(), mode.validated_only).await?;
-    let fresh_counts =
-        db::closure::sync_counts(db, code, uai.as_str(), mode.validated_only).await?;
-    let to_send = db::closure::count_to_send(db, code, uai.as_str(), mode.with_rejected).await?;
+    let grades = db::closure::sync_grades(
+        db,
+        code,
+        uai.as_str(),
+        mode.validated_only,
+        mode.with_rejected,
+    )
+    .await?;
+    let counts = db::closure::sync_counts(
+        db,
+        code,
+        uai.as_str(),
+        mode.validated_only,
+        mode.with_rejected,
+    )
+    .await?;
+    let to_send = (grades.len() + counts.len()) as i64;
     let batch_size = ctx.services.config.exports.batch_size as usize;
     let synced = started.elapsed();
     let mut sent = 0i64;
     let mut exporting = std::time::Duration::ZERO;
-    for (target, fresh) in [
-        (Target::Cyclades, fresh_grades),
-        (Target::Imagin, fresh_counts),
-    ] {
-        // First the items this run just wrote as sent, then any left
-        // unaccepted by earlier runs.
-        let fresh_ids: Vec<i64> = fresh.iter().map(|o| o.id).collect();
-        let mut fresh = fresh.into_iter().peekable();
-        let mut after = 0i64;
-        loop {
-            let items: Vec<Outgoing> = if fresh.peek().is_some() {
-                fresh.by_ref().take(batch_size).collect()
-            } else {
-                let items = db::closure::take_batch(
-                    db,
-                    code,
-                    uai.as_str(),
-                    target.as_str(),
-                    mode.with_rejected,
-                    after,
-                    batch_size as i64,
-                    &fresh_ids,
-                )
-                .await?;
-                let Some(last) = items.last() else { break };
-                after = last.id;
-                items
-            };
-            let n = items.len() as i64;
-            let request = std::time::Instant::now();
-            send_batch(ctx, exam, uai, target, items).await?;
-            exporting += request.elapsed();
-            sent += n;
-            if mode.report_progress {
-                ctx.progress(sent as u64, to_send.max(sent) as u64).await;
-            }
+    let mut grades = grades.into_iter().peekable();
+    let mut counts = counts.into_iter().peekable();
+    loop {
+        let (ids, items) = if grades.peek().is_some() {
+            let chunk: Vec<_> = grades.by_ref().take(batch_size).collect();
+            let ids = chunk.iter().map(|g| g.copy_id).collect();
+            (
+                ids,
+                Items::Grades(chunk.into_iter().map(grade_item).collect()),
+            )
+        } else if counts.peek().is_some() {
+            let chunk: Vec<_> = counts.by_ref().take(batch_size).collect();
+            let ids = chunk.iter().map(|c| c.id).collect();
+            let items = chunk
+                .into_iter()
+                .map(count_item)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (ids, Items::Counts(items))
+        } else {
+            break;
+        };
+        let n = items.len() as i64;
+        let request = std::time::Instant::now();
+        send_batch(ctx, exam, uai, ids, items).await?;
+        exporting += request.elapsed();
+        sent += n;
+        if mode.report_progress {
+            ctx.progress(sent as u64, to_send.max(sent) as u64).await;
         }
     }
     if mode.report_progress && to_send == 0 {
@@ -166,7 +190,7 @@ async fn send_unit(
     }
 
     let before_summary = started.elapsed();
-    let summary = summarise(ctx, exam, uai, mode, sent).await?;
+    let summary = summarise(ctx, exam, uai, mode, sent, &content).await?;
     db::closure::finish_run(
         db,
         code,
@@ -191,43 +215,71 @@ async fn send_unit(
     Ok(summary)
 }
 
-/// Sends one batch to its target and settles its items. A failure to get
-/// an answer is recorded on the items, not returned: the run goes on with
-/// the next batch.
+/// A batch's items, for one target.
+enum Items {
+    Grades(Vec<GradeItem>),
+    Counts(Vec<CountItem>),
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        match self {
+            Items::Grades(v) => v.len(),
+            Items::Counts(v) => v.len(),
+        }
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Items::Grades(_) => Target::Cyclades,
+            Items::Counts(_) => Target::Imagin,
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        let (grades, counts) = match self {
+            Items::Grades(v) => (v.as_slice(), &[][..]),
+            Items::Counts(v) => (&[][..], v.as_slice()),
+        };
+        grades
+            .iter()
+            .map(|g| &g.key)
+            .chain(counts.iter().map(|c| &c.key))
+    }
+}
+
+/// Sends one batch to its target and settles its items, named in the
+/// ledger by `ids` (copies for grades, item ids for counts, in the order
+/// of `items`). A failure to get an answer is recorded on the items, not
+/// returned: the run goes on with the next batch.
 async fn send_batch(
     ctx: &JobContext,
     exam: &ExamRow,
     uai: &Uai,
-    target: Target,
-    items: Vec<Outgoing>,
+    ids: Vec<i64>,
+    items: Items,
 ) -> anyhow::Result<()> {
     let db = &ctx.services.db;
-    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let target = items.target();
     let id_of: std::collections::HashMap<String, i64> =
-        items.iter().map(|i| (i.key.clone(), i.id)).collect();
+        items.keys().cloned().zip(ids.iter().copied()).collect();
     let asked = std::time::Instant::now();
-    let answer = match target {
-        Target::Cyclades => {
+    let answer = match items {
+        Items::Grades(items) => {
             let batch = Batch {
                 session: exam.session_code.clone(),
                 exam: exam.code.clone(),
                 establishment: uai.to_string(),
-                items: items
-                    .into_iter()
-                    .map(grade_item)
-                    .collect::<anyhow::Result<Vec<_>>>()?,
+                items,
             };
             ctx.services.exporters.cyclades.send_grades(&batch).await
         }
-        Target::Imagin => {
+        Items::Counts(items) => {
             let batch = Batch {
                 session: exam.session_code.clone(),
                 exam: exam.code.clone(),
                 establishment: uai.to_string(),
-                items: items
-                    .into_iter()
-                    .map(count_item)
-                    .collect::<anyhow::Result<Vec<_>>>()?,
+                items,
             };
             ctx.services.exporters.imagin.send_counts(&batch).await
         }
@@ -237,7 +289,7 @@ async fn send_batch(
         Ok(results) => {
             let n = results.len();
             let settling = std::time::Instant::now();
-            settle(db, &id_of, results).await?;
+            settle(db, target, &id_of, results).await?;
             tracing::debug!(
                 target = %target,
                 items = n,
@@ -257,13 +309,21 @@ async fn send_batch(
                 "batch not accepted"
             );
             let permanent = matches!(e, ExportError::Permanent(_));
-            db::closure::record_failure(db, &ids, &e.to_string(), permanent).await
+            match target {
+                Target::Cyclades => {
+                    db::closure::fail_grades(db, &ids, &e.to_string(), permanent).await
+                }
+                Target::Imagin => {
+                    db::closure::fail_counts(db, &ids, &e.to_string(), permanent).await
+                }
+            }
         }
     }
 }
 
 async fn settle(
     db: &db::Db,
+    target: Target,
     id_of: &std::collections::HashMap<String, i64>,
     results: Vec<ItemResult>,
 ) -> anyhow::Result<()> {
@@ -283,14 +343,10 @@ async fn settle(
             }
         }
     }
-    db::closure::record_results(db, &accepted, &rejected, &reasons).await
-}
-
-#[derive(Deserialize)]
-struct GradeDocument {
-    candidate: String,
-    grade: Option<f64>,
-    absent: bool,
+    match target {
+        Target::Cyclades => db::closure::settle_grades(db, &accepted, &rejected, &reasons).await,
+        Target::Imagin => db::closure::settle_counts(db, &accepted, &rejected, &reasons).await,
+    }
 }
 
 #[derive(Deserialize)]
@@ -299,18 +355,16 @@ struct CountDocument {
     copies: u32,
 }
 
-fn grade_item(o: Outgoing) -> anyhow::Result<GradeItem> {
-    let d: GradeDocument = serde_json::from_value(o.document)
-        .map_err(|e| anyhow!("export item {} has an invalid document: {e}", o.key))?;
-    Ok(GradeItem {
-        key: o.key,
-        candidate: d.candidate,
-        grade: d.grade,
-        absent: d.absent,
-    })
+fn grade_item(g: GradeOutgoing) -> GradeItem {
+    GradeItem {
+        key: g.key,
+        candidate: g.numero,
+        grade: g.grade,
+        absent: g.absent,
+    }
 }
 
-fn count_item(o: Outgoing) -> anyhow::Result<CountItem> {
+fn count_item(o: CountOutgoing) -> anyhow::Result<CountItem> {
     let d: CountDocument = serde_json::from_value(o.document)
         .map_err(|e| anyhow!("export item {} has an invalid document: {e}", o.key))?;
     Ok(CountItem {
@@ -326,10 +380,10 @@ async fn summarise(
     uai: &Uai,
     mode: RunMode,
     sent: i64,
+    content: &UnitContent,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
     let counts = db::closure::unit_counts(db, &exam.code, uai.as_str()).await?;
-    let content = db::closure::unit_content(db, &exam.code, uai.as_str()).await?;
     let of = |t: Target| -> StateCounts {
         counts
             .iter()
@@ -362,8 +416,13 @@ async fn summarise(
     } else {
         UnitState::Closed
     };
-    let errors = db::closure::errors(db, &exam.code, Some(uai.as_str()))
-        .await?
+    // Errors are only ever on unaccepted items.
+    let errors = if unaccepted == 0 {
+        Vec::new()
+    } else {
+        db::closure::errors(db, &exam.code, Some(uai.as_str())).await?
+    };
+    let errors = errors
         .into_iter()
         .map(|e: ErrorCount| ErrorLine {
             target: e.target,

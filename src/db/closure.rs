@@ -1,10 +1,11 @@
 //! Closure queries: closure units, the per-item export ledger, publication
 //! and harmonisation passes.
 //!
-//! The ledger is written in bulk: items are created or refreshed from the
-//! copies by one upsert per target and unit, taken for sending a batch at a
-//! time (marked `sent`, attempts counted), and settled by one update per
-//! answer.
+//! The ledger has two tables: `grade_exports` (Cyclades, one narrow row per
+//! copy, reached through the copy) and `count_exports` (Imag'In, one row
+//! per grader and unit). It is written in bulk: one upsert per target and
+//! unit creates, refreshes and takes for sending every item to send (marked
+//! `sent`, attempt counted), and one update per answer settles a batch.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -186,21 +187,34 @@ pub async fn set_active_job(
 /// Whether any export item of the unit exists (it was closed before).
 pub async fn has_items(db: &Db, exam: &str, uai: &str) -> anyhow::Result<bool> {
     let found = sqlx::query_scalar!(
-        "SELECT 1 AS one FROM export_items WHERE exam_code = $1 AND establishment_uai = $2 LIMIT 1",
+        r#"WITH unit AS MATERIALIZED (
+               SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           )
+           SELECT EXISTS (SELECT 1 FROM unit JOIN grade_exports g ON g.copy_id = unit.id)
+               OR EXISTS (SELECT 1 FROM count_exports
+                          WHERE exam_code = $1 AND establishment_uai = $2) AS "found!""#,
         exam,
         uai
     )
-    .fetch_optional(&db.pool)
+    .fetch_one(&db.pool)
     .await
     .context("looking up the unit's export items")?;
-    Ok(found.is_some())
+    Ok(found)
 }
 
 /// How many items of the unit are not accepted yet.
 pub async fn unaccepted_items(db: &Db, exam: &str, uai: &str) -> anyhow::Result<i64> {
     let n = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM export_items
-           WHERE exam_code = $1 AND establishment_uai = $2 AND state <> 'accepted'"#,
+        r#"WITH unit AS MATERIALIZED (
+               SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           )
+           SELECT (SELECT count(*) FROM unit JOIN grade_exports g ON g.copy_id = unit.id
+                   WHERE g.state <> 'accepted')
+                + (SELECT count(*) FROM count_exports
+                   WHERE exam_code = $1 AND establishment_uai = $2 AND state <> 'accepted')
+                AS "n!""#,
         exam,
         uai
     )
@@ -246,181 +260,143 @@ pub async fn start_run(
     Ok(None)
 }
 
-/// Creates or refreshes the Cyclades items of a unit from its copies (only
-/// the validated ones when `validated_only`). A new item, or one whose copy
-/// version changed (it gets a new key), is written directly as `sent` with
-/// its attempt counted, and returned for the caller to send now.
+/// A grade to send, with the key it is sent under.
+#[derive(Debug, Clone)]
+pub struct GradeOutgoing {
+    pub copy_id: i64,
+    pub key: String,
+    pub numero: String,
+    pub grade: Option<f64>,
+    pub absent: bool,
+}
+
+/// Brings the Cyclades items of a unit up to date with its copies (only
+/// the validated ones when `validated_only`) and takes for sending every
+/// item to send, marking it `sent` with its attempt counted: new items, items
+/// whose copy version changed (they get a new key), and items left pending
+/// or sent by an earlier run (rejected ones too when `with_rejected`).
+/// Returns them in copy order, with the grade at their revision.
 pub async fn sync_grades(
     db: &Db,
     exam: &str,
     uai: &str,
     validated_only: bool,
-) -> anyhow::Result<Vec<Outgoing>> {
+    with_rejected: bool,
+) -> anyhow::Result<Vec<GradeOutgoing>> {
     let rows = sqlx::query_as!(
-        Outgoing,
+        GradeOutgoing,
         r#"
-        INSERT INTO export_items (target, exam_code, establishment_uai, copy_id, revision, key, document,
-                                  state, attempts, sent_at)
-        SELECT 'cyclades', c.exam_code, ca.establishment_uai, c.id, c.version,
-               'c:' || c.exam_code || ':' || ca.numero || ':v' || c.version,
-               jsonb_build_object('candidate', ca.numero, 'grade', c.grade, 'absent', c.absent),
-               'sent', 1, now()
-        FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-        WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-          AND (c.grade IS NOT NULL OR c.absent)
-          AND (NOT $3 OR c.validated_pass IS NOT NULL)
-        ON CONFLICT (target, copy_id) WHERE copy_id IS NOT NULL DO UPDATE
-        SET revision = EXCLUDED.revision, key = EXCLUDED.key, document = EXCLUDED.document,
-            state = 'sent', attempts = export_items.attempts + 1, sent_at = now(),
-            reason = NULL, last_error = NULL, accepted_at = NULL, updated_at = now()
-        WHERE export_items.revision <> EXCLUDED.revision
-        RETURNING id, key, document
+        WITH unit AS MATERIALIZED (
+            SELECT c.id, c.version, ca.numero, c.grade::float8 AS grade, c.absent
+            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+              AND (c.grade IS NOT NULL OR c.absent)
+              AND (NOT $3 OR c.validated_pass IS NOT NULL)
+        ), taken AS (
+            INSERT INTO grade_exports AS g (copy_id, revision, state, attempts, sent_at)
+            SELECT id, version, 'sent', 1, now() FROM unit
+            ON CONFLICT (copy_id) DO UPDATE
+            SET revision = EXCLUDED.revision, state = 'sent', reason = NULL,
+                attempts = g.attempts + 1, sent_at = now(), updated_at = now(),
+                last_error = CASE WHEN g.revision = EXCLUDED.revision THEN g.last_error END,
+                accepted_at = CASE WHEN g.revision = EXCLUDED.revision THEN g.accepted_at END
+            WHERE g.revision <> EXCLUDED.revision OR g.state IN ('pending', 'sent')
+               OR ($4 AND g.state = 'rejected')
+            RETURNING g.copy_id, g.revision
+        )
+        SELECT t.copy_id AS "copy_id!", 'c:' || $1 || ':' || u.numero || ':v' || t.revision AS "key!",
+               u.numero AS "numero!", u.grade, u.absent AS "absent!"
+        FROM taken t JOIN unit u ON u.id = t.copy_id
+        ORDER BY t.copy_id
         "#,
         exam,
         uai,
-        validated_only
+        validated_only,
+        with_rejected
     )
     .fetch_all(&db.pool)
     .await
-    .context("writing the Cyclades items")?;
-    let mut out = rows;
-    out.sort_by_key(|o| o.id);
-    Ok(out)
+    .context("taking the Cyclades items")?;
+    Ok(rows)
 }
 
-/// Creates or refreshes the Imag'In items of a unit: per grader, the count
+/// A grader's count to send, with the key it is sent under.
+#[derive(Debug, Clone)]
+pub struct CountOutgoing {
+    pub id: i64,
+    pub key: String,
+    pub document: serde_json::Value,
+}
+
+/// Brings the Imag'In items of a unit up to date — per grader, the count
 /// of corrected (graded, not absent) copies, validated ones only when
-/// `validated_only`. A changed count gets the next revision and a new key.
-/// New and changed items are written as `sent` and returned, as by
-/// [`sync_grades`].
+/// `validated_only`; a grader left with none is counted 0 — and takes for
+/// sending, as [`sync_grades`] does, every item to send. A changed count
+/// gets the next revision and a new key.
 pub async fn sync_counts(
     db: &Db,
     exam: &str,
     uai: &str,
     validated_only: bool,
-) -> anyhow::Result<Vec<Outgoing>> {
+    with_rejected: bool,
+) -> anyhow::Result<Vec<CountOutgoing>> {
     let rows = sqlx::query_as!(
-        Outgoing,
+        CountOutgoing,
         r#"
-        INSERT INTO export_items (target, exam_code, establishment_uai, grader_code, revision, key, document,
-                                  state, attempts, sent_at)
-        SELECT 'imagin', $1, $2, n.grader_code, 1,
-               'i:' || $1 || ':' || $2 || ':' || n.grader_code || ':r1',
-               jsonb_build_object('grader', n.grader_code, 'copies', n.copies),
-               'sent', 1, now()
-        FROM (
+        WITH counted AS (
             SELECT c.grader_code, count(*) AS copies
             FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
             WHERE c.exam_code = $1 AND ca.establishment_uai = $2
               AND c.grader_code IS NOT NULL AND c.grade IS NOT NULL AND NOT c.absent
               AND (NOT $3 OR c.validated_pass IS NOT NULL)
             GROUP BY c.grader_code
-        ) n
+        ), n AS (
+            SELECT grader_code, copies FROM counted
+            UNION ALL
+            SELECT e.grader_code, 0 FROM count_exports e
+            WHERE e.target = 'imagin' AND e.exam_code = $1 AND e.establishment_uai = $2
+              AND e.grader_code IS NOT NULL
+              AND e.grader_code NOT IN (SELECT grader_code FROM counted)
+        )
+        INSERT INTO count_exports AS e (target, exam_code, establishment_uai, grader_code, revision,
+                                        key, document, state, attempts, sent_at)
+        SELECT 'imagin', $1, $2, n.grader_code, 1,
+               'i:' || $1 || ':' || $2 || ':' || n.grader_code || ':r1',
+               jsonb_build_object('grader', n.grader_code, 'copies', n.copies),
+               'sent', 1, now()
+        FROM n
         ON CONFLICT (target, exam_code, establishment_uai, grader_code) WHERE grader_code IS NOT NULL
         DO UPDATE
-        SET revision = export_items.revision + 1,
-            key = 'i:' || $1 || ':' || $2 || ':' || export_items.grader_code
-                  || ':r' || (export_items.revision + 1),
+        SET revision = CASE WHEN e.document = EXCLUDED.document THEN e.revision ELSE e.revision + 1 END,
+            key = CASE WHEN e.document = EXCLUDED.document THEN e.key
+                       ELSE 'i:' || $1 || ':' || $2 || ':' || e.grader_code || ':r' || (e.revision + 1)
+                  END,
+            last_error = CASE WHEN e.document = EXCLUDED.document THEN e.last_error END,
+            accepted_at = CASE WHEN e.document = EXCLUDED.document THEN e.accepted_at END,
             document = EXCLUDED.document,
-            state = 'sent', attempts = export_items.attempts + 1, sent_at = now(),
-            reason = NULL, last_error = NULL, accepted_at = NULL, updated_at = now()
-        WHERE export_items.document <> EXCLUDED.document
-        RETURNING id, key, document
-        "#,
-        exam,
-        uai,
-        validated_only
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("writing the Imag'In items")?;
-    let mut out = rows;
-    out.sort_by_key(|o| o.id);
-    Ok(out)
-}
-
-/// An item taken for sending.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub id: i64,
-    pub key: String,
-    pub document: serde_json::Value,
-}
-
-/// How many items of a unit are to send, over both targets (pending or
-/// sent, and rejected ones too when `with_rejected`).
-pub async fn count_to_send(
-    db: &Db,
-    exam: &str,
-    uai: &str,
-    with_rejected: bool,
-) -> anyhow::Result<i64> {
-    let n = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM export_items
-           WHERE exam_code = $1 AND establishment_uai = $2
-             AND (state IN ('pending', 'sent') OR ($3 AND state = 'rejected'))"#,
-        exam,
-        uai,
-        with_rejected
-    )
-    .fetch_one(&db.pool)
-    .await
-    .context("counting the items to send")?;
-    Ok(n)
-}
-
-/// Takes the next `limit` items to send after item `after` (in id order),
-/// except those of `exclude` (already sent by this run), marks them `sent`
-/// and counts the attempt.
-#[allow(clippy::too_many_arguments)]
-pub async fn take_batch(
-    db: &Db,
-    exam: &str,
-    uai: &str,
-    target: &str,
-    with_rejected: bool,
-    after: i64,
-    limit: i64,
-    exclude: &[i64],
-) -> anyhow::Result<Vec<Outgoing>> {
-    let rows = sqlx::query_as!(
-        Outgoing,
-        r#"
-        UPDATE export_items e
-        SET state = 'sent', reason = NULL, attempts = e.attempts + 1, sent_at = now(), updated_at = now()
-        FROM (
-            SELECT id FROM export_items
-            WHERE exam_code = $1 AND establishment_uai = $2 AND target = $3
-              AND (state IN ('pending', 'sent') OR ($4 AND state = 'rejected'))
-              AND id > $5 AND id <> ALL($7)
-            ORDER BY id
-            LIMIT $6
-            FOR UPDATE
-        ) next
-        WHERE e.id = next.id
+            state = 'sent', reason = NULL, attempts = e.attempts + 1, sent_at = now(), updated_at = now()
+        WHERE e.document <> EXCLUDED.document OR e.state IN ('pending', 'sent')
+           OR ($4 AND e.state = 'rejected')
         RETURNING e.id, e.key, e.document
         "#,
         exam,
         uai,
-        target,
-        with_rejected,
-        after,
-        limit,
-        exclude
+        validated_only,
+        with_rejected
     )
     .fetch_all(&db.pool)
     .await
-    .context("taking a batch of items")?;
+    .context("taking the Imag'In items")?;
     let mut out = rows;
     out.sort_by_key(|o| o.id);
     Ok(out)
 }
 
-/// Settles items with the target's answers: `accepted` (accepted or
-/// duplicate) and `rejected` with their reasons. Items are named by id and
-/// matched with `= ANY`, which stays linear whatever the planner believes
-/// about a table that has just grown.
-pub async fn record_results(
+/// Settles Cyclades items (named by copy) with the target's answers:
+/// `accepted` (accepted or duplicate) and `rejected` with their reasons.
+/// Items are matched with `= ANY`, which stays linear whatever the planner
+/// believes about a table that has just grown.
+pub async fn settle_grades(
     db: &Db,
     accepted: &[i64],
     rejected: &[i64],
@@ -429,7 +405,45 @@ pub async fn record_results(
     let mut tx = db.pool.begin().await.context("starting a transaction")?;
     if !accepted.is_empty() {
         sqlx::query!(
-            "UPDATE export_items
+            "UPDATE grade_exports
+             SET state = 'accepted', reason = NULL, accepted_at = now(), last_error = NULL,
+                 updated_at = now()
+             WHERE copy_id = ANY($1)",
+            accepted
+        )
+        .execute(&mut *tx)
+        .await
+        .context("recording accepted grades")?;
+    }
+    if !rejected.is_empty() {
+        sqlx::query!(
+            "UPDATE grade_exports g
+             SET state = 'rejected', reason = r.reason, accepted_at = NULL, last_error = NULL,
+                 updated_at = now()
+             FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
+             WHERE g.copy_id = ANY($1) AND g.copy_id = r.id",
+            rejected,
+            reasons
+        )
+        .execute(&mut *tx)
+        .await
+        .context("recording rejected grades")?;
+    }
+    tx.commit().await.context("committing the answers")?;
+    Ok(())
+}
+
+/// Settles Imag'In items (named by id), as [`settle_grades`] does.
+pub async fn settle_counts(
+    db: &Db,
+    accepted: &[i64],
+    rejected: &[i64],
+    reasons: &[String],
+) -> anyhow::Result<()> {
+    let mut tx = db.pool.begin().await.context("starting a transaction")?;
+    if !accepted.is_empty() {
+        sqlx::query!(
+            "UPDATE count_exports
              SET state = 'accepted', reason = NULL, accepted_at = now(), last_error = NULL,
                  updated_at = now()
              WHERE id = ANY($1)",
@@ -437,11 +451,11 @@ pub async fn record_results(
         )
         .execute(&mut *tx)
         .await
-        .context("recording accepted items")?;
+        .context("recording accepted counts")?;
     }
     if !rejected.is_empty() {
         sqlx::query!(
-            "UPDATE export_items e
+            "UPDATE count_exports e
              SET state = 'rejected', reason = r.reason, accepted_at = NULL, last_error = NULL,
                  updated_at = now()
              FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
@@ -451,23 +465,46 @@ pub async fn record_results(
         )
         .execute(&mut *tx)
         .await
-        .context("recording rejected items")?;
+        .context("recording rejected counts")?;
     }
     tx.commit().await.context("committing the answers")?;
     Ok(())
 }
 
-/// Records a batch that got no per-item answer: retryable failures leave
-/// the items pending with the error; permanent ones reject them with it.
-pub async fn record_failure(
+/// Records a batch of Cyclades items (named by copy) that got no per-item
+/// answer: retryable failures leave the items pending with the error;
+/// permanent ones reject them with it.
+pub async fn fail_grades(
     db: &Db,
-    ids: &[i64],
+    copies: &[i64],
     error: &str,
     permanent: bool,
 ) -> anyhow::Result<()> {
     sqlx::query!(
         r#"
-        UPDATE export_items
+        UPDATE grade_exports
+        SET state = CASE WHEN $3 THEN 'rejected' ELSE 'pending' END,
+            reason = CASE WHEN $3 THEN $2 END,
+            last_error = CASE WHEN $3 THEN NULL ELSE $2 END,
+            updated_at = now()
+        WHERE copy_id = ANY($1)
+        "#,
+        copies,
+        error,
+        permanent
+    )
+    .execute(&db.pool)
+    .await
+    .context("recording a failed batch")?;
+    Ok(())
+}
+
+/// Records a batch of Imag'In items (named by id) that got no per-item
+/// answer, as [`fail_grades`] does.
+pub async fn fail_counts(db: &Db, ids: &[i64], error: &str, permanent: bool) -> anyhow::Result<()> {
+    sqlx::query!(
+        r#"
+        UPDATE count_exports
         SET state = CASE WHEN $3 THEN 'rejected' ELSE 'pending' END,
             reason = CASE WHEN $3 THEN $2 END,
             last_error = CASE WHEN $3 THEN NULL ELSE $2 END,
@@ -500,13 +537,23 @@ pub async fn unit_counts(
     uai: &str,
 ) -> anyhow::Result<Vec<(String, StateCounts)>> {
     let rows = sqlx::query!(
-        r#"SELECT target,
-                  count(*) FILTER (WHERE state = 'pending') AS "pending!",
-                  count(*) FILTER (WHERE state = 'sent') AS "sent!",
-                  count(*) FILTER (WHERE state = 'accepted') AS "accepted!",
-                  count(*) FILTER (WHERE state = 'rejected') AS "rejected!"
-           FROM export_items WHERE exam_code = $1 AND establishment_uai = $2
-           GROUP BY target ORDER BY target"#,
+        r#"WITH unit AS MATERIALIZED (
+               SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           )
+           SELECT 'cyclades' AS "target!",
+                  count(*) FILTER (WHERE g.state = 'pending') AS "pending!",
+                  count(*) FILTER (WHERE g.state = 'sent') AS "sent!",
+                  count(*) FILTER (WHERE g.state = 'accepted') AS "accepted!",
+                  count(*) FILTER (WHERE g.state = 'rejected') AS "rejected!"
+           FROM unit JOIN grade_exports g ON g.copy_id = unit.id
+           UNION ALL
+           SELECT 'imagin',
+                  count(*) FILTER (WHERE state = 'pending'),
+                  count(*) FILTER (WHERE state = 'sent'),
+                  count(*) FILTER (WHERE state = 'accepted'),
+                  count(*) FILTER (WHERE state = 'rejected')
+           FROM count_exports WHERE exam_code = $1 AND establishment_uai = $2"#,
         exam,
         uai
     )
@@ -543,31 +590,68 @@ pub struct ErrorCount {
 /// Why items of an exam (or of one unit) are not accepted: rejection
 /// reasons and last errors, most frequent first.
 pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Vec<ErrorCount>> {
-    let rows = sqlx::query!(
-        r#"SELECT establishment_uai, target,
-                  CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
-                  coalesce(reason, last_error) AS "message!", count(*) AS "items!"
-           FROM export_items
-           WHERE exam_code = $1 AND ($2::text IS NULL OR establishment_uai = $2)
-             AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
-           GROUP BY 1, 2, 3, 4
-           ORDER BY 1, 2, 5 DESC, 4"#,
-        exam,
-        uai
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("listing export errors")?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ErrorCount {
-            establishment: r.establishment_uai,
-            target: r.target,
-            state: r.state,
-            message: r.message,
-            items: r.items,
-        })
-        .collect())
+    // One query per scope: a unit's copies are found through the
+    // establishment's candidates, an exam's through its copies.
+    macro_rules! collect {
+        ($rows:expr) => {
+            $rows
+                .into_iter()
+                .map(|r| ErrorCount {
+                    establishment: r.establishment_uai,
+                    target: r.target,
+                    state: r.state,
+                    message: r.message,
+                    items: r.items,
+                })
+                .collect()
+        };
+    }
+    Ok(match uai {
+        Some(uai) => collect!(
+            sqlx::query!(
+                r#"WITH unit AS MATERIALIZED (
+                       SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+                       WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+                   ), failing AS (
+                       SELECT 'cyclades' AS target, g.state, coalesce(g.reason, g.last_error) AS message
+                       FROM unit JOIN grade_exports g ON g.copy_id = unit.id
+                       WHERE g.state = 'rejected' OR (g.state <> 'accepted' AND g.last_error IS NOT NULL)
+                       UNION ALL
+                       SELECT 'imagin', state, coalesce(reason, last_error)
+                       FROM count_exports
+                       WHERE exam_code = $1 AND establishment_uai = $2
+                         AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
+                   )
+                   SELECT $2 AS "establishment_uai!", target AS "target!",
+                          CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
+                          message AS "message!", count(*) AS "items!"
+                   FROM failing
+                   GROUP BY 2, 3, 4
+                   ORDER BY 2, 5 DESC, 4"#,
+                exam,
+                uai
+            )
+            .fetch_all(&db.pool)
+            .await
+            .context("listing the unit's export errors")?
+        ),
+        None => collect!(
+            sqlx::query!(
+                r#"SELECT establishment_uai AS "establishment_uai!", target AS "target!",
+                          CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
+                          coalesce(reason, last_error) AS "message!", count(*) AS "items!"
+                   FROM export_ledger
+                   WHERE exam_code = $1
+                     AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
+                   GROUP BY 1, 2, 3, 4
+                   ORDER BY 1, 2, 5 DESC, 4"#,
+                exam
+            )
+            .fetch_all(&db.pool)
+            .await
+            .context("listing the exam's export errors")?
+        ),
+    })
 }
 
 /// What a unit holds: copies, validated copies and graders with corrected
@@ -670,7 +754,7 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
                 count(*) FILTER (WHERE target = 'imagin' AND state = 'sent') AS i_sent,
                 count(*) FILTER (WHERE target = 'imagin' AND state = 'accepted') AS i_accepted,
                 count(*) FILTER (WHERE target = 'imagin' AND state = 'rejected') AS i_rejected
-            FROM export_items WHERE exam_code = $1
+            FROM export_ledger WHERE exam_code = $1
             GROUP BY 1
         )
         SELECT c.uai AS "uai!", e.name, coalesce(u.state, 'open') AS "state!",

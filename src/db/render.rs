@@ -40,9 +40,9 @@ pub async fn copy(db: &Db, exam: &str, numero: &str) -> anyhow::Result<Option<Co
                   e.uai AS establishment_uai, e.name AS establishment_name,
                   c.grade::float8 AS grade, c.absent, c.grading_details, c.appreciation,
                   c.annotations, c.page_keys, c.version,
-                  EXISTS (SELECT 1 FROM export_items i
-                          WHERE i.target = 'cyclades' AND i.copy_id = c.id
-                            AND i.state = 'accepted' AND i.revision = c.version) AS "transmitted!"
+                  EXISTS (SELECT 1 FROM grade_exports g
+                          WHERE g.copy_id = c.id
+                            AND g.state = 'accepted' AND g.revision = c.version) AS "transmitted!"
            FROM copies c
            JOIN candidates ca ON ca.id = c.candidate_id
            JOIN exams x ON x.code = c.exam_code
@@ -70,9 +70,9 @@ pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Resul
            JOIN exams x ON x.code = c.exam_code
            JOIN establishments e ON e.uai = ca.establishment_uai
            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-             AND EXISTS (SELECT 1 FROM export_items i
-                         WHERE i.target = 'cyclades' AND i.copy_id = c.id
-                           AND i.state = 'accepted' AND i.revision = c.version)
+             AND EXISTS (SELECT 1 FROM grade_exports g
+                         WHERE g.copy_id = c.id
+                           AND g.state = 'accepted' AND g.revision = c.version)
            ORDER BY ca.nom, ca.prenom, ca.numero"#,
         exam,
         uai
@@ -88,9 +88,9 @@ pub async fn has_transmitted(db: &Db, exam: &str, uai: &str) -> anyhow::Result<b
         r#"SELECT EXISTS (
              SELECT 1 FROM copies c
              JOIN candidates ca ON ca.id = c.candidate_id
-             JOIN export_items i ON i.target = 'cyclades' AND i.copy_id = c.id
+             JOIN grade_exports g ON g.copy_id = c.id
              WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-               AND i.state = 'accepted' AND i.revision = c.version
+               AND g.state = 'accepted' AND g.revision = c.version
            ) AS "found!""#,
         exam,
         uai
@@ -125,9 +125,9 @@ pub async fn search(
     sqlx::query_as!(
         Found,
         r#"SELECT ca.numero, ca.nom, ca.prenom, c.absent, c.grade::float8 AS grade,
-                  EXISTS (SELECT 1 FROM export_items i
-                          WHERE i.target = 'cyclades' AND i.copy_id = c.id
-                            AND i.state = 'accepted' AND i.revision = c.version) AS "downloadable!"
+                  EXISTS (SELECT 1 FROM grade_exports g
+                          WHERE g.copy_id = c.id
+                            AND g.state = 'accepted' AND g.revision = c.version) AS "downloadable!"
            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
              AND NOT EXISTS (

@@ -10,7 +10,6 @@ use crate::{
         engine::{self, RunMode},
         request::{kind_of, unit_exam},
     },
-    db,
     domain::{ExamKind, Uai},
 };
 
@@ -31,21 +30,11 @@ impl Job for Closure {
         if kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised {
             return Err(JobError::permanent(Refusal::Harmonised(exam.code)));
         }
-        let ungraded =
-            db::closure::ungraded(&ctx.services.db, &exam.code, self.establishment.as_str())
-                .await
-                .map_err(JobError::Retryable)?;
-        if !ungraded.is_empty() {
-            return Err(JobError::permanent(Refusal::Ungraded {
-                exam: exam.code,
-                establishment: Some(self.establishment),
-                numeros: ungraded,
-            }));
-        }
         let mode = RunMode {
             with_rejected: false,
             validated_only: false,
             report_progress: true,
+            refuse_ungraded: true,
         };
         let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
         engine::verdict(vec![summary])

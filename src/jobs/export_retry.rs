@@ -32,6 +32,7 @@ impl Job for ExportRetry {
             with_rejected: ctx.attempt == 1,
             validated_only: harmonised,
             report_progress: true,
+            refuse_ungraded: false,
         };
         let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
         engine::verdict(vec![summary])

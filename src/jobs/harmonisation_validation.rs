@@ -48,6 +48,7 @@ impl Job for HarmonisationValidation {
             with_rejected: false,
             validated_only: true,
             report_progress: false,
+            refuse_ungraded: false,
         };
         let total = establishments.len() as u64;
         let mut summaries = Vec::with_capacity(establishments.len());
