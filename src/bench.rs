@@ -197,10 +197,13 @@ pub struct ClosureBenchArgs {
 
 /// The stub's raw capacity: `copies` grade items with fresh keys, in
 /// batches of `batch_size`, `concurrency` requests in flight, through the
-/// same HTTP client as the exporter. Returns grades per second.
+/// same HTTP client as the exporter. The requests are the size of the
+/// closure's: an exam code as long as `exam`, 12-digit numéros as in the
+/// demo dataset, 8-character UAIs. Returns grades per second.
 async fn raw_capacity(
     target: &crate::config::ExporterConfig,
     label: &str,
+    exam: &str,
     copies: u32,
     batch_size: usize,
 ) -> anyhow::Result<f64> {
@@ -208,23 +211,54 @@ async fn raw_capacity(
     use futures::StreamExt as _;
 
     let client = HttpTarget::new(Target::Cyclades, target)?;
+    // Another exam of the same length, so that no key is the closure's.
+    let raw_exam: String = std::iter::once('R').chain(exam.chars().skip(1)).collect();
     let items: Vec<GradeItem> = (0..copies)
-        .map(|i| GradeItem {
-            key: format!("c:RAW-{label}:{i:08}:v1"),
-            candidate: format!("{i:08}"),
-            grade: Some(f64::from(i % 80) / 4.0),
-            absent: false,
+        .map(|i| {
+            let numero = format!("9999{i:08}");
+            GradeItem {
+                key: format!("c:{raw_exam}:{numero}:v1"),
+                candidate: numero,
+                grade: Some(f64::from(i % 80) / 4.0),
+                absent: false,
+            }
         })
         .collect();
     let batches: Vec<Batch<GradeItem>> = items
         .chunks(batch_size)
         .map(|chunk| Batch {
             session: crate::demo_data::SESSION_CODE.to_owned(),
-            exam: format!("RAW-{label}"),
+            exam: raw_exam.clone(),
             establishment: "0000000A".to_owned(),
             items: chunk.to_vec(),
         })
         .collect();
+    // Warm-up, as for the closure: one request per connection, with keys
+    // of another exam, before the clock starts.
+    let warm_exam: String = std::iter::once('W').chain(exam.chars().skip(1)).collect();
+    let warm_up: Vec<Batch<GradeItem>> = batches
+        .iter()
+        .take(target.concurrency as usize)
+        .map(|b| Batch {
+            exam: warm_exam.clone(),
+            items: b
+                .items
+                .iter()
+                .map(|i| GradeItem {
+                    key: i.key.replacen(&raw_exam, &warm_exam, 1),
+                    ..i.clone()
+                })
+                .collect(),
+            ..b.clone()
+        })
+        .collect();
+    let failures = futures::stream::iter(warm_up.iter())
+        .map(|b| client.send_grades(b))
+        .buffer_unordered(target.concurrency as usize)
+        .filter(|r| futures::future::ready(r.is_err()))
+        .count()
+        .await;
+    anyhow::ensure!(failures == 0, "{failures} warm-up requests failed");
     let started = Instant::now();
     let failures = futures::stream::iter(batches.iter())
         .map(|b| client.send_grades(b))
@@ -278,10 +312,11 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     target.kind = ExporterKind::Http;
     target.concurrency = args.concurrency;
     target.base_url = memory.base_url().parse().context("the stub's URL")?;
-    let memory_rate = raw_capacity(&target, "in-memory", args.copies, batch_size).await?;
+    let exam = "BAC26-PHILO";
+    let memory_rate = raw_capacity(&target, "in-memory", exam, args.copies, batch_size).await?;
     drop(memory);
     target.base_url = stub.base_url().parse().context("the stub's URL")?;
-    let raw_rate = raw_capacity(&target, "durable", args.copies, batch_size).await?;
+    let raw_rate = raw_capacity(&target, "durable", exam, args.copies, batch_size).await?;
     config.exporters.cyclades = target.clone();
     config.exporters.imagin = target;
 
@@ -299,7 +334,6 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     let started = Instant::now();
     crate::demo_data::generate_light(&dir, &opts)?;
     let imported = crate::import::import_dir(&db, &storage, &dir, &|_| {}).await?;
-    let exam = "BAC26-PHILO";
     let establishments = db::closure::exam_establishments(&db, exam, None)
         .await?
         .len();
@@ -311,6 +345,24 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
 
     let services = Services::new(config, db.clone(), storage)?;
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    // Warm-up, as for any service measured at its steady state: a few
+    // noop jobs register the Redis consumer and open the worker's
+    // connections before the clock starts.
+    let mut tx = db.begin().await?;
+    let mut warm_up = Vec::new();
+    for _ in 0..args.workers {
+        let job = jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?;
+        warm_up.push(job.id());
+    }
+    tx.commit().await?;
+    jobs::wait_final(
+        &db,
+        &warm_up,
+        Duration::from_secs(60),
+        "the warm-up",
+        &|_| {},
+    )
+    .await?;
     let (effects_before, _) = stub.counts();
     let started = Instant::now();
     let units = match domain::request_closure(&db, exam, None, "bench").await? {

@@ -94,16 +94,44 @@ pub async fn create_stub_keys(db: &Db) -> anyhow::Result<()> {
 
 /// Records `keys` as accepted by the stub; returns, for each key, whether
 /// it is new (an effect) rather than already known (a duplicate).
+///
+/// The keys go in statements of at most [`STUB_STATEMENT_BYTES`], in one
+/// transaction. sqlx 0.9.0 leaves Nagle's algorithm on for TCP connections
+/// (transact-rs/sqlx#4335, fixed by #4336, not released yet): a message
+/// larger than the socket's send buffer (16 KiB at first on Linux) goes out
+/// in two writes, and the second waits ~40 ms for the server's delayed ACK.
+/// A batch of 500 grade keys is just above that, so one statement per batch
+/// would measure the stall rather than the stub.
 pub async fn accept_stub_keys(db: &Db, keys: &[String]) -> anyhow::Result<Vec<bool>> {
-    let new: std::collections::HashSet<String> = sqlx::query_scalar(
-        "INSERT INTO bench_stub_keys (key) SELECT * FROM UNNEST($1::text[])
-         ON CONFLICT DO NOTHING RETURNING key",
-    )
-    .bind(keys)
-    .fetch_all(&db.pool)
-    .await
-    .context("recording the stub's keys")?
-    .into_iter()
-    .collect();
+    let mut tx = db.pool.begin().await.context("starting a transaction")?;
+    let mut new = std::collections::HashSet::with_capacity(keys.len());
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|k| {
+                bytes += k.len() + 4;
+                bytes <= STUB_STATEMENT_BYTES
+            })
+            .count()
+            .max(1);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let fresh: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO bench_stub_keys (key) SELECT * FROM UNNEST($1::text[])
+             ON CONFLICT DO NOTHING RETURNING key",
+        )
+        .bind(chunk)
+        .fetch_all(&mut *tx)
+        .await
+        .context("recording the stub's keys")?;
+        new.extend(fresh);
+    }
+    tx.commit().await.context("committing the stub's keys")?;
     Ok(keys.iter().map(|k| new.contains(k)).collect())
 }
+
+/// The most key bytes the stub binds in one statement: well under the
+/// 16 KiB a new TCP socket can send at once.
+const STUB_STATEMENT_BYTES: usize = 8 * 1024;
