@@ -150,7 +150,9 @@ async fn send_unit(
         mode.with_rejected,
     )
     .await?;
+    let grades_taken = grades.len() as i64;
     let to_send = (grades.len() + counts.len()) as i64;
+    let mut grade_tally = Tally::default();
     let batch_size = ctx.services.config.exports.batch_size as usize;
     let synced = started.elapsed();
     let mut sent = 0i64;
@@ -177,8 +179,12 @@ async fn send_unit(
             break;
         };
         let n = items.len() as i64;
+        let target = items.target();
         let request = std::time::Instant::now();
-        send_batch(ctx, exam, uai, ids, items).await?;
+        let tally = send_batch(ctx, exam, uai, ids, items).await?;
+        if target == Target::Cyclades {
+            grade_tally.add(tally);
+        }
         exporting += request.elapsed();
         sent += n;
         if mode.report_progress {
@@ -190,7 +196,12 @@ async fn send_unit(
     }
 
     let before_summary = started.elapsed();
-    let summary = summarise(ctx, exam, uai, mode, sent, &content).await?;
+    // When this run took every item the unit can have (a first closure,
+    // or a relaunch of a unit where nothing was accepted), its answers are
+    // the whole Cyclades picture: no need to read it back.
+    let complete = !mode.validated_only && grades_taken == content.copies - content.ungraded;
+    let grade_counts = complete.then_some(grade_tally);
+    let summary = summarise(ctx, exam, uai, mode, sent, &content, grade_counts).await?;
     db::closure::finish_run(
         db,
         code,
@@ -213,6 +224,23 @@ async fn send_unit(
         "unit run finished"
     );
     Ok(summary)
+}
+
+/// What became of the items a run sent to one target.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    accepted: i64,
+    rejected: i64,
+    /// No answer (a retryable failure).
+    pending: i64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.pending += other.pending;
+    }
 }
 
 /// A batch's items, for one target.
@@ -250,15 +278,16 @@ impl Items {
 
 /// Sends one batch to its target and settles its items, named in the
 /// ledger by `ids` (copies for grades, item ids for counts, in the order
-/// of `items`). A failure to get an answer is recorded on the items, not
-/// returned: the run goes on with the next batch.
+/// of `items`), and returns what became of them. A failure to get an
+/// answer is recorded on the items, not returned: the run goes on with the
+/// next batch.
 async fn send_batch(
     ctx: &JobContext,
     exam: &ExamRow,
     uai: &Uai,
     ids: Vec<i64>,
     items: Items,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Tally> {
     let db = &ctx.services.db;
     let target = items.target();
     let id_of: std::collections::HashMap<String, i64> =
@@ -289,7 +318,7 @@ async fn send_batch(
         Ok(results) => {
             let n = results.len();
             let settling = std::time::Instant::now();
-            settle(db, target, &id_of, results).await?;
+            let tally = settle(db, target, &id_of, results).await?;
             tracing::debug!(
                 target = %target,
                 items = n,
@@ -297,7 +326,7 @@ async fn send_batch(
                 settle_ms = settling.elapsed().as_millis() as u64,
                 "batch settled"
             );
-            Ok(())
+            Ok(tally)
         }
         Err(e) => {
             tracing::warn!(
@@ -311,12 +340,24 @@ async fn send_batch(
             let permanent = matches!(e, ExportError::Permanent(_));
             match target {
                 Target::Cyclades => {
-                    db::closure::fail_grades(db, &ids, &e.to_string(), permanent).await
+                    db::closure::fail_grades(db, &ids, &e.to_string(), permanent).await?
                 }
                 Target::Imagin => {
-                    db::closure::fail_counts(db, &ids, &e.to_string(), permanent).await
+                    db::closure::fail_counts(db, &ids, &e.to_string(), permanent).await?
                 }
             }
+            let n = ids.len() as i64;
+            Ok(if permanent {
+                Tally {
+                    rejected: n,
+                    ..Tally::default()
+                }
+            } else {
+                Tally {
+                    pending: n,
+                    ..Tally::default()
+                }
+            })
         }
     }
 }
@@ -326,7 +367,7 @@ async fn settle(
     target: Target,
     id_of: &std::collections::HashMap<String, i64>,
     results: Vec<ItemResult>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Tally> {
     let mut accepted = Vec::with_capacity(results.len());
     let mut rejected = Vec::new();
     let mut reasons = Vec::new();
@@ -344,9 +385,14 @@ async fn settle(
         }
     }
     match target {
-        Target::Cyclades => db::closure::settle_grades(db, &accepted, &rejected, &reasons).await,
-        Target::Imagin => db::closure::settle_counts(db, &accepted, &rejected, &reasons).await,
+        Target::Cyclades => db::closure::settle_grades(db, &accepted, &rejected, &reasons).await?,
+        Target::Imagin => db::closure::settle_counts(db, &accepted, &rejected, &reasons).await?,
     }
+    Ok(Tally {
+        accepted: accepted.len() as i64,
+        rejected: rejected.len() as i64,
+        pending: 0,
+    })
 }
 
 #[derive(Deserialize)]
@@ -381,15 +427,25 @@ async fn summarise(
     mode: RunMode,
     sent: i64,
     content: &UnitContent,
+    grade_counts: Option<Tally>,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
-    let counts = db::closure::unit_counts(db, &exam.code, uai.as_str()).await?;
+    let counts =
+        db::closure::unit_counts(db, &exam.code, uai.as_str(), grade_counts.is_none()).await?;
     let of = |t: Target| -> StateCounts {
-        counts
-            .iter()
-            .find(|(name, _)| name == t.as_str())
-            .map(|(_, c)| c.clone())
-            .unwrap_or_default()
+        match (t, grade_counts) {
+            (Target::Cyclades, Some(tally)) => StateCounts {
+                pending: tally.pending,
+                sent: 0,
+                accepted: tally.accepted,
+                rejected: tally.rejected,
+            },
+            _ => counts
+                .iter()
+                .find(|(name, _)| name == t.as_str())
+                .map(|(_, c)| c.clone())
+                .unwrap_or_default(),
+        }
     };
     let mut targets = BTreeMap::new();
     for t in Target::ALL {

@@ -530,11 +530,13 @@ pub struct StateCounts {
     pub rejected: i64,
 }
 
-/// Per target, the unit's items by state.
+/// Per target, the unit's items by state; Cyclades items only when
+/// `with_grades` (reading them is a pass over the unit's copies).
 pub async fn unit_counts(
     db: &Db,
     exam: &str,
     uai: &str,
+    with_grades: bool,
 ) -> anyhow::Result<Vec<(String, StateCounts)>> {
     let rows = sqlx::query!(
         r#"WITH unit AS MATERIALIZED (
@@ -547,6 +549,7 @@ pub async fn unit_counts(
                   count(*) FILTER (WHERE g.state = 'accepted') AS "accepted!",
                   count(*) FILTER (WHERE g.state = 'rejected') AS "rejected!"
            FROM unit JOIN grade_exports g ON g.copy_id = unit.id
+           WHERE $3
            UNION ALL
            SELECT 'imagin',
                   count(*) FILTER (WHERE state = 'pending'),
@@ -555,7 +558,8 @@ pub async fn unit_counts(
                   count(*) FILTER (WHERE state = 'rejected')
            FROM count_exports WHERE exam_code = $1 AND establishment_uai = $2"#,
         exam,
-        uai
+        uai,
+        with_grades
     )
     .fetch_all(&db.pool)
     .await
