@@ -96,8 +96,9 @@ pub async fn run_unit(
     mode: RunMode,
 ) -> Result<UnitSummary, JobError> {
     let db = &ctx.services.db;
-    // Read once: the refusal below and the summary's totals use it.
-    let content = db::closure::unit_content(db, &exam.code, uai.as_str())
+    // Read once: the refusal below, the Imag'In counts and the summary's
+    // totals use it.
+    let (content, graders) = db::closure::unit_content(db, &exam.code, uai.as_str())
         .await
         .map_err(JobError::Retryable)?;
     if mode.refuse_ungraded && content.ungraded > 0 {
@@ -119,7 +120,19 @@ pub async fn run_unit(
         let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
         return Err(JobError::permanent(refusal));
     }
-    send_unit(ctx, exam, uai, mode, content)
+    let counts: Vec<(String, i64)> = graders
+        .into_iter()
+        .map(|g| {
+            let n = if mode.validated_only {
+                g.validated
+            } else {
+                g.corrected
+            };
+            (g.grader, n)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    send_unit(ctx, exam, uai, mode, content, counts)
         .await
         .map_err(JobError::Retryable)
 }
@@ -130,6 +143,7 @@ async fn send_unit(
     uai: &Uai,
     mode: RunMode,
     content: UnitContent,
+    counts: Vec<(String, i64)>,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
     let code = exam.code.as_str();
@@ -142,14 +156,8 @@ async fn send_unit(
         mode.with_rejected,
     )
     .await?;
-    let counts = db::closure::sync_counts(
-        db,
-        code,
-        uai.as_str(),
-        mode.validated_only,
-        mode.with_rejected,
-    )
-    .await?;
+    let counts =
+        db::closure::sync_counts(db, code, uai.as_str(), &counts, mode.with_rejected).await?;
     let grades_taken = grades.len() as i64;
     let to_send = (grades.len() + counts.len()) as i64;
     let mut grade_tally = Tally::default();

@@ -328,28 +328,23 @@ pub struct CountOutgoing {
     pub document: serde_json::Value,
 }
 
-/// Brings the Imag'In items of a unit up to date — per grader, the count
-/// of corrected (graded, not absent) copies, validated ones only when
-/// `validated_only`; a grader left with none is counted 0 — and takes for
-/// sending, as [`sync_grades`] does, every item to send. A changed count
-/// gets the next revision and a new key.
+/// Brings the Imag'In items of a unit up to date with `counts` (per
+/// grader, the copies to declare; a grader with an item but no count is
+/// counted 0) and takes for sending, as [`sync_grades`] does, every item to
+/// send. A changed count gets the next revision and a new key.
 pub async fn sync_counts(
     db: &Db,
     exam: &str,
     uai: &str,
-    validated_only: bool,
+    counts: &[(String, i64)],
     with_rejected: bool,
 ) -> anyhow::Result<Vec<CountOutgoing>> {
+    let (graders, copies): (Vec<String>, Vec<i64>) = counts.iter().cloned().unzip();
     let rows = sqlx::query_as!(
         CountOutgoing,
         r#"
         WITH counted AS (
-            SELECT c.grader_code, count(*) AS copies
-            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-              AND c.grader_code IS NOT NULL AND c.grade IS NOT NULL AND NOT c.absent
-              AND (NOT $3 OR c.validated_pass IS NOT NULL)
-            GROUP BY c.grader_code
+            SELECT * FROM UNNEST($3::text[], $4::bigint[]) AS counted (grader_code, copies)
         ), n AS (
             SELECT grader_code, copies FROM counted
             UNION ALL
@@ -376,12 +371,13 @@ pub async fn sync_counts(
             document = EXCLUDED.document,
             state = 'sent', reason = NULL, attempts = e.attempts + 1, sent_at = now(), updated_at = now()
         WHERE e.document <> EXCLUDED.document OR e.state IN ('pending', 'sent')
-           OR ($4 AND e.state = 'rejected')
+           OR ($5 AND e.state = 'rejected')
         RETURNING e.id, e.key, e.document
         "#,
         exam,
         uai,
-        validated_only,
+        &graders,
+        &copies,
         with_rejected
     )
     .fetch_all(&db.pool)
@@ -668,27 +664,58 @@ pub struct UnitContent {
     pub ungraded: i64,
 }
 
-/// The content of (`exam`, `uai`).
-pub async fn unit_content(db: &Db, exam: &str, uai: &str) -> anyhow::Result<UnitContent> {
-    let r = sqlx::query!(
-        r#"SELECT count(*) AS "copies!",
+/// A grader's corrected (graded, not absent) copies in a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraderCount {
+    pub grader: String,
+    pub corrected: i64,
+    /// Those of them validated by a harmonisation pass.
+    pub validated: i64,
+}
+
+/// The content of (`exam`, `uai`), with each grader's corrected copies:
+/// one pass over the unit's copies.
+pub async fn unit_content(
+    db: &Db,
+    exam: &str,
+    uai: &str,
+) -> anyhow::Result<(UnitContent, Vec<GraderCount>)> {
+    let rows = sqlx::query!(
+        r#"SELECT c.grader_code,
+                  count(*) AS "copies!",
                   count(*) FILTER (WHERE c.validated_pass IS NOT NULL) AS "validated!",
-                  count(DISTINCT c.grader_code) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent) AS "graders!",
+                  count(*) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent) AS "corrected!",
+                  count(*) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent
+                                     AND c.validated_pass IS NOT NULL) AS "corrected_validated!",
                   count(*) FILTER (WHERE c.grade IS NULL AND NOT c.absent) AS "ungraded!"
            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-           WHERE c.exam_code = $1 AND ca.establishment_uai = $2"#,
+           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           GROUP BY c.grader_code
+           ORDER BY c.grader_code"#,
         exam,
         uai
     )
-    .fetch_one(&db.pool)
+    .fetch_all(&db.pool)
     .await
     .context("reading the unit's content")?;
-    Ok(UnitContent {
-        copies: r.copies,
-        validated: r.validated,
-        graders: r.graders,
-        ungraded: r.ungraded,
-    })
+    let mut content = UnitContent::default();
+    let mut graders = Vec::new();
+    for r in rows {
+        content.copies += r.copies;
+        content.validated += r.validated;
+        content.ungraded += r.ungraded;
+        if let Some(grader) = r.grader_code
+            && r.corrected > 0
+        {
+            content.graders += 1;
+            graders.push(GraderCount {
+                grader,
+                corrected: r.corrected,
+                validated: r.corrected_validated,
+            });
+        }
+    }
+    Ok((content, graders))
 }
 
 /// Ends a run on a unit: its new state, the run's summary, and whether the

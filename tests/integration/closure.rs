@@ -904,3 +904,85 @@ async fn a_refused_batch_rejects_its_items_and_an_unreachable_target_leaves_them
         "{messages:?}"
     );
 }
+
+#[tokio::test]
+async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_copies_is_declared_zero()
+ {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let close = || async {
+        let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+            .await
+            .expect("request")
+            .expect("not refused");
+        app.wait_status(jobs_of(&units)[0], "succeeded", 30).await;
+    };
+    close().await;
+    let grades_before = stub.effects("c:").len();
+    let counts_before = stub.effects("i:").len();
+
+    // A new export of the session marks every copy of one grader absent:
+    // each copy gets its next version.
+    let db = pool(&app).await;
+    let grader: String = sqlx::query_scalar(
+        "SELECT c.grader_code FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           AND c.grade IS NOT NULL AND NOT c.absent
+         GROUP BY 1 ORDER BY count(*), 1 LIMIT 1",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .fetch_one(&db)
+    .await
+    .expect("a grader");
+    let changed: Vec<String> = sqlx::query_scalar(
+        "UPDATE copies c SET absent = true, grade = NULL, version = c.version + 1
+         FROM candidates ca
+         WHERE ca.id = c.candidate_id AND c.exam_code = $1 AND ca.establishment_uai = $2
+           AND c.grader_code = $3 AND c.grade IS NOT NULL
+         RETURNING ca.numero",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .bind(&grader)
+    .fetch_all(&db)
+    .await
+    .expect("changed copies");
+    assert!(!changed.is_empty());
+
+    close().await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    stub.assert_exactly_once();
+    assert_eq!(
+        stub.effects("c:").len(),
+        grades_before + changed.len(),
+        "only the changed copies are sent again"
+    );
+    for numero in &changed {
+        let item = stub
+            .item(&format!("c:{PHILO}:{numero}:v2"))
+            .expect("the changed copy is sent under its new key");
+        assert_eq!(item["absent"], json!(true), "{item}");
+        assert_eq!(item["grade"], Value::Null, "{item}");
+    }
+    assert_eq!(
+        stub.effects("i:").len(),
+        counts_before + 1,
+        "only the changed count is sent again"
+    );
+    let count = stub
+        .item(&format!("i:{PHILO}:{uai}:{grader}:r2"))
+        .expect("the grader's count is sent under its next revision");
+    assert_eq!(count["copies"], json!(0), "{count}");
+    let s = status(&app, PHILO).await;
+    let unit = s
+        .units
+        .iter()
+        .find(|u| u.establishment == uai.as_str())
+        .expect("unit");
+    assert_eq!(unit.state, UnitState::Closed, "{s}");
+    assert_eq!(unit.cyclades.accepted, unit.cyclades.total, "{s}");
+}
