@@ -94,7 +94,11 @@ pub async fn exam_status(db: &Db, exam: &str) -> anyhow::Result<Result<ExamStatu
                 },
                 imagin: TargetStatus {
                     accepted: u.imagin.accepted,
-                    total: u.content.graders,
+                    // Graders with corrected copies, and those declared
+                    // before who have none left (declared 0).
+                    total: u.content.graders.max(
+                        u.imagin.pending + u.imagin.sent + u.imagin.accepted + u.imagin.rejected,
+                    ),
                     rejected: u.imagin.rejected,
                     pending: u.imagin.pending + u.imagin.sent,
                 },

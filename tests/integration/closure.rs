@@ -985,4 +985,8 @@ async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_
         .expect("unit");
     assert_eq!(unit.state, UnitState::Closed, "{s}");
     assert_eq!(unit.cyclades.accepted, unit.cyclades.total, "{s}");
+    assert_eq!(
+        unit.imagin.accepted, unit.imagin.total,
+        "the grader declared 0 counts in the total: {s}"
+    );
 }
