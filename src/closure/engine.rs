@@ -272,15 +272,11 @@ impl Items {
         }
     }
 
-    fn keys(&self) -> impl Iterator<Item = &String> {
-        let (grades, counts) = match self {
-            Items::Grades(v) => (v.as_slice(), &[][..]),
-            Items::Counts(v) => (&[][..], v.as_slice()),
-        };
-        grades
-            .iter()
-            .map(|g| &g.key)
-            .chain(counts.iter().map(|c| &c.key))
+    fn keys(&self) -> Vec<String> {
+        match self {
+            Items::Grades(v) => v.iter().map(|g| g.key.clone()).collect(),
+            Items::Counts(v) => v.iter().map(|c| c.key.clone()).collect(),
+        }
     }
 }
 
@@ -299,7 +295,7 @@ async fn send_batch(
     let db = &ctx.services.db;
     let target = items.target();
     let id_of: std::collections::HashMap<String, i64> =
-        items.keys().cloned().zip(ids.iter().copied()).collect();
+        items.keys().into_iter().zip(ids.iter().copied()).collect();
     let asked = std::time::Instant::now();
     let answer = match items {
         Items::Grades(items) => {
@@ -355,16 +351,10 @@ async fn send_batch(
                 }
             }
             let n = ids.len() as i64;
-            Ok(if permanent {
-                Tally {
-                    rejected: n,
-                    ..Tally::default()
-                }
-            } else {
-                Tally {
-                    pending: n,
-                    ..Tally::default()
-                }
+            Ok(Tally {
+                accepted: 0,
+                rejected: if permanent { n } else { 0 },
+                pending: if permanent { 0 } else { n },
             })
         }
     }
@@ -376,29 +366,28 @@ async fn settle(
     id_of: &std::collections::HashMap<String, i64>,
     results: Vec<ItemResult>,
 ) -> anyhow::Result<Tally> {
-    let mut accepted = Vec::with_capacity(results.len());
-    let mut rejected = Vec::new();
-    let mut reasons = Vec::new();
+    let mut ids = Vec::with_capacity(results.len());
+    // `None`: accepted (or duplicate); the reason of a rejection otherwise.
+    let mut reasons = Vec::with_capacity(results.len());
     for r in results {
         // The exporters checked that every key answered was sent.
         let id = *id_of
             .get(&r.key)
             .with_context(|| format!("the answer names key {}, which was not sent", r.key))?;
-        match r.status {
-            ItemStatus::Accepted | ItemStatus::Duplicate => accepted.push(id),
-            ItemStatus::Rejected => {
-                rejected.push(id);
-                reasons.push(r.reason.unwrap_or_else(|| "rejected".into()));
-            }
-        }
+        ids.push(id);
+        reasons.push(match r.status {
+            ItemStatus::Accepted | ItemStatus::Duplicate => None,
+            ItemStatus::Rejected => Some(r.reason.unwrap_or_else(|| "rejected".into())),
+        });
     }
     match target {
-        Target::Cyclades => db::closure::settle_grades(db, &accepted, &rejected, &reasons).await?,
-        Target::Imagin => db::closure::settle_counts(db, &accepted, &rejected, &reasons).await?,
+        Target::Cyclades => db::closure::settle_grades(db, &ids, &reasons).await?,
+        Target::Imagin => db::closure::settle_counts(db, &ids, &reasons).await?,
     }
+    let rejected = reasons.iter().filter(|r| r.is_some()).count() as i64;
     Ok(Tally {
-        accepted: accepted.len() as i64,
-        rejected: rejected.len() as i64,
+        accepted: ids.len() as i64 - rejected,
+        rejected,
         pending: 0,
     })
 }

@@ -389,81 +389,46 @@ pub async fn sync_counts(
 }
 
 /// Settles Cyclades items (named by copy) with the target's answers:
-/// `accepted` (accepted or duplicate) and `rejected` with their reasons.
-/// Items are matched with `= ANY`, which stays linear whatever the planner
-/// believes about a table that has just grown.
+/// `accepted` when their reason is `None` (accepted or duplicate),
+/// `rejected` with the reason otherwise. Items are matched with `= ANY`,
+/// which stays linear whatever the planner believes about a table that has
+/// just grown.
 pub async fn settle_grades(
     db: &Db,
-    accepted: &[i64],
-    rejected: &[i64],
-    reasons: &[String],
+    copies: &[i64],
+    reasons: &[Option<String>],
 ) -> anyhow::Result<()> {
-    let mut tx = db.pool.begin().await.context("starting a transaction")?;
-    if !accepted.is_empty() {
-        sqlx::query!(
-            "UPDATE grade_exports
-             SET state = 'accepted', reason = NULL, accepted_at = now(), last_error = NULL,
-                 updated_at = now()
-             WHERE copy_id = ANY($1)",
-            accepted
-        )
-        .execute(&mut *tx)
-        .await
-        .context("recording accepted grades")?;
-    }
-    if !rejected.is_empty() {
-        sqlx::query!(
-            "UPDATE grade_exports g
-             SET state = 'rejected', reason = r.reason, accepted_at = NULL, last_error = NULL,
-                 updated_at = now()
-             FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
-             WHERE g.copy_id = ANY($1) AND g.copy_id = r.id",
-            rejected,
-            reasons
-        )
-        .execute(&mut *tx)
-        .await
-        .context("recording rejected grades")?;
-    }
-    tx.commit().await.context("committing the answers")?;
+    sqlx::query!(
+        "UPDATE grade_exports g
+         SET state = CASE WHEN r.reason IS NULL THEN 'accepted' ELSE 'rejected' END,
+             reason = r.reason, accepted_at = CASE WHEN r.reason IS NULL THEN now() END,
+             last_error = NULL, updated_at = now()
+         FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
+         WHERE g.copy_id = ANY($1) AND g.copy_id = r.id",
+        copies,
+        reasons as &[Option<String>]
+    )
+    .execute(&db.pool)
+    .await
+    .context("recording the Cyclades answers")?;
     Ok(())
 }
 
 /// Settles Imag'In items (named by id), as [`settle_grades`] does.
-pub async fn settle_counts(
-    db: &Db,
-    accepted: &[i64],
-    rejected: &[i64],
-    reasons: &[String],
-) -> anyhow::Result<()> {
-    let mut tx = db.pool.begin().await.context("starting a transaction")?;
-    if !accepted.is_empty() {
-        sqlx::query!(
-            "UPDATE count_exports
-             SET state = 'accepted', reason = NULL, accepted_at = now(), last_error = NULL,
-                 updated_at = now()
-             WHERE id = ANY($1)",
-            accepted
-        )
-        .execute(&mut *tx)
-        .await
-        .context("recording accepted counts")?;
-    }
-    if !rejected.is_empty() {
-        sqlx::query!(
-            "UPDATE count_exports e
-             SET state = 'rejected', reason = r.reason, accepted_at = NULL, last_error = NULL,
-                 updated_at = now()
-             FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
-             WHERE e.id = ANY($1) AND e.id = r.id",
-            rejected,
-            reasons
-        )
-        .execute(&mut *tx)
-        .await
-        .context("recording rejected counts")?;
-    }
-    tx.commit().await.context("committing the answers")?;
+pub async fn settle_counts(db: &Db, ids: &[i64], reasons: &[Option<String>]) -> anyhow::Result<()> {
+    sqlx::query!(
+        "UPDATE count_exports e
+         SET state = CASE WHEN r.reason IS NULL THEN 'accepted' ELSE 'rejected' END,
+             reason = r.reason, accepted_at = CASE WHEN r.reason IS NULL THEN now() END,
+             last_error = NULL, updated_at = now()
+         FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
+         WHERE e.id = ANY($1) AND e.id = r.id",
+        ids,
+        reasons as &[Option<String>]
+    )
+    .execute(&db.pool)
+    .await
+    .context("recording the Imag'In answers")?;
     Ok(())
 }
 
