@@ -220,6 +220,14 @@ async fn status(app: &TestApp, exam: &str) -> ExamStatus {
 
 /// Waits until no closure job of the test is running or due: each has
 /// finished or waits for a backoff retry.
+/// The line of establishment `uai` in `s`.
+fn unit_of<'a>(s: &'a ExamStatus, uai: &Uai) -> &'a closure::status::UnitStatus {
+    s.units
+        .iter()
+        .find(|u| u.establishment == uai.as_str())
+        .unwrap_or_else(|| panic!("no unit {uai} in:\n{s}"))
+}
+
 async fn settle(app: &TestApp, secs: u64) {
     let pool = pool(app).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
@@ -373,11 +381,7 @@ async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_s
         stub.duplicates()
     );
     let s = status(&app, PHILO).await;
-    let unit = s
-        .units
-        .iter()
-        .find(|u| u.establishment == uai.as_str())
-        .expect("unit");
+    let unit = unit_of(&s, &uai);
     assert_eq!(unit.state, UnitState::Closed, "{s}");
     assert_eq!(unit.cyclades.accepted, unit.cyclades.total);
 }
@@ -426,11 +430,7 @@ async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
     );
 
     let s = status(&app, PHILO).await;
-    let unit = s
-        .units
-        .iter()
-        .find(|u| u.establishment == uai.as_str())
-        .expect("unit");
+    let unit = unit_of(&s, &uai);
     assert_eq!(unit.state, UnitState::ClosedWithErrors);
     assert_eq!(unit.cyclades.rejected, 1);
     assert_eq!(unit.cyclades.accepted, unit.cyclades.total - 1);
@@ -978,11 +978,7 @@ async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_
         .expect("the grader's count is sent under its next revision");
     assert_eq!(count["copies"], json!(0), "{count}");
     let s = status(&app, PHILO).await;
-    let unit = s
-        .units
-        .iter()
-        .find(|u| u.establishment == uai.as_str())
-        .expect("unit");
+    let unit = unit_of(&s, &uai);
     assert_eq!(unit.state, UnitState::Closed, "{s}");
     assert_eq!(unit.cyclades.accepted, unit.cyclades.total, "{s}");
     assert_eq!(

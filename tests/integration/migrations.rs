@@ -16,11 +16,7 @@ const BEFORE_GRADE_EXPORTS: i64 = 20261126000005;
 #[tokio::test]
 async fn the_narrow_ledger_migration_keeps_every_export_item() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let base = Config::load_with_overrides(json!({})).expect("base configuration");
-    let url = copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
-        .await
-        .expect("test database");
+    let (_, url) = crate::support::fresh_database().await;
     let pool = PgPool::connect(url.as_str()).await.expect("pool");
     let migrator = sqlx::migrate!("./migrations");
     migrator

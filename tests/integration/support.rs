@@ -4,6 +4,17 @@ use copiste::{config::Config, db::Db, storage::Storage};
 use serde_json::json;
 use tempfile::TempDir;
 
+/// A new, empty (unmigrated) database of the configured server: its id
+/// (also usable as a Redis namespace) and its URL.
+pub async fn fresh_database() -> (String, url::Url) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let base = Config::load_with_overrides(json!({})).expect("base configuration");
+    let url = copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
+        .await
+        .expect("test database");
+    (id, url)
+}
+
 /// Everything one test needs, isolated from every other test.
 pub struct TestApp {
     pub config: Config,
@@ -20,12 +31,7 @@ impl TestApp {
     pub async fn with(overrides: serde_json::Value) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let base = Config::load_with_overrides(json!({})).expect("base configuration");
-        let db_url =
-            copiste::db::ensure_database(&base.database_url(), &format!("copiste_test_{id}"))
-                .await
-                .expect("test database");
+        let (id, db_url) = fresh_database().await;
         let mut merged = json!({
             "database": {"url": db_url.as_str()},
             "redis": {"namespace": format!("t{}", &id[..12])},
