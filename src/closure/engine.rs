@@ -1,24 +1,31 @@
-//! The engine every closure job runs per unit: mark it closing, bring its
-//! export items up to date with the copies, send what is to send batch by
-//! batch, settle each item with the target's answer, and record the unit's
-//! new state with a summary.
+//! The engine every closure job runs per unit: read the unit once, mark it
+//! closing, send what is to send batch by batch, record each item with the
+//! target's answer, and record the unit's new state with a summary.
 //!
-//! Exactly-once effect: an item's key is fixed before it is sent and is
-//! kept across attempts; an item is marked `sent` before the request and
-//! settled after the answer. A crash in between leaves it `sent`, so the
-//! next run sends it again under the same key and the target answers
-//! `duplicate`.
+//! Exactly-once effect: an item's key is fixed by what it carries (a
+//! grade's by the copy and its version, a count's by the revision recorded
+//! when it changed), so every attempt sends it under the same key. A
+//! Cyclades item is written once, when its batch is answered (or fails); a
+//! crash after the target applied a batch but before that write leaves the
+//! items as they were, so the next run sends them again under the same
+//! keys and the target answers `duplicate`. Imag'In counts, whose revision
+//! is assigned by the ledger, are marked `sent` before the request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context as _, anyhow};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Refusal, UnitState, request::published_refusal};
+use super::{
+    Refusal, UnitState,
+    plan::{GradeToSend, UnitPlan, grade_key},
+    request::published_refusal,
+};
 use crate::{
     db::{
         self,
-        closure::{CountOutgoing, ErrorCount, ExamRow, GradeOutgoing, StateCounts, UnitContent},
+        closure::{CountOutgoing, ErrorCount, ExamRow, SentGrade, StateCounts, UnitContent},
     },
     domain::Uai,
     export::{Batch, CountItem, ExportError, GradeItem, ItemResult, ItemStatus, Target},
@@ -96,19 +103,17 @@ pub async fn run_unit(
     mode: RunMode,
 ) -> Result<UnitSummary, JobError> {
     let db = &ctx.services.db;
-    // Read once: the refusal below, the Imag'In counts and the summary's
-    // totals use it.
-    let (content, graders) = db::closure::unit_content(db, &exam.code, uai.as_str())
+    // Read once: the refusal below, the items to send, the Imag'In counts
+    // and the summary come from it.
+    let copies = db::closure::unit_copies(db, &exam.code, uai.as_str())
         .await
         .map_err(JobError::Retryable)?;
-    if mode.refuse_ungraded && content.ungraded > 0 {
-        let numeros = db::closure::ungraded(db, &exam.code, uai.as_str())
-            .await
-            .map_err(JobError::Retryable)?;
+    let plan = UnitPlan::new(copies, mode);
+    if mode.refuse_ungraded && !plan.ungraded.is_empty() {
         return Err(JobError::permanent(Refusal::Ungraded {
             exam: exam.code.clone(),
             establishment: Some(uai.clone()),
-            numeros,
+            numeros: plan.ungraded,
         }));
     }
     if let Some(published) = db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id)
@@ -120,19 +125,7 @@ pub async fn run_unit(
         let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
         return Err(JobError::permanent(refusal));
     }
-    let counts: Vec<(String, i64)> = graders
-        .into_iter()
-        .map(|g| {
-            let n = if mode.validated_only {
-                g.validated
-            } else {
-                g.corrected
-            };
-            (g.grader, n)
-        })
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    send_unit(ctx, exam, uai, mode, content, counts)
+    send_unit(ctx, exam, uai, mode, plan)
         .await
         .map_err(JobError::Retryable)
 }
@@ -142,54 +135,33 @@ async fn send_unit(
     exam: &ExamRow,
     uai: &Uai,
     mode: RunMode,
-    content: UnitContent,
-    counts: Vec<(String, i64)>,
+    plan: UnitPlan,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
     let code = exam.code.as_str();
     let started = std::time::Instant::now();
-    let grades = db::closure::sync_grades(
-        db,
-        code,
-        uai.as_str(),
-        mode.validated_only,
-        mode.with_rejected,
-    )
-    .await?;
     let counts =
-        db::closure::sync_counts(db, code, uai.as_str(), &counts, mode.with_rejected).await?;
-    let grades_taken = grades.len() as i64;
-    let to_send = (grades.len() + counts.len()) as i64;
+        db::closure::sync_counts(db, code, uai.as_str(), &plan.counts, mode.with_rejected).await?;
+    let to_send = (plan.grades.len() + counts.len()) as i64;
     let mut grade_tally = Tally::default();
     let batch_size = ctx.services.config.exports.batch_size as usize;
     let synced = started.elapsed();
     let mut sent = 0i64;
     let mut exporting = std::time::Duration::ZERO;
-    let mut grades = grades.into_iter().peekable();
-    let mut counts = counts.into_iter().peekable();
-    loop {
-        let (ids, items) = if grades.peek().is_some() {
-            let chunk: Vec<_> = grades.by_ref().take(batch_size).collect();
-            let ids = chunk.iter().map(|g| g.copy_id).collect();
-            (
-                ids,
-                Items::Grades(chunk.into_iter().map(grade_item).collect()),
-            )
-        } else if counts.peek().is_some() {
-            let chunk: Vec<_> = counts.by_ref().take(batch_size).collect();
-            let ids = chunk.iter().map(|c| c.id).collect();
-            let items = chunk
-                .into_iter()
-                .map(count_item)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            (ids, Items::Counts(items))
-        } else {
-            break;
-        };
+    let mut batches = plan
+        .grades
+        .chunks(batch_size)
+        .map(|chunk| Items::grades(code, chunk))
+        .chain(
+            counts
+                .chunks(batch_size)
+                .map(|chunk| Items::counts(chunk.to_vec())),
+        );
+    while let Some(items) = batches.next().transpose()? {
         let n = items.len() as i64;
         let target = items.target();
         let request = std::time::Instant::now();
-        let tally = send_batch(ctx, exam, uai, ids, items).await?;
+        let tally = send_batch(ctx, exam, uai, items).await?;
         if target == Target::Cyclades {
             grade_tally.add(tally);
         }
@@ -204,12 +176,16 @@ async fn send_unit(
     }
 
     let before_summary = started.elapsed();
-    // When this run took every item the unit can have (a first closure,
-    // or a relaunch of a unit where nothing was accepted), its answers are
-    // the whole Cyclades picture: no need to read it back.
-    let complete = !mode.validated_only && grades_taken == content.copies - content.ungraded;
-    let grade_counts = complete.then_some(grade_tally);
-    let summary = summarise(ctx, exam, uai, mode, sent, &content, grade_counts).await?;
+    // Every Cyclades item of the unit was either sent by this run (its
+    // answer is in the tally) or kept as the run read it.
+    let kept = &plan.kept;
+    let grade_counts = StateCounts {
+        pending: kept.pending + grade_tally.pending,
+        sent: kept.sent,
+        accepted: kept.accepted + grade_tally.accepted,
+        rejected: kept.rejected + grade_tally.rejected,
+    };
+    let summary = summarise(ctx, exam, uai, mode, sent, &plan.content, grade_counts).await?;
     db::closure::finish_run(
         db,
         code,
@@ -251,78 +227,125 @@ impl Tally {
     }
 }
 
-/// A batch's items, for one target.
+/// A batch's items for one target, with what names them in the ledger.
 enum Items {
-    Grades(Vec<GradeItem>),
-    Counts(Vec<CountItem>),
+    /// Grades, with the copy and revision each one carries.
+    Grades(Vec<GradeItem>, Vec<SentGrade>),
+    /// Counts, with their item ids.
+    Counts(Vec<CountItem>, Vec<i64>),
 }
 
 impl Items {
+    fn grades(exam: &str, chunk: &[GradeToSend]) -> anyhow::Result<Self> {
+        let sent = chunk
+            .iter()
+            .map(|g| SentGrade {
+                copy_id: g.copy_id,
+                revision: g.revision,
+            })
+            .collect();
+        let items = chunk
+            .iter()
+            .map(|g| GradeItem {
+                key: grade_key(exam, &g.numero, g.revision),
+                candidate: g.numero.clone(),
+                grade: g.grade,
+                absent: g.absent,
+            })
+            .collect();
+        Ok(Items::Grades(items, sent))
+    }
+
+    fn counts(chunk: Vec<CountOutgoing>) -> anyhow::Result<Self> {
+        let ids = chunk.iter().map(|c| c.id).collect();
+        let items = chunk
+            .into_iter()
+            .map(count_item)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Items::Counts(items, ids))
+    }
+
     fn len(&self) -> usize {
         match self {
-            Items::Grades(v) => v.len(),
-            Items::Counts(v) => v.len(),
+            Items::Grades(v, _) => v.len(),
+            Items::Counts(v, _) => v.len(),
         }
     }
 
     fn target(&self) -> Target {
         match self {
-            Items::Grades(_) => Target::Cyclades,
-            Items::Counts(_) => Target::Imagin,
+            Items::Grades(..) => Target::Cyclades,
+            Items::Counts(..) => Target::Imagin,
         }
     }
 
-    fn keys(&self) -> Vec<String> {
+    /// Each key's position in the batch.
+    fn positions(&self) -> HashMap<String, usize> {
+        let keys: Vec<&String> = match self {
+            Items::Grades(v, _) => v.iter().map(|g| &g.key).collect(),
+            Items::Counts(v, _) => v.iter().map(|c| &c.key).collect(),
+        };
+        keys.into_iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect()
+    }
+}
+
+/// What names a batch's items in the ledger.
+enum Sent {
+    Grades(Vec<SentGrade>),
+    Counts(Vec<i64>),
+}
+
+impl Sent {
+    fn len(&self) -> usize {
         match self {
-            Items::Grades(v) => v.iter().map(|g| g.key.clone()).collect(),
-            Items::Counts(v) => v.iter().map(|c| c.key.clone()).collect(),
+            Sent::Grades(v) => v.len(),
+            Sent::Counts(v) => v.len(),
         }
     }
 }
 
-/// Sends one batch to its target and settles its items, named in the
-/// ledger by `ids` (copies for grades, item ids for counts, in the order
-/// of `items`), and returns what became of them. A failure to get an
-/// answer is recorded on the items, not returned: the run goes on with the
-/// next batch.
+/// Sends one batch to its target, records its items' answers in the
+/// ledger, and returns what became of them. A failure to get an answer is
+/// recorded on the items, not returned: the run goes on with the next
+/// batch.
 async fn send_batch(
     ctx: &JobContext,
     exam: &ExamRow,
     uai: &Uai,
-    ids: Vec<i64>,
     items: Items,
 ) -> anyhow::Result<Tally> {
     let db = &ctx.services.db;
     let target = items.target();
-    let id_of: std::collections::HashMap<String, i64> =
-        items.keys().into_iter().zip(ids.iter().copied()).collect();
+    let positions = items.positions();
+    let sent_at = Utc::now();
     let asked = std::time::Instant::now();
-    let answer = match items {
-        Items::Grades(items) => {
-            let batch = Batch {
-                session: exam.session_code.clone(),
-                exam: exam.code.clone(),
-                establishment: uai.to_string(),
-                items,
-            };
-            ctx.services.exporters.cyclades.send_grades(&batch).await
-        }
-        Items::Counts(items) => {
-            let batch = Batch {
-                session: exam.session_code.clone(),
-                exam: exam.code.clone(),
-                establishment: uai.to_string(),
-                items,
-            };
-            ctx.services.exporters.imagin.send_counts(&batch).await
-        }
+    let (answer, sent) = match items {
+        Items::Grades(items, sent) => (
+            ctx.services
+                .exporters
+                .cyclades
+                .send_grades(&batch(exam, uai, items))
+                .await,
+            Sent::Grades(sent),
+        ),
+        Items::Counts(items, ids) => (
+            ctx.services
+                .exporters
+                .imagin
+                .send_counts(&batch(exam, uai, items))
+                .await,
+            Sent::Counts(ids),
+        ),
     };
     let answered = asked.elapsed();
     match answer {
         Ok(results) => {
             let n = results.len();
             let settling = std::time::Instant::now();
-            let tally = settle(db, target, &id_of, results).await?;
+            let tally = settle(db, &positions, sent, results, sent_at).await?;
             tracing::debug!(
                 target = %target,
                 items = n,
@@ -337,20 +360,19 @@ async fn send_batch(
                 exam.code = %exam.code,
                 establishment.uai = %uai,
                 target = %target,
-                items = ids.len(),
+                items = sent.len(),
                 error = %e,
                 "batch not accepted"
             );
             let permanent = matches!(e, ExportError::Permanent(_));
-            match target {
-                Target::Cyclades => {
-                    db::closure::fail_grades(db, &ids, &e.to_string(), permanent).await?
+            let error = e.to_string();
+            let n = sent.len() as i64;
+            match sent {
+                Sent::Grades(sent) => {
+                    db::closure::fail_grades(db, &sent, &error, permanent, sent_at).await?
                 }
-                Target::Imagin => {
-                    db::closure::fail_counts(db, &ids, &e.to_string(), permanent).await?
-                }
+                Sent::Counts(ids) => db::closure::fail_counts(db, &ids, &error, permanent).await?,
             }
-            let n = ids.len() as i64;
             Ok(Tally {
                 accepted: 0,
                 rejected: if permanent { n } else { 0 },
@@ -360,33 +382,51 @@ async fn send_batch(
     }
 }
 
+/// A request's document for `items` of the unit.
+fn batch<T>(exam: &ExamRow, uai: &Uai, items: Vec<T>) -> Batch<T> {
+    Batch {
+        session: exam.session_code.clone(),
+        exam: exam.code.clone(),
+        establishment: uai.to_string(),
+        items,
+    }
+}
+
+/// Records a batch's answers, in the order of the results.
 async fn settle(
     db: &db::Db,
-    target: Target,
-    id_of: &std::collections::HashMap<String, i64>,
+    positions: &HashMap<String, usize>,
+    sent: Sent,
     results: Vec<ItemResult>,
+    sent_at: DateTime<Utc>,
 ) -> anyhow::Result<Tally> {
-    let mut ids = Vec::with_capacity(results.len());
+    let mut order = Vec::with_capacity(results.len());
     // `None`: accepted (or duplicate); the reason of a rejection otherwise.
     let mut reasons = Vec::with_capacity(results.len());
     for r in results {
         // The exporters checked that every key answered was sent.
-        let id = *id_of
+        let i = *positions
             .get(&r.key)
             .with_context(|| format!("the answer names key {}, which was not sent", r.key))?;
-        ids.push(id);
+        order.push(i);
         reasons.push(match r.status {
             ItemStatus::Accepted | ItemStatus::Duplicate => None,
             ItemStatus::Rejected => Some(r.reason.unwrap_or_else(|| "rejected".into())),
         });
     }
-    match target {
-        Target::Cyclades => db::closure::settle_grades(db, &ids, &reasons).await?,
-        Target::Imagin => db::closure::settle_counts(db, &ids, &reasons).await?,
+    match sent {
+        Sent::Grades(sent) => {
+            let sent: Vec<SentGrade> = order.iter().map(|&i| sent[i]).collect();
+            db::closure::settle_grades(db, &sent, &reasons, sent_at).await?
+        }
+        Sent::Counts(ids) => {
+            let ids: Vec<i64> = order.iter().map(|&i| ids[i]).collect();
+            db::closure::settle_counts(db, &ids, &reasons).await?
+        }
     }
     let rejected = reasons.iter().filter(|r| r.is_some()).count() as i64;
     Ok(Tally {
-        accepted: ids.len() as i64 - rejected,
+        accepted: order.len() as i64 - rejected,
         rejected,
         pending: 0,
     })
@@ -396,15 +436,6 @@ async fn settle(
 struct CountDocument {
     grader: String,
     copies: u32,
-}
-
-fn grade_item(g: GradeOutgoing) -> GradeItem {
-    GradeItem {
-        key: g.key,
-        candidate: g.numero,
-        grade: g.grade,
-        absent: g.absent,
-    }
 }
 
 fn count_item(o: CountOutgoing) -> anyhow::Result<CountItem> {
@@ -424,24 +455,14 @@ async fn summarise(
     mode: RunMode,
     sent: i64,
     content: &UnitContent,
-    grade_counts: Option<Tally>,
+    grade_counts: StateCounts,
 ) -> anyhow::Result<UnitSummary> {
     let db = &ctx.services.db;
-    let counts =
-        db::closure::unit_counts(db, &exam.code, uai.as_str(), grade_counts.is_none()).await?;
+    let count_counts = db::closure::count_states(db, &exam.code, uai.as_str()).await?;
     let of = |t: Target| -> StateCounts {
-        match (t, grade_counts) {
-            (Target::Cyclades, Some(tally)) => StateCounts {
-                pending: tally.pending,
-                sent: 0,
-                accepted: tally.accepted,
-                rejected: tally.rejected,
-            },
-            _ => counts
-                .iter()
-                .find(|(name, _)| name == t.as_str())
-                .map(|(_, c)| c.clone())
-                .unwrap_or_default(),
+        match t {
+            Target::Cyclades => grade_counts.clone(),
+            Target::Imagin => count_counts.clone(),
         }
     };
     let mut targets = BTreeMap::new();

@@ -13,6 +13,7 @@
 //!    establishment's closure request ([`request`]).
 
 pub mod engine;
+pub mod plan;
 pub mod request;
 pub mod status;
 

@@ -1,11 +1,15 @@
 //! Closure queries: closure units, the per-item export ledger, publication
 //! and harmonisation passes.
 //!
-//! The ledger has two tables: `grade_exports` (Cyclades, one narrow row per
-//! copy, reached through the copy) and `count_exports` (Imag'In, one row
-//! per grader and unit). It is written in bulk: one upsert per target and
-//! unit creates, refreshes and takes for sending every item to send (marked
-//! `sent`, attempt counted), and one update per answer settles a batch.
+//! The ledger has two tables, written in bulk:
+//! - `grade_exports` (Cyclades): one narrow row per copy, reached through
+//!   the copy, written once per answer (or failure) of a batch. Its key is
+//!   a function of the copy and the revision sent, so nothing is written
+//!   before the request.
+//! - `count_exports` (Imag'In): one row per grader and unit. A count's
+//!   revision is assigned when it changes, so one upsert per unit creates,
+//!   refreshes and takes for sending every count to send (marked `sent`,
+//!   attempt counted) before the request, and one update settles it.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -73,23 +77,6 @@ pub async fn establishment_exists(db: &Db, uai: &str) -> anyhow::Result<bool> {
         .await
         .context("looking up the establishment")?;
     Ok(found.is_some())
-}
-
-/// The numéros of the candidates of (`exam`, `uai`) whose copy is neither
-/// graded nor absent.
-pub async fn ungraded(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        "SELECT ca.numero
-         FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-           AND c.grade IS NULL AND NOT c.absent
-         ORDER BY ca.numero",
-        exam,
-        uai
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("listing ungraded copies")
 }
 
 /// Per establishment, the numéros of the candidates of `exam` whose copy
@@ -260,64 +247,47 @@ pub async fn start_run(
     Ok(None)
 }
 
-/// A grade to send, with the key it is sent under.
+/// A copy of a unit as a run reads it: what it holds, and the revision and
+/// state of its Cyclades item if one was ever recorded.
 #[derive(Debug, Clone)]
-pub struct GradeOutgoing {
+pub struct UnitCopy {
     pub copy_id: i64,
-    pub key: String,
+    pub version: i32,
     pub numero: String,
+    pub grader: Option<String>,
     pub grade: Option<f64>,
     pub absent: bool,
+    pub validated: bool,
+    pub item_revision: Option<i32>,
+    pub item_state: Option<String>,
 }
 
-/// Brings the Cyclades items of a unit up to date with its copies (only
-/// the validated ones when `validated_only`) and takes for sending every
-/// item to send, marking it `sent` with its attempt counted: new items, items
-/// whose copy version changed (they get a new key), and items left pending
-/// or sent by an earlier run (rejected ones too when `with_rejected`).
-/// Returns them in copy order, with the grade at their revision.
-pub async fn sync_grades(
-    db: &Db,
-    exam: &str,
-    uai: &str,
-    validated_only: bool,
-    with_rejected: bool,
-) -> anyhow::Result<Vec<GradeOutgoing>> {
-    let rows = sqlx::query_as!(
-        GradeOutgoing,
-        r#"
-        WITH unit AS MATERIALIZED (
-            SELECT c.id, c.version, ca.numero, c.grade::float8 AS grade, c.absent
-            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-              AND (c.grade IS NOT NULL OR c.absent)
-              AND (NOT $3 OR c.validated_pass IS NOT NULL)
-        ), taken AS (
-            INSERT INTO grade_exports AS g (copy_id, revision, state, attempts, sent_at)
-            SELECT id, version, 'sent', 1, now() FROM unit
-            ON CONFLICT (copy_id) DO UPDATE
-            SET revision = EXCLUDED.revision, state = 'sent', reason = NULL,
-                attempts = g.attempts + 1, sent_at = now(), updated_at = now(),
-                last_error = CASE WHEN g.revision = EXCLUDED.revision THEN g.last_error END,
-                accepted_at = CASE WHEN g.revision = EXCLUDED.revision THEN g.accepted_at END
-            WHERE g.revision <> EXCLUDED.revision OR g.state IN ('pending', 'sent')
-               OR ($4 AND g.state = 'rejected')
-            RETURNING g.copy_id, g.revision
-        )
-        SELECT t.copy_id AS "copy_id!", 'c:' || $1 || ':' || u.numero || ':v' || t.revision AS "key!",
-               u.numero AS "numero!", u.grade, u.absent AS "absent!"
-        FROM taken t JOIN unit u ON u.id = t.copy_id
-        ORDER BY t.copy_id
-        "#,
+/// Every copy of (`exam`, `uai`) with its Cyclades item, in copy order: the
+/// one read a run makes of its unit (content, ungraded copies, items to
+/// send and the states of the others).
+pub async fn unit_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<UnitCopy>> {
+    // The unit's copies first (MATERIALIZED): a planner without statistics
+    // on a ledger that has just grown must not scan all of it.
+    sqlx::query_as!(
+        UnitCopy,
+        r#"WITH unit AS MATERIALIZED (
+               SELECT c.id, c.version, ca.numero, c.grader_code, c.grade::float8 AS grade,
+                      c.absent, c.validated_pass IS NOT NULL AS validated
+               FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+           )
+           SELECT u.id AS "copy_id!", u.version AS "version!", u.numero AS "numero!",
+                  u.grader_code AS grader, u.grade, u.absent AS "absent!",
+                  u.validated AS "validated!",
+                  g.revision AS "item_revision?", g.state AS "item_state?"
+           FROM unit u LEFT JOIN grade_exports g ON g.copy_id = u.id
+           ORDER BY u.id"#,
         exam,
-        uai,
-        validated_only,
-        with_rejected
+        uai
     )
     .fetch_all(&db.pool)
     .await
-    .context("taking the Cyclades items")?;
-    Ok(rows)
+    .context("reading the unit's copies")
 }
 
 /// A grader's count to send, with the key it is sent under.
@@ -388,25 +358,44 @@ pub async fn sync_counts(
     Ok(out)
 }
 
-/// Settles Cyclades items (named by copy) with the target's answers:
-/// `accepted` when their reason is `None` (accepted or duplicate),
-/// `rejected` with the reason otherwise. Items are matched with `= ANY`,
-/// which stays linear whatever the planner believes about a table that has
-/// just grown.
+/// A Cyclades item sent in a batch: its copy and the copy version whose
+/// grade it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentGrade {
+    pub copy_id: i64,
+    pub revision: i32,
+}
+
+/// Records the target's answers to a batch of Cyclades items sent at
+/// `sent_at`: `accepted` when their reason is `None` (accepted or
+/// duplicate), `rejected` with the reason otherwise. This is the only
+/// write an answered item costs: its key is a function of the copy and
+/// revision, so nothing needs recording before the request (see
+/// `closure::engine`). An item already recorded at a later revision is
+/// left as it is.
 pub async fn settle_grades(
     db: &Db,
-    copies: &[i64],
+    sent: &[SentGrade],
     reasons: &[Option<String>],
+    sent_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    let (copies, revisions): (Vec<i64>, Vec<i32>) =
+        sent.iter().map(|s| (s.copy_id, s.revision)).unzip();
     sqlx::query!(
-        "UPDATE grade_exports g
-         SET state = CASE WHEN r.reason IS NULL THEN 'accepted' ELSE 'rejected' END,
-             reason = r.reason, accepted_at = CASE WHEN r.reason IS NULL THEN now() END,
-             last_error = NULL, updated_at = now()
-         FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reason)
-         WHERE g.copy_id = ANY($1) AND g.copy_id = r.id",
-        copies,
-        reasons as &[Option<String>]
+        "INSERT INTO grade_exports AS g (copy_id, revision, state, reason, attempts, sent_at,
+                                         accepted_at)
+         SELECT r.id, r.revision, CASE WHEN r.reason IS NULL THEN 'accepted' ELSE 'rejected' END,
+                r.reason, 1, $4, CASE WHEN r.reason IS NULL THEN now() END
+         FROM UNNEST($1::bigint[], $2::int4[], $3::text[]) AS r(id, revision, reason)
+         ON CONFLICT (copy_id) DO UPDATE
+         SET revision = EXCLUDED.revision, state = EXCLUDED.state, reason = EXCLUDED.reason,
+             attempts = g.attempts + 1, last_error = NULL, sent_at = EXCLUDED.sent_at,
+             accepted_at = EXCLUDED.accepted_at, updated_at = now()
+         WHERE g.revision <= EXCLUDED.revision",
+        &copies,
+        &revisions,
+        reasons as &[Option<String>],
+        sent_at
     )
     .execute(&db.pool)
     .await
@@ -432,27 +421,37 @@ pub async fn settle_counts(db: &Db, ids: &[i64], reasons: &[Option<String>]) -> 
     Ok(())
 }
 
-/// Records a batch of Cyclades items (named by copy) that got no per-item
-/// answer: retryable failures leave the items pending with the error;
-/// permanent ones reject them with it.
+/// Records a batch of Cyclades items sent at `sent_at` that got no
+/// per-item answer: retryable failures leave the items pending with the
+/// error (they are sent again, under the same keys); permanent ones reject
+/// them with it.
 pub async fn fail_grades(
     db: &Db,
-    copies: &[i64],
+    sent: &[SentGrade],
     error: &str,
     permanent: bool,
+    sent_at: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    let (copies, revisions): (Vec<i64>, Vec<i32>) =
+        sent.iter().map(|s| (s.copy_id, s.revision)).unzip();
     sqlx::query!(
         r#"
-        UPDATE grade_exports
-        SET state = CASE WHEN $3 THEN 'rejected' ELSE 'pending' END,
-            reason = CASE WHEN $3 THEN $2 END,
-            last_error = CASE WHEN $3 THEN NULL ELSE $2 END,
-            updated_at = now()
-        WHERE copy_id = ANY($1)
+        INSERT INTO grade_exports AS g (copy_id, revision, state, reason, attempts, last_error,
+                                        sent_at)
+        SELECT r.id, r.revision, CASE WHEN $4 THEN 'rejected' ELSE 'pending' END,
+               CASE WHEN $4 THEN $3 END, 1, CASE WHEN $4 THEN NULL ELSE $3 END, $5
+        FROM UNNEST($1::bigint[], $2::int4[]) AS r(id, revision)
+        ON CONFLICT (copy_id) DO UPDATE
+        SET revision = EXCLUDED.revision, state = EXCLUDED.state, reason = EXCLUDED.reason,
+            attempts = g.attempts + 1, last_error = EXCLUDED.last_error,
+            sent_at = EXCLUDED.sent_at, accepted_at = NULL, updated_at = now()
+        WHERE g.revision <= EXCLUDED.revision
         "#,
-        copies,
+        &copies,
+        &revisions,
         error,
-        permanent
+        permanent,
+        sent_at
     )
     .execute(&db.pool)
     .await
@@ -491,54 +490,26 @@ pub struct StateCounts {
     pub rejected: i64,
 }
 
-/// Per target, the unit's items by state; Cyclades items only when
-/// `with_grades` (reading them is a pass over the unit's copies).
-pub async fn unit_counts(
-    db: &Db,
-    exam: &str,
-    uai: &str,
-    with_grades: bool,
-) -> anyhow::Result<Vec<(String, StateCounts)>> {
-    let rows = sqlx::query!(
-        r#"WITH unit AS MATERIALIZED (
-               SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-           )
-           SELECT 'cyclades' AS "target!",
-                  count(*) FILTER (WHERE g.state = 'pending') AS "pending!",
-                  count(*) FILTER (WHERE g.state = 'sent') AS "sent!",
-                  count(*) FILTER (WHERE g.state = 'accepted') AS "accepted!",
-                  count(*) FILTER (WHERE g.state = 'rejected') AS "rejected!"
-           FROM unit JOIN grade_exports g ON g.copy_id = unit.id
-           WHERE $3
-           UNION ALL
-           SELECT 'imagin',
-                  count(*) FILTER (WHERE state = 'pending'),
-                  count(*) FILTER (WHERE state = 'sent'),
-                  count(*) FILTER (WHERE state = 'accepted'),
-                  count(*) FILTER (WHERE state = 'rejected')
+/// The unit's Imag'In items by state.
+pub async fn count_states(db: &Db, exam: &str, uai: &str) -> anyhow::Result<StateCounts> {
+    let r = sqlx::query!(
+        r#"SELECT count(*) FILTER (WHERE state = 'pending') AS "pending!",
+                  count(*) FILTER (WHERE state = 'sent') AS "sent!",
+                  count(*) FILTER (WHERE state = 'accepted') AS "accepted!",
+                  count(*) FILTER (WHERE state = 'rejected') AS "rejected!"
            FROM count_exports WHERE exam_code = $1 AND establishment_uai = $2"#,
         exam,
-        uai,
-        with_grades
+        uai
     )
-    .fetch_all(&db.pool)
+    .fetch_one(&db.pool)
     .await
-    .context("counting the unit's items")?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            (
-                r.target,
-                StateCounts {
-                    pending: r.pending,
-                    sent: r.sent,
-                    accepted: r.accepted,
-                    rejected: r.rejected,
-                },
-            )
-        })
-        .collect())
+    .context("counting the unit's Imag'In items")?;
+    Ok(StateCounts {
+        pending: r.pending,
+        sent: r.sent,
+        accepted: r.accepted,
+        rejected: r.rejected,
+    })
 }
 
 /// A reason items are not accepted, with how many.
@@ -627,60 +598,6 @@ pub struct UnitContent {
     pub validated: i64,
     pub graders: i64,
     pub ungraded: i64,
-}
-
-/// A grader's corrected (graded, not absent) copies in a unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GraderCount {
-    pub grader: String,
-    pub corrected: i64,
-    /// Those of them validated by a harmonisation pass.
-    pub validated: i64,
-}
-
-/// The content of (`exam`, `uai`), with each grader's corrected copies:
-/// one pass over the unit's copies.
-pub async fn unit_content(
-    db: &Db,
-    exam: &str,
-    uai: &str,
-) -> anyhow::Result<(UnitContent, Vec<GraderCount>)> {
-    let rows = sqlx::query!(
-        r#"SELECT c.grader_code,
-                  count(*) AS "copies!",
-                  count(*) FILTER (WHERE c.validated_pass IS NOT NULL) AS "validated!",
-                  count(*) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent) AS "corrected!",
-                  count(*) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent
-                                     AND c.validated_pass IS NOT NULL) AS "corrected_validated!",
-                  count(*) FILTER (WHERE c.grade IS NULL AND NOT c.absent) AS "ungraded!"
-           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-           GROUP BY c.grader_code
-           ORDER BY c.grader_code"#,
-        exam,
-        uai
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("reading the unit's content")?;
-    let mut content = UnitContent::default();
-    let mut graders = Vec::new();
-    for r in rows {
-        content.copies += r.copies;
-        content.validated += r.validated;
-        content.ungraded += r.ungraded;
-        if let Some(grader) = r.grader_code
-            && r.corrected > 0
-        {
-            content.graders += 1;
-            graders.push(GraderCount {
-                grader,
-                corrected: r.corrected,
-                validated: r.corrected_validated,
-            });
-        }
-    }
-    Ok((content, graders))
 }
 
 /// Ends a run on a unit: its new state, the run's summary, and whether the

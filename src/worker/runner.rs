@@ -160,6 +160,7 @@ impl Runner {
     }
 
     async fn claim_and_run(self: Arc<Self>, id: Uuid) -> DeliveryOutcome {
+        tracing::trace!(job.id = %id, "delivery received");
         // A slot first, so that a claimed job never waits for one (its
         // lease is extended only while it runs).
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
@@ -184,6 +185,7 @@ impl Runner {
                 return DeliveryOutcome::LedgerError;
             }
         };
+        tracing::trace!(job.id = %id, "delivery claimed");
         let attempt = claimed.attempt;
         let span = tracing::info_span!(
             "job",
