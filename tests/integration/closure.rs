@@ -986,3 +986,85 @@ async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_
         "the grader declared 0 counts in the total: {s}"
     );
 }
+
+#[tokio::test]
+async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_sent_and_sent_again()
+ {
+    let stub = Stub::start().await;
+    // The stub applies each batch at once and answers a second later.
+    stub.behave(|b| b.hold = Duration::from_secs(1));
+    let app = app_with_stub(
+        &stub,
+        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}},
+               "exports": {"batch_size": 500}}),
+    )
+    .await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let close = || async {
+        let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+            .await
+            .expect("request")
+            .expect("not refused");
+        jobs_of(&units)[0]
+    };
+    let first = close().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stub.effects("c:").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stub never got the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A new grade lands while the answer is on its way.
+    let db = pool(&app).await;
+    let (copy, numero): (i64, String) = sqlx::query_as(
+        "UPDATE copies c SET grade = 19.5, absent = false, version = c.version + 1
+         FROM candidates ca
+         WHERE c.id = (SELECT c2.id FROM copies c2 JOIN candidates ca2 ON ca2.id = c2.candidate_id
+                       WHERE c2.exam_code = $1 AND ca2.establishment_uai = $2
+                       ORDER BY c2.id LIMIT 1)
+           AND ca.id = c.candidate_id
+         RETURNING c.id, ca.numero",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .fetch_one(&db)
+    .await
+    .expect("a changed copy");
+    app.wait_status(first, "succeeded", 30).await;
+
+    let (revision, state): (i32, String) =
+        sqlx::query_as("SELECT revision, state FROM grade_exports WHERE copy_id = $1")
+            .bind(copy)
+            .fetch_one(&db)
+            .await
+            .expect("the copy's item");
+    assert_eq!(
+        (revision, state.as_str()),
+        (1, "accepted"),
+        "the item records the version that was sent, not the one read after"
+    );
+    let grades_before = stub.effects("c:").len();
+
+    stub.behave(|b| b.hold = Duration::ZERO);
+    let second = close().await;
+    app.wait_status(second, "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    stub.assert_exactly_once();
+    assert_eq!(
+        stub.effects("c:").len(),
+        grades_before + 1,
+        "only the changed copy is sent again"
+    );
+    let item = stub
+        .item(&format!("c:{PHILO}:{numero}:v2"))
+        .expect("the changed copy is sent under its new key");
+    assert_eq!(item["grade"], json!(19.5), "{item}");
+    let s = status(&app, PHILO).await;
+    let unit = unit_of(&s, &uai);
+    assert_eq!(unit.state, UnitState::Closed, "{s}");
+    assert_eq!(unit.cyclades.accepted, unit.cyclades.total, "{s}");
+}
