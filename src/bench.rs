@@ -193,6 +193,11 @@ pub struct ClosureBenchArgs {
     /// the closure's queries and plans.
     #[arg(long)]
     pub keep_database: bool,
+    /// Milliseconds the stub waits before each answer (baseline and
+    /// closure alike), as a remote target's network round trip would. 0,
+    /// the default, is a target on this machine.
+    #[arg(long, default_value_t = 0)]
+    pub target_latency_ms: u64,
 }
 
 /// Timed rounds of the baseline; it reports their median.
@@ -310,12 +315,13 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     let batch_size = config.exports.batch_size as usize;
     let (db, name) = bench_database(&mut config).await?;
     println!(
-        "bench closure: {} copies over {} establishments, batches of {batch_size}, {} requests in flight, {} jobs at once, database {name}",
-        args.copies, args.establishments, args.concurrency, args.workers
+        "bench closure: {} copies over {} establishments, batches of {batch_size}, {} requests in flight, {} jobs at once, target answering after {} ms, database {name}",
+        args.copies, args.establishments, args.concurrency, args.workers, args.target_latency_ms
     );
 
-    let memory = StubTarget::start(KeyStore::Memory).await?;
-    let stub = StubTarget::start(KeyStore::Postgres(db.clone())).await?;
+    let latency = Duration::from_millis(args.target_latency_ms);
+    let memory = StubTarget::start(KeyStore::Memory, latency).await?;
+    let stub = StubTarget::start(KeyStore::Postgres(db.clone()), latency).await?;
     let mut target = config.exporters.cyclades.clone();
     target.kind = ExporterKind::Http;
     target.concurrency = args.concurrency;
@@ -351,11 +357,12 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         started.elapsed().as_secs_f64()
     );
 
+    db.warm_up().await?;
     let services = Services::new(config, db.clone(), storage)?;
     let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
     // Warm-up, as for any service measured at its steady state: a few
-    // noop jobs register the Redis consumer and open the worker's
-    // connections before the clock starts.
+    // noop jobs register the Redis consumer, and every database
+    // connection is opened before the clock starts.
     let mut tx = db.begin().await?;
     let mut warm_up = Vec::new();
     for _ in 0..args.workers {
@@ -371,19 +378,14 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         &|_| {},
     )
     .await?;
+    // The closure of the dataset's E3C exam (closed like a ponctuel one)
+    // warms the worker as the baseline's first round warms the stub: every
+    // statement is prepared on the connections, the ledger's pages are
+    // in memory.
+    close_exam(&db, "BAC26-E3C-HG").await?;
     let (effects_before, _) = stub.counts();
     let started = Instant::now();
-    let units = match domain::request_closure(&db, exam, None, "bench").await? {
-        Ok(units) => units,
-        Err(refusal) => anyhow::bail!("closure refused: {refusal}"),
-    };
-    let ids: Vec<uuid::Uuid> = units
-        .iter()
-        .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
-        .collect();
-    anyhow::ensure!(ids.len() == units.len(), "some units were refused");
-    let requested_in = started.elapsed();
-    jobs::wait_final(&db, &ids, Duration::from_secs(900), "the closure", &|_| {}).await?;
+    let requested_in = close_exam(&db, exam).await?;
     let elapsed = started.elapsed();
     worker.shutdown(Duration::from_secs(5)).await?;
     let status = match domain::status::exam_status(&db, exam).await? {
@@ -417,6 +419,27 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         return Ok(());
     }
     drop_bench_database(&services.config, db, &name).await
+}
+
+/// Requests the closure of every establishment of `exam` and waits for
+/// its jobs; returns how long the requests took.
+async fn close_exam(db: &Db, exam: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let units = match crate::closure::request_closure(db, exam, None, "bench").await? {
+        Ok(units) => units,
+        Err(refusal) => anyhow::bail!("closure of {exam} refused: {refusal}"),
+    };
+    let ids: Vec<uuid::Uuid> = units
+        .iter()
+        .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
+        .collect();
+    anyhow::ensure!(
+        ids.len() == units.len(),
+        "some units of {exam} were refused"
+    );
+    let requested_in = started.elapsed();
+    jobs::wait_final(db, &ids, Duration::from_secs(900), "the closure", &|_| {}).await?;
+    Ok(requested_in)
 }
 
 /// Options of `copiste bench render`.

@@ -103,6 +103,7 @@ pub async fn run_unit(
     mode: RunMode,
 ) -> Result<UnitSummary, JobError> {
     let db = &ctx.services.db;
+    let started = std::time::Instant::now();
     // Read once: the refusal below, the items to send, the Imag'In counts
     // and the summary come from it.
     let copies = db::closure::unit_copies(db, &exam.code, uai.as_str())
@@ -125,6 +126,12 @@ pub async fn run_unit(
         let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
         return Err(JobError::permanent(refusal));
     }
+    tracing::debug!(
+        exam.code = %exam.code,
+        establishment.uai = %uai,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "unit read and marked closing"
+    );
     send_unit(ctx, exam, uai, mode, plan)
         .await
         .map_err(JobError::Retryable)
@@ -143,37 +150,44 @@ async fn send_unit(
     let counts =
         db::closure::sync_counts(db, code, uai.as_str(), &plan.counts, mode.with_rejected).await?;
     let to_send = (plan.grades.len() + counts.len()) as i64;
-    let mut grade_tally = Tally::default();
     let batch_size = ctx.services.config.exports.batch_size as usize;
     let synced = started.elapsed();
-    let mut sent = 0i64;
-    let mut exporting = std::time::Duration::ZERO;
-    let mut batches = plan
+    // The two targets are independent: their batches go out side by side,
+    // each target's up to its own concurrency (which its exporter also
+    // enforces across the process's jobs).
+    let progress = Progress::new(ctx, mode.report_progress, to_send);
+    let exporters = &ctx.services.config.exporters;
+    // Built up front: a lazy iterator of closures over borrowed chunks
+    // would make the job's future not `Send`.
+    let grade_batches: Vec<_> = plan
         .grades
         .chunks(batch_size)
-        .map(|chunk| Items::grades(code, chunk))
-        .chain(
-            counts
-                .chunks(batch_size)
-                .map(|chunk| Items::counts(chunk.to_vec())),
-        );
-    while let Some(items) = batches.next().transpose()? {
-        let n = items.len() as i64;
-        let target = items.target();
-        let request = std::time::Instant::now();
-        let tally = send_batch(ctx, exam, uai, items).await?;
-        if target == Target::Cyclades {
-            grade_tally.add(tally);
-        }
-        exporting += request.elapsed();
-        sent += n;
-        if mode.report_progress {
-            ctx.progress(sent as u64, to_send.max(sent) as u64).await;
-        }
-    }
-    if mode.report_progress && to_send == 0 {
-        ctx.progress(0, 0).await;
-    }
+        .map(|c| Items::grades(code, c))
+        .collect();
+    let count_batches: Vec<_> = counts
+        .chunks(batch_size)
+        .map(|c| Items::counts(c.to_vec()))
+        .collect();
+    let (grade_tally, _) = futures::try_join!(
+        send_batches(
+            ctx,
+            exam,
+            uai,
+            grade_batches,
+            exporters.cyclades.concurrency,
+            &progress
+        ),
+        send_batches(
+            ctx,
+            exam,
+            uai,
+            count_batches,
+            exporters.imagin.concurrency,
+            &progress
+        ),
+    )?;
+    let sent = progress.finish().await;
+    let exporting = started.elapsed() - synced;
 
     let before_summary = started.elapsed();
     // Every Cyclades item of the unit was either sent by this run (its
@@ -208,6 +222,72 @@ async fn send_unit(
         "unit run finished"
     );
     Ok(summary)
+}
+
+/// Sends `batches` of one target, up to `in_flight` at once, and returns
+/// what became of their items.
+async fn send_batches(
+    ctx: &JobContext,
+    exam: &ExamRow,
+    uai: &Uai,
+    batches: Vec<anyhow::Result<Items>>,
+    in_flight: u32,
+    progress: &Progress<'_>,
+) -> anyhow::Result<Tally> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+
+    let mut answers = futures::stream::iter(batches)
+        .map(|items| async move {
+            let items = items?;
+            let n = items.len() as i64;
+            let tally = send_batch(ctx, exam, uai, items).await?;
+            progress.add(n).await;
+            anyhow::Ok(tally)
+        })
+        .buffer_unordered(in_flight.max(1) as usize);
+    let mut total = Tally::default();
+    while let Some(tally) = answers.try_next().await? {
+        total.add(tally);
+    }
+    Ok(total)
+}
+
+/// A run's items sent so far, reported as the job's progress. Reports are
+/// written one at a time, so the stored figure never goes back.
+struct Progress<'a> {
+    ctx: &'a JobContext,
+    report: bool,
+    total: i64,
+    sent: tokio::sync::Mutex<i64>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(ctx: &'a JobContext, report: bool, total: i64) -> Self {
+        Self {
+            ctx,
+            report,
+            total,
+            sent: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    async fn add(&self, n: i64) {
+        let mut sent = self.sent.lock().await;
+        *sent += n;
+        if self.report {
+            let done = *sent as u64;
+            self.ctx.progress(done, self.total.max(*sent) as u64).await;
+        }
+    }
+
+    /// Items sent; reports 0/0 for a run that had nothing to send.
+    async fn finish(&self) -> i64 {
+        let sent = *self.sent.lock().await;
+        if self.report && self.total == 0 {
+            self.ctx.progress(0, 0).await;
+        }
+        sent
+    }
 }
 
 /// What became of the items a run sent to one target.

@@ -2,12 +2,15 @@
 //! accepts every item once, answers `duplicate` for a key it has seen, and
 //! counts effects. It remembers keys in memory, or durably in a Postgres
 //! table as a real target must (a key accepted before a restart is still a
-//! duplicate after it). `copiste bench closure` runs it on a loopback port.
+//! duplicate after it). It can also answer after a fixed delay, as a
+//! remote target does after its network round trip. `copiste bench
+//! closure` runs it on a loopback port.
 
 use std::{
     collections::HashSet,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -37,6 +40,8 @@ struct Accepted {
 #[derive(Clone)]
 struct StubState {
     store: KeyStore,
+    /// Added to every answer, after the keys are recorded.
+    latency: Duration,
     accepted: Arc<Mutex<Accepted>>,
 }
 
@@ -92,6 +97,9 @@ async fn receive(
                 .collect()
         }
     };
+    if !state.latency.is_zero() {
+        tokio::time::sleep(state.latency).await;
+    }
     let mut accepted = lock(&state.accepted);
     let results = keys
         .into_iter()
@@ -123,13 +131,15 @@ fn lock(m: &Mutex<Accepted>) -> std::sync::MutexGuard<'_, Accepted> {
 
 impl StubTarget {
     /// Serves both `/v1/grades` and `/v1/service-fait` on a free loopback
-    /// port, remembering keys in `store`.
-    pub async fn start(store: KeyStore) -> anyhow::Result<Self> {
+    /// port, remembering keys in `store` and answering each request
+    /// `latency` after its keys are recorded.
+    pub async fn start(store: KeyStore, latency: Duration) -> anyhow::Result<Self> {
         if let KeyStore::Postgres(db) = &store {
             db::bench::create_stub_keys(db).await?;
         }
         let state = StubState {
             store,
+            latency,
             accepted: Arc::new(Mutex::new(Accepted::default())),
         };
         let app = Router::new()

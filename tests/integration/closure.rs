@@ -1033,7 +1033,14 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
     .fetch_one(&db)
     .await
     .expect("a changed copy");
-    app.wait_status(first, "succeeded", 30).await;
+    let row = app.wait_status(first, "succeeded", 30).await;
+    // Grades and counts went out side by side; the progress ends complete.
+    assert!(
+        matches!((row.progress_done, row.progress_total), (Some(d), Some(t)) if d == t && d > 1),
+        "progress {:?}/{:?}",
+        row.progress_done,
+        row.progress_total
+    );
 
     let (revision, state): (i32, String) =
         sqlx::query_as("SELECT revision, state FROM grade_exports WHERE copy_id = $1")
