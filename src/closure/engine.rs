@@ -164,10 +164,10 @@ async fn send_unit(
         .chunks(batch_size)
         .map(|c| Items::grades(code, c))
         .collect();
-    let count_batches: Vec<_> = counts
+    let count_batches = counts
         .chunks(batch_size)
         .map(|c| Items::counts(c.to_vec()))
-        .collect();
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (grade_tally, _) = futures::try_join!(
         send_batches(
             ctx,
@@ -230,7 +230,7 @@ async fn send_batches(
     ctx: &JobContext,
     exam: &ExamRow,
     uai: &Uai,
-    batches: Vec<anyhow::Result<Items>>,
+    batches: Vec<Items>,
     in_flight: u32,
     progress: &Progress<'_>,
 ) -> anyhow::Result<Tally> {
@@ -238,7 +238,6 @@ async fn send_batches(
 
     let mut answers = futures::stream::iter(batches)
         .map(|items| async move {
-            let items = items?;
             let n = items.len() as i64;
             let tally = send_batch(ctx, exam, uai, items).await?;
             progress.add(n).await;
@@ -316,7 +315,7 @@ enum Items {
 }
 
 impl Items {
-    fn grades(exam: &str, chunk: &[GradeToSend]) -> anyhow::Result<Self> {
+    fn grades(exam: &str, chunk: &[GradeToSend]) -> Self {
         let sent = chunk
             .iter()
             .map(|g| SentGrade {
@@ -333,7 +332,7 @@ impl Items {
                 absent: g.absent,
             })
             .collect();
-        Ok(Items::Grades(items, sent))
+        Items::Grades(items, sent)
     }
 
     fn counts(chunk: Vec<CountOutgoing>) -> anyhow::Result<Self> {

@@ -338,17 +338,35 @@ async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one
     }
 }
 
+/// An app whose targets wait long for answers and send a unit's grades in
+/// one batch: for tests that act while the stub holds its answer.
+async fn app_with_held_answers(stub: &Stub) -> TestApp {
+    app_with_stub(
+        stub,
+        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}},
+               "exports": {"batch_size": 500}}),
+    )
+    .await
+}
+
+/// Waits until the stub has applied a first batch of grades.
+async fn first_grades_applied(stub: &Stub) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stub.effects("c:").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stub never got the batch"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_second_effect() {
     let stub = Stub::start().await;
     // The stub applies each batch at once but answers 3 s later.
     stub.behave(|b| b.hold = Duration::from_secs(3));
-    let app = app_with_stub(
-        &stub,
-        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}},
-               "exports": {"batch_size": 500}}),
-    )
-    .await;
+    let app = app_with_held_answers(&stub).await;
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
     let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
@@ -357,14 +375,7 @@ async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_s
         .expect("not refused");
     let job = jobs_of(&units)[0];
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stub.effects("c:").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stub never got the batch"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first_grades_applied(&stub).await;
     let accepted_before = stub.effects("c:").len();
     worker.kill();
     stub.behave(|b| b.hold = Duration::ZERO);
@@ -993,12 +1004,7 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
     let stub = Stub::start().await;
     // The stub applies each batch at once and answers a second later.
     stub.behave(|b| b.hold = Duration::from_secs(1));
-    let app = app_with_stub(
-        &stub,
-        json!({"exporters": {"cyclades": {"timeout_secs": 30}, "imagin": {"timeout_secs": 30}},
-               "exports": {"batch_size": 500}}),
-    )
-    .await;
+    let app = app_with_held_answers(&stub).await;
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
     let close = || async {
@@ -1009,14 +1015,7 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
         jobs_of(&units)[0]
     };
     let first = close().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stub.effects("c:").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stub never got the batch"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    first_grades_applied(&stub).await;
     // A new grade lands while the answer is on its way.
     let db = pool(&app).await;
     let (copy, numero): (i64, String) = sqlx::query_as(
