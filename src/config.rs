@@ -14,6 +14,10 @@ use url::Url;
 /// The defaults, compiled into the binary so that it runs from anywhere.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
+/// The largest `queue.window`: Redis holds at most the window of waiting
+/// ids, and apalis-redis' fetch fails on a queue of about 8 000.
+pub const MAX_WINDOW: u32 = 2000;
+
 /// A value that must not be printed or logged.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -320,6 +324,15 @@ impl Config {
                     reason: "must be greater than zero".into(),
                 });
             }
+        }
+        if self.queue.window > MAX_WINDOW {
+            return Err(ConfigError::Setting {
+                setting: "queue.window",
+                reason: format!(
+                    "must be at most {MAX_WINDOW}: apalis-redis cannot fetch from a queue \
+                     holding ~8 000 ids, and Redis may briefly hold twice the window"
+                ),
+            });
         }
         if !(self.jobs.backoff_base_secs.is_finite() && self.jobs.backoff_base_secs >= 0.0) {
             return Err(ConfigError::Setting {

@@ -66,7 +66,70 @@ fn queue_config(config: &Config) -> RedisQueueConfig {
 #[derive(Clone)]
 pub struct Producer {
     storage: RedisStorage<Delivery>,
+    keys: QueueKeys,
 }
+
+/// The Redis keys of apalis-redis 1.0 for one queue (its `Config`
+/// builds the same names; they are spelled out here because copiste
+/// reads them directly to bound and reconcile what Redis holds).
+#[derive(Debug, Clone)]
+struct QueueKeys {
+    /// Task ids due now, in delivery order (a list).
+    active: String,
+    /// Task ids with a time to become due (a sorted set); every push
+    /// lands here first, and every fetch moves *all* due ones to
+    /// `active` in one Lua call, which fails from ~8 000 ids on.
+    scheduled: String,
+    /// Registered consumers (a sorted set scored by last heartbeat).
+    workers: String,
+    /// Prefix of each consumer's set of fetched, unacknowledged tasks.
+    inflight: String,
+    /// Task id → payload (a hash).
+    data: String,
+    /// Prefix of each task's metadata hash.
+    meta: String,
+    /// Acknowledged task ids (a set).
+    done: String,
+}
+
+impl QueueKeys {
+    fn new(queue: &str) -> Self {
+        Self {
+            active: format!("{queue}:active"),
+            scheduled: format!("{queue}:scheduled"),
+            workers: format!("{queue}:workers"),
+            inflight: format!("{queue}:inflight"),
+            data: format!("{queue}:data"),
+            meta: format!("{queue}:meta"),
+            done: format!("{queue}:done"),
+        }
+    }
+}
+
+/// What Redis holds of one queue, read by [`Producer::holdings`].
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    /// Task ids not yet fetched by a consumer (active and scheduled).
+    pub waiting: u64,
+    /// Task ids fetched by a consumer and not acknowledged yet (waiting
+    /// for a slot, running, or writing their outcome).
+    pub in_consumers: u64,
+    /// The job ids of all those tasks.
+    pub job_ids: std::collections::HashSet<Uuid>,
+}
+
+impl Holdings {
+    /// Every task id Redis holds for delivery.
+    pub fn total(&self) -> u64 {
+        self.waiting + self.in_consumers
+    }
+}
+
+/// Above this many waiting ids a queue is beyond what apalis-redis can
+/// fetch from (~8 000), or on its way there: it is emptied and the ledger
+/// pushes its window again. [`crate::config::MAX_WINDOW`] keeps a sound
+/// configuration well below it.
+pub const OVERFLOW: u64 = 5000;
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,7 +145,128 @@ impl Producer {
             .await
             .with_context(|| format!("connecting to Redis at {}", crate::db::redact(&url)))?;
         let storage = RedisStorage::new(conn).with_config(queue_config(config));
-        Ok(Self { storage })
+        Ok(Self {
+            storage,
+            keys: QueueKeys::new(&queue_name(config)),
+        })
+    }
+
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        let mut storage = self.storage.clone();
+        storage.get_connection().clone()
+    }
+
+    /// How many task ids wait in Redis to be fetched (cheap: two counts).
+    pub async fn waiting(&self) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let (active, scheduled): (u64, u64) = redis::pipe()
+            .atomic()
+            .llen(&self.keys.active)
+            .zcard(&self.keys.scheduled)
+            .query_async(&mut conn)
+            .await
+            .context("counting the ids waiting in Redis")?;
+        Ok(active + scheduled)
+    }
+
+    /// Everything Redis holds for delivery: waiting task ids, those fetched
+    /// by each registered consumer, and the job ids they carry.
+    pub async fn holdings(&self) -> anyhow::Result<Holdings> {
+        let mut conn = self.conn();
+        let workers: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.workers)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .context("listing the queue's consumers")?;
+        // One transaction, so that an id moving between lists while this
+        // reads is counted once.
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lrange(&self.keys.active, 0, -1)
+            .zrange(&self.keys.scheduled, 0, -1);
+        for worker in &workers {
+            pipe.smembers(format!("{}:{worker}", self.keys.inflight));
+        }
+        let mut lists: Vec<Vec<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .context("reading the ids held in Redis")?;
+        let fetched: Vec<String> = lists
+            .split_off(2.min(lists.len()))
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut lists = lists.into_iter();
+        let active = lists.next().unwrap_or_default();
+        let scheduled = lists.next().unwrap_or_default();
+        let waiting = (active.len() + scheduled.len()) as u64;
+        let in_consumers = fetched.len() as u64;
+        let mut job_ids = std::collections::HashSet::new();
+        let tasks: Vec<String> = active.into_iter().chain(scheduled).chain(fetched).collect();
+        for chunk in tasks.chunks(1000) {
+            let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&self.keys.data)
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .context("reading the payloads of ids held in Redis")?;
+            job_ids.extend(
+                payloads
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| serde_json::from_slice::<Delivery>(&p).ok())
+                    .map(|d| d.job_id),
+            );
+        }
+        Ok(Holdings {
+            waiting,
+            in_consumers,
+            job_ids,
+        })
+    }
+
+    /// Removes the leftovers of acknowledged deliveries (apalis keeps
+    /// them forever): a worker calls it every second, so Redis stays flat
+    /// however many jobs run. Returns how many entries were removed.
+    pub async fn sweep_done(&self) -> anyhow::Result<u64> {
+        sweep_done(&mut self.conn(), &self.keys).await
+    }
+
+    /// Empties the queue's waiting ids (active and scheduled) with their
+    /// payloads: the recovery from a backlog apalis-redis cannot fetch.
+    /// The ledger still knows every job; the reconciler then finds their
+    /// ids missing from Redis and the pump hands them over again. Returns
+    /// how many ids were dropped.
+    pub async fn drop_waiting(&self) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let (active, scheduled): (Vec<String>, Vec<String>) = redis::pipe()
+            .lrange(&self.keys.active, 0, -1)
+            .zrange(&self.keys.scheduled, 0, -1)
+            .query_async(&mut conn)
+            .await
+            .context("reading the ids waiting in Redis")?;
+        let _: () = redis::pipe()
+            .del(&self.keys.active)
+            .del(&self.keys.scheduled)
+            .query_async(&mut conn)
+            .await
+            .context("emptying the waiting ids")?;
+        let tasks: Vec<String> = active.into_iter().chain(scheduled).collect();
+        for chunk in tasks.chunks(1000) {
+            let metas: Vec<String> = chunk
+                .iter()
+                .map(|t| format!("{}:{t}", self.keys.meta))
+                .collect();
+            let _: () = redis::pipe()
+                .hdel(&self.keys.data, chunk)
+                .unlink(&metas)
+                .query_async(&mut conn)
+                .await
+                .context("deleting the payloads of dropped ids")?;
+        }
+        Ok(tasks.len() as u64)
     }
 
     /// Pushes the ids, in order.
@@ -161,6 +345,34 @@ pub async fn consume(
         .map_err(|e| anyhow::anyhow!("Redis consumer {worker_name} stopped: {e}"))
 }
 
+/// Removes the leftovers of acknowledged deliveries (see
+/// [`sweep_finished`]), 500 at a time until none is left.
+async fn sweep_done<C: redis::aio::ConnectionLike>(
+    conn: &mut C,
+    keys: &QueueKeys,
+) -> anyhow::Result<u64> {
+    let mut removed = 0u64;
+    loop {
+        let ids: Vec<String> = redis::cmd("SPOP")
+            .arg(&keys.done)
+            .arg(500)
+            .query_async(conn)
+            .await
+            .context("taking finished deliveries")?;
+        if ids.is_empty() {
+            return Ok(removed);
+        }
+        let metas: Vec<String> = ids.iter().map(|id| format!("{}:{id}", keys.meta)).collect();
+        let (metas, data): (u64, u64) = redis::pipe()
+            .unlink(&metas)
+            .hdel(&keys.data, &ids)
+            .query_async(conn)
+            .await
+            .context("deleting finished deliveries")?;
+        removed += metas + data;
+    }
+}
+
 /// A plain connection to the configured Redis.
 async fn connect(config: &Config) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let url = config.redis_url();
@@ -211,32 +423,7 @@ pub async fn purge(config: &Config) -> anyhow::Result<u64> {
 pub async fn sweep_finished(config: &Config) -> anyhow::Result<u64> {
     let mut conn = connect(config).await?;
     let queue = queue_name(config);
-    let done_set = format!("{queue}:done");
-    let data = format!("{queue}:data");
-    let mut removed = 0u64;
-    loop {
-        let ids: Vec<String> = redis::cmd("SPOP")
-            .arg(&done_set)
-            .arg(500)
-            .query_async(&mut conn)
-            .await
-            .context("taking finished deliveries")?;
-        if ids.is_empty() {
-            break;
-        }
-        let metas: Vec<String> = ids.iter().map(|id| format!("{queue}:meta:{id}")).collect();
-        removed += redis::cmd("UNLINK")
-            .arg(&metas)
-            .query_async::<u64>(&mut conn)
-            .await
-            .context("deleting delivery metadata")?;
-        removed += redis::cmd("HDEL")
-            .arg(&data)
-            .arg(&ids)
-            .query_async::<u64>(&mut conn)
-            .await
-            .context("deleting delivery data")?;
-    }
+    let mut removed = sweep_done(&mut conn, &QueueKeys::new(&queue)).await?;
     // Workers that stopped beating an hour ago are gone.
     let workers = format!("{queue}:workers");
     let cutoff = chrono::Utc::now().timestamp() - 3600;

@@ -29,7 +29,18 @@ pub struct LocalServices {
     /// The Redis URL to use (configured or throwaway).
     pub redis_url: Url,
     children: Vec<Child>,
+    /// A throwaway PostgreSQL this value started, which can be restarted.
+    postgres: Option<Postgres>,
     dir: Option<tempfile::TempDir>,
+}
+
+/// A throwaway PostgreSQL server: its process and how to start it again.
+struct Postgres {
+    child: Child,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    port: u16,
+    as_root: bool,
 }
 
 impl std::fmt::Debug for LocalServices {
@@ -37,7 +48,10 @@ impl std::fmt::Debug for LocalServices {
         f.debug_struct("LocalServices")
             .field("database_url", &crate::db::redact(&self.database_url))
             .field("redis_url", &self.redis_url.as_str())
-            .field("throwaway", &self.children.len())
+            .field(
+                "throwaway",
+                &(self.children.len() + usize::from(self.postgres.is_some())),
+            )
             .finish()
     }
 }
@@ -45,7 +59,49 @@ impl std::fmt::Debug for LocalServices {
 impl LocalServices {
     /// Whether anything was started.
     pub fn started_any(&self) -> bool {
-        !self.children.is_empty()
+        !self.children.is_empty() || self.postgres.is_some()
+    }
+
+    /// Stops the throwaway PostgreSQL as a crash would (`pg_ctl stop -m
+    /// immediate`: no checkpoint, clients cut off) and starts it again on
+    /// the same port and data, waiting until it answers (fault tests).
+    pub async fn restart_postgres(&mut self) -> anyhow::Result<()> {
+        self.stop_postgres()?;
+        self.start_postgres_again().await
+    }
+
+    /// Stops the throwaway PostgreSQL as a crash would; see
+    /// [`LocalServices::start_postgres_again`].
+    pub fn stop_postgres(&mut self) -> anyhow::Result<()> {
+        let pg = self
+            .postgres
+            .as_mut()
+            .context("no throwaway PostgreSQL was started")?;
+        let pg_ctl = find_binary("pg_ctl").context("pg_ctl not found")?;
+        let status = as_postgres_user(&pg_ctl, pg.as_root)
+            .arg("-D")
+            .arg(&pg.data)
+            .args(["stop", "-m", "immediate", "-w"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running pg_ctl stop")?;
+        anyhow::ensure!(status.success(), "pg_ctl stop -m immediate failed");
+        let _ = pg.child.wait();
+        Ok(())
+    }
+
+    /// Starts the throwaway PostgreSQL stopped by
+    /// [`LocalServices::stop_postgres`] on the same port and data.
+    pub async fn start_postgres_again(&mut self) -> anyhow::Result<()> {
+        let pg = self
+            .postgres
+            .as_mut()
+            .context("no throwaway PostgreSQL was started")?;
+        pg.child = spawn_postgres(&pg.data, &pg.socket_dir, pg.port, pg.as_root)?;
+        let url = self.database_url.clone();
+        wait_until("PostgreSQL", || postgres_answers(&url)).await
     }
 
     /// The environment a child process needs to use these services.
@@ -59,7 +115,8 @@ impl LocalServices {
 
 impl Drop for LocalServices {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        let mut pg = self.postgres.take().map(|pg| pg.child);
+        for child in self.children.iter_mut().chain(pg.as_mut()) {
             // SIGKILL is fine: the data directory is thrown away.
             let _ = child.kill();
             let _ = child.wait();
@@ -77,6 +134,7 @@ pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
         database_url: config.database_url(),
         redis_url: config.redis_url(),
         children: Vec::new(),
+        postgres: None,
         dir: None,
     };
     let pg_up = postgres_answers(&services.database_url).await;
@@ -89,14 +147,13 @@ pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
         .tempdir()
         .context("creating a directory for throwaway services")?;
     if !pg_up {
-        let (child, url) =
-            start_postgres(dir.path(), &services.database_url).with_context(|| {
-                format!(
-                    "PostgreSQL does not answer at {} and cannot be started here; {INSTALL_HELP}",
-                    crate::db::redact(&services.database_url)
-                )
-            })?;
-        services.children.push(child);
+        let (pg, url) = start_postgres(dir.path(), &services.database_url).with_context(|| {
+            format!(
+                "PostgreSQL does not answer at {} and cannot be started here; {INSTALL_HELP}",
+                crate::db::redact(&services.database_url)
+            )
+        })?;
+        services.postgres = Some(pg);
         services.database_url = url;
         wait_until("PostgreSQL", || postgres_answers(&services.database_url)).await?;
         eprintln!(
@@ -200,9 +257,8 @@ fn as_postgres_user(binary: &Path, as_root: bool) -> Command {
     }
 }
 
-fn start_postgres(dir: &Path, configured: &Url) -> anyhow::Result<(Child, Url)> {
+fn start_postgres(dir: &Path, configured: &Url) -> anyhow::Result<(Postgres, Url)> {
     let initdb = find_binary("initdb").context("initdb not found")?;
-    let postgres = find_binary("postgres").context("postgres not found")?;
     let data = dir.join("pg");
     std::fs::create_dir_all(&data)?;
     let as_root = running_as_root();
@@ -232,22 +288,39 @@ fn start_postgres(dir: &Path, configured: &Url) -> anyhow::Result<(Child, Url)> 
         String::from_utf8_lossy(&output.stderr)
     );
     let port = free_port()?;
-    let child = as_postgres_user(&postgres, as_root)
+    let child = spawn_postgres(&data, dir, port, as_root)?;
+    let mut url = configured.clone();
+    url.set_host(Some("127.0.0.1"))?;
+    url.set_port(Some(port))
+        .map_err(|()| anyhow::anyhow!("cannot set the port"))?;
+    let pg = Postgres {
+        child,
+        data,
+        socket_dir: dir.to_path_buf(),
+        port,
+        as_root,
+    };
+    Ok((pg, url))
+}
+
+fn spawn_postgres(
+    data: &Path,
+    socket_dir: &Path,
+    port: u16,
+    as_root: bool,
+) -> anyhow::Result<Child> {
+    let postgres = find_binary("postgres").context("postgres not found")?;
+    as_postgres_user(&postgres, as_root)
         .arg("-D")
-        .arg(&data)
+        .arg(data)
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-        .arg(dir)
+        .arg(socket_dir)
         .args(["-c", "fsync=off", "-c", "max_connections=300"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting postgres")?;
-    let mut url = configured.clone();
-    url.set_host(Some("127.0.0.1"))?;
-    url.set_port(Some(port))
-        .map_err(|()| anyhow::anyhow!("cannot set the port"))?;
-    Ok((child, url))
+        .context("starting postgres")
 }
 
 fn start_redis() -> anyhow::Result<(Child, Url)> {
@@ -281,8 +354,30 @@ pub async fn throwaway_redis(config: &Config) -> anyhow::Result<LocalServices> {
         database_url: config.database_url(),
         redis_url: url,
         children: vec![child],
+        postgres: None,
         dir: None,
     };
     wait_until("Redis", || redis_answers(&services.redis_url)).await?;
+    Ok(services)
+}
+
+/// Starts a throwaway PostgreSQL whatever the configured one does (tests
+/// that must stop or restart PostgreSQL without disturbing anything
+/// else); its `database_url` names the `postgres` database.
+pub async fn throwaway_postgres(config: &Config) -> anyhow::Result<LocalServices> {
+    let dir = tempfile::Builder::new()
+        .prefix("copiste-postgres-")
+        .tempdir()
+        .context("creating a directory for a throwaway PostgreSQL")?;
+    let (pg, mut url) = start_postgres(dir.path(), &config.database_url())?;
+    url.set_path("/postgres");
+    let services = LocalServices {
+        database_url: url,
+        redis_url: config.redis_url(),
+        children: Vec::new(),
+        postgres: Some(pg),
+        dir: Some(dir),
+    };
+    wait_until("PostgreSQL", || postgres_answers(&services.database_url)).await?;
     Ok(services)
 }

@@ -183,7 +183,8 @@ pub struct Finished {
 }
 
 /// Records finished runs of `worker` with their results, in one
-/// statement. Returns the ids recorded: a run that no longer held its job
+/// statement. An earlier attempt's error is cleared (the job's events
+/// keep it): the run that finished is what the job shows. Returns the ids recorded: a run that no longer held its job
 /// (cancelled, or its lease lost to another run) is left out.
 pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::Result<Vec<Uuid>> {
     let n = runs.len();
@@ -211,7 +212,7 @@ pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::
         ), done AS (
             UPDATE jobs
             SET status = input.status, result = input.result, finished_at = now(),
-                lease_until = NULL
+                lease_until = NULL, last_error = NULL
             FROM input JOIN locked USING (id)
             WHERE jobs.id = input.id AND jobs.status = 'running' AND jobs.worker = $5
               AND jobs.attempts = input.attempt
@@ -381,78 +382,104 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
     Ok(n as u64)
 }
 
-/// What a pump step took: the ids to push, in delivery order, and how
-/// many ids were in flight before them.
-#[derive(Debug, Default)]
-pub struct TakenDue {
-    pub ids: Vec<Uuid>,
-    pub in_flight: i64,
+/// The lock every pump step and every reconciliation of pushed ids holds
+/// (a transaction-scoped advisory lock over the whole ledger): while it
+/// is held, no id is marked as pushed nor handed to Redis by anyone
+/// else, so what Redis holds can be compared with the ledger. Dropping it
+/// without [`PumpLock::commit`] rolls back what it marked.
+pub struct PumpLock {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
 }
 
-/// The pump's step: under a lock shared by every pump, when at most half
-/// the window is in flight, marks as pushed the due queued jobs that fit
-/// in the window, best first, and returns their ids in delivery order.
-pub async fn take_due(db: &Db, window: i64) -> anyhow::Result<TakenDue> {
-    let mut tx = db
-        .pool
-        .begin()
-        .await
-        .context("starting the pump transaction")?;
-    // One pump at a time over the whole ledger, so that the window holds.
-    sqlx::query!("SELECT pg_advisory_xact_lock(7310001)")
-        .execute(&mut *tx)
-        .await
-        .context("taking the pump lock")?;
-    let in_flight = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
-    )
-    .fetch_one(&mut *tx)
-    .await
-    .context("counting jobs in flight")?;
-    // Refill only once half the window has drained: one pump transaction
-    // then pushes a batch instead of a single id per claim, and an idle
-    // queue (nothing in flight) is still served at once.
-    if in_flight > window / 2 {
-        tx.commit().await.context("ending the pump transaction")?;
-        return Ok(TakenDue {
-            ids: Vec::new(),
-            in_flight,
-        });
+impl PumpLock {
+    /// Waits for the lock.
+    pub async fn acquire(db: &Db) -> anyhow::Result<Self> {
+        let mut tx = db
+            .pool
+            .begin()
+            .await
+            .context("starting the pump transaction")?;
+        sqlx::query!("SELECT pg_advisory_xact_lock(7310001)")
+            .execute(&mut *tx)
+            .await
+            .context("taking the pump lock")?;
+        Ok(Self { tx })
     }
-    let free = window - in_flight;
-    let rows = sqlx::query!(
-        r#"
-        WITH due AS (
-            SELECT id FROM jobs
-            WHERE status = 'queued' AND pushed_at IS NULL AND run_at <= now()
-            ORDER BY priority DESC, run_at, created_at
-            LIMIT $1
-            FOR UPDATE SKIP LOCKED
+
+    /// Queued ids handed to Redis and not claimed yet, as the ledger
+    /// knows them.
+    pub async fn in_flight(&mut self) -> anyhow::Result<i64> {
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
         )
-        UPDATE jobs SET pushed_at = now()
-        FROM due WHERE jobs.id = due.id
-        RETURNING jobs.id, jobs.priority, jobs.run_at, jobs.created_at
-        "#,
-        free,
-    )
-    .fetch_all(&mut *tx)
-    .await
-    .context("marking due jobs as pushed")?;
-    tx.commit().await.context("ending the pump transaction")?;
-    let mut rows = rows;
-    rows.sort_by(|a, b| {
-        b.priority
-            .cmp(&a.priority)
-            .then(a.run_at.cmp(&b.run_at))
-            .then(a.created_at.cmp(&b.created_at))
-    });
-    Ok(TakenDue {
-        ids: rows.into_iter().map(|r| r.id).collect(),
-        in_flight,
-    })
+        .fetch_one(&mut *self.tx)
+        .await
+        .context("counting jobs in flight")
+    }
+
+    /// Marks as pushed up to `n` due queued jobs that are not, best first,
+    /// and returns their ids in delivery order (priority, then due time,
+    /// then age).
+    pub async fn take(&mut self, n: i64) -> anyhow::Result<Vec<Uuid>> {
+        let mut rows = sqlx::query!(
+            r#"
+            WITH due AS (
+                SELECT id FROM jobs
+                WHERE status = 'queued' AND pushed_at IS NULL AND run_at <= now()
+                ORDER BY priority DESC, run_at, created_at
+                LIMIT $1
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE jobs SET pushed_at = now()
+            FROM due WHERE jobs.id = due.id
+            RETURNING jobs.id, jobs.priority, jobs.run_at, jobs.created_at
+            "#,
+            n,
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .context("marking due jobs as pushed")?;
+        rows.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.created_at.cmp(&b.created_at))
+        });
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Ids handed to Redis longer ago than `after_secs`, never claimed,
+    /// and not among `held` (the job ids Redis holds, read under this
+    /// lock) are lost: they become deliverable again. An id waiting in
+    /// Redis, or fetched by a consumer that waits for a free slot, is not
+    /// lost, however long it waits. Returns how many were lost.
+    pub async fn forget_lost(&mut self, after_secs: f64, held: &[Uuid]) -> anyhow::Result<u64> {
+        let n = sqlx::query!(
+            r#"
+            UPDATE jobs SET pushed_at = NULL
+            WHERE status = 'queued' AND pushed_at < now() - make_interval(secs => $1)
+              AND NOT (id = ANY($2))
+            "#,
+            after_secs,
+            held,
+        )
+        .execute(&mut *self.tx)
+        .await
+        .context("re-delivering lost pushes")?
+        .rows_affected();
+        Ok(n)
+    }
+
+    /// Releases the lock, keeping what was marked.
+    pub async fn commit(self) -> anyhow::Result<()> {
+        self.tx
+            .commit()
+            .await
+            .context("ending the pump transaction")
+    }
 }
 
-/// Undoes [`take_due`] for ids that could not be pushed.
+/// Makes ids handed to Redis deliverable again (a delivery handed back).
 pub async fn unmark_pushed(db: &Db, ids: &[Uuid]) -> anyhow::Result<()> {
     sqlx::query!(
         "UPDATE jobs SET pushed_at = NULL WHERE id = ANY($1) AND status = 'queued'",
@@ -462,23 +489,6 @@ pub async fn unmark_pushed(db: &Db, ids: &[Uuid]) -> anyhow::Result<()> {
     .await
     .context("unmarking pushed jobs")?;
     Ok(())
-}
-
-/// Queued ids handed to Redis longer ago than `after_secs` and never
-/// claimed are presumed lost: they become deliverable again.
-pub async fn forget_lost_pushes(db: &Db, after_secs: f64) -> anyhow::Result<u64> {
-    let n = sqlx::query!(
-        r#"
-        UPDATE jobs SET pushed_at = NULL
-        WHERE status = 'queued' AND pushed_at < now() - make_interval(secs => $1)
-        "#,
-        after_secs
-    )
-    .execute(&db.pool)
-    .await
-    .context("re-delivering lost pushes")?
-    .rows_affected();
-    Ok(n)
 }
 
 /// Running jobs whose lease expired (their worker died): queued again, or

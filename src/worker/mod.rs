@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{jobs::context::Services, queue};
 
+pub use reconciler::{Reconciled, reconcile};
 pub use runner::Runner;
 
 /// What to run besides the consumer (tests switch parts off).
@@ -75,15 +76,23 @@ impl Worker {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(runner.clone().heartbeat(stop.clone())));
         if options.pump {
-            let pump = pump::Pump::new(services.clone(), producer, runner.wake_pump.clone())
-                .await
-                .context("starting the pump")?;
+            let pump =
+                pump::Pump::new(services.clone(), producer.clone(), runner.wake_pump.clone())
+                    .await
+                    .context("starting the pump")?;
             tasks.push(tokio::spawn(pump.run(stop.clone())));
         }
         if options.reconciler {
             tasks.push(tokio::spawn(reconciler::run(
                 services.clone(),
+                producer.clone(),
                 runner.wake_pump.clone(),
+                stop.clone(),
+            )));
+        }
+        if options.consumer {
+            tasks.push(tokio::spawn(sweep_deliveries(
+                producer.clone(),
                 stop.clone(),
             )));
         }
@@ -130,6 +139,21 @@ impl Worker {
             task.abort();
         }
         self.runner.abort_all();
+    }
+}
+
+/// Removes what apalis keeps of acknowledged deliveries every second, so
+/// that Redis stays flat while jobs run (not only after the nightly
+/// housekeeping).
+async fn sweep_deliveries(producer: queue::Producer, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = producer.sweep_done().await {
+            tracing::debug!(error = %format!("{e:#}"), "cannot sweep finished deliveries yet");
+        }
     }
 }
 

@@ -51,6 +51,11 @@ impl PumpWake {
     }
 }
 
+/// The first delay before listening again after notifications were lost;
+/// it doubles at each failed attempt up to [`RELISTEN_MAX`].
+const RELISTEN_MIN: Duration = Duration::from_millis(100);
+const RELISTEN_MAX: Duration = Duration::from_secs(5);
+
 pub(super) struct Pump {
     services: Services,
     producer: Producer,
@@ -80,7 +85,27 @@ impl Pump {
         let mut needed = 0u64;
         let mut claims_at_step = 0u64;
         let mut due = true;
+        // While notifications are lost: when to listen again, and the
+        // delay after that attempt if it fails too.
+        let mut relisten_at = tokio::time::Instant::now();
+        let mut relisten_delay = RELISTEN_MIN;
         loop {
+            if self.notifications.is_none() && tokio::time::Instant::now() >= relisten_at {
+                match JobNotifications::listen(&self.services.db).await {
+                    Ok(n) => {
+                        tracing::info!("job notifications restored");
+                        self.notifications = Some(n);
+                        relisten_delay = RELISTEN_MIN;
+                        // Enqueues while nobody listened were not heard.
+                        due = true;
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %format!("{e:#}"), retry_in_ms = relisten_delay.as_millis() as u64, "cannot listen for job notifications yet");
+                        relisten_at = tokio::time::Instant::now() + relisten_delay;
+                        relisten_delay = (relisten_delay * 2).min(RELISTEN_MAX);
+                    }
+                }
+            }
             let claims = self.wake.claims.load(Ordering::Relaxed);
             let forced = self.wake.forced.swap(false, Ordering::Relaxed);
             if due || forced || claims.wrapping_sub(claims_at_step) >= needed {
@@ -97,11 +122,12 @@ impl Pump {
                 match self.notifications.as_mut() {
                     Some(n) => {
                         if let Err(e) = n.recv().await {
-                            tracing::warn!(error = %format!("{e:#}"), "job notifications lost; polling");
+                            tracing::warn!(error = %format!("{e:#}"), "job notifications lost; polling until they are restored");
                             self.notifications = None;
+                            relisten_at = tokio::time::Instant::now() + RELISTEN_MIN;
                         }
                     }
-                    None => std::future::pending().await,
+                    None => tokio::time::sleep_until(relisten_at).await,
                 }
             };
             due = false;
@@ -117,16 +143,35 @@ impl Pump {
     /// Fills the window with due jobs, if it has drained by half (one
     /// step fills it: a second would find it full). Returns how many ids
     /// are in flight after the step.
+    ///
+    /// The window is counted twice, and the larger count holds: the
+    /// ledger's ids pushed and not claimed, and the ids waiting in Redis.
+    /// The push happens under the pump lock, so no other pump pushes
+    /// between the count and the push: whatever the ledger believes
+    /// (ids it forgot as lost, duplicates), Redis never holds more than
+    /// the window of waiting ids.
     async fn pump_once(&self, window: i64) -> anyhow::Result<i64> {
-        let taken = db::jobs::take_due(&self.services.db, window).await?;
-        if taken.ids.is_empty() {
-            return Ok(taken.in_flight);
+        let mut lock = db::jobs::PumpLock::acquire(&self.services.db).await?;
+        let ledger = lock.in_flight().await?;
+        let waiting = i64::try_from(self.producer.waiting().await?).unwrap_or(i64::MAX);
+        let in_flight = ledger.max(waiting);
+        // Refill only once half the window has drained: one pump
+        // transaction then pushes a batch instead of a single id per
+        // claim, and an idle queue (nothing in flight) is still served
+        // at once.
+        if in_flight > window / 2 {
+            lock.commit().await?;
+            return Ok(in_flight);
         }
-        if let Err(e) = self.producer.push(&taken.ids).await {
-            db::jobs::unmark_pushed(&self.services.db, &taken.ids).await?;
-            return Err(e);
+        let ids = lock.take(window - in_flight).await?;
+        if ids.is_empty() {
+            lock.commit().await?;
+            return Ok(in_flight);
         }
-        tracing::trace!(count = taken.ids.len(), "pushed job ids");
-        Ok(taken.in_flight + taken.ids.len() as i64)
+        // A failed push drops the lock uncommitted: nothing stays marked.
+        self.producer.push(&ids).await?;
+        lock.commit().await?;
+        tracing::trace!(count = ids.len(), "pushed job ids");
+        Ok(in_flight + ids.len() as i64)
     }
 }

@@ -281,6 +281,8 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
 }
 
 #[tokio::test]
+/// A job that fails twice then succeeds: three attempts, and the job
+/// shows no error (its events keep the earlier attempts' errors).
 async fn a_retryable_failure_then_success() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
@@ -296,6 +298,16 @@ async fn a_retryable_failure_then_success() {
         .await;
     let job = app.wait_status(id, "succeeded", 30).await;
     assert_eq!(job.attempts, 3);
+    assert_eq!(
+        job.last_error, None,
+        "a succeeded job shows no earlier error"
+    );
+    assert_eq!(
+        db::jobs::count_events(&app.db, id, "retry_scheduled")
+            .await
+            .expect("events"),
+        2
+    );
     worker
         .shutdown(Duration::from_secs(2))
         .await
@@ -631,4 +643,167 @@ async fn a_backlog_of_20000_noop_jobs_all_finish() {
         .await
         .expect("shutdown");
     copiste::queue::purge(&app.config).await.expect("purge");
+}
+
+/// Every slot of a worker is taken by long jobs for many times
+/// `redeliver_after_secs` while others wait: the ids waiting in Redis (or
+/// fetched by the consumer, waiting for a slot) are not lost, so they are
+/// not pushed again; Redis never holds more than the window, and every
+/// job ends. (Before, each reconciliation took them for lost and the pump
+/// pushed another window, until apalis' fetch failed for good.)
+#[tokio::test]
+async fn ids_waiting_for_a_busy_worker_are_not_pushed_again() {
+    let mut settings = fast_queue();
+    settings["queue"]["window"] = json!(20);
+    settings["queue"]["redeliver_after_secs"] = json!(1);
+    settings["worker"]["concurrency"] = json!(2);
+    settings["worker"]["lease_secs"] = json!(6);
+    let app = TestApp::with(settings).await;
+    let mut long = by();
+    long.priority = Some(5);
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..2 {
+        copiste::jobs::enqueue(&mut tx, &sleeping(9_000), long.clone())
+            .await
+            .expect("enqueue");
+    }
+    for _ in 0..60 {
+        copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let producer = Producer::connect(&app.config).await.expect("producer");
+    let worker = app.worker().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (mut most_waiting, mut most) = (0, 0);
+    loop {
+        let held = producer.holdings().await.expect("holdings");
+        most_waiting = most_waiting.max(held.waiting);
+        most = most.max(held.total());
+        let counts = app.counts().await;
+        if counts.get("succeeded") == Some(&62) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs did not finish: {counts:?}, Redis holds {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most_waiting <= 20,
+        "{most_waiting} ids waited in Redis with a window of 20"
+    );
+    // Plus, at most, the consumer's deliveries whose runs ended and whose
+    // acknowledgements apalis sends in batches (of the queue's fetch
+    // batch, 32).
+    assert!(most <= 20 + 32, "Redis held {most} ids with a window of 20");
+    assert!(most > 0);
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+}
+
+/// A queue past what apalis-redis can fetch from (left by an older
+/// version, or written by hand) does not stop the worker for good: the
+/// reconciler empties it and the ledger hands its jobs over again.
+#[tokio::test]
+async fn a_worker_recovers_by_itself_from_an_overflowing_redis_queue() {
+    let app = TestApp::with(fast_queue()).await;
+    let producer = Producer::connect(&app.config).await.expect("producer");
+    // 9 000 ids of no job: apalis' fetch fails on them ("too many results
+    // to unpack") until they are gone.
+    let junk: Vec<uuid::Uuid> = (0..9_000).map(|_| uuid::Uuid::new_v4()).collect();
+    for chunk in junk.chunks(1000) {
+        producer.push(chunk).await.expect("push");
+    }
+    assert!(producer.waiting().await.expect("waiting") >= 9_000);
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..20 {
+        copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    app.wait_finished(20, 60).await;
+    assert_eq!(app.counts().await.get("succeeded"), Some(&20));
+    assert!(producer.waiting().await.expect("waiting") <= 200);
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+}
+
+/// What apalis keeps of every acknowledged delivery (its `meta:<id>`
+/// hash, `data` and `done` entries) is removed while the worker runs, not
+/// only by the nightly housekeeping: Redis stays flat.
+#[tokio::test]
+async fn redis_stays_flat_while_jobs_run() {
+    let app = TestApp::with(fast_queue()).await;
+    let mut tx = app.db.begin().await.expect("begin");
+    for _ in 0..2_000 {
+        copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    let worker = app.worker().await;
+    app.wait_finished(2_000, 120).await;
+    // The sweep runs every second.
+    let keys = crate::support::eventually(Duration::from_secs(10), || async {
+        let n = app.redis_keys().await;
+        (n < 50).then_some(n)
+    })
+    .await;
+    assert!(keys < 50, "{keys} Redis keys left after 2 000 jobs");
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
+}
+
+/// After PostgreSQL restarts (`pg_ctl stop -m immediate`, then start),
+/// the pump listens for job notifications again: a job enqueued then is
+/// picked up at once, not at the next poll (here a minute away).
+#[tokio::test]
+async fn job_notifications_come_back_after_postgres_restarts() {
+    let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
+    let mut pg = copiste::services::throwaway_postgres(&config)
+        .await
+        .expect("throwaway postgres");
+    let mut settings = fast_queue();
+    settings["queue"]["pump_interval_ms"] = json!(60_000);
+    settings["database"] = json!({"url": pg.database_url.as_str()});
+    let app = TestApp::with(settings).await;
+    let worker = app.worker().await;
+    let before = app.enqueue(&Noop::default(), by()).await;
+    app.wait_status(before, "succeeded", 10).await;
+
+    pg.restart_postgres().await.expect("restart");
+    // Give the pump time to find its connection gone and listen again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = crate::support::eventually(Duration::from_secs(20), || async {
+        let mut tx = app.db.begin().await.ok()?;
+        let id = copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .ok()?
+            .id();
+        tx.commit().await.ok()?;
+        Some(id)
+    })
+    .await;
+    let enqueued_at = std::time::Instant::now();
+    app.wait_status(after, "succeeded", 15).await;
+    assert!(
+        enqueued_at.elapsed() < Duration::from_secs(8),
+        "picked up after {:?}: the pump no longer hears enqueues",
+        enqueued_at.elapsed()
+    );
+    worker
+        .shutdown(Duration::from_secs(2))
+        .await
+        .expect("shutdown");
 }

@@ -203,3 +203,53 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns that;
+/// fails the test when `within` has passed.
+pub async fn eventually<T, F, Fut>(within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the condition was not met within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    /// How many Redis keys this test's queue namespace has.
+    pub async fn redis_keys(&self) -> usize {
+        let client = redis::Client::open(self.config.redis_url().as_str()).expect("redis client");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        let pattern = format!("{}*", copiste::queue::queue_name(&self.config));
+        let mut cursor: u64 = 0;
+        let mut n = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .expect("scan");
+            n += keys.len();
+            if next == 0 {
+                return n;
+            }
+            cursor = next;
+        }
+    }
+}
