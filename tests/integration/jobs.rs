@@ -280,9 +280,9 @@ async fn retryable_failures_back_off_then_die_after_max_attempts() {
         .expect("shutdown");
 }
 
-#[tokio::test]
 /// A job that fails twice then succeeds: three attempts, and the job
 /// shows no error (its events keep the earlier attempts' errors).
+#[tokio::test]
 async fn a_retryable_failure_then_success() {
     let app = TestApp::with(fast_queue()).await;
     let worker = app.worker().await;
@@ -782,8 +782,12 @@ async fn job_notifications_come_back_after_postgres_restarts() {
     let before = app.enqueue(&Noop::default(), by()).await;
     app.wait_status(before, "succeeded", 10).await;
 
-    pg.restart_postgres().await.expect("restart");
-    // Give the pump time to find its connection gone and listen again.
+    // Down longer than the pool's acquire timeout (10 s), within which the
+    // listener's own reconnection would still succeed: it gives up, as
+    // during a slow `pg_ctl restart -m immediate` (crash recovery).
+    pg.stop_postgres().expect("stop");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    pg.start_postgres_again().await.expect("start");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = crate::support::eventually(Duration::from_secs(20), || async {
         let mut tx = app.db.begin().await.ok()?;
