@@ -60,6 +60,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
     pub downloads: DownloadsConfig,
+    pub import: ImportConfig,
 }
 
 /// `[database]`
@@ -186,6 +187,15 @@ pub struct DownloadsConfig {
     /// From `COPISTE_DOWNLOADS__SIGNING_KEY` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<Secret>,
+}
+
+/// `[import]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// The largest scan file `copiste import` accepts, in bytes; a larger
+    /// one is refused before it is read.
+    pub max_scan_bytes: u64,
 }
 
 /// A configuration that cannot be used; the message names the setting.
@@ -316,6 +326,7 @@ impl Config {
                 u64::from(self.exporters.imagin.concurrency),
             ),
             ("exports.batch_size", u64::from(self.exports.batch_size)),
+            ("import.max_scan_bytes", self.import.max_scan_bytes),
         ];
         for (setting, value) in positive {
             if value == 0 {

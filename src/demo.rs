@@ -59,7 +59,16 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     let generated = tokio::task::spawn_blocking({
         let out = out.clone();
         let span = tracing::Span::current();
-        move || span.in_scope(|| demo_data::generate(&out, &opts, &|_, _| {}))
+        move || {
+            span.in_scope(|| {
+                let progress = demo_data::Progress::stderr();
+                let generated = demo_data::generate(&out, &opts, &|done, total| {
+                    progress.update(done, total);
+                });
+                progress.finish();
+                generated
+            })
+        }
     })
     .await
     .context("the dataset generator panicked")??;
@@ -71,8 +80,14 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
         generated.scans,
         generated.bytes as f64 / 1e6
     );
-    let imported =
-        crate::import::import_dir(&db, &storage, &out, &crate::import::progress_bar()).await?;
+    let imported = crate::import::import_dir_with(
+        &db,
+        &storage,
+        &out,
+        &crate::import::ImportOptions::from_config(&config.import),
+        &crate::import::progress_bar(),
+    )
+    .await?;
     println!("imported: {imported}");
 
     let demo_key = config.downloads.signing_key.is_none();

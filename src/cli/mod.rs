@@ -169,11 +169,13 @@ impl Cli {
             }
             Command::Config => print!("{}", config.to_redacted_toml()),
             Command::Import(args) => {
+                let options = crate::import::ImportOptions::from_config(&config.import);
                 let services = services(config).await?;
-                let summary = crate::import::import_dir(
+                let summary = crate::import::import_dir_with(
                     &services.db,
                     &services.storage,
                     &args.dir,
+                    &options,
                     &crate::import::progress_bar(),
                 )
                 .await?;
@@ -186,12 +188,12 @@ impl Cli {
                     pages: args.pages,
                     seed: args.seed,
                 };
-                let bar = progress_bar("scans");
+                let progress = crate::demo_data::Progress::stderr();
                 let summary = crate::demo_data::generate(&args.out_dir, &opts, &|done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                })?;
-                bar.finish_and_clear();
+                    progress.update(done, total);
+                });
+                progress.finish();
+                let summary = summary?;
                 println!(
                     "wrote {} establishments, {} candidates, {} copies, {} scans ({} MB) to {}",
                     summary.establishments,

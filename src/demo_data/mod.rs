@@ -9,6 +9,7 @@
 //! bytes in every scan.
 
 mod names;
+mod progress;
 mod scan;
 
 use std::collections::HashSet;
@@ -27,6 +28,7 @@ use crate::import::manifest::{
     Manifest, QuestionMark, Session,
 };
 
+pub use progress::{LINE_INTERVAL, Progress};
 pub use scan::{DPI, HEIGHT, WIDTH};
 
 /// The most establishments a dataset may have (the peak session has about
@@ -507,7 +509,8 @@ pub fn scan_jpeg(seed: u64, copy_index: u64, page: u32) -> Vec<u8> {
 /// if it is an empty directory: nothing is ever overwritten.
 ///
 /// Scans are rendered on every core; `progress(done, total)` is called
-/// after each scan is written, from any of the worker threads.
+/// after each scan is written, from any of the worker threads ([`Progress`]
+/// shows it on stderr).
 pub fn generate(
     out_dir: &Path,
     opts: &DemoDataOptions,

@@ -5,7 +5,9 @@
 //!
 //! 1. `manifest.json` is read and every field checked, collecting all the
 //!    problems with their JSON paths (see `validate`).
-//! 2. Every scan is read, checked to be a JPEG and hashed (see `scans`).
+//! 2. Every scan is read (regular files of at most `import.max_scan_bytes`
+//!    only), checked to be a complete JPEG by decoding it, and hashed (see
+//!    `scans`).
 //!    Any problem so far ends the import with [`ImportError::Invalid`].
 //! 3. The scans are uploaded under content-addressed keys.
 //! 4. The catalogue rows are upserted in one transaction with bulk
@@ -29,6 +31,7 @@ use self::{
     scans::Scan,
 };
 use crate::{
+    config::ImportConfig,
     db::{
         Db, Tx,
         catalog::{self, CandidateRows, CopyRows, EstablishmentRows, GraderRows, Upserted},
@@ -189,18 +192,59 @@ impl fmt::Display for ImportSummary {
     }
 }
 
+/// The limits of an import, from `[import]` of the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// The largest scan file accepted, in bytes (`import.max_scan_bytes`).
+    pub max_scan_bytes: u64,
+}
+
+impl ImportOptions {
+    /// The limits the configuration sets.
+    pub fn from_config(config: &ImportConfig) -> Self {
+        Self {
+            max_scan_bytes: config.max_scan_bytes,
+        }
+    }
+}
+
+impl Default for ImportOptions {
+    /// The limits of `config/default.toml`.
+    fn default() -> Self {
+        Self {
+            max_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
+        }
+    }
+}
+
+/// `import.max_scan_bytes` in `config/default.toml`: 20 MiB.
+pub const DEFAULT_MAX_SCAN_BYTES: u64 = 20 << 20;
+
+/// Imports the export in `dir` with the default [`ImportOptions`]; see
+/// [`import_dir_with`].
+pub async fn import_dir(
+    db: &Db,
+    storage: &Storage,
+    dir: &Path,
+    progress: &dyn Fn(ImportStep),
+) -> Result<ImportSummary, ImportError> {
+    import_dir_with(db, storage, dir, &ImportOptions::default(), progress).await
+}
+
 /// Imports the export in `dir` (its `manifest.json` and the scans it
-/// names), reporting progress to `progress`.
+/// names) within the limits of `options`, reporting progress to
+/// `progress`.
 ///
 /// The export is validated entirely first; when anything is wrong the
 /// result is [`ImportError::Invalid`] with every problem, and nothing is
 /// written anywhere. Importing the same export again changes nothing;
 /// importing it with some copies changed updates those copies and bumps
 /// their version.
-pub async fn import_dir(
+pub async fn import_dir_with(
     db: &Db,
     storage: &Storage,
     dir: &Path,
+    options: &ImportOptions,
     progress: &dyn Fn(ImportStep),
 ) -> Result<ImportSummary, ImportError> {
     progress(ImportStep::Manifest);
@@ -229,7 +273,7 @@ pub async fn import_dir(
     } = checked;
 
     let paths = references.iter().map(|(path, _)| path.clone()).collect();
-    let mut checked_scans = scans::check(dir, paths, progress)
+    let mut checked_scans = scans::check(dir, paths, options.max_scan_bytes, progress)
         .await
         .map_err(ImportError::Read)?;
     let mut scans = HashMap::with_capacity(checked_scans.len());

@@ -3,15 +3,19 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{Cursor, ErrorKind},
+    fs::OpenOptions,
+    io::{ErrorKind, Read as _},
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
-use image::{ImageFormat, ImageReader};
 use sha2::{Digest as _, Sha256};
+use zune_jpeg::{
+    JpegDecoder,
+    zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions},
+};
 
 use super::ImportStep;
 use crate::storage::Storage;
@@ -24,6 +28,18 @@ const UPLOAD_CONCURRENCY: usize = 8;
 
 /// The start of every JPEG file: the SOI marker and the next marker's 0xFF.
 const JPEG_MAGIC: [u8; 3] = [0xFF, 0xD8, 0xFF];
+
+/// The end-of-image marker that ends every complete JPEG file.
+const JPEG_EOI: [u8; 2] = [0xFF, 0xD9];
+
+/// Zero bytes standing for the end-of-image marker when a sequential JPEG
+/// is decoded (see [`check_jpeg`]).
+const READ_AHEAD: usize = 16;
+
+/// The largest decoded image a scan may be (an A4 page in colour at
+/// 600 dpi is about 100 MiB): one check decodes one image at a time, so
+/// this bounds the memory of the scan check to this times the cores.
+const MAX_DECODED_BYTES: usize = 256 << 20;
 
 /// A checked scan.
 #[derive(Debug, Clone)]
@@ -50,11 +66,13 @@ pub(super) fn scan_key(sha256: &str) -> String {
 }
 
 /// Checks every scan, `CHECK_CHUNK` files per blocking task and as many
-/// tasks at once as there are cores. Returns, for each relative path, the
-/// scan or the reason it is unusable.
+/// tasks at once as there are cores; no file larger than `max_bytes` is
+/// read. Returns, for each relative path, the scan or the reason it is
+/// unusable.
 pub(super) async fn check(
     dir: &Path,
     paths: Vec<String>,
+    max_bytes: u64,
     progress: &dyn Fn(ImportStep),
 ) -> anyhow::Result<HashMap<String, Result<Scan, String>>> {
     let total = paths.len() as u64;
@@ -69,7 +87,7 @@ pub(super) async fn check(
                 chunk
                     .into_iter()
                     .map(|relative| {
-                        let result = check_one(&dir.join(&relative), &relative);
+                        let result = check_one(&dir.join(&relative), &relative, max_bytes);
                         (relative, result)
                     })
                     .collect::<Vec<_>>()
@@ -86,27 +104,289 @@ pub(super) async fn check(
     Ok(results)
 }
 
-/// Reads one scan, checks that it is a JPEG whose header decodes, and
-/// hashes it. The image data itself is not decoded: that would cost far
-/// more than the rest of the import.
-fn check_one(file: &Path, relative: &str) -> Result<Scan, String> {
-    let bytes = std::fs::read(file).map_err(|error| match error.kind() {
-        ErrorKind::NotFound => format!("{relative} does not exist"),
-        _ => format!("{relative} cannot be read: {error}"),
-    })?;
-    if !bytes.starts_with(&JPEG_MAGIC) {
-        return Err(format!("{relative} is not a JPEG file"));
-    }
-    let (width, height) = ImageReader::with_format(Cursor::new(&bytes), ImageFormat::Jpeg)
-        .into_dimensions()
-        .map_err(|error| format!("{relative} is not a JPEG file ({error})"))?;
-    if width == 0 || height == 0 {
-        return Err(format!("{relative} is an empty image ({width}×{height})"));
-    }
+/// Reads one scan, checks that it is a complete JPEG (see [`check_jpeg`])
+/// and hashes it.
+fn check_one(file: &Path, relative: &str, max_bytes: u64) -> Result<Scan, String> {
+    let bytes = read_bounded(file, relative, max_bytes)?;
+    check_jpeg(&bytes, relative)?;
     Ok(Scan {
         sha256: hex::encode(Sha256::digest(&bytes)),
         size: bytes.len() as u64,
     })
+}
+
+/// Reads a scan file that must be a regular file (a symbolic link is
+/// followed, and its target must be one) of at most `max_bytes`. A device,
+/// a FIFO, a socket or a directory is refused from its metadata, before it
+/// is opened for reading, and the read itself never goes past the limit.
+pub(super) fn read_bounded(file: &Path, relative: &str, max_bytes: u64) -> Result<Vec<u8>, String> {
+    let cannot_read = |error: std::io::Error| match error.kind() {
+        ErrorKind::NotFound => format!("{relative} does not exist"),
+        _ => format!("{relative} cannot be read: {error}"),
+    };
+    let metadata = std::fs::metadata(file).map_err(cannot_read)?;
+    check_metadata(file, relative, &metadata, max_bytes)?;
+    // Non-blocking, so that a FIFO swapped in since the check cannot hang
+    // the open; it has no effect on a regular file.
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    let opened = options.open(file).map_err(cannot_read)?;
+    // The file actually opened, in case the path changed since.
+    let metadata = opened.metadata().map_err(cannot_read)?;
+    check_metadata(file, relative, &metadata, max_bytes)?;
+    let capacity = usize::try_from(metadata.len()).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(capacity);
+    opened
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(format!(
+            "{}: it grew past it while being read",
+            too_large(relative, max_bytes)
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Refuses anything but a regular file of at most `max_bytes`.
+fn check_metadata(
+    file: &Path,
+    relative: &str,
+    metadata: &std::fs::Metadata,
+    max_bytes: u64,
+) -> Result<(), String> {
+    let kind = metadata.file_type();
+    if !kind.is_file() {
+        let link = if std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink()) {
+            "a symbolic link to "
+        } else {
+            ""
+        };
+        return Err(format!(
+            "{relative} is not a regular file ({link}{}); scans must be regular files",
+            describe(kind)
+        ));
+    }
+    if metadata.len() > max_bytes {
+        return Err(format!(
+            "{}: it has {} bytes",
+            too_large(relative, max_bytes),
+            metadata.len()
+        ));
+    }
+    Ok(())
+}
+
+fn too_large(relative: &str, max_bytes: u64) -> String {
+    format!("{relative} is larger than the limit of {max_bytes} bytes (import.max_scan_bytes)")
+}
+
+/// What a file that is not a regular file is, for messages.
+fn describe(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt as _;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_char_device() {
+            return "a character device";
+        }
+        if kind.is_block_device() {
+            return "a block device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// Checks that `bytes` are a whole JPEG image: the start marker, headers
+/// that decode, the end-of-image marker at the end (trailing zero bytes
+/// are padding), and entropy-coded data that decodes completely. The
+/// decoder accepts an end-of-image marker met too early (it paints the rest
+/// grey), so a sequential image is decoded without its final marker, in
+/// strict mode: running out of data is then an error. (A cut within the
+/// last few bytes of the data followed by an added end marker still
+/// passes, as does a cut progressive image given an end marker; a plain
+/// truncation never does.) The decoded image is at most
+/// [`MAX_DECODED_BYTES`], which bounds the memory of a check.
+fn check_jpeg(bytes: &[u8], relative: &str) -> Result<(), String> {
+    if !bytes.starts_with(&JPEG_MAGIC) {
+        return Err(format!("{relative} is not a JPEG file"));
+    }
+    let data = bytes
+        .iter()
+        .rposition(|&byte| byte != 0)
+        .map_or(bytes, |last| &bytes[..=last]);
+    let complete = data.ends_with(&JPEG_EOI);
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|error| format!("{relative} is not a JPEG file ({error})"))?;
+    let (width, height) = decoder.dimensions().unwrap_or_default();
+    if width == 0 || height == 0 {
+        return Err(format!("{relative} is an empty image ({width}×{height})"));
+    }
+    // Decode to the file's own colours (grey stays grey), as `image` does.
+    let colours = match decoder.input_colorspace() {
+        Some(own @ (ColorSpace::RGB | ColorSpace::RGBA | ColorSpace::Luma | ColorSpace::LumaA)) => {
+            own
+        }
+        _ => ColorSpace::RGB,
+    };
+    let options = options.jpeg_set_out_colorspace(colours);
+    decoder.set_options(options);
+    let decoded = decoder.output_buffer_size().unwrap_or(usize::MAX);
+    if decoded > MAX_DECODED_BYTES {
+        return Err(format!(
+            "{relative} is too large an image ({width}×{height} pixels, more than {} MiB decoded)",
+            MAX_DECODED_BYTES >> 20
+        ));
+    }
+    if !complete {
+        return Err(format!(
+            "{relative} is truncated: it does not end with the JPEG end-of-image marker"
+        ));
+    }
+    // A sequential image is decoded with its final marker replaced by a few
+    // zero bytes (room for the decoder's read-ahead, far too few to stand
+    // for missing blocks), so that data missing before the marker runs the
+    // decoder out of data; a progressive one needs the marker to end its
+    // last scan.
+    let progressive = decoder.info().is_some_and(|info| info.sof.is_progressive());
+    let body = if progressive {
+        data.to_vec()
+    } else {
+        let mut body = Vec::with_capacity(data.len() + READ_AHEAD);
+        body.extend_from_slice(&data[..data.len() - JPEG_EOI.len()]);
+        body.resize(body.len() + READ_AHEAD, 0);
+        body
+    };
+    JpegDecoder::new_with_options(ZCursor::new(&body[..]), options)
+        .decode()
+        .map_err(|error| {
+            format!("{relative} is truncated or corrupt: its image data does not decode ({error})")
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{ExtendedColorType, ImageEncoder as _, codecs::jpeg::JpegEncoder};
+
+    use super::*;
+
+    /// A `side`×`side` JPEG of noise, grey or in colour; a uniform
+    /// 1240×1754 grey page for a side of 0.
+    fn noise(side: u32, colour: bool) -> Vec<u8> {
+        if side == 0 {
+            let mut bytes = Vec::new();
+            JpegEncoder::new_with_quality(&mut bytes, 90)
+                .write_image(&vec![250; 1240 * 1754], 1240, 1754, ExtendedColorType::L8)
+                .expect("encode");
+            return bytes;
+        }
+        let channels = if colour { 3 } else { 1 };
+        let mut state = 0x2545_f491_u32;
+        let pixels: Vec<u8> = (0..side * side * channels)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect();
+        let kind = if colour {
+            ExtendedColorType::Rgb8
+        } else {
+            ExtendedColorType::L8
+        };
+        let mut bytes = Vec::new();
+        JpegEncoder::new_with_quality(&mut bytes, 90)
+            .write_image(&pixels, side, side, kind)
+            .expect("encode");
+        bytes
+    }
+
+    fn progressive(side: u16) -> Vec<u8> {
+        let pixels: Vec<u8> = (0..u32::from(side) * u32::from(side))
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        let mut bytes = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 90);
+        encoder.set_progressive(true);
+        encoder
+            .encode(&pixels, side, side, jpeg_encoder::ColorType::Luma)
+            .expect("encode");
+        bytes
+    }
+
+    fn with_eoi(part: &[u8]) -> Vec<u8> {
+        [part, &JPEG_EOI[..]].concat()
+    }
+
+    #[test]
+    fn whole_jpegs_pass() {
+        let files = [
+            // A uniform page: very little data per block.
+            noise(0, false),
+            noise(256, false),
+            noise(200, true),
+            progressive(256),
+            noise(8, false),
+        ];
+        for (i, whole) in files.iter().enumerate() {
+            assert_eq!(check_jpeg(whole, "a.jpg"), Ok(()), "file {i}");
+            let padded = [&whole[..], &[0; 64][..]].concat();
+            assert_eq!(check_jpeg(&padded, "a.jpg"), Ok(()), "file {i}");
+        }
+    }
+
+    #[test]
+    fn truncated_jpegs_are_refused() {
+        for whole in [noise(256, false), noise(200, true), progressive(256)] {
+            let n = whole.len();
+            for cut in [n / 2, 1024, n - 400, n - 40, n - 8, n - 1] {
+                let error = check_jpeg(&whole[..cut], "a.jpg");
+                assert_eq!(
+                    error,
+                    Err(
+                        "a.jpg is truncated: it does not end with the JPEG end-of-image marker"
+                            .into()
+                    ),
+                    "{cut} of {n} bytes"
+                );
+            }
+        }
+        // Given an end marker, a cut sequential image fails to decode.
+        for whole in [noise(256, false), noise(200, true)] {
+            let n = whole.len();
+            for cut in [n / 2, 1024, n - 400] {
+                let error = check_jpeg(&with_eoi(&whole[..cut]), "a.jpg").expect_err("refused");
+                assert!(
+                    error.starts_with(
+                        "a.jpg is truncated or corrupt: its image data does not decode ("
+                    ),
+                    "{cut} of {n} bytes: {error}"
+                );
+            }
+        }
+    }
 }
 
 /// What the upload did.
@@ -166,9 +446,16 @@ async fn upload_one(storage: &Storage, file: PathBuf, scan: &Scan) -> anyhow::Re
     if existing == Some(scan.size) {
         return Ok(None);
     }
-    let bytes = tokio::fs::read(&file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
+    // Read again with the checks of the first read, and never more than
+    // the size checked: anything else means the file changed.
+    let bytes = {
+        let file = file.clone();
+        let size = scan.size;
+        tokio::task::spawn_blocking(move || read_bounded(&file, &file.display().to_string(), size))
+            .await
+            .context("a scan-reading task failed")?
+            .map_err(|message| anyhow::anyhow!("{message}; run the import again"))?
+    };
     // The file was hashed during validation; a different hash now means it
     // changed since, and storing it under the old key would break content
     // addressing.

@@ -137,7 +137,7 @@ impl Checker {
     fn session(&mut self, root: &mut Fields) -> Option<Session> {
         let value = self.take(root, "session")?;
         let mut fields = self.object(value, "$.session")?;
-        let code = self.name(&mut fields, "code");
+        let code = self.code(&mut fields, "code", "session code");
         let name = self.name(&mut fields, "name");
         self.finish(fields);
         Some(Session {
@@ -174,7 +174,7 @@ impl Checker {
     }
 
     fn academy(&mut self, index: usize, mut fields: Fields) -> Option<Academy> {
-        let code = self.name(&mut fields, "code");
+        let code = self.code(&mut fields, "code", "academy code");
         let name = self.name(&mut fields, "name");
         if let Some(code) = &code {
             self.unique(
@@ -224,7 +224,7 @@ impl Checker {
     }
 
     fn exam(&mut self, index: usize, mut fields: Fields) -> Option<Exam> {
-        let code = self.name(&mut fields, "code");
+        let code = self.code(&mut fields, "code", "exam code");
         let subject = self.name(&mut fields, "subject");
         let kind = self.required::<ExamKind>(&mut fields, "kind");
         if let Some(code) = &code {
@@ -244,9 +244,9 @@ impl Checker {
     }
 
     fn grader(&mut self, index: usize, mut fields: Fields) -> Option<Grader> {
-        let code = self.name(&mut fields, "code");
+        let code = self.code(&mut fields, "code", "grader code");
         let nom = self.name(&mut fields, "nom");
-        let prenom = self.required::<String>(&mut fields, "prenom");
+        let prenom = self.line(&mut fields, "prenom");
         let academy = self.name(&mut fields, "academy");
         if let Some(code) = &code {
             self.unique(
@@ -274,9 +274,9 @@ impl Checker {
     }
 
     fn candidate(&mut self, index: usize, mut fields: Fields) -> Option<Candidate> {
-        let numero = self.name(&mut fields, "numero");
+        let numero = self.code(&mut fields, "numero", "candidate numero");
         let nom = self.name(&mut fields, "nom");
-        let prenom = self.required::<String>(&mut fields, "prenom");
+        let prenom = self.line(&mut fields, "prenom");
         let establishment = self.uai(&mut fields, "establishment");
         if let Some(numero) = &numero {
             self.unique(
@@ -306,11 +306,11 @@ impl Checker {
     fn copy(&mut self, index: usize, mut fields: Fields) -> Option<Copy> {
         let exam = self.name(&mut fields, "exam");
         let candidate = self.name(&mut fields, "candidate");
-        let grader = self.optional::<String>(&mut fields, "grader");
+        let grader = self.optional_name(&mut fields, "grader");
         let absent = self.defaulted::<bool>(&mut fields, "absent");
         let grade = self.optional::<f64>(&mut fields, "grade");
         let grading_details = self.defaulted_list(&mut fields, "grading_details", Self::mark);
-        let appreciation = self.optional::<String>(&mut fields, "appreciation");
+        let appreciation = self.optional_free_text(&mut fields, "appreciation");
         // The page count bounds the annotations even when a page is invalid.
         let page_count = fields
             .map
@@ -469,7 +469,7 @@ impl Checker {
         let x = self.fraction(&mut fields, "x");
         let y = self.fraction(&mut fields, "y");
         let kind = self.required::<AnnotationKind>(&mut fields, "kind");
-        let text = self.defaulted::<String>(&mut fields, "text");
+        let text = self.free_text(&mut fields, "text");
         if kind == Some(AnnotationKind::Comment)
             && let Some(text) = &text
             && text.trim().is_empty()
@@ -602,12 +602,83 @@ impl Checker {
         }
     }
 
-    /// A required string that must not be blank.
+    /// A required string that must not be blank, on one line: no control
+    /// character at all.
     fn name(&mut self, fields: &mut Fields, key: &str) -> Option<String> {
-        let value = self.required::<String>(fields, key)?;
+        let value = self.line(fields, key)?;
         if value.trim().is_empty() {
             self.problem(fields.field_path(key), "must not be empty");
             return None;
+        }
+        Some(value)
+    }
+
+    /// A required string, possibly empty, without any control character.
+    fn line(&mut self, fields: &mut Fields, key: &str) -> Option<String> {
+        let value = self.required::<String>(fields, key)?;
+        self.no_control(fields, key, value, &[])
+    }
+
+    /// A string that may be missing or null and is otherwise a [`Self::name`].
+    fn optional_name(&mut self, fields: &mut Fields, key: &str) -> Option<Option<String>> {
+        match self.optional::<String>(fields, key)? {
+            None => Some(None),
+            Some(value) => self.no_control(fields, key, value, &[]).map(Some),
+        }
+    }
+
+    /// Free text, empty when missing: lines and tabs are allowed, no other
+    /// control character.
+    fn free_text(&mut self, fields: &mut Fields, key: &str) -> Option<String> {
+        let value = self.defaulted::<String>(fields, key)?;
+        self.no_control(fields, key, value, FREE_TEXT_CONTROLS)
+    }
+
+    /// Free text that may be missing or null.
+    fn optional_free_text(&mut self, fields: &mut Fields, key: &str) -> Option<Option<String>> {
+        match self.optional::<String>(fields, key)? {
+            None => Some(None),
+            Some(value) => self
+                .no_control(fields, key, value, FREE_TEXT_CONTROLS)
+                .map(Some),
+        }
+    }
+
+    /// `value` of `key` unless it holds a control character other than
+    /// those `allowed`, which is reported.
+    fn no_control(
+        &mut self,
+        fields: &Fields,
+        key: &str,
+        value: String,
+        allowed: &[char],
+    ) -> Option<String> {
+        match control_char(&value, allowed) {
+            None => Some(value),
+            Some((at, c)) => {
+                let which = if allowed.is_empty() {
+                    "control characters"
+                } else {
+                    "control characters other than newline and tab"
+                };
+                let message = format!(
+                    "must not contain {which} (found U+{:04X} at character {})",
+                    u32::from(c),
+                    at + 1
+                );
+                self.problem(fields.field_path(key), message);
+                None
+            }
+        }
+    }
+
+    /// A required code or identifier (see [`check_code`]); `what` names it
+    /// in messages. A code that is only badly formed is still returned, so
+    /// that the references to it resolve and are not reported as well.
+    fn code(&mut self, fields: &mut Fields, key: &str, what: &str) -> Option<String> {
+        let value = self.name(fields, key)?;
+        if let Err(reason) = check_code(&value) {
+            self.problem(fields.field_path(key), format!("{what} {value:?} {reason}"));
         }
         Some(value)
     }
@@ -646,6 +717,41 @@ enum UniqueKind {
     Candidate,
 }
 
+/// The control characters free text may hold: newline and tab.
+const FREE_TEXT_CONTROLS: &[char] = &['\n', '\t'];
+
+/// The longest code (session, academy, exam, grader, candidate numéro).
+pub(super) const MAX_CODE_LEN: usize = 32;
+
+/// The first control character of `text` (Unicode category Cc: C0, DEL
+/// and C1) that is not `allowed`, with its position in characters.
+fn control_char(text: &str, allowed: &[char]) -> Option<(usize, char)> {
+    text.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed.contains(c))
+}
+
+/// Checks a code: 1 to [`MAX_CODE_LEN`] ASCII letters, digits, `-`, `_` or
+/// `.`, not starting with `.`. Codes end up in object keys, file names,
+/// HTTP headers and `:`-separated job keys, where anything else is unsafe.
+/// The error is the end of a sentence starting with the code.
+pub(super) fn check_code(code: &str) -> Result<(), String> {
+    const RULE: &str = "use 1 to 32 ASCII letters, digits, '-', '_' or '.', not starting with '.'";
+    if let Some(bad) = code
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!("has the character {bad:?}: {RULE}"));
+    }
+    if code.len() > MAX_CODE_LEN {
+        return Err(format!("is {} characters long: {RULE}", code.len()));
+    }
+    if code.is_empty() || code.starts_with('.') {
+        return Err(format!("is not a valid code: {RULE}"));
+    }
+    Ok(())
+}
+
 /// What a JSON value is, for messages.
 fn kind(value: &Value) -> &'static str {
     match value {
@@ -670,6 +776,13 @@ fn at_most_two_decimals(value: f64) -> bool {
 fn check_relative(relative: &str) -> Result<(), String> {
     if relative.trim().is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if let Some((at, c)) = control_char(relative, &[]) {
+        return Err(format!(
+            "{relative:?} must not contain control characters (found U+{:04X} at character {})",
+            u32::from(c),
+            at + 1
+        ));
     }
     let path = Path::new(relative);
     if path.is_absolute() || relative.starts_with('/') || relative.starts_with('\\') {
@@ -767,6 +880,51 @@ mod tests {
         assert!(check_relative("scans/../../a.jpg").is_err());
         assert!(check_relative("/etc/passwd").is_err());
         assert!(check_relative("").is_err());
+    }
+
+    #[test]
+    fn codes_are_safe_ascii() {
+        for good in [
+            "BAC26-PHILO",
+            "BAC-2026",
+            "COR-PARIS-001",
+            "202600000001",
+            "A_1.b",
+            &"X".repeat(32),
+        ] {
+            assert_eq!(check_code(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "EVIL/../x",
+            "a b",
+            "a:b",
+            "é",
+            "a\u{0}",
+            &"X".repeat(33),
+        ] {
+            assert!(check_code(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_found() {
+        assert_eq!(control_char("Martin", &[]), None);
+        assert_eq!(control_char("a\u{0}b", &[]), Some((1, '\u{0}')));
+        assert_eq!(control_char("a\nb\tc", FREE_TEXT_CONTROLS), None);
+        assert_eq!(control_char("a\nb", &[]), Some((1, '\n')));
+        assert_eq!(
+            control_char("a\u{7f}", FREE_TEXT_CONTROLS),
+            Some((1, '\u{7f}'))
+        );
+        assert_eq!(
+            control_char("\u{9f}", FREE_TEXT_CONTROLS),
+            Some((0, '\u{9f}'))
+        );
+        assert!(check_relative("scans/a\u{0}.jpg").is_err());
     }
 
     #[test]

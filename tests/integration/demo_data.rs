@@ -347,6 +347,32 @@ fn generate_accepts_an_empty_directory_and_refuses_a_file() {
     assert_eq!(summary.copies, 3);
 }
 
+/// Without a terminal (a pipe, a log), `copiste demo-data` still says how
+/// far it got: a line now and then, and one when every scan is written.
+#[test]
+fn demo_data_reports_progress_on_stderr_without_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("session");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_copiste"))
+        .arg("demo-data")
+        .arg(&out)
+        .args(["--establishments", "1", "--candidates", "2", "--pages", "1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run copiste demo-data");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest"))
+            .expect("parse manifest");
+    let scans: usize = manifest.copies.iter().map(|c| c.pages.len()).sum();
+    let last = format!("demo-data: {scans}/{scans} scans written (100%), ");
+    assert!(
+        stderr.lines().any(|line| line.starts_with(&last)),
+        "no {last:?} line in stderr:\n{stderr}"
+    );
+}
+
 /// Size and speed figures of the scans: run with
 /// `cargo test --test integration demo_data::scan_figures -- --ignored --nocapture`.
 #[test]

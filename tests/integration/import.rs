@@ -7,8 +7,12 @@ use std::{
 };
 
 use copiste::{
+    config::Config,
     domain::Uai,
-    import::{ImportError, ImportStep, ImportSummary, import_dir},
+    import::{
+        DEFAULT_MAX_SCAN_BYTES, ImportError, ImportOptions, ImportStep, ImportSummary, import_dir,
+        import_dir_with,
+    },
 };
 use image::{ExtendedColorType, ImageEncoder as _, codecs::jpeg::JpegEncoder};
 use serde_json::{Value, json};
@@ -541,10 +545,9 @@ async fn missing_and_non_jpeg_scans_are_reported() {
         problems[0],
         "$.copies[0].pages[1]: scans/1-philo-2.jpg is not a JPEG file"
     );
-    assert!(
-        problems[1].starts_with("$.copies[1].pages[0]: scans/dir cannot be read: "),
-        "{}",
-        problems[1]
+    assert_eq!(
+        problems[1],
+        "$.copies[1].pages[0]: scans/dir is not a regular file (a directory); scans must be regular files"
     );
     assert_eq!(
         problems[2],
@@ -738,6 +741,293 @@ async fn exam_of_another_session_is_refused() {
     );
     assert_eq!(rows(&app).await.sessions, 1);
     assert_eq!(objects(&app), objects_before, "nothing uploaded");
+}
+
+/// A 256×256 grey JPEG of noise: a few tens of KB, so that its first KB
+/// holds the headers and part of the image data.
+fn noisy_jpeg() -> Vec<u8> {
+    let mut state = 0x2545_f491_u32;
+    let pixels: Vec<u8> = (0..256 * 256)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as u8
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    JpegEncoder::new_with_quality(&mut bytes, 90)
+        .write_image(&pixels, 256, 256, ExtendedColorType::L8)
+        .expect("encode jpeg");
+    bytes
+}
+
+#[tokio::test]
+async fn truncated_scans_are_refused_naming_the_file() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    let whole = noisy_jpeg();
+    assert!(whole.len() > 8 * 1024, "{} bytes", whole.len());
+    let half = &whole[..whole.len() / 2];
+    export.file("scans/1-philo-1.jpg", half);
+    export.file("scans/1-philo-2.jpg", &whole[..1024]);
+    // Half a file given an end marker: only decoding finds it.
+    export.file("scans/2-philo-1.jpg", &[half, &[0xFF, 0xD9][..]].concat());
+    // A whole file followed by padding zeros is fine.
+    export.file("scans/3-philo-1.jpg", &[&whole[..], &[0; 100][..]].concat());
+    let problems = problems(export.import(&app).await);
+    assert_eq!(problems.len(), 3, "{}", problems.join("\n"));
+    assert_eq!(
+        problems[0],
+        "$.copies[0].pages[0]: scans/1-philo-1.jpg is truncated: it does not end with the JPEG end-of-image marker"
+    );
+    assert_eq!(
+        problems[1],
+        "$.copies[0].pages[1]: scans/1-philo-2.jpg is truncated: it does not end with the JPEG end-of-image marker"
+    );
+    assert!(
+        problems[2].starts_with(
+            "$.copies[1].pages[0]: scans/2-philo-1.jpg is truncated or corrupt: its image data does not decode ("
+        ),
+        "{}",
+        problems[2]
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
+    assert!(objects(&app).is_empty());
+
+    // The whole file imports.
+    export.file("scans/1-philo-1.jpg", &whole);
+    export.file("scans/1-philo-2.jpg", &jpeg(20));
+    export.file("scans/2-philo-1.jpg", &jpeg(30));
+    export.import(&app).await.expect("import");
+}
+
+/// Imports `export` with `options`, failing the test if it takes more than
+/// ten seconds.
+async fn import_quickly(
+    app: &TestApp,
+    export: &Export,
+    options: &ImportOptions,
+) -> Option<Result<ImportSummary, ImportError>> {
+    export.write();
+    let import = import_dir_with(&app.db, &app.storage, export.path(), options, &|_| {});
+    tokio::time::timeout(std::time::Duration::from_secs(10), import)
+        .await
+        .ok()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn symlinks_to_devices_are_refused_quickly() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    for (scan, device) in [
+        ("scans/1-philo-1.jpg", "/dev/zero"),
+        ("scans/1-philo-2.jpg", "/dev/urandom"),
+    ] {
+        let path = export.path().join(scan);
+        std::fs::remove_file(&path).expect("remove");
+        std::os::unix::fs::symlink(device, &path).expect("symlink");
+    }
+    // A link to a regular file is followed.
+    let target = export.path().join("elsewhere.jpg");
+    std::fs::write(&target, jpeg(33)).expect("write");
+    let path = export.path().join("scans/2-philo-1.jpg");
+    std::fs::remove_file(&path).expect("remove");
+    std::os::unix::fs::symlink(&target, &path).expect("symlink");
+
+    let started = Instant::now();
+    let result = import_quickly(&app, &export, &ImportOptions::default())
+        .await
+        .expect("the import ended within 10 s");
+    assert_eq!(
+        problems(result),
+        [
+            "$.copies[0].pages[0]: scans/1-philo-1.jpg is not a regular file (a symbolic link to a character device); scans must be regular files",
+            "$.copies[0].pages[1]: scans/1-philo-2.jpg is not a regular file (a symbolic link to a character device); scans must be regular files",
+        ]
+    );
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    assert_eq!(rows(&app).await, NO_ROWS);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_scan_is_refused_without_hanging() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    let fifo = export.path().join("scans/2-philo-1.jpg");
+    std::fs::remove_file(&fifo).expect("remove");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let result = import_quickly(&app, &export, &ImportOptions::default()).await;
+    let Some(result) = result else {
+        // Release the reader stuck in open(2) so that the runtime can stop.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        panic!("the import hung on a FIFO");
+    };
+    assert_eq!(
+        problems(result),
+        [
+            "$.copies[1].pages[0]: scans/2-philo-1.jpg is not a regular file (a FIFO); scans must be regular files"
+        ]
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
+}
+
+#[tokio::test]
+async fn a_scan_larger_than_the_limit_is_refused() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    let big = noisy_jpeg();
+    export.file("scans/3-philo-1.jpg", &big);
+    let options = ImportOptions {
+        max_scan_bytes: 4096,
+    };
+    let result = import_quickly(&app, &export, &options)
+        .await
+        .expect("the import ended within 10 s");
+    assert_eq!(
+        problems(result),
+        [format!(
+            "$.copies[2].pages[0]: scans/3-philo-1.jpg is larger than the limit of 4096 bytes (import.max_scan_bytes): it has {} bytes",
+            big.len()
+        )]
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
+    // Within the limit, it imports.
+    let options = ImportOptions {
+        max_scan_bytes: big.len() as u64,
+    };
+    import_quickly(&app, &export, &options)
+        .await
+        .expect("the import ended within 10 s")
+        .expect("import");
+}
+
+#[test]
+fn the_scan_size_limit_is_configured_and_checked() {
+    let config = Config::load_with_overrides(json!({})).expect("defaults load");
+    assert_eq!(config.import.max_scan_bytes, DEFAULT_MAX_SCAN_BYTES);
+    assert_eq!(
+        ImportOptions::from_config(&config.import),
+        ImportOptions::default()
+    );
+    let config =
+        Config::load_with_overrides(json!({"import": {"max_scan_bytes": 1000}})).expect("loads");
+    assert_eq!(
+        ImportOptions::from_config(&config.import).max_scan_bytes,
+        1000
+    );
+    let error = Config::load_with_overrides(json!({"import": {"max_scan_bytes": 0}}))
+        .expect_err("a zero limit is refused")
+        .to_string();
+    assert!(error.contains("import.max_scan_bytes"), "{error}");
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_with_their_path() {
+    let app = TestApp::new().await;
+    let mut export = Export::valid();
+    let m = &mut export.manifest;
+    m["session"]["name"] = json!("Bac\u{7}2026");
+    m["academies"][0]["name"] = json!("Par\u{0}is");
+    m["exams"][0]["subject"] = json!("Philo\u{1b}[31m");
+    m["graders"][1]["prenom"] = json!("Pa\u{85}ul");
+    m["candidates"][1]["nom"] = json!("Petit\u{0}");
+    m["candidates"][2]["prenom"] = json!("In\u{0}ès");
+    m["copies"][0]["appreciation"] = json!("Bonne copie.\n\tMais\u{0}");
+    m["copies"][0]["grading_details"][0]["question"] = json!("I\n");
+    m["copies"][0]["annotations"][0]["text"] = json!("Précis\r");
+    m["copies"][1]["grader"] = json!("G1\u{0}");
+    m["copies"][2]["pages"][0] = json!("scans/3-philo-1.jpg\u{0}");
+    let problems = problems(export.import(&app).await);
+    assert_eq!(
+        problems,
+        [
+            "$.session.name: must not contain control characters (found U+0007 at character 4)",
+            "$.academies[0].name: must not contain control characters (found U+0000 at character 4)",
+            "$.exams[0].subject: must not contain control characters (found U+001B at character 6)",
+            "$.graders[1].prenom: must not contain control characters (found U+0085 at character 3)",
+            "$.candidates[1].nom: must not contain control characters (found U+0000 at character 6)",
+            "$.candidates[2].prenom: must not contain control characters (found U+0000 at character 3)",
+            "$.copies[0].grading_details[0].question: must not contain control characters (found U+000A at character 2)",
+            "$.copies[0].appreciation: must not contain control characters other than newline and tab (found U+0000 at character 19)",
+            "$.copies[0].annotations[0].text: must not contain control characters other than newline and tab (found U+000D at character 7)",
+            "$.copies[1].grader: must not contain control characters (found U+0000 at character 3)",
+            "$.copies[2].pages[0]: \"scans/3-philo-1.jpg\\0\" must not contain control characters (found U+0000 at character 20)",
+        ]
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
+}
+
+#[tokio::test]
+async fn free_text_keeps_newlines_and_tabs() {
+    let app = TestApp::new().await;
+    let mut export = Export::valid();
+    export.manifest["copies"][0]["appreciation"] = json!("Bonne copie.\n\tSuite.");
+    export.manifest["copies"][0]["annotations"][0]["text"] = json!("Précis,\nmais court");
+    export.import(&app).await.expect("import");
+    let pool = pool(&app).await;
+    let appreciation: Option<String> = sqlx::query_scalar(
+        "SELECT appreciation FROM copies WHERE exam_code = $1 AND appreciation IS NOT NULL",
+    )
+    .bind(PHILO)
+    .fetch_one(&pool)
+    .await
+    .expect("appreciation");
+    assert_eq!(appreciation.as_deref(), Some("Bonne copie.\n\tSuite."));
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn codes_are_restricted_to_safe_characters() {
+    let app = TestApp::new().await;
+    let mut export = Export::valid();
+    let evil = "EVIL/../x \"q\"";
+    let m = &mut export.manifest;
+    m["session"]["code"] = json!("BAC 2026");
+    m["academies"][1]["code"] = json!("A02:lyon");
+    m["establishments"][1]["academy"] = json!("A02:lyon");
+    m["graders"][1]["academy"] = json!("A02:lyon");
+    m["exams"][1]["code"] = json!(evil);
+    m["copies"][4]["exam"] = json!(evil);
+    m["copies"][5]["exam"] = json!(evil);
+    m["graders"][0]["code"] = json!("G".repeat(33));
+    for copy in [0, 1] {
+        m["copies"][copy]["grader"] = json!("G".repeat(33));
+    }
+    m["candidates"][3]["numero"] = json!(".hidden");
+    m["copies"][3]["candidate"] = json!(".hidden");
+    m["candidates"][2]["numero"] = json!("Numéro3");
+    m["copies"][2]["candidate"] = json!("Numéro3");
+    m["copies"][5]["candidate"] = json!("Numéro3");
+    let problems = problems(export.import(&app).await);
+    let rule = "use 1 to 32 ASCII letters, digits, '-', '_' or '.', not starting with '.'";
+    assert_eq!(
+        problems,
+        [
+            format!("$.session.code: session code \"BAC 2026\" has the character ' ': {rule}"),
+            format!("$.academies[1].code: academy code \"A02:lyon\" has the character ':': {rule}"),
+            format!(
+                "$.exams[1].code: exam code \"EVIL/../x \\\"q\\\"\" has the character '/': {rule}"
+            ),
+            format!(
+                "$.graders[0].code: grader code \"{}\" is 33 characters long: {rule}",
+                "G".repeat(33)
+            ),
+            format!(
+                "$.candidates[2].numero: candidate numero \"Numéro3\" has the character 'é': {rule}"
+            ),
+            format!(
+                "$.candidates[3].numero: candidate numero \".hidden\" is not a valid code: {rule}"
+            ),
+        ]
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
 }
 
 /// A session of `COPISTE_IMPORT_BENCH_COPIES` copies (default 100 000),
