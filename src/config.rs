@@ -187,6 +187,10 @@ pub struct DownloadsConfig {
     /// From `COPISTE_DOWNLOADS__SIGNING_KEY` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<Secret>,
+    /// Objects under `downloads/` that no download record names (what a
+    /// killed zip build leaves) are deleted by housekeeping once this old;
+    /// longer than the longest zip build.
+    pub abandoned_after_secs: u64,
 }
 
 /// `[import]`

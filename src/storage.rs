@@ -1,7 +1,7 @@
 //! Object storage adapter: scans in, exports, PDFs and zips out. The only
 //! module that names `object_store` types.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -23,6 +23,12 @@ pub enum StorageError {
     NotFound(String),
     #[error("invalid object key {key}: {reason}")]
     InvalidKey { key: String, reason: String },
+    #[error("cannot list or remove local files under {prefix}: {source}")]
+    Listing {
+        prefix: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("object store error on {key}: {source}")]
     Backend {
         key: String,
@@ -31,12 +37,39 @@ pub enum StorageError {
     },
 }
 
+impl StorageError {
+    /// Whether trying again cannot help: the key itself is refused.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::InvalidKey { .. })
+    }
+
+    /// The storage error behind `error`, if any link of its chain is one.
+    pub fn find_in(error: &anyhow::Error) -> Option<&StorageError> {
+        error.chain().find_map(|e| e.downcast_ref::<StorageError>())
+    }
+}
+
+/// An object found by [`Storage::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The object's key; for a partial file, the key with its `#N` suffix.
+    pub key: String,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+    /// A local store's unfinished multipart upload (`<key>#<n>`, a file
+    /// `LocalFileSystem` writes before renaming it to its key, and leaves
+    /// behind when the process is killed).
+    pub partial: bool,
+}
+
 /// A handle on the configured object store; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
     /// The S3 store again, for presigned URLs (`None` on the local store).
     s3: Option<Arc<AmazonS3>>,
+    /// The local store's root directory (`None` on S3), for its partial files.
+    local_root: Option<PathBuf>,
     description: String,
 }
 
@@ -107,6 +140,7 @@ impl Storage {
                 Ok(Self {
                     store: Arc::new(store),
                     s3: None,
+                    local_root: Some(config.root.clone()),
                     description: format!("local:{}", config.root.display()),
                 })
             }
@@ -127,6 +161,7 @@ impl Storage {
                 Ok(Self {
                     store: store.clone(),
                     s3: Some(store),
+                    local_root: None,
                     description: format!("s3://{}", s3.bucket),
                 })
             }
@@ -143,6 +178,12 @@ impl Storage {
             key: key.to_owned(),
             reason: e.to_string(),
         })
+    }
+
+    /// Checks that `key` is a valid object key (no empty, `.` or `..`
+    /// segment, no control character), before anything is written under it.
+    pub fn check_key(key: &str) -> Result<(), StorageError> {
+        Self::path(key).map(|_| ())
     }
 
     fn backend(key: &str, source: object_store::Error) -> StorageError {
@@ -192,6 +233,84 @@ impl Storage {
         match self.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Self::backend(key, e)),
+        }
+    }
+
+    /// Moves an object to another key (a rename on the local store, a copy
+    /// then a delete on S3).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), StorageError> {
+        let source = Self::path(from)?;
+        let target = Self::path(to)?;
+        self.store
+            .rename(&source, &target)
+            .await
+            .map_err(|e| Self::backend(from, e))
+    }
+
+    /// Every object under `prefix` (a folder, e.g. `downloads/`), with its
+    /// last modification, and on the local store the partial files of
+    /// unfinished multipart uploads too.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        let path = Self::path(prefix)?;
+        let mut out = Vec::new();
+        let mut stream = self.store.list(Some(&path));
+        while let Some(meta) = stream.next().await {
+            let meta = match meta {
+                Ok(meta) => meta,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(Self::backend(prefix, e)),
+            };
+            out.push(Listed {
+                key: meta.location.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified,
+                partial: false,
+            });
+        }
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            let prefix_owned = path.to_string();
+            let partials =
+                tokio::task::spawn_blocking(move || local_partials(&root, &prefix_owned))
+                    .await
+                    .map_err(|e| StorageError::Listing {
+                        prefix: prefix.to_owned(),
+                        source: std::io::Error::other(e),
+                    })?
+                    .map_err(|source| StorageError::Listing {
+                        prefix: prefix.to_owned(),
+                        source,
+                    })?;
+            out.extend(partials);
+        }
+        Ok(out)
+    }
+
+    /// Deletes an object found by [`Storage::list`], a partial file
+    /// included; deleting a missing one is not an error.
+    pub async fn delete_listed(&self, listed: &Listed) -> Result<(), StorageError> {
+        if !listed.partial {
+            return self.delete(&listed.key).await;
+        }
+        // The key's segments were checked: no `.`, `..` or empty one.
+        Self::check_key(&listed.key)?;
+        let Some(root) = &self.local_root else {
+            return Err(StorageError::InvalidKey {
+                key: listed.key.clone(),
+                reason: "not a partial file of the local store".into(),
+            });
+        };
+        let file = listed.key.split('/').fold(root.clone(), |mut dir, part| {
+            dir.push(part);
+            dir
+        });
+        match std::fs::remove_file(&file) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StorageError::Listing {
+                prefix: listed.key.clone(),
+                source,
+            }),
         }
     }
 
@@ -255,5 +374,81 @@ impl Storage {
             .await
             .map_err(|e| Self::backend(key, e))?;
         Ok(Some(url))
+    }
+}
+
+/// The partial files (`<name>#<digits>`) under `prefix` of the local store
+/// rooted at `root`, which `object_store` does not list.
+fn local_partials(root: &std::path::Path, prefix: &str) -> std::io::Result<Vec<Listed>> {
+    fn walk(dir: &std::path::Path, key: &str, out: &mut Vec<Listed>) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child = if key.is_empty() {
+                name.clone()
+            } else {
+                format!("{key}/{name}")
+            };
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                walk(&entry.path(), &child, out)?;
+            } else if is_partial_name(&name) {
+                out.push(Listed {
+                    key: child,
+                    size: meta.len(),
+                    last_modified: meta
+                        .modified()
+                        .map(chrono::DateTime::<chrono::Utc>::from)
+                        .unwrap_or_else(|_| chrono::Utc::now()),
+                    partial: true,
+                });
+            }
+        }
+        Ok(())
+    }
+    let dir = prefix
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .fold(root.to_path_buf(), |mut d, s| {
+            d.push(s);
+            d
+        });
+    let mut out = Vec::new();
+    walk(&dir, prefix.trim_end_matches('/'), &mut out)?;
+    Ok(out)
+}
+
+/// Whether a file name is a multipart upload's partial file: `…#<digits>`.
+fn is_partial_name(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_keys_are_permanent_errors_found_through_context() {
+        let error = Storage::check_key("downloads/EVIL/../x/a.zip").expect_err("invalid");
+        assert!(error.is_permanent(), "{error}");
+        let wrapped = anyhow::Error::new(error).context("starting the upload");
+        assert!(StorageError::find_in(&wrapped).is_some_and(StorageError::is_permanent));
+        assert!(Storage::check_key("downloads/BAC26/0750001A/d1a1n1/x.zip").is_ok());
+        assert!(!StorageError::NotFound("k".into()).is_permanent());
+    }
+
+    #[test]
+    fn partial_names_are_recognised() {
+        assert!(is_partial_name("a.zip#1"));
+        assert!(is_partial_name("a.zip#12"));
+        assert!(!is_partial_name("a.zip"));
+        assert!(!is_partial_name("a.zip#"));
+        assert!(!is_partial_name("a#b.zip"));
     }
 }

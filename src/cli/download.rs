@@ -17,7 +17,8 @@ pub enum DownloadCommand {
     /// Ask for the zip of an establishment's transmitted copies of an exam
     /// (prints the links when one is ready, else the job building it).
     Request(DownloadArgs),
-    /// Print the links of the current zip.
+    /// Print the links of the current zip; each expires
+    /// `downloads.link_ttl_secs` from now, but not after the zip does.
     Link(DownloadArgs),
 }
 
@@ -31,9 +32,18 @@ pub struct DownloadArgs {
     pub establishment: Uai,
     #[command(flatten)]
     pub switches: Switches,
+    /// Print JSON: `{"status": "ready", "links": [{"url", "bytes", "sha256",
+    /// "expires_at"}…]}`, or `{"status": "building", "job", "new"}`.
+    #[arg(long)]
+    pub json: bool,
 }
 
-fn print_links(links: &[Link]) {
+fn print_links(links: &[Link], json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({"status": "ready", "links": links});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
     for l in links {
         println!(
             "{}  ({} bytes, sha256 {}, until {})",
@@ -43,6 +53,19 @@ fn print_links(links: &[Link]) {
             l.expires_at.format("%Y-%m-%d %H:%M UTC")
         );
     }
+    Ok(())
+}
+
+fn print_building(job: uuid::Uuid, new: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({"status": "building", "job": job, "new": new});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if new {
+        println!("enqueued job {job}; `copiste jobs show {job} --follow` shows its progress");
+    } else {
+        println!("already being built by job {job}");
+    }
+    Ok(())
 }
 
 impl DownloadCommand {
@@ -59,15 +82,8 @@ impl DownloadCommand {
                 )
                 .await?
                 {
-                    Ok(Requested::Ready(links)) => print_links(&links),
-                    Ok(Requested::Building { job, new: true }) => {
-                        println!(
-                            "enqueued job {job}; `copiste jobs show {job} --follow` shows its progress"
-                        )
-                    }
-                    Ok(Requested::Building { job, new: false }) => {
-                        println!("already being built by job {job}")
-                    }
+                    Ok(Requested::Ready(links)) => print_links(&links, a.json)?,
+                    Ok(Requested::Building { job, new }) => print_building(job, new, a.json)?,
                     Err(r) => {
                         eprintln!("refused: {r}");
                         return Ok(ExitCode::FAILURE);
@@ -83,7 +99,7 @@ impl DownloadCommand {
                 )
                 .await?
                 {
-                    Ok(Some(links)) => print_links(&links),
+                    Ok(Some(links)) => print_links(&links, a.json)?,
                     Ok(None) => {
                         eprintln!(
                             "no zip of {} for {} is ready with these options: `copiste download request` builds one",

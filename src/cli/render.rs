@@ -95,7 +95,14 @@ pub struct SearchArgs {
     /// Words to find, e.g. "helene martin" or a numéro.
     #[arg(required = true, num_args = 1..)]
     pub query: Vec<String>,
-    /// Print JSON.
+    /// Show at most this many candidates.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub limit: i64,
+    /// Skip this many candidates first (the next page: the previous
+    /// offset plus the limit).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    pub offset: i64,
+    /// Print JSON: `{"total", "offset", "limit", "more", "candidates": […]}`.
     #[arg(long)]
     pub json: bool,
 }
@@ -110,13 +117,28 @@ impl CandidatesCommand {
             .flat_map(|q| q.split_whitespace())
             .map(str::to_owned)
             .collect();
-        let found = db::render::search(db, &a.exam, a.establishment.as_str(), &terms).await?;
+        let page = match db::render::search(
+            db,
+            &a.exam,
+            a.establishment.as_str(),
+            &terms,
+            a.limit,
+            a.offset,
+        )
+        .await?
+        {
+            Ok(page) => page,
+            Err(refusal) => {
+                eprintln!("refused: {refusal}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&found)?);
-        } else if found.is_empty() {
+            println!("{}", serde_json::to_string_pretty(&page)?);
+        } else if page.total == 0 {
             println!("no candidate of {} in {} matches", a.exam, a.establishment);
         } else {
-            for f in &found {
+            for f in &page.candidates {
                 let grade = match (f.absent, f.grade) {
                     (true, _) => "absent".to_owned(),
                     (false, Some(g)) => format!("{g}/20"),
@@ -132,6 +154,20 @@ impl CandidatesCommand {
                         "downloadable"
                     } else {
                         "not transmitted yet"
+                    }
+                );
+            }
+            let shown = page.candidates.len() as i64;
+            if page.more || page.offset > 0 {
+                let first = if shown == 0 { 0 } else { page.offset + 1 };
+                println!(
+                    "candidates {first}-{} of {} matching{}",
+                    page.offset + shown,
+                    page.total,
+                    if page.more {
+                        format!("; --offset {} shows the next ones", page.offset + shown)
+                    } else {
+                        String::new()
                     }
                 );
             }

@@ -113,16 +113,85 @@ pub struct Found {
     pub downloadable: bool,
 }
 
+/// Why a search is not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchRefusal {
+    #[error("unknown exam {0}")]
+    UnknownExam(String),
+    #[error(
+        "the query {0:?} has nothing to search for: give letters or digits of a nom, prénom or numéro (punctuation is ignored)"
+    )]
+    NothingToSearch(String),
+}
+
+/// A page of search results.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchPage {
+    /// How many candidates match in all.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    /// Whether matches remain after this page.
+    pub more: bool,
+    pub candidates: Vec<Found>,
+}
+
 /// The candidates of (`exam`, `uai`) whose nom, prénom or numéro contains
 /// every term, case- and accent-insensitively and ignoring punctuation
-/// ("helene" finds Hélène, "ndiaye" finds N'Diaye).
+/// ("helene" finds Hélène, "ndiaye" finds N'Diaye), `limit` of them from
+/// `offset` on, with the total. Terms are matched as plain substrings
+/// (`strpos`, no `LIKE` pattern: `%` or `_` match only themselves, and
+/// are punctuation anyway). A query without a letter or digit, or on an
+/// unknown exam, is refused.
 pub async fn search(
     db: &Db,
     exam: &str,
     uai: &str,
     terms: &[String],
-) -> anyhow::Result<Vec<Found>> {
-    sqlx::query_as!(
+    limit: i64,
+    offset: i64,
+) -> anyhow::Result<Result<SearchPage, SearchRefusal>> {
+    let known = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM exams WHERE code = $1) AS "known!""#,
+        exam
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("looking the exam up")?;
+    if !known {
+        return Ok(Err(SearchRefusal::UnknownExam(exam.to_owned())));
+    }
+    // Folded as the names are: what is left of each term to look for.
+    let folded: Vec<String> = sqlx::query_scalar!(
+        r#"SELECT regexp_replace(copiste_fold(t.term), '[^a-z0-9]+', '', 'g') AS "folded!"
+           FROM unnest($1::text[]) AS t(term)"#,
+        terms
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("folding the search terms")?
+    .into_iter()
+    .filter(|t| !t.is_empty())
+    .collect();
+    if folded.is_empty() {
+        return Ok(Err(SearchRefusal::NothingToSearch(terms.join(" "))));
+    }
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "total!"
+           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+             AND NOT EXISTS (
+                 SELECT 1 FROM unnest($3::text[]) AS t(term)
+                 WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
+                                             '[^a-z0-9]+', '', 'g'), t.term) = 0)"#,
+        exam,
+        uai,
+        &folded
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("counting the candidates found")?;
+    let candidates = sqlx::query_as!(
         Found,
         r#"SELECT ca.numero, ca.nom, ca.prenom, c.absent, c.grade::float8 AS grade,
                   EXISTS (SELECT 1 FROM grade_exports g
@@ -132,18 +201,27 @@ pub async fn search(
            WHERE c.exam_code = $1 AND ca.establishment_uai = $2
              AND NOT EXISTS (
                  SELECT 1 FROM unnest($3::text[]) AS t(term)
-                 WHERE regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
-                                      '[^a-z0-9]+', '', 'g')
-                       NOT LIKE '%' || regexp_replace(copiste_fold(t.term), '[^a-z0-9]+', '', 'g') || '%')
+                 WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
+                                             '[^a-z0-9]+', '', 'g'), t.term) = 0)
            ORDER BY ca.nom, ca.prenom, ca.numero
-           LIMIT 200"#,
+           LIMIT $4 OFFSET $5"#,
         exam,
         uai,
-        terms
+        &folded,
+        limit,
+        offset
     )
     .fetch_all(&db.pool)
     .await
-    .context("searching candidates")
+    .context("searching candidates")?;
+    let more = offset.saturating_add(candidates.len() as i64) < total;
+    Ok(Ok(SearchPage {
+        total,
+        offset,
+        limit,
+        more,
+        candidates,
+    }))
 }
 
 /// A finished zip and where its parts are.

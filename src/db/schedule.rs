@@ -65,6 +65,30 @@ pub async fn expired_downloads(db: &Db) -> anyhow::Result<Vec<(uuid::Uuid, serde
     Ok(rows.into_iter().map(|r| (r.id, r.parts)).collect())
 }
 
+/// Every object key a download record names (expired records included:
+/// their objects are deleted with them).
+pub async fn download_keys(db: &Db) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT p.part->>'key' AS "key!"
+           FROM downloads d, jsonb_array_elements(d.parts) AS p(part)
+           WHERE p.part->>'key' IS NOT NULL"#
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the objects of the downloads")
+}
+
+/// The ids of the jobs of `kind` that are queued or running.
+pub async fn active_jobs(db: &Db, kind: &str) -> anyhow::Result<Vec<uuid::Uuid>> {
+    sqlx::query_scalar!(
+        "SELECT id FROM jobs WHERE kind = $1 AND status IN ('queued', 'running')",
+        kind
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the jobs in progress")
+}
+
 /// Forgets a download whose objects are deleted.
 pub async fn delete_download(db: &Db, id: uuid::Uuid) -> anyhow::Result<()> {
     sqlx::query!("DELETE FROM downloads WHERE id = $1", id)

@@ -18,6 +18,13 @@ use crate::{
     render::{E3cOptionsFixed, RenderOptions, RequestedOptions, zip::Part},
 };
 
+/// The prefix of every download object: links hand out nothing else.
+pub const DOWNLOADS_PREFIX: &str = "downloads/";
+
+/// The prefix of the folders where zip builds upload their parts before
+/// moving them to their final keys; never handed out.
+pub const STAGING_PREFIX: &str = "downloads/.staging/";
+
 /// Why a zip is not requested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DownloadRefusal {
@@ -125,11 +132,29 @@ pub async fn current_links(
     }
 }
 
-/// Links to every part of a download, valid until it expires.
+/// When a link made at `now` expires: `downloads.link_ttl_secs` from now
+/// (the setting as it is when the link is made), but never after the
+/// download itself expires.
+pub fn link_expiry(
+    now: DateTime<Utc>,
+    link_ttl_secs: u64,
+    download_expires: DateTime<Utc>,
+) -> DateTime<Utc> {
+    i64::try_from(link_ttl_secs)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .and_then(|ttl| now.checked_add_signed(ttl))
+        .map_or(download_expires, |at| at.min(download_expires))
+}
+
+/// Links to every part of a download, valid for `downloads.link_ttl_secs`
+/// but not after the download expires (see [`link_expiry`]).
 pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec<Link>> {
     let parts: Vec<Part> =
         serde_json::from_value(row.parts.clone()).context("reading the download's parts")?;
-    let ttl = (row.expires_at - Utc::now())
+    let now = Utc::now();
+    let expires_at = link_expiry(now, services.config.downloads.link_ttl_secs, row.expires_at);
+    let ttl = (expires_at - now)
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(1));
     let mut out = Vec::with_capacity(parts.len());
@@ -149,7 +174,7 @@ pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec
                     &token::Grant {
                         key: part.key.clone(),
                         establishment: row.establishment_uai.clone(),
-                        expires: row.expires_at.timestamp(),
+                        expires: expires_at.timestamp(),
                     },
                     secret.expose().as_bytes(),
                 );
@@ -168,8 +193,25 @@ pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec
             url,
             bytes: part.bytes,
             sha256: part.sha256,
-            expires_at: row.expires_at,
+            expires_at,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_expires_after_its_ttl_but_never_after_its_download() {
+        let now = DateTime::from_timestamp(1_900_000_000, 0).expect("time");
+        let download = now + chrono::Duration::days(7);
+        assert_eq!(
+            link_expiry(now, 3600, download),
+            now + chrono::Duration::hours(1)
+        );
+        assert_eq!(link_expiry(now, 30 * 86_400, download), download);
+        assert_eq!(link_expiry(now, u64::MAX, download), download);
+    }
 }

@@ -92,6 +92,38 @@ fn parse_range(value: &str, size: u64) -> Option<Result<std::ops::Range<u64>, ()
     Some(Ok(range))
 }
 
+/// `Content-Disposition` for a file named `name`: a safe ASCII `filename`
+/// (letters, digits, `.`, `-` and `_`; anything else becomes `_`) for old
+/// clients, and the exact name as RFC 6266's `filename*` (UTF-8,
+/// percent-encoded) for the others.
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ascii = if ascii.trim_matches(['.', '_']).is_empty() {
+        "download.zip".to_owned()
+    } else {
+        ascii
+    };
+    let mut encoded = String::with_capacity(name.len());
+    for b in name.bytes() {
+        // RFC 8187 attr-char.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
 async fn download(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -109,6 +141,11 @@ async fn download(
             );
         }
     };
+    if !token::servable(&grant.key) {
+        // Only a holder of the signing key can make such a token.
+        tracing::warn!(key = %grant.key, "refused a link to an object that is not a download");
+        return plain(StatusCode::FORBIDDEN, "this download link is not valid");
+    }
     let size = match state.storage.size(&grant.key).await {
         Ok(Some(size)) => size,
         Ok(None) => return plain(StatusCode::GONE, "this download is no longer available"),
@@ -148,12 +185,7 @@ async fn download(
             );
         }
     };
-    let filename = grant
-        .key
-        .rsplit('/')
-        .next()
-        .unwrap_or("download.zip")
-        .to_owned();
+    let filename = grant.key.rsplit('/').next().unwrap_or("download.zip");
     let length = object.range.end - object.range.start;
     let mut response = Response::new(Body::from_stream(object.stream));
     let h = response.headers_mut();
@@ -163,7 +195,7 @@ async fn download(
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(filename)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if range.is_some() {
@@ -182,7 +214,25 @@ async fn download(
 
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use super::{content_disposition, parse_range};
+
+    #[test]
+    fn the_file_name_cannot_break_out_of_content_disposition() {
+        let header = content_disposition("HG \"q\"; filename=evil.exe_0750001A.zip");
+        assert_eq!(
+            header,
+            "attachment; filename=\"HG__q___filename_evil.exe_0750001A.zip\"; \
+             filename*=UTF-8''HG%20%22q%22%3B%20filename%3Devil.exe_0750001A.zip"
+        );
+        assert!(axum::http::HeaderValue::from_str(&header).is_ok());
+        let accented = content_disposition("BAC26-HISTOIRE-GÉO_0750001A.zip");
+        assert!(
+            accented.contains("filename=\"BAC26-HISTOIRE-G_O_0750001A.zip\"")
+                && accented.contains("filename*=UTF-8''BAC26-HISTOIRE-G%C3%89O_0750001A.zip"),
+            "{accented}"
+        );
+        assert!(content_disposition("\"").contains("filename=\"download.zip\""));
+    }
 
     #[test]
     fn ranges_are_parsed_against_the_size() {

@@ -38,6 +38,14 @@ fn mac(secret: &[u8], payload: &[u8]) -> Hmac<Sha256> {
     mac
 }
 
+/// Whether `key` is a download object that a link may hand out: under
+/// `downloads/`, not a build's staging folder, a valid key (no `..`).
+pub fn servable(key: &str) -> bool {
+    key.starts_with(super::DOWNLOADS_PREFIX)
+        && !key.starts_with(super::STAGING_PREFIX)
+        && crate::storage::Storage::check_key(key).is_ok()
+}
+
 /// Signs a grant: `<payload>.<mac>`, both base64url.
 pub fn sign(grant: &Grant, secret: &[u8]) -> String {
     // A grant of strings and an integer always serialises.
@@ -73,6 +81,15 @@ pub fn verify(token: &str, secret: &[u8], now: DateTime<Utc>) -> Result<Grant, T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_download_objects_are_servable() {
+        assert!(servable("downloads/BAC26/0750001A/d1a1n1/j/a.zip"));
+        assert!(!servable("scans/BAC26/a.jpg"));
+        assert!(!servable("downloads/../scans/a.jpg"));
+        assert!(!servable("downloads/.staging/j/a.zip"));
+        assert!(!servable("downloadsx/a.zip"));
+    }
 
     #[test]
     fn tokens_resist_tampering_and_expire() {

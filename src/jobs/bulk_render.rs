@@ -14,7 +14,25 @@ use crate::{
         RenderOptions,
         zip::{ZipPlan, write_zip},
     },
+    storage::StorageError,
 };
+
+/// The folder where the build of job `job` uploads its parts before they
+/// are moved to their final keys.
+pub fn staging_dir(job: uuid::Uuid) -> String {
+    format!("{}{job}", crate::download::STAGING_PREFIX)
+}
+
+/// A zip error as a job error: permanent when the store refuses the key
+/// (e.g. an exam code that makes no valid key), which no retry can fix;
+/// retryable otherwise.
+fn classify(error: anyhow::Error) -> JobError {
+    if StorageError::find_in(&error).is_some_and(StorageError::is_permanent) {
+        JobError::Permanent(error)
+    } else {
+        JobError::Retryable(error)
+    }
+}
 
 /// The `bulk-render` job's payload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +78,9 @@ impl Job for BulkRender {
                 exam.code,
                 self.establishment
             ),
+            // Parts are uploaded here and moved to their keys once all are
+            // complete; housekeeping deletes what a killed build leaves.
+            staging_dir: staging_dir(ctx.job_id),
             options,
             max_part_bytes: services.config.downloads.max_part_bytes,
             fail_after: None,
@@ -71,7 +92,7 @@ impl Job for BulkRender {
         };
         let outcome = write_zip(&services.storage, rows, &plan, &progress)
             .await
-            .map_err(JobError::Retryable)?;
+            .map_err(classify)?;
         let ttl = chrono::Duration::seconds(
             i64::try_from(services.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
         );
@@ -102,5 +123,20 @@ impl Job for BulkRender {
         } else {
             Ok(Outcome::Failed(result))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_key_is_permanent_and_a_store_outage_retryable() {
+        let invalid = crate::storage::Storage::check_key("downloads/EVIL/../x/a.zip")
+            .map_err(|e| anyhow::Error::new(e).context("the zip cannot be stored"))
+            .expect_err("invalid");
+        assert!(matches!(classify(invalid), JobError::Permanent(_)));
+        let outage = anyhow!("connection reset").context("uploading the zip");
+        assert!(matches!(classify(outage), JobError::Retryable(_)));
     }
 }

@@ -1,10 +1,16 @@
-//! `housekeeping`: deletes expired downloads and their objects, prunes
-//! finished jobs older than `jobs.retention_days`, and removes what apalis
-//! leaves in Redis for finished deliveries, so that Redis stays flat.
+//! `housekeeping`: deletes expired downloads and their objects, deletes
+//! the objects under `downloads/` that no download names once they are
+//! `downloads.abandoned_after_secs` old (what killed or cancelled zip
+//! builds leave), prunes finished jobs older than `jobs.retention_days`,
+//! and removes what apalis leaves in Redis for finished deliveries, so
+//! that Redis stays flat.
 
+use std::collections::HashSet;
+
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, Outcome};
+use super::{Job, JobContext, JobError, Outcome, bulk_render::BulkRender, context::Services};
 use crate::{db, render::zip::Part};
 
 /// The `housekeeping` job's payload (no parameters).
@@ -36,6 +42,10 @@ impl Job for Housekeeping {
                 .await
                 .map_err(JobError::Retryable)?;
         }
+        let delay = std::time::Duration::from_secs(services.config.downloads.abandoned_after_secs);
+        let abandoned = sweep_abandoned(services, delay)
+            .await
+            .map_err(JobError::Retryable)?;
         let retention = chrono::Duration::days(i64::from(services.config.jobs.retention_days));
         let pruned = db::schedule::prune_jobs(&services.db, chrono::Utc::now() - retention)
             .await
@@ -46,8 +56,61 @@ impl Job for Housekeeping {
         Ok(Outcome::Succeeded(serde_json::json!({
             "downloads_expired": downloads,
             "objects_deleted": objects,
+            "abandoned_objects_deleted": abandoned,
             "jobs_pruned": pruned,
             "redis_keys_removed": redis,
         })))
     }
+}
+
+/// Deletes every object under `downloads/` that no download record names
+/// and that was last modified more than `older_than` ago — the staging
+/// parts of a zip build that was killed or cancelled, a local store's
+/// partial files (`…#1`), a finished part whose record was never written
+/// — except those in the folder of a `bulk-render` job still queued or
+/// running. Returns how many objects were deleted.
+pub async fn sweep_abandoned(
+    services: &Services,
+    older_than: std::time::Duration,
+) -> anyhow::Result<u64> {
+    let cutoff = chrono::Duration::from_std(older_than)
+        .ok()
+        .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    // Listed first: a record written after the listing names objects that
+    // are younger than the delay, never older.
+    let listed = services
+        .storage
+        .list("downloads/")
+        .await
+        .context("listing downloads/")?;
+    let named: HashSet<String> = db::schedule::download_keys(&services.db)
+        .await?
+        .into_iter()
+        .collect();
+    let active: HashSet<String> = db::schedule::active_jobs(&services.db, BulkRender::NAME)
+        .await?
+        .into_iter()
+        .map(|id| id.to_string())
+        .collect();
+    let mut deleted = 0;
+    for object in listed {
+        if object.last_modified > cutoff || (!object.partial && named.contains(&object.key)) {
+            continue;
+        }
+        // A build's objects are in a folder named after its job, staging
+        // (`downloads/.staging/<job>/…`) and final keys alike.
+        let folder = object.key.rsplit('/').nth(1).unwrap_or_default();
+        if active.contains(folder) {
+            continue;
+        }
+        services
+            .storage
+            .delete_listed(&object)
+            .await
+            .with_context(|| format!("deleting the abandoned object {}", object.key))?;
+        tracing::info!(key = %object.key, "deleted an abandoned download object");
+        deleted += 1;
+    }
+    Ok(deleted)
 }

@@ -7,9 +7,15 @@
 //! build each PDF around its scans (moved, not copied); the zip thread
 //! writes them, in order, as stored entries of a streaming zip writer,
 //! which is where the scans' bytes are copied, once; the zip's bytes go
-//! back in 1 MiB chunks to the async side, which feeds the upload. Any
-//! failure aborts every upload of the run, so no key ever shows a partial
-//! zip.
+//! back in 1 MiB chunks to the async side, which feeds the upload.
+//!
+//! Parts are uploaded under the plan's staging folder
+//! (`downloads/.staging/<job id>/` for the `bulk-render` job) and moved
+//! to their final keys only once every part is complete, so no final key
+//! ever shows a partial or unfinished zip. Any failure aborts every upload
+//! of the run and deletes the finished parts; what a killed process
+//! leaves under the staging folder, housekeeping deletes after
+//! `downloads.abandoned_after_secs`.
 
 use std::{
     collections::HashSet,
@@ -104,6 +110,18 @@ pub fn entry_name(numero: &str, nom: &str, prenom: &str) -> String {
         stem.insert(0, '_');
     }
     format!("{stem}.pdf")
+}
+
+/// A text cell of `manifest.csv` or `errors.csv` made from user data,
+/// neutralised as OWASP recommends for CSV exports: a cell beginning with
+/// `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'`, so
+/// that a spreadsheet shows it as text instead of running it as a formula.
+pub fn csv_text(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
 }
 
 /// `name`, or `name` with `_2`, `_3`… before the extension, whichever is
@@ -232,6 +250,10 @@ impl Write for Sink {
 pub struct ZipPlan {
     /// Object key of the zip without `.zip`; parts get `_partN`.
     pub key_stem: String,
+    /// The folder (key prefix, no trailing `/`) where the parts are
+    /// uploaded before they are moved to their final keys; one per build,
+    /// e.g. `downloads/.staging/<job id>`.
+    pub staging_dir: String,
     pub options: RenderOptions,
     /// A part is closed before an entry would take it past this size.
     pub max_part_bytes: u64,
@@ -252,6 +274,13 @@ impl ZipPlan {
             format!("{}_part{part}.zip", self.key_stem)
         }
     }
+
+    /// Where part `part` is uploaded before it is complete.
+    fn staging_key(&self, part: usize) -> String {
+        let key = self.key(part);
+        let name = key.rsplit('/').next().unwrap_or(&key);
+        format!("{}/{name}", self.staging_dir.trim_end_matches('/'))
+    }
 }
 
 /// Renders and zips `rows` (already filtered to transmitted copies) into
@@ -263,6 +292,11 @@ pub async fn write_zip(
     plan: &ZipPlan,
     progress: &(dyn Fn(u64, u64) -> futures::future::BoxFuture<'static, ()> + Send + Sync),
 ) -> anyhow::Result<ZipOutcome> {
+    // A key the store refuses is refused before any work (a permanent
+    // error: trying again cannot help).
+    for key in [plan.key(2), plan.staging_key(2)] {
+        Storage::check_key(&key).with_context(|| format!("the zip cannot be stored at {key}"))?;
+    }
     let total = rows.len() as u64;
     let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>(4);
     let (out_tx, out_rx) = mpsc::channel::<Out>(4);
@@ -335,7 +369,7 @@ pub async fn write_zip(
                 match msg {
                     Out::Chunk(bytes) => {
                         if current.is_none() {
-                            let key = plan.key(parts.len() + 1);
+                            let key = plan.staging_key(parts.len() + 1);
                             let upload = storage
                                 .upload(&key)
                                 .await
@@ -349,7 +383,7 @@ pub async fn write_zip(
                     }
                     Out::PartEnd(sha256) => {
                         if let Some((upload, n)) = current.take() {
-                            let key = plan.key(parts.len() + 1);
+                            let key = plan.staging_key(parts.len() + 1);
                             upload
                                 .finish()
                                 .await
@@ -402,11 +436,48 @@ pub async fn write_zip(
         return Err(error);
     }
     let (copies, failures) = zipped?;
+    let parts = publish(storage, plan, parts).await?;
     Ok(ZipOutcome {
         parts,
         copies,
         failures,
     })
+}
+
+/// Moves every complete part from its staging key to its final key; on a
+/// failure, deletes what was moved and what was not, and fails.
+async fn publish(
+    storage: &Storage,
+    plan: &ZipPlan,
+    staged: Vec<Part>,
+) -> anyhow::Result<Vec<Part>> {
+    let mut moved = Vec::with_capacity(staged.len());
+    let mut failure = None;
+    for (i, part) in staged.iter().enumerate() {
+        let key = plan.key(i + 1);
+        if let Err(e) = storage.rename(&part.key, &key).await {
+            failure = Some(anyhow::Error::new(e).context(format!("moving {} to {key}", part.key)));
+            break;
+        }
+        moved.push(Part {
+            key,
+            bytes: part.bytes,
+            sha256: part.sha256.clone(),
+        });
+    }
+    let Some(error) = failure else {
+        return Ok(moved);
+    };
+    for key in moved
+        .iter()
+        .map(|p| &p.key)
+        .chain(staged.iter().skip(moved.len()).map(|p| &p.key))
+    {
+        if let Err(e) = storage.delete(key).await {
+            tracing::warn!(key = %key, error = %e, "cannot delete a zip part");
+        }
+    }
+    Err(error)
 }
 
 /// A render thread: takes the next copy, renders it, hands it on.
@@ -514,13 +585,15 @@ fn zip_thread(
                         (false, Some(g)) => g.to_string(),
                         (false, None) => String::new(),
                     };
+                    // Grades and page counts are written by copiste;
+                    // the other cells come from the import.
                     manifest.write_record([
-                        row.numero.as_str(),
-                        row.nom.as_str(),
-                        row.prenom.as_str(),
+                        &*csv_text(&row.numero),
+                        &*csv_text(&row.nom),
+                        &*csv_text(&row.prenom),
                         grade.as_str(),
                         &row.page_keys.len().to_string(),
-                        name.as_str(),
+                        &*csv_text(&name),
                     ])?;
                 }
             }
@@ -536,7 +609,12 @@ fn zip_thread(
         let mut errors = csv::Writer::from_writer(Vec::new());
         errors.write_record(["numero", "nom", "prenom", "reason"])?;
         for f in &failures {
-            errors.write_record([&f.numero, &f.nom, &f.prenom, &f.reason])?;
+            errors.write_record([
+                &*csv_text(&f.numero),
+                &*csv_text(&f.nom),
+                &*csv_text(&f.prenom),
+                &*csv_text(&f.reason),
+            ])?;
         }
         let errors = errors.into_inner().context("finishing errors.csv")?;
         zip.start_file("errors.csv", entry_options)?;
@@ -560,6 +638,23 @@ fn finish_part(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_neutralised() {
+        for cell in [
+            "=HYPERLINK(\"http://evil.example/\",\"x\")",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(csv_text(cell), format!("'{cell}"));
+        }
+        for cell in ["Martin", "2026001", "N'Diaye", "", "a=b"] {
+            assert_eq!(csv_text(cell), cell);
+        }
+    }
 
     #[test]
     fn entry_names_are_safe_ascii_and_unique() {

@@ -265,15 +265,19 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
 async fn search_ignores_case_accents_and_punctuation() {
     let app = app(true).await;
     let (_, uai) = numero_of(&app, "N'Diaye").await;
-    let find = |terms: &[&str]| {
+    let page = |exam: &'static str, terms: &[&str], limit: i64, offset: i64| {
         let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
         let db = app.db.clone();
         let uai = uai.clone();
         async move {
-            copiste::db::render::search(&db, PHILO, &uai, &terms)
+            copiste::db::render::search(&db, exam, &uai, &terms, limit, offset)
                 .await
                 .expect("search")
         }
+    };
+    let find = |terms: &[&str]| {
+        let page = page(PHILO, terms, 200, 0);
+        async move { page.await.expect("not refused").candidates }
     };
     let found = find(&["ndiaye"]).await;
     assert_eq!(found.len(), 1, "{found:?}");
@@ -288,6 +292,40 @@ async fn search_ignores_case_accents_and_punctuation() {
         "by part of the numéro"
     );
     assert!(find(&["zzzz-nobody"]).await.is_empty());
+    // LIKE wildcards are no wildcards; a query of punctuation only has
+    // nothing to search for and says so.
+    assert!(find(&["nd%ye"]).await.is_empty());
+    for nothing in [&["%"][..], &["_"], &["'"], &[""], &["%", "-"]] {
+        let refused = page(PHILO, nothing, 200, 0).await;
+        assert!(
+            matches!(
+                &refused,
+                Err(copiste::db::render::SearchRefusal::NothingToSearch(_))
+            ),
+            "{nothing:?}: {refused:?}"
+        );
+        let message = refused.expect_err("refused").to_string();
+        assert!(message.contains("nothing to search for"), "{message}");
+    }
+    // Punctuation beside a real term is ignored.
+    assert_eq!(find(&["ndiaye", "%"]).await.len(), 1);
+    // An unknown exam is refused, not "no candidate".
+    let refused = page("BAC26-NOPE", &["ndiaye"], 200, 0).await;
+    assert_eq!(
+        refused.expect_err("unknown exam"),
+        copiste::db::render::SearchRefusal::UnknownExam("BAC26-NOPE".into())
+    );
+    // Pages: the total and whether more remain.
+    let all = find(&["a"]).await;
+    assert!(all.len() >= 3, "{all:?}");
+    let first = page(PHILO, &["a"], 2, 0).await.expect("not refused");
+    assert_eq!(first.total, all.len() as i64);
+    assert!(first.more && first.candidates.len() == 2);
+    let last = page(PHILO, &["a"], 2, all.len() as i64 - 1)
+        .await
+        .expect("not refused");
+    assert!(!last.more && last.candidates.len() == 1);
+    assert_eq!(last.candidates[0].numero, all[all.len() - 1].numero);
     close(&app, PHILO).await;
     assert!(find(&["ndiaye"]).await[0].downloadable);
 }
@@ -335,6 +373,28 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     .execute(&p)
     .await
     .expect("missing");
+
+    // A candidate whose name a spreadsheet would run as a formula.
+    let formula = "=HYPERLINK(\"http://evil.example/\",\"x\")";
+    sqlx::query(
+        "UPDATE candidates SET nom = $1 WHERE numero = (
+             SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+             WHERE c.exam_code = $2 AND ca.establishment_uai = $3 AND ca.numero NOT IN ($4, $5)
+               AND NOT c.absent ORDER BY 1 LIMIT 1)",
+    )
+    .bind(formula)
+    .bind(PHILO)
+    .bind(&uai)
+    .bind(&corrupt)
+    .bind(&missing)
+    .execute(&p)
+    .await
+    .expect("formula name");
+    sqlx::query("UPDATE candidates SET prenom = '@SUM(A1)' WHERE numero = $1")
+        .bind(&corrupt)
+        .execute(&p)
+        .await
+        .expect("formula prénom");
 
     let services = app.services();
     let uai = Uai::parse(&uai).expect("uai");
@@ -398,11 +458,14 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         response.headers()["content-length"].to_str().expect("len"),
         links[0].bytes.to_string()
     );
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .expect("cd")
+        .to_owned();
     assert!(
-        response.headers()["content-disposition"]
-            .to_str()
-            .expect("cd")
-            .contains(".zip")
+        disposition.starts_with("attachment; filename=\"")
+            && disposition.contains(".zip\"; filename*=UTF-8''"),
+        "{disposition}"
     );
     let body = response.bytes().await.expect("body");
     let ranged = client
@@ -431,7 +494,90 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         client.get(&expired_url).send().await.expect("get").status(),
         410
     );
+    // A validly signed token for anything but a finished download object
+    // (a scan, a key with `..`, a build's staging part) is refused.
+    let scan: String = sqlx::query_scalar("SELECT page_keys[1] FROM copies LIMIT 1")
+        .fetch_one(&p)
+        .await
+        .expect("a scan");
+    assert!(app.storage.size(&scan).await.expect("head").is_some());
+    app.storage
+        .put(
+            "downloads/.staging/j/x.zip",
+            bytes::Bytes::from_static(b"PK"),
+        )
+        .await
+        .expect("put");
+    for key in [
+        scan.as_str(),
+        "downloads/../scans/x.jpg",
+        "downloads/.staging/j/x.zip",
+    ] {
+        let grant = token::sign(
+            &token::Grant {
+                key: key.to_owned(),
+                establishment: uai.to_string(),
+                expires: chrono::Utc::now().timestamp() + 600,
+            },
+            b"test-signing-key",
+        );
+        let response = client
+            .get(format!("http://{addr}/downloads/{grant}"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(response.status(), 403, "{key}");
+    }
+    // The exam code reaches the file name: it cannot break the header.
+    let odd = "downloads/x/HG \"q\"; filename=evil.exe_Gé.zip";
+    app.storage
+        .put(odd, bytes::Bytes::from_static(b"PK"))
+        .await
+        .expect("put");
+    let grant = token::sign(
+        &token::Grant {
+            key: odd.to_owned(),
+            establishment: uai.to_string(),
+            expires: chrono::Utc::now().timestamp() + 600,
+        },
+        b"test-signing-key",
+    );
+    let response = client
+        .get(format!("http://{addr}/downloads/{grant}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .expect("ascii"),
+        "attachment; filename=\"HG__q___filename_evil.exe_G_.zip\"; \
+         filename*=UTF-8''HG%20%22q%22%3B%20filename%3Devil.exe_G%C3%A9.zip"
+    );
     server.abort();
+
+    // `downloads.link_ttl_secs` applies when a link is made, within the
+    // zip's own expiry.
+    let short = {
+        let mut config = app.config.clone();
+        config.downloads.link_ttl_secs = 60;
+        copiste::jobs::context::Services::new(config, app.db.clone(), app.storage.clone())
+            .expect("services")
+    };
+    let before = chrono::Utc::now();
+    let short_links = download::current_links(&short, PHILO, &uai, RequestedOptions::default())
+        .await
+        .expect("links")
+        .expect("not refused")
+        .expect("a zip is ready");
+    let expires = short_links[0].expires_at;
+    assert!(
+        expires >= before + chrono::Duration::seconds(59)
+            && expires <= chrono::Utc::now() + chrono::Duration::seconds(60),
+        "a link made with a 60 s TTL expires at {expires}"
+    );
+    assert!(links[0].expires_at > expires + chrono::Duration::days(6));
 
     // The zip, read by the zip crate: every entry's CRC checked.
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(body.to_vec())).expect("zip");
@@ -482,6 +628,31 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         errors.contains("not a JPEG") && errors.contains("does not exist"),
         "{errors}"
     );
+    // Cells a spreadsheet would run as formulas are neutralised.
+    let cells = |csv: &str| -> Vec<String> {
+        csv::Reader::from_reader(csv.as_bytes())
+            .records()
+            .flat_map(|r| {
+                r.expect("csv record")
+                    .iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let manifest_cells = cells(&manifest);
+    assert!(
+        manifest_cells.contains(&format!("'{formula}")),
+        "{manifest}"
+    );
+    assert!(
+        manifest_cells
+            .iter()
+            .chain(cells(&errors).iter())
+            .all(|c| !c.starts_with(['=', '+', '-', '@', '\t', '\r'])),
+        "{manifest}\n{errors}"
+    );
+    assert!(cells(&errors).contains(&"'@SUM(A1)".to_owned()), "{errors}");
 }
 
 #[tokio::test]
@@ -495,6 +666,7 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
     assert!(rows.len() >= 4);
     let plan = ZipPlan {
         key_stem: "downloads/test/broken".into(),
+        staging_dir: "downloads/.staging/test".into(),
         options: RenderOptions::for_exam(
             PHILO,
             copiste::domain::ExamKind::Ponctuel,
@@ -506,7 +678,23 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
         fail_after: Some(3),
         raw_scans: false,
     };
-    let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
+    // While the zip is built, every object it has written is in the
+    // staging folder: none is at a final key.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let progress = {
+        let storage = app.storage.clone();
+        let seen = seen.clone();
+        move |_, _| -> futures::future::BoxFuture<'static, ()> {
+            let storage = storage.clone();
+            let seen = seen.clone();
+            Box::pin(async move {
+                let listed = storage.list("downloads/").await.expect("list");
+                seen.lock()
+                    .expect("lock")
+                    .extend(listed.into_iter().map(|l| l.key));
+            })
+        }
+    };
     let error = write_zip(&app.storage, rows.clone(), &plan, &progress)
         .await
         .expect_err("injected failure");
@@ -524,6 +712,187 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
         .expect("zip");
     assert_eq!(outcome.parts.len(), rows.len());
     assert!(outcome.parts[1].key.ends_with("_part2.zip"));
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        seen.iter()
+            .any(|k| k.starts_with("downloads/.staging/test/")),
+        "parts were seen while staged: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|k| k.starts_with("downloads/.staging/test/")),
+        "no object of an unfinished zip at a final key: {seen:?}"
+    );
+    // Once finished, every part is at its final key, nothing is staged.
+    let listed: Vec<String> = app
+        .storage
+        .list("downloads/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    let mut expected: Vec<String> = outcome.parts.iter().map(|p| p.key.clone()).collect();
+    let mut listed_sorted = listed.clone();
+    expected.sort();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, expected);
+}
+
+#[tokio::test]
+async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
+    let app = app(true).await;
+    let services = app.services();
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let killed = uuid::Uuid::now_v7();
+    // A build killed mid-part: its local partial file (`…zip#1`) stays.
+    let upload = app
+        .storage
+        .upload(&format!("downloads/.staging/{killed}/X_part3.zip"))
+        .await
+        .expect("upload");
+    std::mem::forget(upload);
+    // Its finished parts, staged; and one moved to its final key whose
+    // record was never written.
+    let png = bytes::Bytes::from_static(b"PK\x03\x04 a part");
+    for key in [
+        format!("downloads/.staging/{killed}/X_part2.zip"),
+        format!("downloads/{PHILO}/{uai}/d1a1n1/{killed}/X.zip"),
+    ] {
+        app.storage.put(&key, png.clone()).await.expect("put");
+    }
+    // A recorded zip, and the staging folder of a build still queued.
+    let recorded = format!("downloads/{PHILO}/{uai}/d1a1n1/recorded/X.zip");
+    app.storage.put(&recorded, png.clone()).await.expect("put");
+    sqlx::query(
+        "INSERT INTO downloads (id, exam_code, establishment_uai, options, parts, copies, errors, expires_at)
+         VALUES (gen_random_uuid(), $1, $2, 'd1a1n1', jsonb_build_array(jsonb_build_object(
+                 'key', $3::text, 'bytes', 18, 'sha256', '-')), 1, 0, now() + interval '1 day')",
+    )
+    .bind(PHILO)
+    .bind(&uai)
+    .bind(&recorded)
+    .execute(&pool(&app).await)
+    .await
+    .expect("download");
+    let queued = app
+        .enqueue(
+            &copiste::jobs::bulk_render::BulkRender {
+                exam: PHILO.into(),
+                establishment: Uai::parse(&uai).expect("uai"),
+                options: RenderOptions::for_exam(
+                    PHILO,
+                    copiste::domain::ExamKind::Ponctuel,
+                    RequestedOptions::default(),
+                )
+                .expect("options"),
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let building = format!("downloads/.staging/{queued}/X.zip");
+    app.storage.put(&building, png.clone()).await.expect("put");
+
+    let files = || {
+        let mut f: Vec<String> = walk(&app.dir.path().join("objects/downloads"))
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        f.sort();
+        f
+    };
+    let before = files();
+    assert_eq!(before.len(), 5, "{before:?}");
+    assert!(
+        before.iter().any(|f| f.ends_with("X_part3.zip#1")),
+        "{before:?}"
+    );
+
+    // Younger than the delay: kept.
+    let deleted =
+        copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::from_secs(3600))
+            .await
+            .expect("sweep");
+    assert_eq!(deleted, 0);
+    assert_eq!(files(), before);
+
+    // Past the delay: only the recorded zip and the queued build's part stay.
+    let deleted = copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::ZERO)
+        .await
+        .expect("sweep");
+    assert_eq!(deleted, 3, "{:?}", files());
+    let after = files();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().any(|f| f.ends_with("recorded/X.zip")),
+        "{after:?}"
+    );
+    assert!(
+        after.iter().any(|f| f.contains(&queued.to_string())),
+        "{after:?}"
+    );
+
+    // Once the build is cancelled, its staging folder goes too.
+    sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1")
+        .bind(queued)
+        .execute(&pool(&app).await)
+        .await
+        .expect("cancel");
+    copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::ZERO)
+        .await
+        .expect("sweep");
+    let after = files();
+    assert_eq!(after.len(), 1, "{after:?}");
+    // The housekeeping job applies `downloads.abandoned_after_secs`, by
+    // default hours: a fresh object survives it.
+    assert_eq!(app.config.downloads.abandoned_after_secs, 21_600);
+}
+
+#[tokio::test]
+async fn a_zip_whose_key_is_invalid_dies_at_once() {
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    // An exam code that makes no valid object key, its copies transmitted.
+    let evil = "EVIL/../x";
+    let p = pool(&app).await;
+    sqlx::query(
+        "INSERT INTO exams (code, session_code, subject, kind)
+         SELECT $1, session_code, subject, kind FROM exams WHERE code = $2",
+    )
+    .bind(evil)
+    .bind(PHILO)
+    .execute(&p)
+    .await
+    .expect("exam");
+    sqlx::query("UPDATE copies SET exam_code = $1 WHERE exam_code = $2")
+        .bind(evil)
+        .bind(PHILO)
+        .execute(&p)
+        .await
+        .expect("copies");
+    let job = app
+        .enqueue(
+            &copiste::jobs::bulk_render::BulkRender {
+                exam: evil.into(),
+                establishment: Uai::parse(&uai).expect("uai"),
+                options: RenderOptions::for_exam(
+                    evil,
+                    copiste::domain::ExamKind::Ponctuel,
+                    RequestedOptions::default(),
+                )
+                .expect("options"),
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let worker = app.worker().await;
+    let row = app.wait_status(job, "dead", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(row.attempts, 1, "not retried: {:?}", row.last_error);
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("invalid object key"), "{error}");
+    assert!(walk(&app.dir.path().join("objects/downloads")).is_empty());
 }
 
 /// A local S3-compatible server (moto), stopped when dropped.
@@ -643,6 +1012,7 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
         .expect("rows");
     let plan = ZipPlan {
         key_stem: "downloads/test/broken".into(),
+        staging_dir: "downloads/.staging/broken".into(),
         options: RenderOptions::for_exam(
             PHILO,
             copiste::domain::ExamKind::Ponctuel,
@@ -663,4 +1033,55 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
     ] {
         assert_eq!(app.storage.size(key).await.expect("head"), None, "{key}");
     }
+    let left = app.storage.list("downloads/.staging/").await.expect("list");
+    assert!(left.is_empty(), "nothing staged remains: {left:?}");
+}
+
+#[test]
+fn download_link_takes_json_and_search_takes_pages() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        copiste::cli::Cli::try_parse_from(std::iter::once("copiste").chain(args.iter().copied()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let uai = Uai::from_number(750_001).to_string();
+    parse(&[
+        "download",
+        "link",
+        "--exam",
+        PHILO,
+        "--establishment",
+        &uai,
+        "--json",
+    ])
+    .expect("download link --json");
+    parse(&[
+        "candidates",
+        "search",
+        "--exam",
+        PHILO,
+        "--establishment",
+        &uai,
+        "--limit",
+        "20",
+        "--offset",
+        "40",
+        "--json",
+        "martin",
+    ])
+    .expect("candidates search with a page");
+    let e = parse(&[
+        "candidates",
+        "search",
+        "--exam",
+        PHILO,
+        "--establishment",
+        &uai,
+        "--limit",
+        "0",
+        "martin",
+    ])
+    .expect_err("a zero limit");
+    assert!(e.contains("--limit"), "{e}");
 }
