@@ -572,7 +572,7 @@ async fn summarise(
     let unaccepted: i64 = targets.values().map(|t| t.pending + t.rejected).sum();
     let state = if unaccepted > 0 {
         UnitState::ClosedWithErrors
-    } else if !mode.validated_only && content.ungraded > 0 {
+    } else if content.ungraded > 0 {
         // Ungraded copies have nothing accepted for them: not closed.
         UnitState::PartiallyClosed
     } else if mode.validated_only && content.validated < content.copies {
