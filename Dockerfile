@@ -15,6 +15,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/copiste /usr/local/bin/copiste
 COPY config/default.toml /etc/copiste/default.toml
 COPY jobs /etc/copiste/jobs
+# The configuration file and the schedules are read from /etc/copiste
+# whatever the working directory (COPISTE_CONFIG is --config).
+ENV COPISTE_CONFIG=/etc/copiste/default.toml \
+    COPISTE_SCHEDULER__DIR=/etc/copiste/jobs
 USER copiste
 WORKDIR /var/lib/copiste
 ENTRYPOINT ["copiste"]

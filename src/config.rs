@@ -61,6 +61,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub downloads: DownloadsConfig,
     pub import: ImportConfig,
+    pub scheduler: SchedulerConfig,
 }
 
 /// `[database]`
@@ -202,6 +203,16 @@ pub struct ImportConfig {
     pub max_scan_bytes: u64,
 }
 
+/// `[scheduler]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// The directory of the schedule files (`*.toml`) read by `copiste
+    /// scheduler` and `copiste schedules …` without `--dir`; a relative
+    /// path is relative to the working directory.
+    pub dir: PathBuf,
+}
+
 /// A configuration that cannot be used; the message names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -230,8 +241,10 @@ const SECRETS: &[(&str, &str)] = &[
 ];
 
 /// The `COPISTE_…` environment variables, levels joined by `__`.
+/// `COPISTE_CONFIG` names the configuration file (`--config`): it is not
+/// a setting.
 fn env() -> Env {
-    Env::prefixed("COPISTE_").split("__")
+    Env::prefixed("COPISTE_").ignore(&["config"]).split("__")
 }
 
 impl Config {

@@ -38,7 +38,7 @@ pub struct UnitArgs {
     /// One establishment (UAI); every establishment of the exam if absent.
     #[arg(long, value_parser = super::parse_uai)]
     pub establishment: Option<Uai>,
-    /// Who asks (default: $USER).
+    /// Who asks: $USER when set, else "cli".
     #[arg(long, default_value_t = default_by())]
     pub by: String,
 }
@@ -58,7 +58,7 @@ pub struct PublishArgs {
     /// Exam code.
     #[arg(long)]
     pub exam: String,
-    /// Who records the publication (default: $USER).
+    /// Who records the publication: $USER when set, else "cli".
     #[arg(long, default_value_t = default_by())]
     pub by: String,
 }
@@ -85,7 +85,7 @@ pub struct ValidateArgs {
     /// A file of candidate numéros, one per line ('#' starts a comment).
     #[arg(long, value_name = "FILE")]
     pub copies: Option<PathBuf>,
-    /// Who validates (default: $USER).
+    /// Who validates: $USER when set, else "cli".
     #[arg(long, default_value_t = default_by())]
     pub by: String,
 }

@@ -1,6 +1,6 @@
 //! `copiste jobs …`: list, show (and follow), retry, cancel, enqueue.
 
-use std::{process::ExitCode, time::Duration};
+use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
@@ -41,14 +41,20 @@ pub enum JobsCommand {
     Retry { id: Uuid },
     /// Cancel a queued or running job.
     Cancel { id: Uuid },
-    /// Enqueue a job by kind with a JSON payload (operators, tests).
+    /// Enqueue a job by kind with a JSON payload, or many from a file
+    /// (operators, tests). Payloads are checked against the kind first.
     Enqueue {
         kind: String,
         /// The payload as JSON.
-        #[arg(long, default_value = "{}")]
+        #[arg(long, default_value = "{}", conflicts_with = "payloads")]
         payload: String,
+        /// A file of payloads, one JSON object per line ('-' for standard
+        /// input): every line is checked, then all are enqueued in one
+        /// transaction, or none.
+        #[arg(long, value_name = "FILE")]
+        payloads: Option<PathBuf>,
         /// An idempotency key: enqueueing twice with it makes one job.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "payloads")]
         key: Option<String>,
     },
 }
@@ -70,10 +76,21 @@ impl JobsCommand {
                 anyhow::ensure!(limit > 0, "--limit must be at least 1");
                 let rows =
                     db::jobs::list(db, status.map(|s| s.as_str()), kind.as_deref(), limit).await?;
+                let counts = status_counts(db).await?;
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    let counts: serde_json::Map<String, serde_json::Value> = counts
+                        .iter()
+                        .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
+                        .collect();
+                    let value = serde_json::json!({"jobs": rows, "counts": counts});
+                    println!("{}", serde_json::to_string_pretty(&value)?);
                 } else {
                     print_table(&rows);
+                    println!();
+                    println!("all jobs by status:");
+                    for (s, n) in &counts {
+                        println!("  {:<9}  {n:>8}", s.as_str());
+                    }
                 }
             }
             Self::Show { id, json, follow } => {
@@ -119,10 +136,30 @@ impl JobsCommand {
                 }
                 Some(s) => bail!("job {id} is {s}; only queued or running jobs can be cancelled"),
             },
-            Self::Enqueue { kind, payload, key } => {
+            Self::Enqueue {
+                kind,
+                payloads: Some(file),
+                ..
+            } => {
+                let handler = registry::find(&kind).map_err(anyhow::Error::msg)?;
+                let payloads = read_payloads(&file, &handler)?;
+                let n = payloads.len();
+                let mut tx = db.begin().await?;
+                handler
+                    .enqueue_many(&mut tx, payloads, EnqueueOptions::by(who()))
+                    .await?;
+                tx.commit().await?;
+                println!("enqueued {n} {} jobs", handler.name);
+            }
+            Self::Enqueue {
+                kind, payload, key, ..
+            } => {
                 let handler = registry::find(&kind).map_err(anyhow::Error::msg)?;
                 let payload: serde_json::Value = serde_json::from_str(&payload)
                     .with_context(|| format!("--payload is not valid JSON: {payload}"))?;
+                handler
+                    .check(payload.clone())
+                    .map_err(|e| anyhow::anyhow!("--payload: {e}"))?;
                 let mut opts = EnqueueOptions::by(who());
                 opts.idempotency_key = key;
                 let mut tx = db.begin().await?;
@@ -146,6 +183,65 @@ impl JobsCommand {
         }
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Every status with its number of jobs, over the whole ledger.
+async fn status_counts(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
+    let counts: std::collections::HashMap<String, i64> =
+        db::jobs::count_by_status(db).await?.into_iter().collect();
+    Ok(JobStatus::ALL
+        .into_iter()
+        .map(|s| (s, counts.get(s.as_str()).copied().unwrap_or(0)))
+        .collect())
+}
+
+/// Reads a file of JSON payloads, one per line (blank lines skipped;
+/// `-` is standard input), and checks each against `handler`'s kind. Every
+/// bad line is reported (up to 20), with its number.
+fn read_payloads(
+    file: &std::path::Path,
+    handler: &registry::Handler,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let (name, text) = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading payloads from standard input")?;
+        ("standard input".to_owned(), text)
+    } else {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading payloads from {}", file.display()))?;
+        (file.display().to_string(), text)
+    };
+    let mut payloads = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let checked = serde_json::from_str::<serde_json::Value>(line)
+            .map_err(|e| format!("not valid JSON: {e}"))
+            .and_then(|p| handler.check(p.clone()).map(|()| p));
+        match checked {
+            Ok(p) => payloads.push(p),
+            Err(e) => errors.push(format!("{name} line {}: {e}", i + 1)),
+        }
+    }
+    if !errors.is_empty() {
+        const SHOWN: usize = 20;
+        let more = errors.len().saturating_sub(SHOWN);
+        let mut message = errors
+            .into_iter()
+            .take(SHOWN)
+            .collect::<Vec<_>>()
+            .join("\n");
+        if more > 0 {
+            message.push_str(&format!("\n… and {more} more bad lines"));
+        }
+        anyhow::bail!("nothing enqueued: {message}");
+    }
+    anyhow::ensure!(!payloads.is_empty(), "{name} holds no payload");
+    Ok(payloads)
 }
 
 async fn follow_job(db: &Db, id: Uuid) -> anyhow::Result<()> {

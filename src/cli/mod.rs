@@ -158,6 +158,20 @@ pub struct WithServicesArgs {
 }
 
 impl Cli {
+    /// Whether the command is a long-running role (worker, scheduler,
+    /// server…) rather than one that prints and exits.
+    pub fn is_long_running(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Worker(_)
+                | Command::Scheduler(_)
+                | Command::Serve(_)
+                | Command::Demo(_)
+                | Command::Bench(_)
+                | Command::WithServices(_)
+        )
+    }
+
     /// Runs the parsed command.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let config = Config::load(self.config.as_deref())?;
@@ -254,9 +268,11 @@ impl Cli {
             }
             Command::Scheduler(args) => {
                 let db = connect(&config).await?;
-                return args.run(db).await;
+                return args.run(&config, db).await;
             }
-            Command::Schedules(cmd) => return cmd.run(async || connect(&config).await).await,
+            Command::Schedules(cmd) => {
+                return cmd.run(&config, async || connect(&config).await).await;
+            }
             Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
             Command::Bench(BenchCommand::Closure(args)) => {
@@ -346,15 +362,20 @@ async fn with_services(config: Config, args: WithServicesArgs) -> anyhow::Result
     })
 }
 
-/// Sets up logging on standard error (`RUST_LOG` filters, default info).
+/// Sets up logging on standard error (`RUST_LOG` filters, default info),
+/// in colour only when standard error is a terminal.
 pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(
             "info,apalis=warn,apalis_core=warn,apalis_redis=warn,sqlx=warn,tokio_cron_scheduler=warn",
         )
     });
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -1,10 +1,15 @@
 //! `copiste scheduler` and `copiste schedules …`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::{
+    config::Config,
     db::Db,
     jobs::Enqueued,
     schedule::{self, scheduler::Scheduler},
@@ -12,18 +17,46 @@ use crate::{
 
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
-    /// Directory of the schedule files.
-    #[arg(long, default_value = "jobs")]
-    pub dir: PathBuf,
+    /// Directory of the schedule files (default: the setting
+    /// scheduler.dir, i.e. COPISTE_SCHEDULER__DIR or "jobs").
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// The schedules of `--dir`, or of the setting `scheduler.dir` without it;
+/// a missing directory is named with where it came from.
+fn load(dir: Option<&Path>, config: &Config) -> anyhow::Result<(PathBuf, Vec<schedule::Schedule>)> {
+    let (dir, origin) = match dir {
+        Some(d) => (d.to_path_buf(), "--dir"),
+        None => (
+            config.scheduler.dir.clone(),
+            "the setting scheduler.dir (COPISTE_SCHEDULER__DIR)",
+        ),
+    };
+    if !dir.is_dir() {
+        let shown = std::path::absolute(&dir).unwrap_or_else(|_| dir.clone());
+        anyhow::bail!(
+            "the schedules' directory {} does not exist or is not a directory; it comes from {origin}{}",
+            shown.display(),
+            if dir.is_relative() {
+                ", a relative path being taken from the working directory"
+            } else {
+                ""
+            }
+        );
+    }
+    let schedules = schedule::load_dir(&dir)
+        .with_context(|| format!("loading the schedules of {}", dir.display()))?;
+    Ok((dir, schedules))
 }
 
 impl SchedulerArgs {
     /// Runs the scheduler until SIGTERM/SIGINT.
-    pub async fn run(self, db: Db) -> anyhow::Result<ExitCode> {
-        let schedules = schedule::load_dir(&self.dir)?;
+    pub async fn run(self, config: &Config, db: Db) -> anyhow::Result<ExitCode> {
+        let (dir, schedules) = load(self.dir.as_deref(), config)?;
         tracing::info!(
             schedules = schedules.iter().filter(|s| s.enabled).count(),
-            dir = %self.dir.display(),
+            dir = %dir.display(),
             "scheduler starting"
         );
         let scheduler = Scheduler::start(db, schedules).await?;
@@ -44,18 +77,20 @@ pub enum SchedulesCommand {
 
 #[derive(Debug, Args)]
 pub struct DirArgs {
-    /// Directory of the schedule files.
-    #[arg(long, default_value = "jobs")]
-    pub dir: PathBuf,
+    /// Directory of the schedule files (default: the setting
+    /// scheduler.dir, i.e. COPISTE_SCHEDULER__DIR or "jobs").
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The schedule's name.
     pub name: String,
-    /// Directory of the schedule files.
-    #[arg(long, default_value = "jobs")]
-    pub dir: PathBuf,
+    /// Directory of the schedule files (default: the setting
+    /// scheduler.dir, i.e. COPISTE_SCHEDULER__DIR or "jobs").
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Prints each schedule and its next three fire times.
@@ -85,15 +120,16 @@ impl SchedulesCommand {
     /// Runs the subcommand; `db` is needed by `run` only.
     pub async fn run(
         self,
+        config: &Config,
         db: impl AsyncFnOnce() -> anyhow::Result<Db>,
     ) -> anyhow::Result<ExitCode> {
         match self {
             Self::List(a) => {
-                print_schedules(&schedule::load_dir(&a.dir)?);
+                print_schedules(&load(a.dir.as_deref(), config)?.1);
                 Ok(ExitCode::SUCCESS)
             }
             Self::Run(a) => {
-                let schedules = schedule::load_dir(&a.dir)?;
+                let (_, schedules) = load(a.dir.as_deref(), config)?;
                 let Some(s) = schedules.iter().find(|s| s.name == a.name) else {
                     let names: Vec<_> = schedules.iter().map(|s| s.name.as_str()).collect();
                     eprintln!(

@@ -67,6 +67,10 @@ pub struct UnitSummary {
     pub state: UnitState,
     pub sent: i64,
     pub targets: BTreeMap<String, TargetSummary>,
+    /// Copies neither graded nor absent: nothing of theirs is exported, so
+    /// a unit with some is not closed (a grade withdrawn after a closure).
+    #[serde(default)]
+    pub ungraded: i64,
     /// Reasons items are not accepted, most frequent first.
     pub errors: Vec<ErrorLine>,
 }
@@ -568,6 +572,9 @@ async fn summarise(
     let unaccepted: i64 = targets.values().map(|t| t.pending + t.rejected).sum();
     let state = if unaccepted > 0 {
         UnitState::ClosedWithErrors
+    } else if content.ungraded > 0 {
+        // Ungraded copies have nothing accepted for them: not closed.
+        UnitState::PartiallyClosed
     } else if mode.validated_only && content.validated < content.copies {
         UnitState::PartiallyClosed
     } else {
@@ -594,14 +601,21 @@ async fn summarise(
         state,
         sent,
         targets,
+        ungraded: content.ungraded,
         errors,
     })
 }
 
 /// The job's verdict on a set of unit runs: success when every item is
-/// accepted; a retryable error when some got no answer (the ledger retries
-/// with backoff); a partial result when only rejections remain.
-pub fn verdict(summaries: Vec<UnitSummary>) -> Result<crate::jobs::Outcome, JobError> {
+/// accepted (and, but for a harmonisation pass, every copy graded); a
+/// retryable error when some got no answer (the ledger retries with
+/// backoff, unless this was the job's last attempt); a partial result when
+/// only rejections or ungraded copies remain.
+pub fn verdict(
+    ctx: &JobContext,
+    mode: RunMode,
+    summaries: Vec<UnitSummary>,
+) -> Result<crate::jobs::Outcome, JobError> {
     let result = serde_json::json!({ "units": summaries });
     let pending: i64 = summaries
         .iter()
@@ -613,6 +627,13 @@ pub fn verdict(summaries: Vec<UnitSummary>) -> Result<crate::jobs::Outcome, JobE
         .flat_map(|s| s.targets.values())
         .map(|t| t.rejected)
         .sum();
+    // A harmonisation pass exports validated copies only: the others,
+    // ungraded ones included, wait for a later pass.
+    let ungraded: i64 = if mode.validated_only {
+        0
+    } else {
+        summaries.iter().map(|s| s.ungraded).sum()
+    };
     if pending > 0 {
         let first = summaries
             .iter()
@@ -620,11 +641,22 @@ pub fn verdict(summaries: Vec<UnitSummary>) -> Result<crate::jobs::Outcome, JobE
             .find(|e| e.state == "pending")
             .map(|e| format!(" (first error: {})", e.message))
             .unwrap_or_default();
+        let ungraded = if ungraded > 0 {
+            format!(", {ungraded} copies not graded")
+        } else {
+            String::new()
+        };
+        // The job is dead after this attempt: promise no retry.
+        let next = if ctx.is_last_attempt() {
+            "no attempt left: relaunch the closure by hand"
+        } else {
+            "retrying with backoff"
+        };
         return Err(JobError::Retryable(anyhow!(
-            "closed with errors: {pending} items not answered yet{first}, {rejected} rejected; retrying with backoff"
+            "closed with errors: {pending} items not answered yet{first}, {rejected} rejected{ungraded}; {next}"
         )));
     }
-    if rejected > 0 {
+    if rejected > 0 || ungraded > 0 {
         return Ok(crate::jobs::Outcome::Failed(result));
     }
     Ok(crate::jobs::Outcome::Succeeded(result))

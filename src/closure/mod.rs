@@ -37,8 +37,9 @@ pub enum UnitState {
     Closing,
     /// Every item accepted by both targets.
     Closed,
-    /// Harmonised: every validated copy accepted, some copies not validated
-    /// yet.
+    /// Every exported item accepted, but some copies not exported: not
+    /// validated yet (harmonised), or not graded (a grade withdrawn after
+    /// the closure).
     PartiallyClosed,
     /// Some items were rejected or got no answer; a relaunch may fix it.
     ClosedWithErrors,

@@ -47,6 +47,10 @@ impl Job for BulkRender {
     const NAME: &'static str = "bulk-render";
     const MAX_ATTEMPTS: u32 = 3;
 
+    fn validate(&self) -> Result<(), String> {
+        super::non_empty("exam", &self.exam)
+    }
+
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let services = &ctx.services;
         let exam = db::closure::exam(&services.db, &self.exam)

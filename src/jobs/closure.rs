@@ -25,6 +25,10 @@ impl Job for Closure {
     const NAME: &'static str = "closure";
     const PRIORITY: i16 = 10;
 
+    fn validate(&self) -> Result<(), String> {
+        super::non_empty("exam", &self.exam)
+    }
+
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
         if kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised {
@@ -37,6 +41,6 @@ impl Job for Closure {
             refuse_ungraded: true,
         };
         let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
-        engine::verdict(vec![summary])
+        engine::verdict(&ctx, mode, vec![summary])
     }
 }

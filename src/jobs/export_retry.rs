@@ -1,15 +1,18 @@
 //! `export-retry`: a relaunch of one unit's closure — re-sends every item
 //! not accepted yet (rejected ones included) under the same keys, until the
-//! exam is published.
+//! exam is published. The job itself refuses a unit never closed, whoever
+//! enqueued it (`closure relaunch`, the sweep, `jobs enqueue`).
 
 use serde::{Deserialize, Serialize};
 
 use super::{Job, JobContext, JobError, Outcome};
 use crate::{
     closure::{
+        Refusal,
         engine::{self, RunMode},
         request::{kind_of, unit_exam},
     },
+    db,
     domain::{ExamKind, Uai},
 };
 
@@ -25,9 +28,25 @@ impl Job for ExportRetry {
     const NAME: &'static str = "export-retry";
     const PRIORITY: i16 = 10;
 
+    fn validate(&self) -> Result<(), String> {
+        super::non_empty("exam", &self.exam)
+    }
+
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
         let harmonised = kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised;
+        // A relaunch re-sends what a closure sent: a unit never closed has
+        // nothing to re-send and must be closed (with its checks) first.
+        let closed_before =
+            db::closure::has_items(&ctx.services.db, &exam.code, self.establishment.as_str())
+                .await
+                .map_err(JobError::Retryable)?;
+        if !closed_before {
+            return Err(JobError::permanent(Refusal::NeverClosed {
+                exam: exam.code,
+                establishment: self.establishment,
+            }));
+        }
         let mode = RunMode {
             with_rejected: ctx.attempt == 1,
             validated_only: harmonised,
@@ -35,6 +54,6 @@ impl Job for ExportRetry {
             refuse_ungraded: false,
         };
         let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
-        engine::verdict(vec![summary])
+        engine::verdict(&ctx, mode, vec![summary])
     }
 }

@@ -30,6 +30,20 @@ impl Job for HarmonisationValidation {
     const NAME: &'static str = "harmonisation-validation";
     const PRIORITY: i16 = 10;
 
+    fn validate(&self) -> Result<(), String> {
+        super::non_empty("exam", &self.exam)?;
+        if let Some(academy) = &self.academy {
+            super::non_empty("academy", academy)?;
+        }
+        if self.pass < 1 {
+            return Err(format!(
+                "pass: {} is not a harmonisation pass (they are numbered from 1)",
+                self.pass
+            ));
+        }
+        Ok(())
+    }
+
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
         let kind = kind_of(&exam).map_err(JobError::Permanent)?;
@@ -58,6 +72,6 @@ impl Job for HarmonisationValidation {
             summaries.push(engine::run_unit(&ctx, &exam, &uai, mode).await?);
             ctx.progress(done as u64 + 1, total).await;
         }
-        engine::verdict(summaries)
+        engine::verdict(&ctx, mode, summaries)
     }
 }

@@ -42,9 +42,24 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Delivery priority; higher first.
     const PRIORITY: i16 = 0;
 
+    /// Checks what decoding cannot (an empty code, a pass number below
+    /// 1…), naming the field; run on every enqueue by name (CLI,
+    /// schedules) and again before every run.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Does the work. Must be idempotent: a job may run again after a
     /// crash or a lost lease.
     fn run(self, ctx: JobContext) -> impl Future<Output = Result<Outcome, JobError>> + Send;
+}
+
+/// A [`Job::validate`] check: `value` of `field` must not be blank.
+pub(crate) fn non_empty(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{field}: must not be empty"));
+    }
+    Ok(())
 }
 
 /// How a run ended, when it ended without an error.

@@ -98,3 +98,332 @@ fn a_secret_in_a_file_is_refused() {
         "{e}"
     );
 }
+
+/// The built `copiste` binary, on `app`'s database and store, with no
+/// configuration file and no colour forced.
+fn copiste(app: &crate::support::TestApp) -> std::process::Command {
+    let mut cmd = bare_copiste();
+    cmd.env("COPISTE_DATABASE__URL", app.config.database_url().as_str())
+        .env("COPISTE_STORAGE__ROOT", app.dir.path().join("objects"))
+        .env("COPISTE_REDIS__NAMESPACE", &app.config.redis.namespace);
+    cmd
+}
+
+/// The built `copiste` binary without any `COPISTE_…` setting of this
+/// process's environment.
+fn bare_copiste() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_copiste"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("COPISTE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs `cmd` to the end: (success, stdout, stderr).
+fn output(cmd: &mut std::process::Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run copiste");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn job_count(app: &crate::support::TestApp) -> i64 {
+    app.counts().await.values().sum()
+}
+
+#[tokio::test]
+async fn jobs_enqueue_checks_the_payload_against_its_kind_and_names_the_field() {
+    let app = crate::support::TestApp::new().await;
+    let refused = |args: &[&str], wanted: &[&str]| {
+        let (ok, _, err) = output(copiste(&app).args(["jobs", "enqueue"]).args(args));
+        assert!(!ok, "accepted: {args:?}");
+        for w in wanted {
+            assert!(err.contains(w), "{args:?}: {w:?} not in {err}");
+        }
+    };
+    refused(&["nope", "--payload", "{}"], &["unknown job kind \"nope\""]);
+    refused(
+        &["export-retry", "--payload", r#"{"exam":"BAC26-PHILO"}"#],
+        &["export-retry", "missing field `establishment`"],
+    );
+    refused(
+        &[
+            "export-retry",
+            "--payload",
+            r#"{"exam":"BAC26-PHILO","establishment":"0750001B"}"#,
+        ],
+        &["establishment:", "check letter"],
+    );
+    refused(
+        &[
+            "export-retry",
+            "--payload",
+            r#"{"exam":"BAC26-PHILO","establishment":"0750001U","extra":1}"#,
+        ],
+        &["unknown field `extra`"],
+    );
+    refused(
+        &[
+            "closure",
+            "--payload",
+            r#"{"exam":"","establishment":"0750001U"}"#,
+        ],
+        &["exam: must not be empty"],
+    );
+    refused(
+        &[
+            "harmonisation-validation",
+            "--payload",
+            r#"{"exam":"BAC26-MATHS-H","academy":null,"pass":"one"}"#,
+        ],
+        &["harmonisation-validation", "pass:"],
+    );
+    refused(
+        &[
+            "harmonisation-validation",
+            "--payload",
+            r#"{"exam":"BAC26-MATHS-H","academy":null,"pass":0}"#,
+        ],
+        &["pass: 0"],
+    );
+    refused(
+        &[
+            "bulk-render",
+            "--payload",
+            r#"{"exam":"BAC26-PHILO","establishment":"0750001U","options":{"details":"yes","appreciation":true,"annotations":true}}"#,
+        ],
+        &["bulk-render", "options.details:"],
+    );
+    assert_eq!(job_count(&app).await, 0, "nothing enqueued");
+
+    let (ok, out, err) = output(copiste(&app).args([
+        "jobs",
+        "enqueue",
+        "export-retry",
+        "--payload",
+        r#"{"exam":"BAC26-PHILO","establishment":"0750001U"}"#,
+    ]));
+    assert!(ok, "{err}");
+    let id: uuid::Uuid = out.trim().parse().expect("the job id");
+    assert_eq!(app.job(id).await.kind, "export-retry");
+}
+
+#[tokio::test]
+async fn jobs_enqueue_payloads_checks_every_line_then_writes_all_or_nothing() {
+    let app = crate::support::TestApp::new().await;
+    let file = app.dir.path().join("payloads.jsonl");
+    std::fs::write(
+        &file,
+        "{\"sleep_ms\": 1}\n{\"sleep_ms\": \"slow\"}\n\n{\"fail\": \"never\"}\n",
+    )
+    .expect("write");
+    let (ok, _, err) = output(
+        copiste(&app)
+            .args(["jobs", "enqueue", "noop", "--payloads"])
+            .arg(&file),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("line 2: invalid noop payload: sleep_ms:")
+            && err.contains("line 4: invalid noop payload: fail:")
+            && !err.contains("line 1"),
+        "{err}"
+    );
+    assert_eq!(job_count(&app).await, 0, "nothing enqueued");
+
+    std::fs::write(&file, "{\"sleep_ms\": 1}\n{}\n\n{\"fail\": \"none\"}\n").expect("write");
+    let (ok, out, err) = output(
+        copiste(&app)
+            .args(["jobs", "enqueue", "noop", "--payloads"])
+            .arg(&file),
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "enqueued 3 noop jobs");
+    assert_eq!(job_count(&app).await, 3);
+
+    // From standard input.
+    let mut child = copiste(&app)
+        .args(["jobs", "enqueue", "noop", "--payloads", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        for _ in 0..100 {
+            writeln!(stdin, "{{}}").expect("write payload");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "enqueued 100 noop jobs"
+    );
+    assert_eq!(job_count(&app).await, 103);
+    let (ok, _, err) =
+        output(copiste(&app).args(["jobs", "enqueue", "noop", "--payloads", "-", "--key", "k"]));
+    assert!(!ok && err.contains("--key"), "{err}");
+}
+
+#[tokio::test]
+async fn jobs_list_counts_jobs_per_status_in_text_and_json() {
+    let app = crate::support::TestApp::new().await;
+    let mut tx = app.db.begin().await.expect("begin");
+    copiste::jobs::enqueue_many(
+        &mut tx,
+        &vec![copiste::jobs::noop::Noop::default(); 3],
+        copiste::jobs::EnqueueOptions::by("test"),
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    let (ok, out, err) = output(copiste(&app).args(["jobs", "list", "--json", "--limit", "1"]));
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(v["jobs"].as_array().expect("jobs").len(), 1, "{v}");
+    assert_eq!(v["counts"]["queued"], json!(3), "{v}");
+    assert_eq!(v["counts"]["dead"], json!(0), "{v}");
+    let (ok, out, err) = output(copiste(&app).args(["jobs", "list"]));
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().eq(["queued", "3"])),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_a_command_quietly_and_logs_to_a_file_are_not_coloured() {
+    use std::io::Read as _;
+    let app = crate::support::TestApp::new().await;
+    let mut tx = app.db.begin().await.expect("begin");
+    copiste::jobs::enqueue_many(
+        &mut tx,
+        &vec![copiste::jobs::noop::Noop::default(); 2000],
+        copiste::jobs::EnqueueOptions::by("test"),
+    )
+    .await
+    .expect("enqueue");
+    tx.commit().await.expect("commit");
+
+    // `copiste jobs list --json --limit 2000 | head -c 1`
+    let mut child = copiste(&app)
+        .args(["jobs", "list", "--json", "--limit", "2000"])
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1];
+    stdout.read_exact(&mut first).expect("a first byte");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "a panic's exit code");
+    // RUST_LOG=debug makes the database client log; standard error is a
+    // pipe, not a terminal.
+    assert!(!err.is_empty(), "no log line to check");
+    assert!(
+        !err.contains('\u{1b}'),
+        "colour codes in a log file: {err:?}"
+    );
+}
+
+#[test]
+fn schedules_are_read_from_the_setting_scheduler_dir_wherever_the_command_runs() {
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let (ok, _, err) = output(
+        bare_copiste()
+            .current_dir(elsewhere.path())
+            .args(["schedules", "list"]),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("scheduler.dir")
+            && err.contains("COPISTE_SCHEDULER__DIR")
+            && err.contains(&elsewhere.path().join("jobs").display().to_string()),
+        "{err}"
+    );
+    let jobs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+    let (ok, out, err) = output(
+        bare_copiste()
+            .current_dir(elsewhere.path())
+            .env("COPISTE_SCHEDULER__DIR", &jobs)
+            .args(["schedules", "list"]),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("housekeeping (housekeeping"), "{out}");
+    // --dir still wins.
+    let (ok, _, err) = output(
+        bare_copiste()
+            .current_dir(elsewhere.path())
+            .env("COPISTE_SCHEDULER__DIR", &jobs)
+            .args(["schedules", "list", "--dir", "nowhere"]),
+    );
+    assert!(
+        !ok && err.contains("--dir") && err.contains("nowhere"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_configuration_file_named_by_copiste_config_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("copiste.toml");
+    std::fs::write(&file, "[exports]\nbatch_size = 123\n").expect("write");
+    let (ok, out, err) = output(
+        bare_copiste()
+            .env("COPISTE_CONFIG", &file)
+            .env("COPISTE_SCHEDULER__DIR", "/etc/copiste/jobs")
+            .arg("config"),
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("batch_size = 123"), "{out}");
+    assert!(out.contains("dir = \"/etc/copiste/jobs\""), "{out}");
+}
+
+#[test]
+fn the_help_of_by_agrees_with_its_default() {
+    for (user, shown) in [
+        (None, "[default: cli]"),
+        (Some("alice"), "[default: alice]"),
+    ] {
+        let mut cmd = bare_copiste();
+        match user {
+            Some(u) => cmd.env("USER", u),
+            None => cmd.env_remove("USER"),
+        };
+        let (ok, out, err) = output(cmd.args(["closure", "run", "--help"]));
+        assert!(ok, "{err}");
+        let by: String = out
+            .split("--by <BY>")
+            .nth(1)
+            .expect("--by documented")
+            .split("\n  -")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            by.contains("$USER when set, else \"cli\"") && by.contains(shown),
+            "{by}"
+        );
+    }
+}

@@ -1074,3 +1074,150 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
     assert_eq!(unit.state, UnitState::Closed, "{s}");
     assert_eq!(unit.cyclades.accepted, unit.cyclades.total, "{s}");
 }
+
+/// Withdraws the grade of candidate `numero`'s copy of `exam` (a new
+/// version of the copy, neither graded nor absent).
+async fn withdraw_grade(app: &TestApp, exam: &str, numero: &str) {
+    sqlx::query(
+        "UPDATE copies SET grade = NULL, absent = false, version = copies.version + 1
+         FROM candidates ca
+         WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
+    )
+    .bind(numero)
+    .bind(exam)
+    .execute(&pool(app).await)
+    .await
+    .expect("withdraw a grade");
+}
+
+#[tokio::test]
+async fn jobs_enqueued_by_hand_keep_the_closure_rules_never_closed_and_ungraded() {
+    use copiste::jobs::{EnqueueOptions, closure::Closure, export_retry::ExportRetry};
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let numero = numeros_of(&app, PHILO, &uai).await[0].clone();
+    withdraw_grade(&app, PHILO, &numero).await;
+    let worker = app.worker().await;
+
+    // As `copiste jobs enqueue export-retry` would: the unit was never
+    // closed and one of its copies is ungraded.
+    let retry = app
+        .enqueue(
+            &ExportRetry {
+                exam: PHILO.into(),
+                establishment: uai.clone(),
+            },
+            EnqueueOptions::by("test"),
+        )
+        .await;
+    let row = app.wait_status(retry, "dead", 30).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains("never closed") && error.contains(uai.as_str()),
+        "{error}"
+    );
+    let closure = app
+        .enqueue(
+            &Closure {
+                exam: PHILO.into(),
+                establishment: uai.clone(),
+            },
+            EnqueueOptions::by("test"),
+        )
+        .await;
+    let row = app.wait_status(closure, "dead", 30).await;
+    let error = row.last_error.unwrap_or_default();
+    assert!(
+        error.contains(&numero) && error.contains("not graded"),
+        "{error}"
+    );
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    assert!(stub.effects("c:").is_empty(), "nothing was sent");
+    assert_eq!(stub.requests(), 0);
+    let s = status(&app, PHILO).await;
+    assert_eq!(unit_of(&s, &uai).state, UnitState::Open, "{s}");
+}
+
+#[tokio::test]
+async fn a_relaunch_of_a_unit_with_a_withdrawn_grade_counts_it_and_does_not_report_closed() {
+    use copiste::jobs::{EnqueueOptions, export_retry::ExportRetry};
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    app.wait_status(jobs_of(&units)[0], "succeeded", 30).await;
+
+    // A grade withdrawn after the closure, then a relaunch enqueued by hand.
+    let numero = numeros_of(&app, PHILO, &uai).await[0].clone();
+    withdraw_grade(&app, PHILO, &numero).await;
+    let retry = app
+        .enqueue(
+            &ExportRetry {
+                exam: PHILO.into(),
+                establishment: uai.clone(),
+            },
+            EnqueueOptions::by("test"),
+        )
+        .await;
+    let row = app.wait_status(retry, "failed", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+
+    let unit = &row.result.expect("a result")["units"][0];
+    assert_eq!(unit["ungraded"], json!(1), "{unit}");
+    assert_eq!(unit["state"], json!("partially_closed"), "{unit}");
+    let s = status(&app, PHILO).await;
+    let line = unit_of(&s, &uai);
+    assert_eq!(line.state, UnitState::PartiallyClosed, "{s}");
+    assert_eq!(line.ungraded, 1, "{s}");
+    stub.assert_exactly_once();
+}
+
+#[tokio::test]
+async fn a_closure_dead_of_unanswered_items_does_not_promise_a_retry() {
+    use copiste::jobs::{EnqueueOptions, closure::Closure};
+    // Neither target listens.
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let nowhere = format!("http://127.0.0.1:{closed_port}");
+    let mut config = fast_queue();
+    merge(
+        &mut config,
+        json!({
+            "exporters": {
+                "cyclades": {"kind": "http", "base_url": nowhere, "timeout_secs": 2},
+                "imagin": {"kind": "http", "base_url": nowhere, "timeout_secs": 2}
+            }
+        }),
+    );
+    let app = TestApp::with(config).await;
+    load_session(&app).await;
+    let uai = first_establishment(&app, PHILO).await;
+    let worker = app.worker().await;
+    let mut opts = EnqueueOptions::by("test");
+    opts.max_attempts = Some(1);
+    let job = app
+        .enqueue(
+            &Closure {
+                exam: PHILO.into(),
+                establishment: uai,
+            },
+            opts,
+        )
+        .await;
+    let row = app.wait_status(job, "dead", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("not answered yet"), "{error}");
+    assert!(
+        !error.contains("retrying"),
+        "a dead job promises a retry: {error}"
+    );
+}
