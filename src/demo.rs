@@ -19,7 +19,7 @@ use crate::{
 /// Runs the demo against the configured services, or throwaway ones.
 pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow::Result<()> {
     let started = Instant::now();
-    let local = crate::services::ensure(&config).await?;
+    let local = crate::local_services::ensure(&config).await?;
     let db_name = config
         .database
         .url

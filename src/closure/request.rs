@@ -402,7 +402,6 @@ pub(crate) async fn unit_exam(
 ) -> Result<ExamRow, crate::jobs::JobError> {
     use crate::jobs::JobError;
     db::closure::exam(&ctx.services.db, exam)
-        .await
-        .map_err(JobError::Retryable)?
+        .await?
         .ok_or_else(|| JobError::permanent(Refusal::UnknownExam(exam.to_owned())))
 }

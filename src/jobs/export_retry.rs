@@ -39,8 +39,7 @@ impl Job for ExportRetry {
         // nothing to re-send and must be closed (with its checks) first.
         let closed_before =
             db::closure::has_items(&ctx.services.db, &exam.code, self.establishment.as_str())
-                .await
-                .map_err(JobError::Retryable)?;
+                .await?;
         if !closed_before {
             return Err(JobError::permanent(Refusal::NeverClosed {
                 exam: exam.code,

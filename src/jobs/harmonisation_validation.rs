@@ -55,9 +55,7 @@ impl Job for HarmonisationValidation {
         }
         let db = &ctx.services.db;
         let establishments =
-            db::closure::validated_establishments(db, &exam.code, self.academy.as_deref())
-                .await
-                .map_err(JobError::Retryable)?;
+            db::closure::validated_establishments(db, &exam.code, self.academy.as_deref()).await?;
         let mode = RunMode {
             with_rejected: false,
             validated_only: true,

@@ -105,6 +105,15 @@ impl JobError {
     }
 }
 
+/// An error from inside a job is retryable unless the job says otherwise
+/// with [`JobError::permanent`], so that `?` on an `anyhow::Result` marks it
+/// for another attempt.
+impl From<anyhow::Error> for JobError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Retryable(e)
+    }
+}
+
 /// The status of a job in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -360,5 +369,27 @@ pub async fn wait_final(
             ids.len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing_step() -> anyhow::Result<()> {
+        Err(anyhow::anyhow!("Postgres did not answer"))
+    }
+
+    fn job_step() -> Result<(), JobError> {
+        failing_step()?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_anyhow_error_raised_with_question_mark_is_retryable() {
+        match job_step() {
+            Err(JobError::Retryable(e)) => assert_eq!(e.to_string(), "Postgres did not answer"),
+            other => panic!("expected a retryable error, got {other:?}"),
+        }
     }
 }

@@ -581,7 +581,7 @@ async fn higher_priority_jobs_are_delivered_first() {
 async fn flushall_mid_run_and_every_job_still_finishes() {
     // A Redis of this test's own, so that flushing it disturbs no other test.
     let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
-    let redis = copiste::services::throwaway_redis(&config)
+    let redis = copiste::local_services::throwaway_redis(&config)
         .await
         .expect("throwaway redis");
     let mut settings = fast_queue();
@@ -771,7 +771,7 @@ async fn redis_stays_flat_while_jobs_run() {
 #[tokio::test]
 async fn job_notifications_come_back_after_postgres_restarts() {
     let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
-    let mut pg = copiste::services::throwaway_postgres(&config)
+    let mut pg = copiste::local_services::throwaway_postgres(&config)
         .await
         .expect("throwaway postgres");
     let mut settings = fast_queue();
