@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Job, JobContext, JobError, Outcome};
 use crate::{
     db,
-    domain::{ExamKind, Uai},
+    domain::Uai,
     render::{
         RenderOptions,
         zip::{ZipPlan, write_zip},
@@ -56,7 +56,7 @@ impl Job for BulkRender {
         let exam = db::closure::exam(&services.db, &self.exam)
             .await?
             .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
-        let kind = ExamKind::parse(&exam.kind).unwrap_or(ExamKind::Ponctuel);
+        let kind = exam.kind;
         // Options read back from a payload are checked again.
         let options = RenderOptions::for_exam(&exam.code, kind, self.options.requested())
             .map_err(JobError::permanent)?;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Job, JobContext, JobError, Outcome};
-use crate::{closure, db, domain::Uai};
+use crate::{closure, db};
 
 /// The `export-retry-sweep` job's payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,6 @@ impl Job for ExportRetrySweep {
         let units = db::schedule::units_to_relaunch(db, due_before).await?;
         let mut relaunched = Vec::new();
         for (exam, uai) in units {
-            let uai = Uai::parse(&uai).map_err(JobError::permanent)?;
             if let Ok(units) = closure::request_relaunch(db, &exam, Some(&uai), "scheduler").await?
             {
                 relaunched.extend(units.iter().filter_map(|u| u.outcome.as_ref().ok()?.job()));
