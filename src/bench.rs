@@ -565,7 +565,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         .into_iter()
         .next()
         .context("no establishment")?;
-    let rows = db::render::transmitted_copies(&db, exam, &uai).await?;
+    let rows = db::render::transmitted_copies(&db, exam, uai.as_str()).await?;
     let pages: usize = rows.iter().map(|r| r.page_keys.len()).sum();
     println!(
         "copies:   {} transmitted, {pages} pages; process resident size {:.0} MiB",

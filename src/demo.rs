@@ -19,7 +19,7 @@ use crate::{
 /// Runs the demo against the configured services, or throwaway ones.
 pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow::Result<()> {
     let started = Instant::now();
-    let local = crate::services::ensure(&config).await?;
+    let local = crate::local_services::ensure(&config).await?;
     let db_name = config
         .database
         .url
@@ -160,7 +160,6 @@ const DEMO_SIGNING_KEY: &str = "copiste-demo";
 /// prints their links.
 async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyhow::Result<()> {
     use crate::{
-        domain::Uai,
         download::{self, Requested},
         render::RequestedOptions,
     };
@@ -169,7 +168,6 @@ async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyh
     let mut waiting = Vec::new();
     for exam in exams {
         for uai in db::closure::exam_establishments(db, exam, None).await? {
-            let uai = Uai::parse(&uai).map_err(|e| anyhow::anyhow!("stored UAI {uai}: {e}"))?;
             match download::request(services, exam, &uai, RequestedOptions::default(), "demo")
                 .await?
             {
@@ -188,7 +186,6 @@ async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyh
     );
     for exam in exams {
         for uai in db::closure::exam_establishments(db, exam, None).await? {
-            let uai = Uai::parse(&uai).map_err(|e| anyhow::anyhow!("stored UAI {uai}: {e}"))?;
             if let Ok(Some(links)) =
                 download::current_links(services, exam, &uai, RequestedOptions::default()).await?
             {
@@ -218,7 +215,7 @@ async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
         let row = db::closure::exam(db, exam)
             .await?
             .with_context(|| format!("the demo exam {exam} is missing"))?;
-        if row.kind == "harmonised" {
+        if row.kind == crate::domain::ExamKind::Harmonised {
             match closure::validate_harmonisation(db, exam, None, &Validation::All, "demo").await? {
                 Ok(PassRequest::Enqueued { job, .. }) => ids.push(job),
                 Ok(PassRequest::NothingNew { .. }) => {}

@@ -121,7 +121,7 @@ impl JobsCommand {
             }
             Self::Retry { id } => match db::jobs::retry_by_hand(db, id, &who()).await? {
                 None => bail!("no job {id}"),
-                Some(s) if matches!(s.as_str(), "dead" | "failed" | "cancelled") => {
+                Some(s @ (JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled)) => {
                     println!("job {id} was {s}; queued again with fresh attempts");
                 }
                 Some(s) => {
@@ -130,8 +130,8 @@ impl JobsCommand {
             },
             Self::Cancel { id } => match db::jobs::cancel(db, id, &who()).await? {
                 None => bail!("no job {id}"),
-                Some(s) if s == "queued" => println!("job {id} cancelled"),
-                Some(s) if s == "running" => {
+                Some(JobStatus::Queued) => println!("job {id} cancelled"),
+                Some(JobStatus::Running) => {
                     println!("job {id} cancelled; its worker stops it at the next heartbeat")
                 }
                 Some(s) => bail!("job {id} is {s}; only queued or running jobs can be cancelled"),
@@ -187,11 +187,11 @@ impl JobsCommand {
 
 /// Every status with its number of jobs, over the whole ledger.
 async fn status_counts(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
-    let counts: std::collections::HashMap<String, i64> =
+    let counts: std::collections::HashMap<JobStatus, i64> =
         db::jobs::count_by_status(db).await?.into_iter().collect();
     Ok(JobStatus::ALL
         .into_iter()
-        .map(|s| (s, counts.get(s.as_str()).copied().unwrap_or(0)))
+        .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
         .collect())
 }
 
@@ -254,8 +254,8 @@ async fn follow_job(db: &Db, id: Uuid) -> anyhow::Result<()> {
             bar.set_length(total.max(0) as u64);
             bar.set_position(done.max(0) as u64);
         }
-        bar.set_message(job.status.clone());
-        if JobStatus::parse(&job.status).is_ok_and(JobStatus::is_final) {
+        bar.set_message(job.status.as_str());
+        if job.status.is_final() {
             bar.finish_and_clear();
             return Ok(());
         }

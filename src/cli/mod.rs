@@ -343,7 +343,7 @@ pub async fn shutdown_signal() {
 }
 
 async fn with_services(config: Config, args: WithServicesArgs) -> anyhow::Result<ExitCode> {
-    let local = crate::services::ensure(&config).await?;
+    let local = crate::local_services::ensure(&config).await?;
     let (program, rest) = args
         .command
         .split_first()

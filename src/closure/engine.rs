@@ -110,9 +110,7 @@ pub async fn run_unit(
     let started = std::time::Instant::now();
     // Read once: the refusal below, the items to send, the Imag'In counts
     // and the summary come from it.
-    let copies = db::closure::unit_copies(db, &exam.code, uai.as_str())
-        .await
-        .map_err(JobError::Retryable)?;
+    let copies = db::closure::unit_copies(db, &exam.code, uai.as_str()).await?;
     let plan = UnitPlan::new(copies, mode);
     if mode.refuse_ungraded && !plan.ungraded.is_empty() {
         return Err(JobError::permanent(Refusal::Ungraded {
@@ -121,9 +119,8 @@ pub async fn run_unit(
             numeros: plan.ungraded,
         }));
     }
-    if let Some(published) = db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id)
-        .await
-        .map_err(JobError::Retryable)?
+    if let Some(published) =
+        db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id).await?
     {
         let mut exam = exam.clone();
         exam.published_at = Some(published);
@@ -138,7 +135,7 @@ pub async fn run_unit(
     );
     send_unit(ctx, exam, uai, mode, plan)
         .await
-        .map_err(JobError::Retryable)
+        .map_err(JobError::from)
 }
 
 async fn send_unit(

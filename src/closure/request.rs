@@ -7,7 +7,6 @@
 //! double click is one job); otherwise a new job is enqueued with key
 //! `<kind>:<exam>:<uai>:<generation>` and the generation moves on.
 
-use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -16,8 +15,8 @@ use crate::{
     db::{self, Db, Tx, closure::ExamRow},
     domain::{ExamKind, Uai},
     jobs::{
-        self, EnqueueOptions, Enqueued, Job, closure::Closure, export_retry::ExportRetry,
-        harmonisation_validation::HarmonisationValidation,
+        self, EnqueueOptions, Enqueued, Job, JobStatus, closure::Closure,
+        export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation,
     },
 };
 
@@ -68,12 +67,6 @@ async fn exam_row(db: &Db, exam: &str) -> anyhow::Result<Result<ExamRow, Refusal
         .ok_or_else(|| Refusal::UnknownExam(exam.to_owned())))
 }
 
-/// The exam's kind, parsed (the schema allows no other value).
-pub(crate) fn kind_of(exam: &ExamRow) -> anyhow::Result<ExamKind> {
-    ExamKind::parse(&exam.kind)
-        .ok_or_else(|| anyhow!("exam {} has an unknown kind {:?}", exam.code, exam.kind))
-}
-
 /// The refusal of a published exam, if it is.
 pub(crate) fn published_refusal(exam: &ExamRow) -> Option<Refusal> {
     exam.published_at.map(|at| Refusal::Published {
@@ -91,10 +84,6 @@ async fn units(
     establishment: Option<&Uai>,
 ) -> anyhow::Result<Result<Vec<Uai>, Refusal>> {
     let all = db::closure::exam_establishments(db, exam, None).await?;
-    let all: Vec<Uai> = all
-        .iter()
-        .map(|u| Uai::parse(u).map_err(|e| anyhow!("stored UAI {u}: {e}")))
-        .collect::<anyhow::Result<_>>()?;
     match establishment {
         None => Ok(Ok(all)),
         Some(uai) if all.contains(uai) => Ok(Ok(vec![uai.clone()])),
@@ -124,7 +113,7 @@ pub async fn request_closure(
         Ok(e) => e,
         Err(r) => return Ok(Err(r)),
     };
-    if kind_of(&exam)? == ExamKind::Harmonised {
+    if exam.kind == ExamKind::Harmonised {
         return Ok(Err(Refusal::Harmonised(exam.code)));
     }
     if let Some(r) = published_refusal(&exam) {
@@ -219,9 +208,9 @@ async fn enqueue_unit<J: Job>(
 ) -> anyhow::Result<UnitRequested> {
     let lock = db::closure::lock_unit(tx, exam, uai.as_str()).await?;
     if let Some(active) = &lock.active
-        && matches!(active.status.as_str(), "queued" | "running")
+        && matches!(active.status, JobStatus::Queued | JobStatus::Running)
     {
-        let pulled = active.status == "queued" && db::jobs::run_now(tx, active.id).await?;
+        let pulled = active.status == JobStatus::Queued && db::jobs::run_now(tx, active.id).await?;
         return Ok(if pulled {
             UnitRequested::RetryNow(active.id)
         } else {
@@ -307,7 +296,7 @@ pub async fn validate_harmonisation(
         Ok(e) => e,
         Err(r) => return Ok(Err(r)),
     };
-    let kind = kind_of(&exam)?;
+    let kind = exam.kind;
     if kind != ExamKind::Harmonised {
         return Ok(Err(Refusal::NotHarmonised {
             exam: exam.code,
@@ -402,7 +391,6 @@ pub(crate) async fn unit_exam(
 ) -> Result<ExamRow, crate::jobs::JobError> {
     use crate::jobs::JobError;
     db::closure::exam(&ctx.services.db, exam)
-        .await
-        .map_err(JobError::Retryable)?
+        .await?
         .ok_or_else(|| JobError::permanent(Refusal::UnknownExam(exam.to_owned())))
 }

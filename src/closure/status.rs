@@ -7,7 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{Refusal, UnitState};
-use crate::db::{self, Db};
+use crate::{
+    db::{self, Db},
+    domain::ExamKind,
+    jobs::JobStatus,
+};
 
 /// Accepted and total items of one target in one unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,7 +36,7 @@ pub struct UnitStatus {
     pub runs: i32,
     pub closed_at: Option<DateTime<Utc>>,
     pub job: Option<uuid::Uuid>,
-    pub job_status: Option<String>,
+    pub job_status: Option<JobStatus>,
     pub cyclades: TargetStatus,
     pub imagin: TargetStatus,
     pub errors: Vec<db::closure::ErrorCount>,
@@ -42,7 +46,7 @@ pub struct UnitStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExamStatus {
     pub exam: String,
-    pub kind: String,
+    pub kind: ExamKind,
     pub published_at: Option<DateTime<Utc>>,
     pub published_by: Option<String>,
     pub units: Vec<UnitStatus>,
@@ -68,7 +72,7 @@ pub async fn exam_status(db: &Db, exam: &str) -> anyhow::Result<Result<ExamStatu
             let state = if row.published_at.is_some() {
                 UnitState::Published
             } else {
-                UnitState::parse(&u.state).unwrap_or(UnitState::Open)
+                u.state
             };
             UnitStatus {
                 errors: errors
@@ -132,7 +136,7 @@ impl std::fmt::Display for ExamStatus {
             "uai", "state", "copies", "cyclades", "imagin"
         )?;
         for u in &self.units {
-            let copies = if self.kind == "harmonised" {
+            let copies = if self.kind == ExamKind::Harmonised {
                 format!("{}/{}", u.validated, u.copies)
             } else {
                 u.copies.to_string()

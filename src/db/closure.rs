@@ -15,28 +15,45 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Db, Tx};
+use super::{
+    Db, Tx,
+    types::{decode, decode_opt, decode_uai},
+};
+use crate::{
+    closure::UnitState,
+    domain::{ExamKind, Uai},
+    jobs::JobStatus,
+};
 
 /// An exam as closure sees it.
 #[derive(Debug, Clone)]
 pub struct ExamRow {
     pub code: String,
     pub session_code: String,
-    pub kind: String,
+    pub kind: ExamKind,
     pub published_at: Option<DateTime<Utc>>,
     pub published_by: Option<String>,
 }
 
 /// The exam `code`, if it exists.
 pub async fn exam(db: &Db, code: &str) -> anyhow::Result<Option<ExamRow>> {
-    sqlx::query_as!(
-        ExamRow,
+    let row = sqlx::query!(
         "SELECT code, session_code, kind, published_at, published_by FROM exams WHERE code = $1",
         code
     )
     .fetch_optional(&db.pool)
     .await
-    .with_context(|| format!("reading exam {code}"))
+    .with_context(|| format!("reading exam {code}"))?;
+    row.map(|r| {
+        Ok(ExamRow {
+            kind: decode("exams.kind", &r.kind)?,
+            code: r.code,
+            session_code: r.session_code,
+            published_at: r.published_at,
+            published_by: r.published_by,
+        })
+    })
+    .transpose()
 }
 
 /// The establishments with copies of `exam` (within `academy` if given),
@@ -45,8 +62,8 @@ pub async fn exam_establishments(
     db: &Db,
     exam: &str,
     academy: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
-    sqlx::query_scalar!(
+) -> anyhow::Result<Vec<Uai>> {
+    let uais = sqlx::query_scalar!(
         "SELECT DISTINCT ca.establishment_uai
          FROM copies c
          JOIN candidates ca ON ca.id = c.candidate_id
@@ -58,7 +75,10 @@ pub async fn exam_establishments(
     )
     .fetch_all(&db.pool)
     .await
-    .with_context(|| format!("listing the establishments of exam {exam}"))
+    .with_context(|| format!("listing the establishments of exam {exam}"))?;
+    uais.iter()
+        .map(|u| decode_uai("candidates.establishment_uai", u))
+        .collect()
 }
 
 /// Whether the academy exists.
@@ -105,7 +125,7 @@ pub async fn ungraded_by_establishment(
 #[derive(Debug, Clone)]
 pub struct ActiveJob {
     pub id: Uuid,
-    pub status: String,
+    pub status: JobStatus,
     pub run_at: DateTime<Utc>,
 }
 
@@ -140,7 +160,11 @@ pub async fn lock_unit(tx: &mut Tx, exam: &str, uai: &str) -> anyhow::Result<Uni
     .await
     .context("locking the closure unit")?;
     let active = match (row.job_id, row.status, row.run_at) {
-        (Some(id), Some(status), Some(run_at)) => Some(ActiveJob { id, status, run_at }),
+        (Some(id), Some(status), Some(run_at)) => Some(ActiveJob {
+            id,
+            status: decode("jobs.status", &status)?,
+            run_at,
+        }),
         _ => None,
     };
     Ok(UnitLock {
@@ -633,12 +657,12 @@ pub async fn finish_run(
 pub struct UnitRow {
     pub establishment: String,
     pub name: String,
-    pub state: String,
+    pub state: UnitState,
     pub runs: i32,
     pub closed_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub active_job: Option<Uuid>,
-    pub active_status: Option<String>,
+    pub active_status: Option<JobStatus>,
     pub content: UnitContent,
     pub cyclades: StateCounts,
     pub imagin: StateCounts,
@@ -691,37 +715,38 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
     .fetch_all(&db.pool)
     .await
     .context("reading the closure status")?;
-    Ok(rows
-        .into_iter()
-        .map(|r| UnitRow {
-            establishment: r.uai,
-            name: r.name,
-            state: r.state,
-            runs: r.runs,
-            closed_at: r.closed_at,
-            updated_at: r.updated_at,
-            active_job: r.active_job,
-            active_status: r.active_status,
-            content: UnitContent {
-                copies: r.copies,
-                validated: r.validated,
-                graders: r.graders,
-                ungraded: r.ungraded,
-            },
-            cyclades: StateCounts {
-                pending: r.c_pending,
-                sent: r.c_sent,
-                accepted: r.c_accepted,
-                rejected: r.c_rejected,
-            },
-            imagin: StateCounts {
-                pending: r.i_pending,
-                sent: r.i_sent,
-                accepted: r.i_accepted,
-                rejected: r.i_rejected,
-            },
+    rows.into_iter()
+        .map(|r| {
+            Ok(UnitRow {
+                state: decode("closure_units.state", &r.state)?,
+                active_status: decode_opt("jobs.status", r.active_status.as_deref())?,
+                establishment: r.uai,
+                name: r.name,
+                runs: r.runs,
+                closed_at: r.closed_at,
+                updated_at: r.updated_at,
+                active_job: r.active_job,
+                content: UnitContent {
+                    copies: r.copies,
+                    validated: r.validated,
+                    graders: r.graders,
+                    ungraded: r.ungraded,
+                },
+                cyclades: StateCounts {
+                    pending: r.c_pending,
+                    sent: r.c_sent,
+                    accepted: r.c_accepted,
+                    rejected: r.c_rejected,
+                },
+                imagin: StateCounts {
+                    pending: r.i_pending,
+                    sent: r.i_sent,
+                    accepted: r.i_accepted,
+                    rejected: r.i_rejected,
+                },
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Why a publication was not recorded.
@@ -916,8 +941,8 @@ pub async fn validated_establishments(
     db: &Db,
     exam: &str,
     academy: Option<&str>,
-) -> anyhow::Result<Vec<String>> {
-    sqlx::query_scalar!(
+) -> anyhow::Result<Vec<Uai>> {
+    let uais = sqlx::query_scalar!(
         "SELECT DISTINCT ca.establishment_uai
          FROM copies c
          JOIN candidates ca ON ca.id = c.candidate_id
@@ -930,5 +955,8 @@ pub async fn validated_establishments(
     )
     .fetch_all(&db.pool)
     .await
-    .context("listing the establishments of validated copies")
+    .context("listing the establishments of validated copies")?;
+    uais.iter()
+        .map(|u| decode_uai("candidates.establishment_uai", u))
+        .collect()
 }

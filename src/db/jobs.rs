@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Db, Tx};
-use crate::jobs::Enqueued;
+use super::{Db, Tx, types::decode};
+use crate::jobs::{Enqueued, JobStatus};
 
 /// A job row to insert.
 #[derive(Debug)]
@@ -540,7 +540,7 @@ pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
 pub struct JobRow {
     pub id: Uuid,
     pub kind: String,
-    pub status: String,
+    pub status: JobStatus,
     pub payload: serde_json::Value,
     pub priority: i16,
     pub attempts: i32,
@@ -559,6 +559,57 @@ pub struct JobRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A [`JobRow`] as stored, before its status is decoded.
+struct StoredJob {
+    id: Uuid,
+    kind: String,
+    status: String,
+    payload: serde_json::Value,
+    priority: i16,
+    attempts: i32,
+    max_attempts: i32,
+    run_at: DateTime<Utc>,
+    lease_until: Option<DateTime<Utc>>,
+    worker: Option<String>,
+    progress_done: Option<i64>,
+    progress_total: Option<i64>,
+    result: Option<serde_json::Value>,
+    last_error: Option<String>,
+    idempotency_key: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<StoredJob> for JobRow {
+    type Error = anyhow::Error;
+
+    fn try_from(r: StoredJob) -> anyhow::Result<Self> {
+        Ok(Self {
+            status: decode("jobs.status", &r.status)?,
+            id: r.id,
+            kind: r.kind,
+            payload: r.payload,
+            priority: r.priority,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            run_at: r.run_at,
+            lease_until: r.lease_until,
+            worker: r.worker,
+            progress_done: r.progress_done,
+            progress_total: r.progress_total,
+            result: r.result,
+            last_error: r.last_error,
+            idempotency_key: r.idempotency_key,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
 /// One entry of a job's history.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
@@ -571,8 +622,8 @@ pub struct EventRow {
 
 /// One job, or `None`.
 pub async fn get(db: &Db, id: Uuid) -> anyhow::Result<Option<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
+    let row = sqlx::query_as!(
+        StoredJob,
         r#"
         SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
                lease_until, worker, progress_done, progress_total, result, last_error,
@@ -583,7 +634,8 @@ pub async fn get(db: &Db, id: Uuid) -> anyhow::Result<Option<JobRow>> {
     )
     .fetch_optional(&db.pool)
     .await
-    .with_context(|| format!("reading job {id}"))
+    .with_context(|| format!("reading job {id}"))?;
+    row.map(JobRow::try_from).transpose()
 }
 
 /// The newest jobs, optionally of one status and/or kind.
@@ -593,8 +645,8 @@ pub async fn list(
     kind: Option<&str>,
     limit: i64,
 ) -> anyhow::Result<Vec<JobRow>> {
-    sqlx::query_as!(
-        JobRow,
+    let rows = sqlx::query_as!(
+        StoredJob,
         r#"
         SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
                lease_until, worker, progress_done, progress_total, result, last_error,
@@ -610,7 +662,8 @@ pub async fn list(
     )
     .fetch_all(&db.pool)
     .await
-    .context("listing jobs")
+    .context("listing jobs")?;
+    rows.into_iter().map(JobRow::try_from).collect()
 }
 
 /// A job's history, oldest first.
@@ -626,14 +679,16 @@ pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
 }
 
 /// Counts of jobs by status.
-pub async fn count_by_status(db: &Db) -> anyhow::Result<Vec<(String, i64)>> {
+pub async fn count_by_status(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
     let rows = sqlx::query!(
         r#"SELECT status, count(*) AS "n!" FROM jobs GROUP BY status ORDER BY status"#
     )
     .fetch_all(&db.pool)
     .await
     .context("counting jobs")?;
-    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+    rows.into_iter()
+        .map(|r| Ok((decode("jobs.status", &r.status)?, r.n)))
+        .collect()
 }
 
 /// Counts the events of one kind for a job (tests and checks).
@@ -650,7 +705,7 @@ pub async fn count_events(db: &Db, id: Uuid, event: &str) -> anyhow::Result<i64>
 
 /// Queues a dead, failed or cancelled job again with a fresh set of
 /// attempts. Returns the status it had, or `None` if no such job.
-pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String>> {
+pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<JobStatus>> {
     let mut tx = db.pool.begin().await.context("starting a transaction")?;
     let status = sqlx::query_scalar!("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
@@ -659,7 +714,11 @@ pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option
     let Some(status) = status else {
         return Ok(None);
     };
-    if matches!(status.as_str(), "dead" | "failed" | "cancelled") {
+    let status: JobStatus = decode("jobs.status", &status)?;
+    if matches!(
+        status,
+        JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled
+    ) {
         sqlx::query!(
             r#"
             WITH retried AS (
@@ -686,7 +745,7 @@ pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option
 
 /// Cancels a queued or running job (a running one is stopped by its
 /// worker at its next heartbeat). Returns the status it had.
-pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String>> {
+pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<JobStatus>> {
     let mut tx = db.pool.begin().await.context("starting a transaction")?;
     let status = sqlx::query_scalar!("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *tx)
@@ -695,7 +754,8 @@ pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String
     let Some(status) = status else {
         return Ok(None);
     };
-    if matches!(status.as_str(), "queued" | "running") {
+    let status: JobStatus = decode("jobs.status", &status)?;
+    if matches!(status, JobStatus::Queued | JobStatus::Running) {
         sqlx::query!(
             r#"
             WITH cancelled AS (
@@ -719,7 +779,7 @@ pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<String
 }
 
 /// How many of `ids` are in a final status, by status.
-pub async fn final_counts(db: &Db, ids: &[Uuid]) -> anyhow::Result<Vec<(String, i64)>> {
+pub async fn final_counts(db: &Db, ids: &[Uuid]) -> anyhow::Result<Vec<(JobStatus, i64)>> {
     let rows = sqlx::query!(
         r#"
         SELECT status, count(*) AS "n!" FROM jobs
@@ -731,7 +791,9 @@ pub async fn final_counts(db: &Db, ids: &[Uuid]) -> anyhow::Result<Vec<(String, 
     .fetch_all(&db.pool)
     .await
     .context("counting finished jobs")?;
-    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+    rows.into_iter()
+        .map(|r| Ok((decode("jobs.status", &r.status)?, r.n)))
+        .collect()
 }
 
 /// Makes a queued job that waits for its `run_at` (a retry's backoff) due

@@ -8,6 +8,7 @@ pub mod closure;
 pub mod jobs;
 pub mod render;
 pub mod schedule;
+pub mod types;
 
 use std::time::Duration;
 

@@ -5,7 +5,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Db;
+use super::{
+    Db,
+    types::{decode, decode_uai},
+};
+use crate::domain::{ExamKind, Uai};
 
 /// A copy with everything its PDF shows, and whether it was transmitted
 /// to Cyclades (its Cyclades item accepted at the copy's current version).
@@ -17,9 +21,9 @@ pub struct CopyRow {
     pub prenom: String,
     pub exam_code: String,
     pub exam_subject: String,
-    pub exam_kind: String,
+    pub exam_kind: ExamKind,
     pub session: String,
-    pub establishment_uai: String,
+    pub establishment_uai: Uai,
     pub establishment_name: String,
     pub grade: Option<f64>,
     pub absent: bool,
@@ -31,10 +35,59 @@ pub struct CopyRow {
     pub transmitted: bool,
 }
 
+/// A [`CopyRow`] as stored, before its kind and UAI are decoded.
+struct StoredCopy {
+    copy_id: i64,
+    numero: String,
+    nom: String,
+    prenom: String,
+    exam_code: String,
+    exam_subject: String,
+    exam_kind: String,
+    session: String,
+    establishment_uai: String,
+    establishment_name: String,
+    grade: Option<f64>,
+    absent: bool,
+    grading_details: serde_json::Value,
+    appreciation: Option<String>,
+    annotations: serde_json::Value,
+    page_keys: Vec<String>,
+    version: i32,
+    transmitted: bool,
+}
+
+impl TryFrom<StoredCopy> for CopyRow {
+    type Error = anyhow::Error;
+
+    fn try_from(r: StoredCopy) -> anyhow::Result<Self> {
+        Ok(Self {
+            exam_kind: decode("exams.kind", &r.exam_kind)?,
+            establishment_uai: decode_uai("establishments.uai", &r.establishment_uai)?,
+            copy_id: r.copy_id,
+            numero: r.numero,
+            nom: r.nom,
+            prenom: r.prenom,
+            exam_code: r.exam_code,
+            exam_subject: r.exam_subject,
+            session: r.session,
+            establishment_name: r.establishment_name,
+            grade: r.grade,
+            absent: r.absent,
+            grading_details: r.grading_details,
+            appreciation: r.appreciation,
+            annotations: r.annotations,
+            page_keys: r.page_keys,
+            version: r.version,
+            transmitted: r.transmitted,
+        })
+    }
+}
+
 /// The copy of candidate `numero` for `exam`.
 pub async fn copy(db: &Db, exam: &str, numero: &str) -> anyhow::Result<Option<CopyRow>> {
-    sqlx::query_as!(
-        CopyRow,
+    let rows = sqlx::query_as!(
+        StoredCopy,
         r#"SELECT c.id AS copy_id, ca.numero, ca.nom, ca.prenom, x.code AS exam_code,
                   x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
                   e.uai AS establishment_uai, e.name AS establishment_name,
@@ -53,13 +106,14 @@ pub async fn copy(db: &Db, exam: &str, numero: &str) -> anyhow::Result<Option<Co
     )
     .fetch_optional(&db.pool)
     .await
-    .context("reading the copy")
+    .context("reading the copy")?;
+    rows.map(CopyRow::try_from).transpose()
 }
 
 /// The transmitted copies of (`exam`, `uai`), in name order.
 pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<CopyRow>> {
-    sqlx::query_as!(
-        CopyRow,
+    let rows = sqlx::query_as!(
+        StoredCopy,
         r#"SELECT c.id AS copy_id, ca.numero, ca.nom, ca.prenom, x.code AS exam_code,
                   x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
                   e.uai AS establishment_uai, e.name AS establishment_name,
@@ -79,7 +133,8 @@ pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Resul
     )
     .fetch_all(&db.pool)
     .await
-    .context("listing the transmitted copies")
+    .context("listing the transmitted copies")?;
+    rows.into_iter().map(CopyRow::try_from).collect()
 }
 
 /// Whether (`exam`, `uai`) has at least one transmitted copy.
@@ -229,7 +284,7 @@ pub async fn search(
 pub struct DownloadRow {
     pub id: Uuid,
     pub exam_code: String,
-    pub establishment_uai: String,
+    pub establishment_uai: Uai,
     pub options: String,
     pub parts: serde_json::Value,
     pub copies: i32,
@@ -237,6 +292,39 @@ pub struct DownloadRow {
     pub job_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A [`DownloadRow`] as stored, before its UAI is decoded.
+struct StoredDownload {
+    id: Uuid,
+    exam_code: String,
+    establishment_uai: String,
+    options: String,
+    parts: serde_json::Value,
+    copies: i32,
+    errors: i32,
+    job_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+impl TryFrom<StoredDownload> for DownloadRow {
+    type Error = anyhow::Error;
+
+    fn try_from(r: StoredDownload) -> anyhow::Result<Self> {
+        Ok(Self {
+            establishment_uai: decode_uai("downloads.establishment_uai", &r.establishment_uai)?,
+            id: r.id,
+            exam_code: r.exam_code,
+            options: r.options,
+            parts: r.parts,
+            copies: r.copies,
+            errors: r.errors,
+            job_id: r.job_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
 }
 
 /// Records a finished zip.
@@ -280,8 +368,8 @@ pub async fn current_download(
     uai: &str,
     options: &str,
 ) -> anyhow::Result<Option<DownloadRow>> {
-    sqlx::query_as!(
-        DownloadRow,
+    let row = sqlx::query_as!(
+        StoredDownload,
         "SELECT id, exam_code, establishment_uai, options, parts, copies, errors, job_id,
                 created_at, expires_at
          FROM downloads
@@ -293,7 +381,8 @@ pub async fn current_download(
     )
     .fetch_optional(&db.pool)
     .await
-    .context("reading the current download")
+    .context("reading the current download")?;
+    row.map(DownloadRow::try_from).transpose()
 }
 
 /// Serialises requests for the same zip until `tx` ends (an advisory

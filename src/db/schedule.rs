@@ -4,11 +4,12 @@
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 
-use super::Db;
+use super::{Db, types::decode_uai};
+use crate::domain::Uai;
 
 /// (exam, establishment) units to close tonight: ponctuel or E3C exam not
 /// published, every copy graded, never closed (no unit, or state open).
-pub async fn units_to_close(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn units_to_close(db: &Db) -> anyhow::Result<Vec<(String, Uai)>> {
     let rows = sqlx::query!(
         r#"SELECT c.exam_code AS "exam!", ca.establishment_uai AS "uai!"
            FROM copies c
@@ -25,7 +26,9 @@ pub async fn units_to_close(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
     .fetch_all(&db.pool)
     .await
     .context("listing the units to close")?;
-    Ok(rows.into_iter().map(|r| (r.exam, r.uai)).collect())
+    rows.into_iter()
+        .map(|r| Ok((r.exam, decode_uai("candidates.establishment_uai", &r.uai)?)))
+        .collect()
 }
 
 /// Units closed with retryable errors, exam not published, no job queued
@@ -33,7 +36,7 @@ pub async fn units_to_close(db: &Db) -> anyhow::Result<Vec<(String, String)>> {
 pub async fn units_to_relaunch(
     db: &Db,
     due_before: DateTime<Utc>,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<(String, Uai)>> {
     let rows = sqlx::query!(
         r#"SELECT u.exam_code, u.establishment_uai
            FROM closure_units u
@@ -48,10 +51,12 @@ pub async fn units_to_relaunch(
     .fetch_all(&db.pool)
     .await
     .context("listing the units to relaunch")?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.exam_code, r.establishment_uai))
-        .collect())
+    rows.into_iter()
+        .map(|r| {
+            let uai = decode_uai("closure_units.establishment_uai", &r.establishment_uai)?;
+            Ok((r.exam_code, uai))
+        })
+        .collect()
 }
 
 /// Expired downloads: id and parts.

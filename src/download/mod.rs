@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     db::{self, render::DownloadRow},
-    domain::{ExamKind, Uai},
+    domain::Uai,
     jobs::{self, EnqueueOptions, Job, bulk_render::BulkRender, context::Services},
     render::{E3cOptionsFixed, RenderOptions, RequestedOptions, zip::Part},
 };
@@ -62,8 +62,7 @@ async fn exam_and_options(
     let Some(row) = db::closure::exam(&services.db, exam).await? else {
         return Ok(Err(DownloadRefusal::UnknownExam(exam.to_owned())));
     };
-    let kind = ExamKind::parse(&row.kind).unwrap_or(ExamKind::Ponctuel);
-    Ok(RenderOptions::for_exam(exam, kind, requested).map_err(DownloadRefusal::from))
+    Ok(RenderOptions::for_exam(exam, row.kind, requested).map_err(DownloadRefusal::from))
 }
 
 /// Asks for the zip of (`exam`, `uai`, options): the existing links while
@@ -173,7 +172,7 @@ pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec
                 let token = token::sign(
                     &token::Grant {
                         key: part.key.clone(),
-                        establishment: row.establishment_uai.clone(),
+                        establishment: row.establishment_uai.to_string(),
                         expires: expires_at.timestamp(),
                     },
                     secret.expose().as_bytes(),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{Job, JobContext, JobError, Outcome};
 use crate::{
     db,
-    domain::{ExamKind, Uai},
+    domain::Uai,
     render::{
         RenderOptions,
         zip::{ZipPlan, write_zip},
@@ -54,17 +54,15 @@ impl Job for BulkRender {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let services = &ctx.services;
         let exam = db::closure::exam(&services.db, &self.exam)
-            .await
-            .map_err(JobError::Retryable)?
+            .await?
             .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
-        let kind = ExamKind::parse(&exam.kind).unwrap_or(ExamKind::Ponctuel);
+        let kind = exam.kind;
         // Options read back from a payload are checked again.
         let options = RenderOptions::for_exam(&exam.code, kind, self.options.requested())
             .map_err(JobError::permanent)?;
         let rows =
             db::render::transmitted_copies(&services.db, &exam.code, self.establishment.as_str())
-                .await
-                .map_err(JobError::Retryable)?;
+                .await?;
         if rows.is_empty() {
             return Err(JobError::permanent(anyhow!(
                 "establishment {} has no copy of exam {} transmitted to Cyclades",
@@ -113,8 +111,7 @@ impl Job for BulkRender {
             ctx.job_id,
             expires_at,
         )
-        .await
-        .map_err(JobError::Retryable)?;
+        .await?;
         let result = serde_json::json!({
             "download": download,
             "parts": parts,

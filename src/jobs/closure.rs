@@ -8,7 +8,7 @@ use crate::{
     closure::{
         Refusal,
         engine::{self, RunMode},
-        request::{kind_of, unit_exam},
+        request::unit_exam,
     },
     domain::{ExamKind, Uai},
 };
@@ -31,7 +31,7 @@ impl Job for Closure {
 
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
-        if kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised {
+        if exam.kind == ExamKind::Harmonised {
             return Err(JobError::permanent(Refusal::Harmonised(exam.code)));
         }
         let mode = RunMode {

@@ -10,7 +10,7 @@ use crate::{
     closure::{
         Refusal,
         engine::{self, RunMode},
-        request::{kind_of, unit_exam},
+        request::unit_exam,
     },
     db,
     domain::{ExamKind, Uai},
@@ -34,13 +34,12 @@ impl Job for ExportRetry {
 
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
-        let harmonised = kind_of(&exam).map_err(JobError::Permanent)? == ExamKind::Harmonised;
+        let harmonised = exam.kind == ExamKind::Harmonised;
         // A relaunch re-sends what a closure sent: a unit never closed has
         // nothing to re-send and must be closed (with its checks) first.
         let closed_before =
             db::closure::has_items(&ctx.services.db, &exam.code, self.establishment.as_str())
-                .await
-                .map_err(JobError::Retryable)?;
+                .await?;
         if !closed_before {
             return Err(JobError::permanent(Refusal::NeverClosed {
                 exam: exam.code,

@@ -9,10 +9,10 @@ use crate::{
     closure::{
         Refusal,
         engine::{self, RunMode},
-        request::{kind_of, unit_exam},
+        request::unit_exam,
     },
     db,
-    domain::{ExamKind, Uai},
+    domain::ExamKind,
 };
 
 /// The `harmonisation-validation` job's payload.
@@ -46,7 +46,7 @@ impl Job for HarmonisationValidation {
 
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
-        let kind = kind_of(&exam).map_err(JobError::Permanent)?;
+        let kind = exam.kind;
         if kind != ExamKind::Harmonised {
             return Err(JobError::permanent(Refusal::NotHarmonised {
                 exam: exam.code,
@@ -55,9 +55,7 @@ impl Job for HarmonisationValidation {
         }
         let db = &ctx.services.db;
         let establishments =
-            db::closure::validated_establishments(db, &exam.code, self.academy.as_deref())
-                .await
-                .map_err(JobError::Retryable)?;
+            db::closure::validated_establishments(db, &exam.code, self.academy.as_deref()).await?;
         let mode = RunMode {
             with_rejected: false,
             validated_only: true,
@@ -67,9 +65,7 @@ impl Job for HarmonisationValidation {
         let total = establishments.len() as u64;
         let mut summaries = Vec::with_capacity(establishments.len());
         for (done, uai) in establishments.iter().enumerate() {
-            let uai = Uai::parse(uai)
-                .map_err(|e| JobError::permanent(anyhow::anyhow!("stored UAI {uai}: {e}")))?;
-            summaries.push(engine::run_unit(&ctx, &exam, &uai, mode).await?);
+            summaries.push(engine::run_unit(&ctx, &exam, uai, mode).await?);
             ctx.progress(done as u64 + 1, total).await;
         }
         engine::verdict(&ctx, mode, summaries)

@@ -24,9 +24,7 @@ impl Job for Housekeeping {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let services = &ctx.services;
         let mut objects = 0u64;
-        let expired = db::schedule::expired_downloads(&services.db)
-            .await
-            .map_err(JobError::Retryable)?;
+        let expired = db::schedule::expired_downloads(&services.db).await?;
         let downloads = expired.len();
         for (id, parts) in expired {
             let parts: Vec<Part> = serde_json::from_value(parts).unwrap_or_default();
@@ -38,21 +36,13 @@ impl Job for Housekeeping {
                     .map_err(JobError::retryable)?;
                 objects += 1;
             }
-            db::schedule::delete_download(&services.db, id)
-                .await
-                .map_err(JobError::Retryable)?;
+            db::schedule::delete_download(&services.db, id).await?;
         }
         let delay = std::time::Duration::from_secs(services.config.downloads.abandoned_after_secs);
-        let abandoned = sweep_abandoned(services, delay)
-            .await
-            .map_err(JobError::Retryable)?;
+        let abandoned = sweep_abandoned(services, delay).await?;
         let retention = chrono::Duration::days(i64::from(services.config.jobs.retention_days));
-        let pruned = db::schedule::prune_jobs(&services.db, chrono::Utc::now() - retention)
-            .await
-            .map_err(JobError::Retryable)?;
-        let redis = crate::queue::sweep_finished(&services.config)
-            .await
-            .map_err(JobError::Retryable)?;
+        let pruned = db::schedule::prune_jobs(&services.db, chrono::Utc::now() - retention).await?;
+        let redis = crate::queue::sweep_finished(&services.config).await?;
         Ok(Outcome::Succeeded(serde_json::json!({
             "downloads_expired": downloads,
             "objects_deleted": objects,

@@ -105,6 +105,20 @@ impl JobError {
     }
 }
 
+/// An error from inside a job is retryable, so that `?` on an
+/// `anyhow::Result` marks it for another attempt, unless the job says
+/// otherwise with [`JobError::permanent`] or a stored value does not decode
+/// (another attempt would read it again).
+impl From<anyhow::Error> for JobError {
+    fn from(e: anyhow::Error) -> Self {
+        if e.chain().any(|c| c.is::<crate::db::types::Undecodable>()) {
+            Self::Permanent(e)
+        } else {
+            Self::Retryable(e)
+        }
+    }
+}
+
 /// The status of a job in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -344,7 +358,7 @@ pub async fn wait_final(
     timeout: std::time::Duration,
     what: &str,
     progress: &dyn Fn(u64),
-) -> anyhow::Result<Vec<(String, i64)>> {
+) -> anyhow::Result<Vec<(JobStatus, i64)>> {
     let started = std::time::Instant::now();
     loop {
         let counts = db::jobs::final_counts(db, ids).await?;
@@ -360,5 +374,47 @@ pub async fn wait_final(
             ids.len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing_step() -> anyhow::Result<()> {
+        Err(anyhow::anyhow!("Postgres did not answer"))
+    }
+
+    fn job_step() -> Result<(), JobError> {
+        failing_step()?;
+        Ok(())
+    }
+
+    #[test]
+    fn an_anyhow_error_raised_with_question_mark_is_retryable() {
+        match job_step() {
+            Err(JobError::Retryable(e)) => assert_eq!(e.to_string(), "Postgres did not answer"),
+            other => panic!("expected a retryable error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_stored_value_that_does_not_decode_is_permanent() {
+        let undecodable = crate::db::types::decode::<JobStatus>("jobs.status", "paused")
+            .map(|_| ())
+            .map_err(|e| e.context("reading job 1"));
+        let outcome: Result<(), JobError> = (|| {
+            undecodable?;
+            Ok(())
+        })();
+        match outcome {
+            Err(JobError::Permanent(e)) => {
+                assert_eq!(
+                    format!("{e:#}"),
+                    r#"reading job 1: jobs.status has the unknown value "paused""#
+                )
+            }
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
     }
 }

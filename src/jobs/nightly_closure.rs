@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Job, JobContext, JobError, Outcome};
-use crate::{closure, db, domain::Uai};
+use crate::{closure, db};
 
 /// The `nightly-closure` job's payload (no parameters).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,17 +17,11 @@ impl Job for NightlyClosure {
 
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let db = &ctx.services.db;
-        let units = db::schedule::units_to_close(db)
-            .await
-            .map_err(JobError::Retryable)?;
+        let units = db::schedule::units_to_close(db).await?;
         let mut enqueued = Vec::new();
         let mut refused = Vec::new();
         for (exam, uai) in units {
-            let uai = Uai::parse(&uai).map_err(JobError::permanent)?;
-            match closure::request_closure(db, &exam, Some(&uai), "scheduler")
-                .await
-                .map_err(JobError::Retryable)?
-            {
+            match closure::request_closure(db, &exam, Some(&uai), "scheduler").await? {
                 Ok(units) => {
                     for u in units {
                         match u.outcome {

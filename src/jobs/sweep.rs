@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Job, JobContext, JobError, Outcome};
-use crate::{closure, db, domain::Uai};
+use crate::{closure, db};
 
 /// The `export-retry-sweep` job's payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,15 +26,10 @@ impl Job for ExportRetrySweep {
             .map(|s| s as f64)
             .unwrap_or(ctx.services.config.jobs.backoff_base_secs);
         let due_before = chrono::Utc::now() - chrono::Duration::milliseconds((age * 1000.0) as i64);
-        let units = db::schedule::units_to_relaunch(db, due_before)
-            .await
-            .map_err(JobError::Retryable)?;
+        let units = db::schedule::units_to_relaunch(db, due_before).await?;
         let mut relaunched = Vec::new();
         for (exam, uai) in units {
-            let uai = Uai::parse(&uai).map_err(JobError::permanent)?;
-            if let Ok(units) = closure::request_relaunch(db, &exam, Some(&uai), "scheduler")
-                .await
-                .map_err(JobError::Retryable)?
+            if let Ok(units) = closure::request_relaunch(db, &exam, Some(&uai), "scheduler").await?
             {
                 relaunched.extend(units.iter().filter_map(|u| u.outcome.as_ref().ok()?.job()));
             }

@@ -10,7 +10,6 @@ use super::{
 };
 use crate::{
     db::{self, render::CopyRow},
-    domain::ExamKind,
     jobs::context::Services,
     storage::Storage,
 };
@@ -36,8 +35,11 @@ pub fn options_for(
     row: &CopyRow,
     requested: RequestedOptions,
 ) -> Result<RenderOptions, RenderRefusal> {
-    let kind = ExamKind::parse(&row.exam_kind).unwrap_or(ExamKind::Ponctuel);
-    Ok(RenderOptions::for_exam(&row.exam_code, kind, requested)?)
+    Ok(RenderOptions::for_exam(
+        &row.exam_code,
+        row.exam_kind,
+        requested,
+    )?)
 }
 
 /// Builds the document of a copy, reading its scans from the store. A
@@ -60,7 +62,7 @@ pub async fn document(storage: &Storage, row: &CopyRow) -> Result<CopyDocument, 
         exam_code: row.exam_code.clone(),
         exam_subject: row.exam_subject.clone(),
         session: row.session.clone(),
-        establishment_uai: row.establishment_uai.clone(),
+        establishment_uai: row.establishment_uai.to_string(),
         establishment_name: row.establishment_name.clone(),
         grade: row.grade,
         absent: row.absent,

@@ -370,7 +370,7 @@ async fn retry_by_hand_and_cancel() {
         db::jobs::retry_by_hand(&app.db, id, "test")
             .await
             .expect("retry")
-            .as_deref(),
+            .map(|s| s.as_str()),
         Some("dead")
     );
     app.wait_status(id, "dead", 20).await;
@@ -393,10 +393,10 @@ async fn retry_by_hand_and_cancel() {
         db::jobs::retry_by_hand(&app.db, ok, "test")
             .await
             .expect("retry")
-            .as_deref(),
+            .map(|s| s.as_str()),
         Some("succeeded")
     );
-    assert_eq!(app.job(ok).await.status, "succeeded");
+    assert_eq!(app.job(ok).await.status.as_str(), "succeeded");
 
     // A queued job (not due yet) is cancelled and never runs.
     let mut later = by();
@@ -406,7 +406,7 @@ async fn retry_by_hand_and_cancel() {
         db::jobs::cancel(&app.db, queued, "test")
             .await
             .expect("cancel")
-            .as_deref(),
+            .map(|s| s.as_str()),
         Some("queued")
     );
     // A running job is cancelled and stopped by its worker's heartbeat.
@@ -416,12 +416,12 @@ async fn retry_by_hand_and_cancel() {
         db::jobs::cancel(&app.db, running, "test")
             .await
             .expect("cancel")
-            .as_deref(),
+            .map(|s| s.as_str()),
         Some("running")
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(app.job(queued).await.status, "cancelled");
-    assert_eq!(app.job(running).await.status, "cancelled");
+    assert_eq!(app.job(queued).await.status.as_str(), "cancelled");
+    assert_eq!(app.job(running).await.status.as_str(), "cancelled");
     assert_eq!(
         db::jobs::count_events(&app.db, queued, "started")
             .await
@@ -438,7 +438,7 @@ async fn retry_by_hand_and_cancel() {
         db::jobs::retry_by_hand(&app.db, queued, "test")
             .await
             .expect("retry")
-            .as_deref(),
+            .map(|s| s.as_str()),
         Some("cancelled")
     );
     app.wait_status(queued, "succeeded", 20).await;
@@ -460,9 +460,9 @@ async fn shutdown_lets_short_jobs_finish_and_releases_long_ones() {
         .shutdown(Duration::from_secs(1))
         .await
         .expect("shutdown");
-    assert_eq!(app.job(short).await.status, "succeeded");
+    assert_eq!(app.job(short).await.status.as_str(), "succeeded");
     let released = app.job(long).await;
-    assert_eq!(released.status, "queued");
+    assert_eq!(released.status.as_str(), "queued");
     assert_eq!(released.attempts, 0, "a released run does not count");
     assert_eq!(
         db::jobs::count_events(&app.db, long, "released")
@@ -490,12 +490,12 @@ async fn progress_is_recorded() {
     let mut seen_partial = false;
     loop {
         let job = app.job(id).await;
-        if job.status == "running"
+        if job.status.as_str() == "running"
             && matches!((job.progress_done, job.progress_total), (Some(d), Some(4)) if d < 4)
         {
             seen_partial = true;
         }
-        if job.status == "succeeded" {
+        if job.status.as_str() == "succeeded" {
             assert_eq!((job.progress_done, job.progress_total), (Some(4), Some(4)));
             break;
         }
@@ -581,7 +581,7 @@ async fn higher_priority_jobs_are_delivered_first() {
 async fn flushall_mid_run_and_every_job_still_finishes() {
     // A Redis of this test's own, so that flushing it disturbs no other test.
     let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
-    let redis = copiste::services::throwaway_redis(&config)
+    let redis = copiste::local_services::throwaway_redis(&config)
         .await
         .expect("throwaway redis");
     let mut settings = fast_queue();
@@ -771,7 +771,7 @@ async fn redis_stays_flat_while_jobs_run() {
 #[tokio::test]
 async fn job_notifications_come_back_after_postgres_restarts() {
     let config = copiste::config::Config::load_with_overrides(json!({})).expect("config");
-    let mut pg = copiste::services::throwaway_postgres(&config)
+    let mut pg = copiste::local_services::throwaway_postgres(&config)
         .await
         .expect("throwaway postgres");
     let mut settings = fast_queue();

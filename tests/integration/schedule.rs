@@ -238,7 +238,10 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
         .expect("eligible");
     assert_eq!(
         eligible,
-        vec![("BAC26-PHILO".to_owned(), philo[2].clone())],
+        vec![(
+            "BAC26-PHILO".to_owned(),
+            copiste::domain::Uai::parse(philo[2]).expect("uai")
+        )],
         "only the graded, never closed unit of an unpublished ponctuel/E3C exam"
     );
     let mut tx = app.db.begin().await.expect("begin");

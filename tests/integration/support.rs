@@ -122,7 +122,7 @@ impl TestApp {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         loop {
             let job = self.job(id).await;
-            if job.status == status {
+            if job.status.as_str() == status {
                 return job;
             }
             assert!(
@@ -141,6 +141,7 @@ impl TestApp {
             .await
             .expect("counts")
             .into_iter()
+            .map(|(s, n)| (s.to_string(), n))
             .collect()
     }
 
