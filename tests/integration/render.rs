@@ -777,16 +777,7 @@ async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
     .expect("download");
     let queued = app
         .enqueue(
-            &copiste::jobs::bulk_render::BulkRender {
-                exam: PHILO.into(),
-                establishment: Uai::parse(&uai).expect("uai"),
-                options: RenderOptions::for_exam(
-                    PHILO,
-                    copiste::domain::ExamKind::Ponctuel,
-                    RequestedOptions::default(),
-                )
-                .expect("options"),
-            },
+            &default_zip(PHILO, &uai),
             copiste::jobs::EnqueueOptions::by("test"),
         )
         .await;
@@ -873,16 +864,7 @@ async fn a_zip_whose_key_is_invalid_dies_at_once() {
         .expect("copies");
     let job = app
         .enqueue(
-            &copiste::jobs::bulk_render::BulkRender {
-                exam: evil.into(),
-                establishment: Uai::parse(&uai).expect("uai"),
-                options: RenderOptions::for_exam(
-                    evil,
-                    copiste::domain::ExamKind::Ponctuel,
-                    RequestedOptions::default(),
-                )
-                .expect("options"),
-            },
+            &default_zip(evil, &uai),
             copiste::jobs::EnqueueOptions::by("test"),
         )
         .await;
@@ -1084,4 +1066,18 @@ fn download_link_takes_json_and_search_takes_pages() {
     ])
     .expect_err("a zero limit");
     assert!(e.contains("--limit"), "{e}");
+}
+
+/// The bulk-render job of a ponctuel exam's zip with the default options.
+fn default_zip(exam: &str, uai: &str) -> copiste::jobs::bulk_render::BulkRender {
+    copiste::jobs::bulk_render::BulkRender {
+        exam: exam.into(),
+        establishment: Uai::parse(uai).expect("uai"),
+        options: RenderOptions::for_exam(
+            exam,
+            copiste::domain::ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options"),
+    }
 }

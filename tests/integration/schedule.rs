@@ -375,33 +375,6 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
     );
 }
 
-async fn redis_keys(app: &TestApp) -> usize {
-    let client = redis::Client::open(app.config.redis_url().as_str()).expect("redis");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let pattern = format!("{}*", app.config.redis.namespace);
-    let mut cursor: u64 = 0;
-    let mut n = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await
-            .expect("scan");
-        n += keys.len();
-        if next == 0 {
-            return n;
-        }
-        cursor = next;
-    }
-}
-
 #[tokio::test]
 async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
     let app = TestApp::with(fast_queue()).await;
@@ -413,7 +386,7 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
     copiste::queue::sweep_finished(&app.config)
         .await
         .expect("sweep");
-    let before = redis_keys(&app).await;
+    let before = app.redis_keys().await;
 
     let mut tx = app.db.begin().await.expect("begin");
     for _ in 0..10_000 {
@@ -426,7 +399,7 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
     // apalis keeps every finished task; the worker removes them every
     // second, so Redis does not grow with the backlog.
     let grown = crate::support::eventually(Duration::from_secs(10), || async {
-        let n = redis_keys(&app).await;
+        let n = app.redis_keys().await;
         (n <= before + 50).then_some(n)
     })
     .await;
@@ -459,7 +432,7 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
         app.storage.size("downloads/old/x.zip").await.expect("head"),
         None
     );
-    let after = redis_keys(&app).await;
+    let after = app.redis_keys().await;
     // What remains is the housekeeping job's own delivery (its id in the
     // done set, its metadata and data): a constant, whatever the backlog.
     assert!(
