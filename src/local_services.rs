@@ -206,17 +206,7 @@ async fn postgres_answers(url: &Url) -> bool {
 }
 
 async fn redis_answers(url: &Url) -> bool {
-    let Ok(client) = redis::Client::open(url.as_str()) else {
-        return false;
-    };
-    let attempt = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), attempt).await,
-        Ok(Ok(_))
-    )
+    crate::queue::answers(url, Duration::from_secs(3)).await
 }
 
 fn free_port() -> anyhow::Result<u16> {

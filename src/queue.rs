@@ -373,6 +373,18 @@ async fn sweep_done<C: redis::aio::ConnectionLike>(
     }
 }
 
+/// Whether a Redis server answers PING at `url` within `within`.
+pub async fn answers(url: &url::Url, within: Duration) -> bool {
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return false;
+    };
+    let attempt = async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await
+    };
+    matches!(tokio::time::timeout(within, attempt).await, Ok(Ok(_)))
+}
+
 /// A plain connection to the configured Redis.
 async fn connect(config: &Config) -> anyhow::Result<redis::aio::MultiplexedConnection> {
     let url = config.redis_url();

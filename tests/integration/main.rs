@@ -7,6 +7,7 @@ mod demo;
 mod demo_data;
 mod import;
 mod jobs;
+mod layers;
 mod migrations;
 mod render;
 mod schedule;
