@@ -63,15 +63,8 @@ impl LocalServices {
     }
 
     /// Stops the throwaway PostgreSQL as a crash would (`pg_ctl stop -m
-    /// immediate`: no checkpoint, clients cut off) and starts it again on
-    /// the same port and data, waiting until it answers (fault tests).
-    pub async fn restart_postgres(&mut self) -> anyhow::Result<()> {
-        self.stop_postgres()?;
-        self.start_postgres_again().await
-    }
-
-    /// Stops the throwaway PostgreSQL as a crash would; see
-    /// [`LocalServices::start_postgres_again`].
+    /// immediate`: no checkpoint, clients cut off); see
+    /// [`LocalServices::start_postgres_again`] (fault tests).
     pub fn stop_postgres(&mut self) -> anyhow::Result<()> {
         let pg = self
             .postgres

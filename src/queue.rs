@@ -189,22 +189,15 @@ impl Producer {
         for worker in &workers {
             pipe.smembers(format!("{}:{worker}", self.keys.inflight));
         }
-        let mut lists: Vec<Vec<String>> = pipe
+        let lists: Vec<Vec<String>> = pipe
             .query_async(&mut conn)
             .await
             .context("reading the ids held in Redis")?;
-        let fetched: Vec<String> = lists
-            .split_off(2.min(lists.len()))
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut lists = lists.into_iter();
-        let active = lists.next().unwrap_or_default();
-        let scheduled = lists.next().unwrap_or_default();
-        let waiting = (active.len() + scheduled.len()) as u64;
-        let in_consumers = fetched.len() as u64;
+        // The active list and the scheduled set, then one set per consumer.
+        let waiting: usize = lists.iter().take(2).map(Vec::len).sum();
+        let tasks: Vec<String> = lists.into_iter().flatten().collect();
+        let (waiting, in_consumers) = (waiting as u64, (tasks.len() - waiting) as u64);
         let mut job_ids = std::collections::HashSet::new();
-        let tasks: Vec<String> = active.into_iter().chain(scheduled).chain(fetched).collect();
         for chunk in tasks.chunks(1000) {
             let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&self.keys.data)
@@ -400,9 +393,32 @@ async fn connect(config: &Config) -> anyhow::Result<redis::aio::MultiplexedConne
 /// and operators retiring a namespace). Returns how many were deleted.
 pub async fn purge(config: &Config) -> anyhow::Result<u64> {
     let mut conn = connect(config).await?;
+    let mut deleted = 0u64;
+    for keys in keys(&mut conn, config).await?.chunks(1000) {
+        deleted += redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async::<u64>(&mut conn)
+            .await
+            .context("deleting queue keys")?;
+    }
+    Ok(deleted)
+}
+
+/// How many Redis keys this configuration's queue has (tests and checks
+/// that Redis stays flat).
+pub async fn key_count(config: &Config) -> anyhow::Result<usize> {
+    let mut conn = connect(config).await?;
+    Ok(keys(&mut conn, config).await?.len())
+}
+
+/// Every Redis key of this configuration's queue.
+async fn keys(
+    conn: &mut redis::aio::MultiplexedConnection,
+    config: &Config,
+) -> anyhow::Result<Vec<String>> {
     let pattern = format!("{}*", queue_name(config));
     let mut cursor: u64 = 0;
-    let mut deleted = 0u64;
+    let mut all = Vec::new();
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -410,18 +426,12 @@ pub async fn purge(config: &Config) -> anyhow::Result<u64> {
             .arg(&pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut conn)
+            .query_async(&mut *conn)
             .await
             .context("scanning queue keys")?;
-        if !keys.is_empty() {
-            deleted += redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<u64>(&mut conn)
-                .await
-                .context("deleting queue keys")?;
-        }
+        all.extend(keys);
         if next == 0 {
-            return Ok(deleted);
+            return Ok(all);
         }
         cursor = next;
     }

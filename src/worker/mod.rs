@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{jobs::context::Services, queue};
 
-pub use reconciler::{Reconciled, reconcile};
 pub use runner::Runner;
 
 /// What to run besides the consumer (tests switch parts off).

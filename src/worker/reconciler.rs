@@ -18,15 +18,15 @@ use crate::{db, jobs::context::Services, queue};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Reconciled {
+pub(super) struct Reconciled {
     /// Ids the ledger had handed to Redis that Redis no longer holds.
-    pub lost: u64,
+    lost: u64,
     /// Waiting ids dropped from an overflowing queue.
-    pub dropped: u64,
+    dropped: u64,
     /// Running jobs whose lease expired, queued again.
-    pub requeued: u64,
+    requeued: u64,
     /// Running jobs whose lease expired with no attempt left.
-    pub dead: u64,
+    dead: u64,
 }
 
 pub(super) async fn run(
@@ -63,7 +63,7 @@ pub(super) async fn run(
 /// does not hold become deliverable again; a queue holding more than
 /// [`queue::OVERFLOW`] waiting ids is emptied first (its ids are then
 /// lost at once and pushed again within the window).
-pub async fn reconcile(
+pub(super) async fn reconcile(
     services: &Services,
     producer: &queue::Producer,
     redeliver_after: f64,

@@ -1090,9 +1090,20 @@ async fn withdraw_grade(app: &TestApp, exam: &str, numero: &str) {
     .expect("withdraw a grade");
 }
 
+/// Enqueues `job`, waits until it is dead and returns its error.
+async fn dead_with<J: copiste::jobs::Job>(app: &TestApp, job: &J) -> String {
+    let id = app
+        .enqueue(job, copiste::jobs::EnqueueOptions::by("test"))
+        .await;
+    app.wait_status(id, "dead", 30)
+        .await
+        .last_error
+        .unwrap_or_default()
+}
+
 #[tokio::test]
 async fn jobs_enqueued_by_hand_keep_the_closure_rules_never_closed_and_ungraded() {
-    use copiste::jobs::{EnqueueOptions, closure::Closure, export_retry::ExportRetry};
+    use copiste::jobs::{closure::Closure, export_retry::ExportRetry};
     let stub = Stub::start().await;
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, PHILO).await;
@@ -1102,32 +1113,26 @@ async fn jobs_enqueued_by_hand_keep_the_closure_rules_never_closed_and_ungraded(
 
     // As `copiste jobs enqueue export-retry` would: the unit was never
     // closed and one of its copies is ungraded.
-    let retry = app
-        .enqueue(
-            &ExportRetry {
-                exam: PHILO.into(),
-                establishment: uai.clone(),
-            },
-            EnqueueOptions::by("test"),
-        )
-        .await;
-    let row = app.wait_status(retry, "dead", 30).await;
-    let error = row.last_error.unwrap_or_default();
+    let error = dead_with(
+        &app,
+        &ExportRetry {
+            exam: PHILO.into(),
+            establishment: uai.clone(),
+        },
+    )
+    .await;
     assert!(
         error.contains("never closed") && error.contains(uai.as_str()),
         "{error}"
     );
-    let closure = app
-        .enqueue(
-            &Closure {
-                exam: PHILO.into(),
-                establishment: uai.clone(),
-            },
-            EnqueueOptions::by("test"),
-        )
-        .await;
-    let row = app.wait_status(closure, "dead", 30).await;
-    let error = row.last_error.unwrap_or_default();
+    let error = dead_with(
+        &app,
+        &Closure {
+            exam: PHILO.into(),
+            establishment: uai.clone(),
+        },
+    )
+    .await;
     assert!(
         error.contains(&numero) && error.contains("not graded"),
         "{error}"

@@ -481,17 +481,22 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         client.get(&tampered).send().await.expect("get").status(),
         403
     );
-    let expired = token::sign(
-        &token::Grant {
-            key: "downloads/any.zip".into(),
-            establishment: uai.to_string(),
-            expires: chrono::Utc::now().timestamp() - 1,
-        },
-        b"test-signing-key",
-    );
-    let expired_url = format!("http://{addr}/downloads/{expired}");
+    // A link signed with the test's key for `key`, valid for `secs`.
+    let get = |key: &str, secs: i64| {
+        let grant = token::sign(
+            &token::Grant {
+                key: key.to_owned(),
+                establishment: uai.to_string(),
+                expires: chrono::Utc::now().timestamp() + secs,
+            },
+            b"test-signing-key",
+        );
+        client
+            .get(format!("http://{addr}/downloads/{grant}"))
+            .send()
+    };
     assert_eq!(
-        client.get(&expired_url).send().await.expect("get").status(),
+        get("downloads/any.zip", -1).await.expect("get").status(),
         410
     );
     // A validly signed token for anything but a finished download object
@@ -513,20 +518,7 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         "downloads/../scans/x.jpg",
         "downloads/.staging/j/x.zip",
     ] {
-        let grant = token::sign(
-            &token::Grant {
-                key: key.to_owned(),
-                establishment: uai.to_string(),
-                expires: chrono::Utc::now().timestamp() + 600,
-            },
-            b"test-signing-key",
-        );
-        let response = client
-            .get(format!("http://{addr}/downloads/{grant}"))
-            .send()
-            .await
-            .expect("get");
-        assert_eq!(response.status(), 403, "{key}");
+        assert_eq!(get(key, 600).await.expect("get").status(), 403, "{key}");
     }
     // The exam code reaches the file name: it cannot break the header.
     let odd = "downloads/x/HG \"q\"; filename=evil.exe_Gé.zip";
@@ -534,19 +526,7 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         .put(odd, bytes::Bytes::from_static(b"PK"))
         .await
         .expect("put");
-    let grant = token::sign(
-        &token::Grant {
-            key: odd.to_owned(),
-            establishment: uai.to_string(),
-            expires: chrono::Utc::now().timestamp() + 600,
-        },
-        b"test-signing-key",
-    );
-    let response = client
-        .get(format!("http://{addr}/downloads/{grant}"))
-        .send()
-        .await
-        .expect("get");
+    let response = get(odd, 600).await.expect("get");
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-disposition"]

@@ -228,29 +228,8 @@ where
 impl TestApp {
     /// How many Redis keys this test's queue namespace has.
     pub async fn redis_keys(&self) -> usize {
-        let client = redis::Client::open(self.config.redis_url().as_str()).expect("redis client");
-        let mut conn = client
-            .get_multiplexed_async_connection()
+        copiste::queue::key_count(&self.config)
             .await
-            .expect("redis connection");
-        let pattern = format!("{}*", copiste::queue::queue_name(&self.config));
-        let mut cursor: u64 = 0;
-        let mut n = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .expect("scan");
-            n += keys.len();
-            if next == 0 {
-                return n;
-            }
-            cursor = next;
-        }
+            .expect("count Redis keys")
     }
 }
