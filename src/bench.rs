@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::{
+    app::App,
     config::Config,
     db::{self, Db},
-    jobs::{self, EnqueueOptions, context::Services, noop::Noop},
+    jobs::{self, EnqueueOptions, noop::Noop},
     storage::Storage,
     worker::{Worker, WorkerOptions},
 };
@@ -82,8 +83,8 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     let storage_dir = tempfile::tempdir().context("temporary store")?;
     config.storage.root = storage_dir.path().to_path_buf();
     let storage = Storage::open(&config.storage)?;
-    let services = Services::new(config, db.clone(), storage)?;
-    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let app = App::new(config, db.clone(), storage)?;
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
 
     // Producers: as many as the workers' concurrency, each enqueueing
     // batches of --batch jobs per transaction, with one statement.
@@ -170,8 +171,8 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
         if p99 <= 50.0 { "OK" } else { "ABOVE GOAL" }
     );
     worker.shutdown(Duration::from_secs(5)).await?;
-    crate::queue::purge(&services.config).await?;
-    drop_bench_database(&services.config, db, &name).await
+    crate::queue::purge(&app.config).await?;
+    drop_bench_database(&app.config, db, &name).await
 }
 
 /// Options of `copiste bench closure`.
@@ -358,8 +359,8 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     );
 
     db.warm_up().await?;
-    let services = Services::new(config, db.clone(), storage)?;
-    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let app = App::new(config, db.clone(), storage)?;
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
     // Warm-up, as for any service measured at its steady state: a few
     // noop jobs register the Redis consumer, and every database
     // connection is opened before the clock starts.
@@ -382,16 +383,15 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     // warms the worker as the baseline's first round warms the stub: every
     // statement is prepared on the connections, the ledger's pages are
     // in memory.
-    close_exam(&db, "BAC26-E3C-HG").await?;
+    close_exam(&app, "BAC26-E3C-HG").await?;
     let (effects_before, _) = stub.counts();
     let started = Instant::now();
-    let requested_in = close_exam(&db, exam).await?;
+    let requested_in = close_exam(&app, exam).await?;
     let elapsed = started.elapsed();
     worker.shutdown(Duration::from_secs(5)).await?;
-    let status = match domain::status::exam_status(&db, exam).await? {
-        Ok(s) => s,
-        Err(refusal) => anyhow::bail!("{refusal}"),
-    };
+    let status = domain::status::exam_status(&app, &bench_actor(), exam)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let closed_copies: i64 = status.units.iter().map(|u| u.cyclades.accepted).sum();
     let all_copies: i64 = status.units.iter().map(|u| u.copies).sum();
     anyhow::ensure!(
@@ -412,23 +412,24 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         if ratio >= 0.5 { "OK" } else { "BELOW GOAL" },
         rate / memory_rate
     );
-    crate::queue::purge(&services.config).await?;
+    crate::queue::purge(&app.config).await?;
     if args.keep_database {
         println!("database {name} kept");
         db.close().await;
         return Ok(());
     }
-    drop_bench_database(&services.config, db, &name).await
+    drop_bench_database(&app.config, db, &name).await
 }
 
 /// Requests the closure of every establishment of `exam` and waits for
 /// its jobs; returns how long the requests took.
-async fn close_exam(db: &Db, exam: &str) -> anyhow::Result<Duration> {
+async fn close_exam(app: &App, exam: &str) -> anyhow::Result<Duration> {
+    let db = &app.db;
     let started = Instant::now();
-    let units = match crate::closure::request_closure(db, exam, None, "bench").await? {
-        Ok(units) => units,
-        Err(refusal) => anyhow::bail!("closure of {exam} refused: {refusal}"),
-    };
+    let input = crate::closure::request::UnitsInput::exam(exam);
+    let units = crate::closure::request_closure(app, &bench_actor(), &input)
+        .await
+        .map_err(|e| anyhow::anyhow!("closure of {exam} refused: {e}"))?;
     let ids: Vec<uuid::Uuid> = units
         .iter()
         .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
@@ -548,12 +549,12 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
 
     // Close the exam (outbox) so that its copies are transmitted.
     let exam = "BAC26-PHILO";
-    let services = Services::new(config, db.clone(), storage.clone())?;
-    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
-    let units = match crate::closure::request_closure(&db, exam, None, "bench").await? {
-        Ok(units) => units,
-        Err(refusal) => anyhow::bail!("closure refused: {refusal}"),
-    };
+    let app = App::new(config, db.clone(), storage.clone())?;
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
+    let input = crate::closure::request::UnitsInput::exam(exam);
+    let units = crate::closure::request_closure(&app, &bench_actor(), &input)
+        .await
+        .map_err(|e| anyhow::anyhow!("closure refused: {e}"))?;
     let ids: Vec<uuid::Uuid> = units
         .iter()
         .filter_map(|u| u.outcome.as_ref().ok().and_then(|o| o.job()))
@@ -589,7 +590,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
             key_stem: format!("bench/{label}"),
             staging_dir: format!("bench/.staging/{label}"),
             options,
-            max_part_bytes: services.config.downloads.max_part_bytes,
+            max_part_bytes: app.config.downloads.max_part_bytes,
             fail_after: None,
             raw_scans,
         };
@@ -679,7 +680,7 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         }
         None => println!("img2pdf:  not installed (pip install img2pdf), comparison skipped"),
     }
-    drop_bench_database(&services.config, db, &name).await
+    drop_bench_database(&app.config, db, &name).await
 }
 
 /// What a user would script with the `img2pdf` library: one Python
@@ -749,3 +750,8 @@ with open(sys.argv[1]) as lines, zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_S
         name, *scans = line.rstrip("\n").split("\t")
         z.writestr(name, img2pdf.convert(scans))
 "#;
+
+/// The benches act as admin.
+fn bench_actor() -> crate::op::Actor {
+    crate::op::Actor::admin("bench")
+}

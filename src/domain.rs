@@ -121,3 +121,97 @@ impl fmt::Display for ExamKind {
         f.write_str(self.as_str())
     }
 }
+
+/// The state of a closure unit. `published` is the exam's, shown over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitState {
+    /// Never closed.
+    Open,
+    /// A closure, relaunch or harmonisation pass is sending its items.
+    Closing,
+    /// Every item accepted by both targets.
+    Closed,
+    /// Every exported item accepted, but some copies not exported: not
+    /// validated yet (harmonised), or not graded (a grade withdrawn after
+    /// the closure).
+    PartiallyClosed,
+    /// Some items were rejected or got no answer; a relaunch may fix it.
+    ClosedWithErrors,
+    /// Cyclades published the exam's results; nothing more is sent.
+    Published,
+}
+
+impl UnitState {
+    /// The name stored in `closure_units.state` and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closing => "closing",
+            Self::Closed => "closed",
+            Self::PartiallyClosed => "partially_closed",
+            Self::ClosedWithErrors => "closed_with_errors",
+            Self::Published => "published",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Open,
+            Self::Closing,
+            Self::Closed,
+            Self::PartiallyClosed,
+            Self::ClosedWithErrors,
+            Self::Published,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for UnitState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an export item (a grade for Cyclades, a count for Imag'In) is:
+/// to send, sent without an answer, or answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemState {
+    /// To send (never sent, or sent and not answered: a retryable failure).
+    Pending,
+    /// Sent; the answer has not been recorded.
+    Sent,
+    /// The target accepted it: nothing more to send.
+    Accepted,
+    /// The target refused it, with a reason; a relaunch sends it again.
+    Rejected,
+}
+
+impl ItemState {
+    /// The name stored in the ledger and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+        }
+    }
+
+    /// Parses a stored state name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Accepted, Self::Rejected]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for ItemState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -2,20 +2,22 @@
 //! graded copies and delivers them to establishments. See ARCHITECTURE.md
 //! for the map of this crate.
 
+pub mod app;
 pub mod bench;
 pub mod cli;
 pub mod closure;
 pub mod config;
 pub mod db;
-pub mod demo;
 pub mod demo_data;
 pub mod domain;
 pub mod download;
 pub mod export;
 pub mod import;
 pub mod jobs;
+pub mod ledger;
 pub mod local_services;
 pub mod memory;
+pub mod op;
 pub mod queue;
 pub mod render;
 pub mod schedule;

@@ -6,9 +6,12 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::{
-    closure::{self, PassRequest, Refusal, UnitRequest, Validation, status},
-    db::Db,
+    app::App,
+    closure::{
+        self, PassRequest, UnitRequest, Validation, request::PassInput, request::UnitsInput, status,
+    },
     domain::Uai,
+    op::{Actor, OpError},
 };
 
 /// Who a request is recorded as made by, unless `--by` says.
@@ -90,12 +93,6 @@ pub struct ValidateArgs {
     pub by: String,
 }
 
-/// Prints a refusal and returns the failure exit code.
-fn refused(r: &Refusal) -> ExitCode {
-    eprintln!("refused: {r}");
-    ExitCode::FAILURE
-}
-
 fn print_units(units: &[UnitRequest]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for u in units {
@@ -103,7 +100,7 @@ fn print_units(units: &[UnitRequest]) -> ExitCode {
             Ok(done) => println!("{}  {done}", u.establishment),
             Err(r) => {
                 eprintln!("{}  refused: {r}", u.establishment);
-                code = ExitCode::FAILURE;
+                code = ExitCode::from(OpError::Refused(r.clone()).exit_code());
             }
         }
     }
@@ -111,60 +108,66 @@ fn print_units(units: &[UnitRequest]) -> ExitCode {
 }
 
 impl ClosureCommand {
-    /// Runs the subcommand.
-    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
-        match self {
+    /// Runs the subcommand as admin.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        Ok(match self {
             Self::Run(a) => {
-                match closure::request_closure(db, &a.exam, a.establishment.as_ref(), &a.by).await?
-                {
-                    Ok(units) => Ok(print_units(&units)),
-                    Err(r) => Ok(refused(&r)),
+                let input = UnitsInput {
+                    exam: a.exam,
+                    establishment: a.establishment,
+                };
+                match closure::request_closure(app, &Actor::admin(a.by), &input).await {
+                    Ok(units) => print_units(&units),
+                    Err(e) => super::op_failed(&e),
                 }
             }
             Self::Relaunch(a) => {
-                match closure::request_relaunch(db, &a.exam, a.establishment.as_ref(), &a.by)
-                    .await?
-                {
-                    Ok(units) => Ok(print_units(&units)),
-                    Err(r) => Ok(refused(&r)),
+                let input = UnitsInput {
+                    exam: a.exam,
+                    establishment: a.establishment,
+                };
+                match closure::request_relaunch(app, &Actor::admin(a.by), &input).await {
+                    Ok(units) => print_units(&units),
+                    Err(e) => super::op_failed(&e),
                 }
             }
-            Self::Status(a) => match status::exam_status(db, &a.exam).await? {
-                Ok(s) if a.json => {
-                    println!("{}", serde_json::to_string_pretty(&s)?);
-                    Ok(ExitCode::SUCCESS)
+            Self::Status(a) => {
+                match status::exam_status(app, &Actor::admin(default_by()), &a.exam).await {
+                    Ok(s) if a.json => {
+                        println!("{}", serde_json::to_string_pretty(&s)?);
+                        ExitCode::SUCCESS
+                    }
+                    Ok(s) => {
+                        print!("{s}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => super::op_failed(&e),
                 }
-                Ok(s) => {
-                    print!("{s}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(r) => {
-                    eprintln!("{r}");
-                    Ok(ExitCode::FAILURE)
-                }
-            },
-        }
+            }
+        })
     }
 }
 
 impl PublishArgs {
-    /// Records the publication.
-    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
-        match closure::publish(db, &self.exam, &self.by).await? {
-            Ok(p) => {
-                println!(
-                    "exam {} published at {} by {}",
-                    self.exam,
-                    p.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    self.by
-                );
-                for id in p.cancelled {
-                    println!("cancelled queued closure job {id}");
+    /// Records the publication as admin.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        Ok(
+            match closure::publish(app, &Actor::admin(&self.by), &self.exam).await {
+                Ok(p) => {
+                    println!(
+                        "exam {} published at {} by {}",
+                        self.exam,
+                        p.at.format("%Y-%m-%d %H:%M:%S UTC"),
+                        self.by
+                    );
+                    for id in p.cancelled {
+                        println!("cancelled queued closure job {id}");
+                    }
+                    ExitCode::SUCCESS
                 }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(r) => Ok(refused(&r)),
-        }
+                Err(e) => super::op_failed(&e),
+            },
+        )
     }
 }
 
@@ -188,35 +191,40 @@ pub fn read_numeros(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 }
 
 impl HarmonisationCommand {
-    /// Runs the subcommand.
-    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
+    /// Runs the subcommand as admin.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
         let Self::Validate(a) = self;
         let selection = match &a.copies {
             Some(path) => Validation::Candidates(read_numeros(path)?),
             None => Validation::All,
         };
-        match closure::validate_harmonisation(db, &a.exam, a.academy.as_deref(), &selection, &a.by)
-            .await?
-        {
-            Ok(PassRequest::Enqueued {
-                pass,
-                validated,
-                already_validated,
-                job,
-            }) => {
-                println!(
-                    "pass {pass}: {validated} copies validated ({already_validated} already were); enqueued job {job}"
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Ok(PassRequest::NothingNew { already_validated }) => {
-                println!(
-                    "nothing new: the {already_validated} selected copies were validated by earlier passes \
-                     (closure relaunch re-sends what was not accepted)"
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(r) => Ok(refused(&r)),
-        }
+        let input = PassInput {
+            exam: a.exam,
+            academy: a.academy,
+            selection,
+        };
+        Ok(
+            match closure::validate_harmonisation(app, &Actor::admin(a.by), &input).await {
+                Ok(PassRequest::Enqueued {
+                    pass,
+                    validated,
+                    already_validated,
+                    job,
+                }) => {
+                    println!(
+                        "pass {pass}: {validated} copies validated ({already_validated} already were); enqueued job {job}"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(PassRequest::NothingNew { already_validated }) => {
+                    println!(
+                        "nothing new: the {already_validated} selected copies were validated by earlier passes \
+                         (closure relaunch re-sends what was not accepted)"
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => super::op_failed(&e),
+            },
+        )
     }
 }

@@ -7,9 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::render::Switches;
 use crate::{
+    app::App,
     domain::Uai,
-    download::{self, Link, Requested},
-    jobs::context::Services,
+    download::{self, Link, Requested, ZipInput},
+    op::Actor,
 };
 
 #[derive(Debug, Subcommand)]
@@ -36,6 +37,16 @@ pub struct DownloadArgs {
     /// "expires_at"}…]}`, or `{"status": "building", "job", "new"}`.
     #[arg(long)]
     pub json: bool,
+}
+
+impl DownloadArgs {
+    fn input(&self) -> ZipInput {
+        ZipInput {
+            exam: self.exam.clone(),
+            establishment: self.establishment.clone(),
+            options: self.switches.requested(),
+        }
+    }
 }
 
 fn print_links(links: &[Link], json: bool) -> anyhow::Result<()> {
@@ -70,49 +81,30 @@ fn print_building(job: uuid::Uuid, new: bool, json: bool) -> anyhow::Result<()> 
 
 impl DownloadCommand {
     /// Runs the subcommand.
-    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        let actor = Actor::admin(super::closure::default_by());
         match self {
             Self::Request(a) => {
-                match download::request(
-                    services,
-                    &a.exam,
-                    &a.establishment,
-                    a.switches.requested(),
-                    &super::closure::default_by(),
-                )
-                .await?
-                {
+                let input = a.input();
+                match download::request(app, &actor, &input).await {
                     Ok(Requested::Ready(links)) => print_links(&links, a.json)?,
                     Ok(Requested::Building { job, new }) => print_building(job, new, a.json)?,
-                    Err(r) => {
-                        eprintln!("refused: {r}");
-                        return Ok(ExitCode::FAILURE);
-                    }
+                    Err(e) => return Ok(super::op_failed(&e)),
                 }
             }
-            Self::Link(a) => {
-                match download::current_links(
-                    services,
-                    &a.exam,
-                    &a.establishment,
-                    a.switches.requested(),
-                )
-                .await?
-                {
-                    Ok(Some(links)) => print_links(&links, a.json)?,
-                    Ok(None) => {
-                        eprintln!(
-                            "no zip of {} for {} is ready with these options: `copiste download request` builds one",
-                            a.exam, a.establishment
-                        );
-                        return Ok(ExitCode::FAILURE);
-                    }
-                    Err(r) => {
-                        eprintln!("refused: {r}");
-                        return Ok(ExitCode::FAILURE);
-                    }
+            Self::Link(a) => match download::current_links(app, &actor, &a.input()).await {
+                Ok(Some(links)) => print_links(&links, a.json)?,
+                Ok(None) => {
+                    eprintln!(
+                        "no zip of {} for {} is ready with these options: `copiste download request` builds one",
+                        a.exam, a.establishment
+                    );
+                    return Ok(ExitCode::from(
+                        crate::op::OpError::not_found("").exit_code(),
+                    ));
                 }
-            }
+                Err(e) => return Ok(super::op_failed(&e)),
+            },
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -127,11 +119,11 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// Serves download links until SIGTERM/SIGINT.
-    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
-        let secret = services.config.downloads.signing_key.as_ref().context(
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        let secret = app.config.downloads.signing_key.as_ref().context(
             "copiste serve needs the links' signing key: set COPISTE_DOWNLOADS__SIGNING_KEY",
         )?;
-        let app = download::serve::router(services.storage.clone(), secret.expose().as_bytes());
+        let app = download::serve::router(app.storage.clone(), secret.expose().as_bytes());
         download::serve::serve(self.listen, app, super::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }

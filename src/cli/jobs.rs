@@ -2,13 +2,19 @@
 
 use std::{io::Read as _, path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Subcommand;
 use uuid::Uuid;
 
 use crate::{
+    app::App,
     db::{self, Db, jobs::JobRow},
-    jobs::{EnqueueOptions, JobStatus, registry},
+    jobs::{
+        admin::{self, EnqueueInput, JobDetail, JobList, ListInput},
+        registry,
+    },
+    ledger::{Enqueued, JobStatus},
+    op::{Actor, OpError},
 };
 
 #[derive(Debug, Subcommand)]
@@ -21,7 +27,7 @@ pub enum JobsCommand {
         /// Only jobs of this kind (e.g. noop).
         #[arg(long)]
         kind: Option<String>,
-        /// At most this many jobs.
+        /// At most this many jobs (1 to 10000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
         /// Print JSON instead of a table.
@@ -59,140 +65,135 @@ pub enum JobsCommand {
     },
 }
 
-fn who() -> String {
+fn who() -> Actor {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
+    Actor::admin(format!("cli:{user}"))
 }
 
 impl JobsCommand {
-    pub async fn run(self, db: &Db) -> anyhow::Result<ExitCode> {
-        match self {
+    /// Runs the subcommand as admin.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        let actor = who();
+        let outcome: Result<(), OpError> = match self {
             Self::List {
                 status,
                 kind,
                 limit,
                 json,
-            } => {
-                anyhow::ensure!(limit > 0, "--limit must be at least 1");
-                let rows =
-                    db::jobs::list(db, status.map(|s| s.as_str()), kind.as_deref(), limit).await?;
-                let counts = status_counts(db).await?;
-                if json {
-                    let counts: serde_json::Map<String, serde_json::Value> = counts
-                        .iter()
-                        .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
-                        .collect();
-                    let value = serde_json::json!({"jobs": rows, "counts": counts});
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                } else {
-                    print_table(&rows);
-                    println!();
-                    println!("all jobs by status:");
-                    for (s, n) in &counts {
-                        println!("  {:<9}  {n:>8}", s.as_str());
-                    }
-                }
-            }
+            } => admin::list(
+                app,
+                &actor,
+                &ListInput {
+                    status,
+                    kind,
+                    limit,
+                },
+            )
+            .await
+            .map(|list| print_list(&list, json))
+            .and_then(|r| r.map_err(OpError::Internal)),
             Self::Show { id, json, follow } => {
                 if follow {
-                    follow_job(db, id).await?;
+                    follow_job(&app.db, id).await?;
                 }
-                let job = db::jobs::get(db, id)
-                    .await?
-                    .with_context(|| format!("no job {id}"))?;
-                let events = db::jobs::events(db, id).await?;
-                if json {
-                    let value = serde_json::json!({"job": job, "events": events});
-                    println!("{}", serde_json::to_string_pretty(&value)?);
-                } else {
-                    print_job(&job);
-                    println!("history:");
-                    for e in events {
-                        println!(
-                            "  {}  {:<16} attempt {}  {}  {}",
-                            e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-                            e.event,
-                            e.attempt,
-                            e.worker.unwrap_or_default(),
-                            e.detail.unwrap_or_default()
-                        );
-                    }
-                }
+                admin::show(app, &actor, id)
+                    .await
+                    .map(|d| print_detail(&d, json))
+                    .and_then(|r| r.map_err(OpError::Internal))
             }
-            Self::Retry { id } => match db::jobs::retry_by_hand(db, id, &who()).await? {
-                None => bail!("no job {id}"),
-                Some(s @ (JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled)) => {
-                    println!("job {id} was {s}; queued again with fresh attempts");
-                }
-                Some(s) => {
-                    bail!("job {id} is {s}; only dead, failed or cancelled jobs can be retried")
-                }
-            },
-            Self::Cancel { id } => match db::jobs::cancel(db, id, &who()).await? {
-                None => bail!("no job {id}"),
-                Some(JobStatus::Queued) => println!("job {id} cancelled"),
-                Some(JobStatus::Running) => {
+            Self::Retry { id } => admin::retry(app, &actor, id)
+                .await
+                .map(|s| println!("job {id} was {s}; queued again with fresh attempts")),
+            Self::Cancel { id } => admin::cancel(app, &actor, id).await.map(|s| match s {
+                JobStatus::Running => {
                     println!("job {id} cancelled; its worker stops it at the next heartbeat")
                 }
-                Some(s) => bail!("job {id} is {s}; only queued or running jobs can be cancelled"),
-            },
+                _ => println!("job {id} cancelled"),
+            }),
             Self::Enqueue {
                 kind,
                 payloads: Some(file),
                 ..
             } => {
-                let handler = registry::find(&kind).map_err(anyhow::Error::msg)?;
-                let payloads = read_payloads(&file, &handler)?;
-                let n = payloads.len();
-                let mut tx = db.begin().await?;
-                handler
-                    .enqueue_many(&mut tx, payloads, EnqueueOptions::by(who()))
-                    .await?;
-                tx.commit().await?;
-                println!("enqueued {n} {} jobs", handler.name);
-            }
-            Self::Enqueue {
-                kind, payload, key, ..
-            } => {
-                let handler = registry::find(&kind).map_err(anyhow::Error::msg)?;
-                let payload: serde_json::Value = serde_json::from_str(&payload)
-                    .with_context(|| format!("--payload is not valid JSON: {payload}"))?;
-                handler
-                    .check(payload.clone())
-                    .map_err(|e| anyhow::anyhow!("--payload: {e}"))?;
-                let mut opts = EnqueueOptions::by(who());
-                opts.idempotency_key = key;
-                let mut tx = db.begin().await?;
-                let enqueued = crate::jobs::enqueue_raw(
-                    &mut tx,
-                    handler.name,
-                    payload,
-                    handler.max_attempts,
-                    handler.priority,
-                    opts,
-                )
-                .await?;
-                tx.commit().await?;
-                match enqueued {
-                    crate::jobs::Enqueued::Created(id) => println!("{id}"),
-                    crate::jobs::Enqueued::Existing(id) => {
-                        println!("{id} (existing job with this key)")
+                let handler = registry::find(&kind).map_err(anyhow::Error::msg);
+                match handler {
+                    Err(e) => Err(OpError::invalid("kind", format!("{e:#}"))),
+                    Ok(handler) => {
+                        let payloads = match read_payloads(&file, &handler) {
+                            Ok(p) => p,
+                            Err(e) => {
+                                eprintln!("error: {e:#}");
+                                return Ok(ExitCode::from(2));
+                            }
+                        };
+                        let n = payloads.len();
+                        admin::enqueue_many(app, &actor, &kind, payloads)
+                            .await
+                            .map(|_| println!("enqueued {n} {} jobs", handler.name))
                     }
                 }
             }
-        }
-        Ok(ExitCode::SUCCESS)
+            Self::Enqueue {
+                kind, payload, key, ..
+            } => match serde_json::from_str::<serde_json::Value>(&payload) {
+                Err(e) => Err(OpError::invalid(
+                    "payload",
+                    format!("not valid JSON ({e}): {payload}"),
+                )),
+                Ok(payload) => admin::enqueue(app, &actor, &EnqueueInput { kind, payload, key })
+                    .await
+                    .map(|enqueued| match enqueued {
+                        Enqueued::Created(id) => println!("{id}"),
+                        Enqueued::Existing(id) => println!("{id} (existing job with this key)"),
+                    }),
+            },
+        };
+        Ok(match outcome {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => super::op_failed(&e),
+        })
     }
 }
 
-/// Every status with its number of jobs, over the whole ledger.
-async fn status_counts(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
-    let counts: std::collections::HashMap<JobStatus, i64> =
-        db::jobs::count_by_status(db).await?.into_iter().collect();
-    Ok(JobStatus::ALL
-        .into_iter()
-        .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
-        .collect())
+fn print_list(list: &JobList, json: bool) -> anyhow::Result<()> {
+    if json {
+        let counts: serde_json::Map<String, serde_json::Value> = list
+            .counts
+            .iter()
+            .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
+            .collect();
+        let value = serde_json::json!({"jobs": list.jobs, "counts": counts});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_table(&list.jobs);
+        println!();
+        println!("all jobs by status:");
+        for (s, n) in &list.counts {
+            println!("  {:<9}  {n:>8}", s.as_str());
+        }
+    }
+    Ok(())
+}
+
+fn print_detail(detail: &JobDetail, json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({"job": detail.job, "events": detail.events});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        print_job(&detail.job);
+        println!("history:");
+        for e in &detail.events {
+            println!(
+                "  {}  {:<16} attempt {}  {}  {}",
+                e.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                e.event,
+                e.attempt,
+                e.worker.as_deref().unwrap_or_default(),
+                e.detail.as_deref().unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Reads a file of JSON payloads, one per line (blank lines skipped;

@@ -3,6 +3,7 @@
 //! library; nothing here is logic worth testing on its own.
 
 mod closure;
+pub mod demo;
 mod download;
 mod jobs;
 mod render;
@@ -16,16 +17,29 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
+    app::App,
     config::Config,
     db::Db,
-    jobs::context::Services,
+    op::OpError,
     storage::Storage,
     worker::{Worker, WorkerOptions},
 };
 
+/// The exit codes of every command, shown by `--help` (and in README).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done
+  1  internal error (database, store, a bug): nothing the caller did wrong
+  2  invalid input (the message names the field)
+  3  not found (an exam, establishment, candidate, job or schedule)
+  4  forbidden for who asks
+  5  refused by a rule (published exam, harmonised exam, ungraded copies, E3C switches…)
+  6  conflict with the current state (e.g. retrying a job that is running)";
+
 /// copiste: close graded exams, export grades, render and deliver copies.
 #[derive(Debug, Parser)]
-#[command(name = "copiste", version, about, long_about = None, propagate_version = true)]
+#[command(name = "copiste", version, about, long_about = None, propagate_version = true,
+          after_help = EXIT_CODES)]
 pub struct Cli {
     /// A configuration file merged over the defaults (environment
     /// variables COPISTE_… still win).
@@ -184,10 +198,10 @@ impl Cli {
             Command::Config => print!("{}", config.to_redacted_toml()),
             Command::Import(args) => {
                 let options = crate::import::ImportOptions::from_config(&config.import);
-                let services = services(config).await?;
+                let app = app(config).await?;
                 let summary = crate::import::import_dir_with(
-                    &services.db,
-                    &services.storage,
+                    &app.db,
+                    &app.storage,
                     &args.dir,
                     &options,
                     &crate::import::progress_bar(),
@@ -219,14 +233,14 @@ impl Cli {
                 );
             }
             Command::Worker(args) => {
-                let services = services(config).await?;
-                let mut options = WorkerOptions::from_config(&services);
+                let app = app(config).await?;
+                let mut options = WorkerOptions::from_config(&app);
                 if let Some(c) = args.concurrency {
                     anyhow::ensure!(c > 0, "--concurrency must be at least 1");
                     options.concurrency = c as usize;
                 }
-                let grace = Duration::from_secs(services.config.worker.shutdown_grace_secs);
-                let worker = Worker::start(services, options).await?;
+                let grace = Duration::from_secs(app.config.worker.shutdown_grace_secs);
+                let worker = Worker::start(app, options).await?;
                 shutdown_signal().await;
                 tracing::info!(
                     grace_s = grace.as_secs(),
@@ -235,45 +249,45 @@ impl Cli {
                 worker.shutdown(grace).await?;
             }
             Command::Jobs(cmd) => {
-                let db = connect(&config).await?;
-                return cmd.run(&db).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Closure(cmd) => {
-                let db = connect(&config).await?;
-                return cmd.run(&db).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Publish(args) => {
-                let db = connect(&config).await?;
-                return args.run(&db).await;
+                let app = app(config).await?;
+                return args.run(&app).await;
             }
             Command::Harmonisation(cmd) => {
-                let db = connect(&config).await?;
-                return cmd.run(&db).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Render(cmd) => {
-                let services = services(config).await?;
-                return cmd.run(&services).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Candidates(cmd) => {
-                let db = connect(&config).await?;
-                return cmd.run(&db).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Download(cmd) => {
-                let services = services(config).await?;
-                return cmd.run(&services).await;
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Serve(args) => {
-                let services = services(config).await?;
-                return args.run(&services).await;
+                let app = app(config).await?;
+                return args.run(&app).await;
             }
             Command::Scheduler(args) => {
                 let db = connect(&config).await?;
                 return args.run(&config, db).await;
             }
             Command::Schedules(cmd) => {
-                return cmd.run(&config, async || connect(&config).await).await;
+                return cmd.run(&config, async || app(config.clone()).await).await;
             }
-            Command::Demo(args) => crate::demo::run(config, args.jobs, args.candidates).await?,
+            Command::Demo(args) => demo::run(config, args.jobs, args.candidates).await?,
             Command::Bench(BenchCommand::Queue(args)) => crate::bench::queue(config, args).await?,
             Command::Bench(BenchCommand::Closure(args)) => {
                 crate::bench::closure(config, args).await?
@@ -287,6 +301,17 @@ impl Cli {
     }
 }
 
+/// The command line's answer to an operation's error: the message on
+/// standard error and the error's exit code (see [`EXIT_CODES`]).
+pub fn op_failed(e: &OpError) -> ExitCode {
+    match e {
+        OpError::Refused(r) => eprintln!("refused: {r}"),
+        OpError::Internal(e) => eprintln!("error: {e:#}"),
+        other => eprintln!("error: {other}"),
+    }
+    ExitCode::from(e.exit_code())
+}
+
 /// Parses a UAI argument (clap value parser).
 fn parse_uai(s: &str) -> Result<crate::domain::Uai, String> {
     crate::domain::Uai::parse(s).map_err(|e| e.to_string())
@@ -298,10 +323,10 @@ pub async fn connect(config: &Config) -> anyhow::Result<Db> {
 }
 
 /// The database, store and configuration every job-running command needs.
-pub async fn services(config: Config) -> anyhow::Result<Services> {
+pub async fn app(config: Config) -> anyhow::Result<App> {
     let db = connect(&config).await?;
     let storage = Storage::open(&config.storage)?;
-    Services::new(config, db, storage)
+    App::new(config, db, storage)
 }
 
 /// A progress bar on standard error, hidden when it is not a terminal.

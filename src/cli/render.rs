@@ -6,10 +6,14 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::{
-    db,
+    app::App,
     domain::Uai,
-    jobs::context::Services,
-    render::{RequestedOptions, copy::render_copy},
+    download::search::{SearchInput, search_candidates},
+    op::Actor,
+    render::{
+        RequestedOptions,
+        copy::{CopyInput, render_copy},
+    },
 };
 
 /// The three switches, on unless turned off.
@@ -60,19 +64,22 @@ pub struct RenderCopyArgs {
 
 impl RenderCommand {
     /// Runs the subcommand.
-    pub async fn run(self, services: &Services) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
         let Self::Copy(a) = self;
-        match render_copy(services, &a.exam, &a.candidate, a.switches.requested()).await? {
+        let input = CopyInput {
+            exam: a.exam,
+            numero: a.candidate,
+            options: a.switches.requested(),
+        };
+        let actor = Actor::admin(super::closure::default_by());
+        match render_copy(app, &actor, &input).await {
             Ok(pdf) => {
                 std::fs::write(&a.output, &pdf)
                     .with_context(|| format!("writing {}", a.output.display()))?;
                 println!("wrote {} ({} bytes)", a.output.display(), pdf.len());
                 Ok(ExitCode::SUCCESS)
             }
-            Err(refusal) => {
-                eprintln!("refused: {refusal}");
-                Ok(ExitCode::FAILURE)
-            }
+            Err(e) => Ok(super::op_failed(&e)),
         }
     }
 }
@@ -109,29 +116,19 @@ pub struct SearchArgs {
 
 impl CandidatesCommand {
     /// Runs the subcommand.
-    pub async fn run(self, db: &db::Db) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
         let Self::Search(a) = self;
-        let terms: Vec<String> = a
-            .query
-            .iter()
-            .flat_map(|q| q.split_whitespace())
-            .map(str::to_owned)
-            .collect();
-        let page = match db::render::search(
-            db,
-            &a.exam,
-            a.establishment.as_str(),
-            &terms,
-            a.limit,
-            a.offset,
-        )
-        .await?
-        {
+        let input = SearchInput {
+            exam: a.exam.clone(),
+            establishment: a.establishment.clone(),
+            query: a.query.join(" "),
+            limit: a.limit,
+            offset: a.offset,
+        };
+        let actor = Actor::admin(super::closure::default_by());
+        let page = match search_candidates(app, &actor, &input).await {
             Ok(page) => page,
-            Err(refusal) => {
-                eprintln!("refused: {refusal}");
-                return Ok(ExitCode::FAILURE);
-            }
+            Err(e) => return Ok(super::op_failed(&e)),
         };
         if a.json {
             println!("{}", serde_json::to_string_pretty(&page)?);

@@ -9,9 +9,11 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::{
+    app::App,
     config::Config,
     db::Db,
-    jobs::Enqueued,
+    ledger::Enqueued,
+    op::Actor,
     schedule::{self, scheduler::Scheduler},
 };
 
@@ -117,11 +119,11 @@ pub fn print_schedules(schedules: &[schedule::Schedule]) {
 }
 
 impl SchedulesCommand {
-    /// Runs the subcommand; `db` is needed by `run` only.
+    /// Runs the subcommand as admin; `app` is needed by `run` only.
     pub async fn run(
         self,
         config: &Config,
-        db: impl AsyncFnOnce() -> anyhow::Result<Db>,
+        app: impl AsyncFnOnce() -> anyhow::Result<App>,
     ) -> anyhow::Result<ExitCode> {
         match self {
             Self::List(a) => {
@@ -130,24 +132,25 @@ impl SchedulesCommand {
             }
             Self::Run(a) => {
                 let (_, schedules) = load(a.dir.as_deref(), config)?;
-                let Some(s) = schedules.iter().find(|s| s.name == a.name) else {
-                    let names: Vec<_> = schedules.iter().map(|s| s.name.as_str()).collect();
-                    eprintln!(
-                        "no schedule named {:?}; known: {}",
-                        a.name,
-                        names.join(", ")
-                    );
-                    return Ok(ExitCode::FAILURE);
-                };
-                let db = db().await?;
-                match schedule::scheduler::tick(&db, s, chrono::Utc::now()).await? {
-                    Some((slot, Enqueued::Created(id))) => {
+                let app = app().await?;
+                let actor = Actor::admin(super::closure::default_by());
+                match schedule::scheduler::run_slot(
+                    &app,
+                    &actor,
+                    &schedules,
+                    &a.name,
+                    chrono::Utc::now(),
+                )
+                .await
+                {
+                    Ok(Some((slot, Enqueued::Created(id)))) => {
                         println!("slot {slot}: enqueued job {id}")
                     }
-                    Some((slot, Enqueued::Existing(id))) => {
+                    Ok(Some((slot, Enqueued::Existing(id)))) => {
                         println!("slot {slot}: already enqueued as job {id}")
                     }
-                    None => println!("{} has no slot yet", s.name),
+                    Ok(None) => println!("{} has no slot yet", a.name),
+                    Err(e) => return Ok(super::op_failed(&e)),
                 }
                 Ok(ExitCode::SUCCESS)
             }

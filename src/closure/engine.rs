@@ -23,14 +23,38 @@ use super::{
     request::published_refusal,
 };
 use crate::{
+    app::App,
     db::{
         self,
         closure::{CountOutgoing, ErrorCount, ExamRow, SentGrade, StateCounts, UnitContent},
     },
-    domain::Uai,
+    domain::{ItemState, Uai},
     export::{Batch, CountItem, ExportError, GradeItem, ItemResult, ItemStatus, Target},
-    jobs::{JobContext, JobError},
+    ledger::Progress as ProgressSink,
 };
+
+/// One run of the engine: the application, the ledger job the run is
+/// recorded under (on the unit, as its running job), and where progress
+/// goes.
+#[derive(Clone, Copy)]
+pub struct UnitRun<'a> {
+    pub app: &'a App,
+    pub job: uuid::Uuid,
+    pub progress: &'a dyn ProgressSink,
+}
+
+/// Why a unit's run stopped before recording its summary.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A memo rule forbids the run (published exam, ungraded copies):
+    /// running again cannot change that.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Something failed on the way (database, store, a target's
+    /// transport); another run may succeed.
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
 
 /// How a run treats a unit's items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +103,7 @@ pub struct UnitSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorLine {
     pub target: String,
-    pub state: String,
+    pub state: ItemState,
     pub message: String,
     pub items: i64,
 }
@@ -101,31 +125,31 @@ impl UnitSummary {
 /// it. A published exam or an ungraded copy is a permanent failure with
 /// the reason.
 pub async fn run_unit(
-    ctx: &JobContext,
+    ctx: &UnitRun<'_>,
     exam: &ExamRow,
     uai: &Uai,
     mode: RunMode,
-) -> Result<UnitSummary, JobError> {
-    let db = &ctx.services.db;
+) -> Result<UnitSummary, RunError> {
+    let db = &ctx.app.db;
     let started = std::time::Instant::now();
     // Read once: the refusal below, the items to send, the Imag'In counts
     // and the summary come from it.
     let copies = db::closure::unit_copies(db, &exam.code, uai.as_str()).await?;
     let plan = UnitPlan::new(copies, mode);
     if mode.refuse_ungraded && !plan.ungraded.is_empty() {
-        return Err(JobError::permanent(Refusal::Ungraded {
+        return Err(RunError::Refused(Refusal::Ungraded {
             exam: exam.code.clone(),
             establishment: Some(uai.clone()),
             numeros: plan.ungraded,
         }));
     }
-    if let Some(published) =
-        db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job_id).await?
-    {
+    if let Some(published) = db::closure::start_run(db, &exam.code, uai.as_str(), ctx.job).await? {
         let mut exam = exam.clone();
         exam.published_at = Some(published);
-        let refusal = published_refusal(&exam).unwrap_or(Refusal::UnknownExam(exam.code.clone()));
-        return Err(JobError::permanent(refusal));
+        return Err(match published_refusal(&exam) {
+            Some(refusal) => RunError::Refused(refusal),
+            None => RunError::Failed(anyhow!("exam {} has no publication date", exam.code)),
+        });
     }
     tracing::debug!(
         exam.code = %exam.code,
@@ -133,31 +157,29 @@ pub async fn run_unit(
         duration_ms = started.elapsed().as_millis() as u64,
         "unit read and marked closing"
     );
-    send_unit(ctx, exam, uai, mode, plan)
-        .await
-        .map_err(JobError::from)
+    Ok(send_unit(ctx, exam, uai, mode, plan).await?)
 }
 
 async fn send_unit(
-    ctx: &JobContext,
+    ctx: &UnitRun<'_>,
     exam: &ExamRow,
     uai: &Uai,
     mode: RunMode,
     plan: UnitPlan,
 ) -> anyhow::Result<UnitSummary> {
-    let db = &ctx.services.db;
+    let db = &ctx.app.db;
     let code = exam.code.as_str();
     let started = std::time::Instant::now();
     let counts =
         db::closure::sync_counts(db, code, uai.as_str(), &plan.counts, mode.with_rejected).await?;
     let to_send = (plan.grades.len() + counts.len()) as i64;
-    let batch_size = ctx.services.config.exports.batch_size as usize;
+    let batch_size = ctx.app.config.exports.batch_size as usize;
     let synced = started.elapsed();
     // The two targets are independent: their batches go out side by side,
     // each target's up to its own concurrency (which its exporter also
     // enforces across the process's jobs).
     let progress = Progress::new(ctx, mode.report_progress, to_send);
-    let exporters = &ctx.services.config.exporters;
+    let exporters = &ctx.app.config.exporters;
     // Built up front: a lazy iterator of closures over borrowed chunks
     // would make the job's future not `Send`.
     let grade_batches: Vec<_> = plan
@@ -228,7 +250,7 @@ async fn send_unit(
 /// Sends `batches` of one target, up to `in_flight` at once, and returns
 /// what became of their items.
 async fn send_batches(
-    ctx: &JobContext,
+    ctx: &UnitRun<'_>,
     exam: &ExamRow,
     uai: &Uai,
     batches: Vec<Items>,
@@ -255,14 +277,14 @@ async fn send_batches(
 /// A run's items sent so far, reported as the job's progress. Reports are
 /// written one at a time, so the stored figure never goes back.
 struct Progress<'a> {
-    ctx: &'a JobContext,
+    ctx: &'a UnitRun<'a>,
     report: bool,
     total: i64,
     sent: tokio::sync::Mutex<i64>,
 }
 
 impl<'a> Progress<'a> {
-    fn new(ctx: &'a JobContext, report: bool, total: i64) -> Self {
+    fn new(ctx: &'a UnitRun<'a>, report: bool, total: i64) -> Self {
         Self {
             ctx,
             report,
@@ -276,7 +298,10 @@ impl<'a> Progress<'a> {
         *sent += n;
         if self.report {
             let done = *sent as u64;
-            self.ctx.progress(done, self.total.max(*sent) as u64).await;
+            self.ctx
+                .progress
+                .report(done, self.total.max(*sent) as u64)
+                .await;
         }
     }
 
@@ -284,7 +309,7 @@ impl<'a> Progress<'a> {
     async fn finish(&self) -> i64 {
         let sent = *self.sent.lock().await;
         if self.report && self.total == 0 {
-            self.ctx.progress(0, 0).await;
+            self.ctx.progress.report(0, 0).await;
         }
         sent
     }
@@ -392,19 +417,19 @@ impl Sent {
 /// recorded on the items, not returned: the run goes on with the next
 /// batch.
 async fn send_batch(
-    ctx: &JobContext,
+    ctx: &UnitRun<'_>,
     exam: &ExamRow,
     uai: &Uai,
     items: Items,
 ) -> anyhow::Result<Tally> {
-    let db = &ctx.services.db;
+    let db = &ctx.app.db;
     let target = items.target();
     let positions = items.positions();
     let sent_at = Utc::now();
     let asked = std::time::Instant::now();
     let (answer, sent) = match items {
         Items::Grades(items, sent) => (
-            ctx.services
+            ctx.app
                 .exporters
                 .cyclades
                 .send_grades(&batch(exam, uai, items))
@@ -412,7 +437,7 @@ async fn send_batch(
             Sent::Grades(sent),
         ),
         Items::Counts(items, ids) => (
-            ctx.services
+            ctx.app
                 .exporters
                 .imagin
                 .send_counts(&batch(exam, uai, items))
@@ -529,7 +554,7 @@ fn count_item(o: CountOutgoing) -> anyhow::Result<CountItem> {
 }
 
 async fn summarise(
-    ctx: &JobContext,
+    ctx: &UnitRun<'_>,
     exam: &ExamRow,
     uai: &Uai,
     mode: RunMode,
@@ -537,7 +562,7 @@ async fn summarise(
     content: &UnitContent,
     grade_counts: StateCounts,
 ) -> anyhow::Result<UnitSummary> {
-    let db = &ctx.services.db;
+    let db = &ctx.app.db;
     let count_counts = db::closure::count_states(db, &exam.code, uai.as_str()).await?;
     let of = |t: Target| -> StateCounts {
         match t {
@@ -601,60 +626,4 @@ async fn summarise(
         ungraded: content.ungraded,
         errors,
     })
-}
-
-/// The job's verdict on a set of unit runs: success when every item is
-/// accepted (and, but for a harmonisation pass, every copy graded); a
-/// retryable error when some got no answer (the ledger retries with
-/// backoff, unless this was the job's last attempt); a partial result when
-/// only rejections or ungraded copies remain.
-pub fn verdict(
-    ctx: &JobContext,
-    mode: RunMode,
-    summaries: Vec<UnitSummary>,
-) -> Result<crate::jobs::Outcome, JobError> {
-    let result = serde_json::json!({ "units": summaries });
-    let pending: i64 = summaries
-        .iter()
-        .flat_map(|s| s.targets.values())
-        .map(|t| t.pending)
-        .sum();
-    let rejected: i64 = summaries
-        .iter()
-        .flat_map(|s| s.targets.values())
-        .map(|t| t.rejected)
-        .sum();
-    // A harmonisation pass exports validated copies only: the others,
-    // ungraded ones included, wait for a later pass.
-    let ungraded: i64 = if mode.validated_only {
-        0
-    } else {
-        summaries.iter().map(|s| s.ungraded).sum()
-    };
-    if pending > 0 {
-        let first = summaries
-            .iter()
-            .flat_map(|s| s.errors.iter())
-            .find(|e| e.state == "pending")
-            .map(|e| format!(" (first error: {})", e.message))
-            .unwrap_or_default();
-        let ungraded = if ungraded > 0 {
-            format!(", {ungraded} copies not graded")
-        } else {
-            String::new()
-        };
-        // The job is dead after this attempt: promise no retry.
-        let next = if ctx.is_last_attempt() {
-            "no attempt left: relaunch the closure by hand"
-        } else {
-            "retrying with backoff"
-        };
-        return Err(JobError::Retryable(anyhow!(
-            "closed with errors: {pending} items not answered yet{first}, {rejected} rejected{ungraded}; {next}"
-        )));
-    }
-    if rejected > 0 || ungraded > 0 {
-        return Ok(crate::jobs::Outcome::Failed(result));
-    }
-    Ok(crate::jobs::Outcome::Succeeded(result))
 }

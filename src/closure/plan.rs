@@ -2,7 +2,10 @@
 //! still ungraded, each grader's count of corrected copies, the Cyclades
 //! items to send and the states of the others.
 
-use crate::db::closure::{StateCounts, UnitContent, UnitCopy};
+use crate::{
+    db::closure::{StateCounts, UnitContent, UnitCopy},
+    domain::ItemState,
+};
 
 use super::engine::RunMode;
 
@@ -64,11 +67,11 @@ impl UnitPlan {
             let exported =
                 (copy.grade.is_some() || copy.absent) && (!mode.validated_only || copy.validated);
             let to_send = exported
-                && match (copy.item_revision, copy.item_state.as_deref()) {
+                && match (copy.item_revision, copy.item_state) {
                     (None, _) => true,
                     (Some(revision), _) if revision != copy.version => true,
-                    (Some(_), Some("pending" | "sent")) => true,
-                    (Some(_), Some("rejected")) => mode.with_rejected,
+                    (Some(_), Some(ItemState::Pending | ItemState::Sent)) => true,
+                    (Some(_), Some(ItemState::Rejected)) => mode.with_rejected,
                     _ => false,
                 };
             if to_send {
@@ -81,12 +84,12 @@ impl UnitPlan {
                 });
             } else {
                 let kept = &mut plan.kept;
-                match copy.item_state.as_deref() {
-                    Some("pending") => kept.pending += 1,
-                    Some("sent") => kept.sent += 1,
-                    Some("accepted") => kept.accepted += 1,
-                    Some("rejected") => kept.rejected += 1,
-                    _ => {}
+                match copy.item_state {
+                    Some(ItemState::Pending) => kept.pending += 1,
+                    Some(ItemState::Sent) => kept.sent += 1,
+                    Some(ItemState::Accepted) => kept.accepted += 1,
+                    Some(ItemState::Rejected) => kept.rejected += 1,
+                    None => {}
                 }
             }
         }
@@ -130,7 +133,7 @@ mod tests {
             absent,
             validated: id <= 3,
             item_revision: item.map(|(r, _)| r),
-            item_state: item.map(|(_, s)| s.to_owned()),
+            item_state: item.map(|(_, s)| ItemState::parse(s).expect("a state")),
         }
     }
 

@@ -10,14 +10,16 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::Refusal;
+use super::{
+    Refusal,
+    payload::{Closure, ExportRetry, HarmonisationValidation},
+};
 use crate::{
-    db::{self, Db, Tx, closure::ExamRow},
+    app::App,
+    db::{self, Tx, closure::ExamRow},
     domain::{ExamKind, Uai},
-    jobs::{
-        self, EnqueueOptions, Enqueued, Job, JobStatus, closure::Closure,
-        export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation,
-    },
+    ledger::{self, EnqueueOptions, Enqueued, JobStatus, Kind},
+    op::{self, Actor, OpError},
 };
 
 /// What a request did for one unit.
@@ -61,10 +63,38 @@ pub struct UnitRequest {
     pub outcome: Result<UnitRequested, Refusal>,
 }
 
-async fn exam_row(db: &Db, exam: &str) -> anyhow::Result<Result<ExamRow, Refusal>> {
-    Ok(db::closure::exam(db, exam)
+/// Which units a closure or relaunch covers: one establishment, or every
+/// establishment with copies of the exam that the actor reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitsInput {
+    pub exam: String,
+    pub establishment: Option<Uai>,
+}
+
+impl UnitsInput {
+    /// Every unit of `exam` the actor reaches.
+    pub fn exam(exam: impl Into<String>) -> Self {
+        Self {
+            exam: exam.into(),
+            establishment: None,
+        }
+    }
+
+    /// One unit.
+    pub fn unit(exam: impl Into<String>, establishment: Uai) -> Self {
+        Self {
+            exam: exam.into(),
+            establishment: Some(establishment),
+        }
+    }
+}
+
+/// The exam named by the caller.
+pub(crate) async fn exam_row(app: &App, exam: &str) -> Result<ExamRow, OpError> {
+    let exam = op::code("exam", exam)?;
+    db::closure::exam(&app.db, exam)
         .await?
-        .ok_or_else(|| Refusal::UnknownExam(exam.to_owned())))
+        .ok_or_else(|| OpError::not_found(format!("exam {exam}")))
 }
 
 /// The refusal of a published exam, if it is.
@@ -77,55 +107,60 @@ pub(crate) fn published_refusal(exam: &ExamRow) -> Option<Refusal> {
 }
 
 /// The units a request covers: one establishment (which must have copies
-/// of the exam) or every establishment with copies of it.
+/// of the exam, and be reached by the actor) or every establishment with
+/// copies of it that the actor reaches.
 async fn units(
-    db: &Db,
+    app: &App,
+    actor: &Actor,
     exam: &str,
     establishment: Option<&Uai>,
-) -> anyhow::Result<Result<Vec<Uai>, Refusal>> {
-    let all = db::closure::exam_establishments(db, exam, None).await?;
+    what: &str,
+) -> Result<Vec<Uai>, OpError> {
+    let scope = actor.scope();
+    let establishment = establishment.or(scope.establishment());
+    if let Some(uai) = establishment {
+        actor.reach(app, uai, what).await?;
+    }
+    let all = db::closure::exam_establishments(&app.db, exam, scope.academy()).await?;
     match establishment {
-        None => Ok(Ok(all)),
-        Some(uai) if all.contains(uai) => Ok(Ok(vec![uai.clone()])),
+        None => Ok(all),
+        Some(uai) if all.contains(uai) => Ok(vec![uai.clone()]),
         Some(uai) => {
-            if db::closure::establishment_exists(db, uai.as_str()).await? {
-                Ok(Err(Refusal::NoCopies {
-                    exam: exam.to_owned(),
-                    establishment: uai.clone(),
-                }))
+            if db::closure::establishment_exists(&app.db, uai.as_str()).await? {
+                Err(OpError::not_found(format!(
+                    "exam {exam} in establishment {uai} (it has no copy of it)"
+                )))
             } else {
-                Ok(Err(Refusal::UnknownEstablishment(uai.to_string())))
+                Err(OpError::not_found(format!("establishment {uai}")))
             }
         }
     }
 }
 
 /// Requests the closure of a ponctuel or E3C exam for one establishment
-/// or all of them (one job each). The exam-wide checks refuse the whole
-/// request; an establishment with ungraded copies is refused alone.
+/// or all those the actor reaches (one job each). The exam-wide checks
+/// refuse the whole request; an establishment with ungraded copies is
+/// refused alone. Open to the unit's establishment, its academy's
+/// coordinator, admin and the scheduler (nightly closures).
 pub async fn request_closure(
-    db: &Db,
-    exam: &str,
-    establishment: Option<&Uai>,
-    by: &str,
-) -> anyhow::Result<Result<Vec<UnitRequest>, Refusal>> {
-    let exam = match exam_row(db, exam).await? {
-        Ok(e) => e,
-        Err(r) => return Ok(Err(r)),
-    };
+    app: &App,
+    actor: &Actor,
+    input: &UnitsInput,
+) -> Result<Vec<UnitRequest>, OpError> {
+    let exam = exam_row(app, &input.exam).await?;
+    let what = format!("close exam {}", exam.code);
+    // Who asks first: a refusal would tell a stranger about the exam.
+    let units = units(app, actor, &exam.code, input.establishment.as_ref(), &what).await?;
     if exam.kind == ExamKind::Harmonised {
-        return Ok(Err(Refusal::Harmonised(exam.code)));
+        return Err(Refusal::Harmonised(exam.code).into());
     }
     if let Some(r) = published_refusal(&exam) {
-        return Ok(Err(r));
+        return Err(r.into());
     }
-    let units = match units(db, &exam.code, establishment).await? {
-        Ok(u) => u,
-        Err(r) => return Ok(Err(r)),
-    };
-    let mut ungraded = db::closure::ungraded_by_establishment(db, &exam.code).await?;
+    let mut ungraded = db::closure::ungraded_by_establishment(&app.db, &exam.code).await?;
+    let by = actor.label();
     // One transaction for every unit: all are enqueued, or none.
-    let mut tx = db.begin().await?;
+    let mut tx = app.db.begin().await?;
     let mut out = Vec::with_capacity(units.len());
     for uai in units {
         let outcome = match ungraded.remove(uai.as_str()) {
@@ -139,7 +174,7 @@ pub async fn request_closure(
                     exam: exam.code.clone(),
                     establishment: uai.clone(),
                 };
-                Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, by).await?)
+                Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, &by).await?)
             }
         };
         out.push(UnitRequest {
@@ -148,29 +183,25 @@ pub async fn request_closure(
         });
     }
     tx.commit().await?;
-    Ok(Ok(out))
+    Ok(out)
 }
 
 /// Requests a relaunch (re-sending what is not accepted, rejected items
-/// included) for one establishment or every establishment of the exam.
-/// Refused after publication, with nothing sent.
+/// included) for one establishment or every establishment of the exam the
+/// actor reaches. Refused after publication, with nothing sent.
 pub async fn request_relaunch(
-    db: &Db,
-    exam: &str,
-    establishment: Option<&Uai>,
-    by: &str,
-) -> anyhow::Result<Result<Vec<UnitRequest>, Refusal>> {
-    let exam = match exam_row(db, exam).await? {
-        Ok(e) => e,
-        Err(r) => return Ok(Err(r)),
-    };
+    app: &App,
+    actor: &Actor,
+    input: &UnitsInput,
+) -> Result<Vec<UnitRequest>, OpError> {
+    let exam = exam_row(app, &input.exam).await?;
+    let what = format!("relaunch the closure of exam {}", exam.code);
+    let units = units(app, actor, &exam.code, input.establishment.as_ref(), &what).await?;
     if let Some(r) = published_refusal(&exam) {
-        return Ok(Err(r));
+        return Err(r.into());
     }
-    let units = match units(db, &exam.code, establishment).await? {
-        Ok(u) => u,
-        Err(r) => return Ok(Err(r)),
-    };
+    let db = &app.db;
+    let by = actor.label();
     let mut tx = db.begin().await?;
     let mut out = Vec::with_capacity(units.len());
     for uai in units {
@@ -186,7 +217,7 @@ pub async fn request_relaunch(
                 exam: exam.code.clone(),
                 establishment: uai.clone(),
             };
-            Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, by).await?)
+            Ok(enqueue_unit(&mut tx, &job, &exam.code, &uai, &by).await?)
         };
         out.push(UnitRequest {
             establishment: uai,
@@ -194,12 +225,12 @@ pub async fn request_relaunch(
         });
     }
     tx.commit().await?;
-    Ok(Ok(out))
+    Ok(out)
 }
 
 /// Enqueues `job` for a unit in `tx` unless one is queued or running for
 /// it. The unit stays locked until `tx` ends.
-async fn enqueue_unit<J: Job>(
+async fn enqueue_unit<J: Kind>(
     tx: &mut Tx,
     job: &J,
     exam: &str,
@@ -219,7 +250,7 @@ async fn enqueue_unit<J: Job>(
     }
     let generation = lock.generation + 1;
     let key = format!("{}:{exam}:{uai}:{generation}", J::NAME);
-    let enqueued = jobs::enqueue(tx, job, EnqueueOptions::by(by).key(key)).await?;
+    let enqueued = ledger::enqueue(tx, job, EnqueueOptions::by(by).key(key)).await?;
     db::closure::set_active_job(tx, exam, uai.as_str(), generation, enqueued.id()).await?;
     Ok(match enqueued {
         Enqueued::Created(id) => UnitRequested::Enqueued(id),
@@ -236,26 +267,31 @@ pub struct Published {
 }
 
 /// Records Cyclades' publication of `exam` (who and when). Refused while
-/// a closure of the exam is running; queued ones are cancelled.
-pub async fn publish(db: &Db, exam: &str, by: &str) -> anyhow::Result<Result<Published, Refusal>> {
-    use db::closure::PublishRefusal as P;
+/// a closure of the exam is running; queued ones are cancelled. Admin
+/// only: the publication is Cyclades', recorded by the operator.
+pub async fn publish(app: &App, actor: &Actor, exam: &str) -> Result<Published, OpError> {
+    use db::closure::PublishOutcome as P;
+    let exam = op::code("exam", exam)?;
+    actor.require_admin(&format!("record the publication of exam {exam}"))?;
     let kinds = [
         Closure::NAME,
         ExportRetry::NAME,
         HarmonisationValidation::NAME,
     ];
-    Ok(match db::closure::publish(db, exam, by, &kinds).await? {
-        Ok((at, cancelled)) => Ok(Published { at, cancelled }),
-        Err(P::UnknownExam) => Err(Refusal::UnknownExam(exam.to_owned())),
-        Err(P::AlreadyPublished { at, .. }) => Err(Refusal::AlreadyPublished {
+    match db::closure::publish(&app.db, exam, &actor.label(), &kinds).await? {
+        P::Published { at, cancelled } => Ok(Published { at, cancelled }),
+        P::UnknownExam => Err(OpError::not_found(format!("exam {exam}"))),
+        P::AlreadyPublished { at, .. } => Err(Refusal::AlreadyPublished {
             exam: exam.to_owned(),
             at,
-        }),
-        Err(P::ClosureRunning(units)) => Err(Refusal::ClosureRunning {
+        }
+        .into()),
+        P::ClosureRunning(units) => Err(Refusal::ClosureRunning {
             exam: exam.to_owned(),
             units,
-        }),
-    })
+        }
+        .into()),
+    }
 }
 
 /// Which copies a harmonisation pass validates.
@@ -282,38 +318,68 @@ pub enum PassRequest {
     NothingNew { already_validated: i64 },
 }
 
+/// A harmonisation pass asked by a coordinator (or admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassInput {
+    pub exam: String,
+    /// The academy the pass covers; a coordinator's own when `None`, every
+    /// academy of the exam for admin.
+    pub academy: Option<String>,
+    pub selection: Validation,
+}
+
 /// Validates copies of a harmonised exam for the academic coordinator and
 /// enqueues the pass that exports them for every establishment concerned.
-/// A copy validated before is not validated (nor sent) again.
+/// A copy validated before is not validated (nor sent) again. Only the
+/// academy's coordinator (for its academy) and admin validate.
 pub async fn validate_harmonisation(
-    db: &Db,
-    exam: &str,
-    academy: Option<&str>,
-    selection: &Validation,
-    by: &str,
-) -> anyhow::Result<Result<PassRequest, Refusal>> {
-    let exam = match exam_row(db, exam).await? {
-        Ok(e) => e,
-        Err(r) => return Ok(Err(r)),
+    app: &App,
+    actor: &Actor,
+    input: &PassInput,
+) -> Result<PassRequest, OpError> {
+    let academy = match (actor, input.academy.as_deref()) {
+        (Actor::Admin(_), academy) => academy.map(str::to_owned),
+        (Actor::Coordinator { academy: own }, None) => Some(own.clone()),
+        (Actor::Coordinator { academy: own }, Some(a)) if a == own => Some(own.clone()),
+        _ => {
+            return Err(actor.forbidden(format!(
+                "validate a harmonisation pass of exam {}{}",
+                input.exam,
+                input
+                    .academy
+                    .as_deref()
+                    .map(|a| format!(" for academy {a}"))
+                    .unwrap_or_default()
+            )));
+        }
     };
+    let academy = academy.as_deref();
+    let exam = exam_row(app, &input.exam).await?;
+    let db = &app.db;
     let kind = exam.kind;
     if kind != ExamKind::Harmonised {
-        return Ok(Err(Refusal::NotHarmonised {
+        return Err(Refusal::NotHarmonised {
             exam: exam.code,
             kind,
-        }));
+        }
+        .into());
     }
     if let Some(r) = published_refusal(&exam) {
-        return Ok(Err(r));
+        return Err(r.into());
     }
     if let Some(a) = academy
         && !db::closure::academy_exists(db, a).await?
     {
-        return Ok(Err(Refusal::UnknownAcademy(a.to_owned())));
+        return Err(OpError::not_found(format!("academy {a}")));
     }
-    let numeros = match selection {
+    let numeros = match &input.selection {
         Validation::All => None,
-        Validation::Candidates(n) if n.is_empty() => return Ok(Err(Refusal::EmptySelection)),
+        Validation::Candidates(n) if n.is_empty() => {
+            return Err(OpError::invalid(
+                "copies",
+                "no copy selected for validation",
+            ));
+        }
         Validation::Candidates(n) => Some(n.as_slice()),
     };
     let copies = db::closure::exam_copies(db, &exam.code, academy, numeros).await?;
@@ -328,14 +394,18 @@ pub async fn validate_harmonisation(
         unknown.sort();
         unknown.dedup();
         if !unknown.is_empty() {
-            return Ok(Err(Refusal::UnknownCandidates {
-                exam: exam.code,
-                numeros: unknown,
-            }));
+            return Err(OpError::not_found(format!(
+                "candidates of exam {} numbered {}",
+                exam.code,
+                op::list(&unknown)
+            )));
         }
     }
     if copies.is_empty() {
-        return Ok(Err(Refusal::EmptySelection));
+        return Err(OpError::invalid(
+            "copies",
+            "no copy selected for validation",
+        ));
     }
     let ungraded: Vec<String> = copies
         .iter()
@@ -343,11 +413,12 @@ pub async fn validate_harmonisation(
         .map(|c| c.numero.clone())
         .collect();
     if !ungraded.is_empty() {
-        return Ok(Err(Refusal::Ungraded {
+        return Err(Refusal::Ungraded {
             exam: exam.code,
             establishment: None,
             numeros: ungraded,
-        }));
+        }
+        .into());
     }
     let fresh: Vec<String> = copies
         .iter()
@@ -356,17 +427,18 @@ pub async fn validate_harmonisation(
         .collect();
     let already_validated = (copies.len() - fresh.len()) as i64;
     if fresh.is_empty() {
-        return Ok(Ok(PassRequest::NothingNew { already_validated }));
+        return Ok(PassRequest::NothingNew { already_validated });
     }
+    let by = actor.label();
     let mut tx = db.begin().await?;
     let (pass, validated) =
-        db::closure::insert_pass(&mut tx, &exam.code, academy, &fresh, by).await?;
+        db::closure::insert_pass(&mut tx, &exam.code, academy, &fresh, &by).await?;
     if validated == 0 {
         // A concurrent pass validated them first.
         drop(tx);
-        return Ok(Ok(PassRequest::NothingNew {
+        return Ok(PassRequest::NothingNew {
             already_validated: copies.len() as i64,
-        }));
+        });
     }
     let job = HarmonisationValidation {
         exam: exam.code.clone(),
@@ -374,23 +446,14 @@ pub async fn validate_harmonisation(
         pass,
     };
     let key = format!("{}:{}:{pass}", HarmonisationValidation::NAME, exam.code);
-    let enqueued = jobs::enqueue(&mut tx, &job, EnqueueOptions::by(by).key(key)).await?;
+    let enqueued = ledger::enqueue(&mut tx, &job, EnqueueOptions::by(by).key(key))
+        .await
+        .map_err(anyhow::Error::from)?;
     tx.commit().await?;
-    Ok(Ok(PassRequest::Enqueued {
+    Ok(PassRequest::Enqueued {
         pass,
         validated,
         already_validated: copies.len() as i64 - validated,
         job: enqueued.id(),
-    }))
-}
-
-/// The exam a job works on; an unknown exam is a permanent failure.
-pub(crate) async fn unit_exam(
-    ctx: &crate::jobs::JobContext,
-    exam: &str,
-) -> Result<ExamRow, crate::jobs::JobError> {
-    use crate::jobs::JobError;
-    db::closure::exam(&ctx.services.db, exam)
-        .await?
-        .ok_or_else(|| JobError::permanent(Refusal::UnknownExam(exam.to_owned())))
+    })
 }

@@ -6,11 +6,12 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Refusal, UnitState};
+use super::UnitState;
 use crate::{
-    db::{self, Db},
+    app::App,
+    db::{self, jobs::JobStatus},
     domain::ExamKind,
-    jobs::JobStatus,
+    op::{Actor, OpError, Scope},
 };
 
 /// Accepted and total items of one target in one unit.
@@ -59,15 +60,33 @@ impl ExamStatus {
     }
 }
 
-/// Reads the closure status of `exam`.
-pub async fn exam_status(db: &Db, exam: &str) -> anyhow::Result<Result<ExamStatus, Refusal>> {
-    let Some(row) = db::closure::exam(db, exam).await? else {
-        return Ok(Err(Refusal::UnknownExam(exam.to_owned())));
+/// Reads the closure status of `exam`: every unit for admin and the
+/// scheduler, the academy's for a coordinator, its own for an
+/// establishment.
+pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamStatus, OpError> {
+    let row = super::request::exam_row(app, exam).await?;
+    let db = &app.db;
+    let exam = row.code.as_str();
+    let reached: Option<Vec<String>> = match actor.scope() {
+        Scope::All => None,
+        Scope::Establishment(uai) => Some(vec![uai.to_string()]),
+        Scope::Academy(academy) => Some(
+            db::closure::exam_establishments(db, exam, Some(academy))
+                .await?
+                .into_iter()
+                .map(|u| u.to_string())
+                .collect(),
+        ),
     };
     let errors = db::closure::errors(db, exam, None).await?;
     let units = db::closure::unit_rows(db, exam)
         .await?
         .into_iter()
+        .filter(|u| {
+            reached
+                .as_ref()
+                .is_none_or(|r| r.contains(&u.establishment))
+        })
         .map(|u| {
             let state = if row.published_at.is_some() {
                 UnitState::Published
@@ -109,13 +128,13 @@ pub async fn exam_status(db: &Db, exam: &str) -> anyhow::Result<Result<ExamStatu
             }
         })
         .collect();
-    Ok(Ok(ExamStatus {
-        exam: row.code,
+    Ok(ExamStatus {
+        exam: row.code.clone(),
         kind: row.kind,
         published_at: row.published_at,
         published_by: row.published_by,
         units,
-    }))
+    })
 }
 
 impl std::fmt::Display for ExamStatus {

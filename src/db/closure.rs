@@ -15,15 +15,12 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::jobs::JobStatus;
 use super::{
     Db, Tx,
     types::{decode, decode_opt, decode_uai},
 };
-use crate::{
-    closure::UnitState,
-    domain::{ExamKind, Uai},
-    jobs::JobStatus,
-};
+use crate::domain::{ExamKind, ItemState, Uai, UnitState};
 
 /// An exam as closure sees it.
 #[derive(Debug, Clone)]
@@ -97,6 +94,18 @@ pub async fn establishment_exists(db: &Db, uai: &str) -> anyhow::Result<bool> {
         .await
         .context("looking up the establishment")?;
     Ok(found.is_some())
+}
+
+/// The academy of establishment `uai`, or `None` if there is no such
+/// establishment (who may act for it is decided from this).
+pub async fn establishment_academy(db: &Db, uai: &str) -> anyhow::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT academy_code FROM establishments WHERE uai = $1",
+        uai
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .context("looking up the establishment's academy")
 }
 
 /// Per establishment, the numéros of the candidates of `exam` whose copy
@@ -283,7 +292,7 @@ pub struct UnitCopy {
     pub absent: bool,
     pub validated: bool,
     pub item_revision: Option<i32>,
-    pub item_state: Option<String>,
+    pub item_state: Option<ItemState>,
 }
 
 /// Every copy of (`exam`, `uai`) with its Cyclades item, in copy order: the
@@ -292,8 +301,7 @@ pub struct UnitCopy {
 pub async fn unit_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<UnitCopy>> {
     // The unit's copies first (MATERIALIZED): a planner without statistics
     // on a ledger that has just grown must not scan all of it.
-    sqlx::query_as!(
-        UnitCopy,
+    let rows = sqlx::query!(
         r#"WITH unit AS MATERIALIZED (
                SELECT c.id, c.version, ca.numero, c.grader_code, c.grade::float8 AS grade,
                       c.absent, c.validated_pass IS NOT NULL AS validated
@@ -311,7 +319,22 @@ pub async fn unit_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<U
     )
     .fetch_all(&db.pool)
     .await
-    .context("reading the unit's copies")
+    .context("reading the unit's copies")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(UnitCopy {
+                copy_id: r.copy_id,
+                version: r.version,
+                numero: r.numero,
+                grader: r.grader,
+                grade: r.grade,
+                absent: r.absent,
+                validated: r.validated,
+                item_revision: r.item_revision,
+                item_state: decode_opt("grade_exports.state", r.item_state.as_deref())?,
+            })
+        })
+        .collect()
 }
 
 /// A grader's count to send, with the key it is sent under.
@@ -542,7 +565,7 @@ pub struct ErrorCount {
     pub establishment: String,
     pub target: String,
     /// `rejected` (the target refused) or `pending` (no answer yet).
-    pub state: String,
+    pub state: ItemState,
     pub message: String,
     pub items: i64,
 }
@@ -556,14 +579,16 @@ pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Ve
         ($rows:expr) => {
             $rows
                 .into_iter()
-                .map(|r| ErrorCount {
-                    establishment: r.establishment_uai,
-                    target: r.target,
-                    state: r.state,
-                    message: r.message,
-                    items: r.items,
+                .map(|r| {
+                    Ok(ErrorCount {
+                        establishment: r.establishment_uai,
+                        target: r.target,
+                        state: decode("export_ledger.state", &r.state)?,
+                        message: r.message,
+                        items: r.items,
+                    })
                 })
-                .collect()
+                .collect::<anyhow::Result<Vec<_>>>()?
         };
     }
     Ok(match uai {
@@ -749,9 +774,14 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
         .collect()
 }
 
-/// Why a publication was not recorded.
+/// What an attempt to record a publication found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublishRefusal {
+pub enum PublishOutcome {
+    /// Recorded at `at`; closure jobs still queued were cancelled.
+    Published {
+        at: DateTime<Utc>,
+        cancelled: Vec<Uuid>,
+    },
     UnknownExam,
     AlreadyPublished {
         at: DateTime<Utc>,
@@ -770,7 +800,7 @@ pub async fn publish(
     exam: &str,
     by: &str,
     closure_kinds: &[&str],
-) -> anyhow::Result<Result<(DateTime<Utc>, Vec<Uuid>), PublishRefusal>> {
+) -> anyhow::Result<PublishOutcome> {
     let mut tx = db.pool.begin().await.context("starting a transaction")?;
     let row = sqlx::query!(
         "SELECT published_at, published_by FROM exams WHERE code = $1 FOR UPDATE",
@@ -780,13 +810,13 @@ pub async fn publish(
     .await
     .with_context(|| format!("locking exam {exam}"))?;
     let Some(row) = row else {
-        return Ok(Err(PublishRefusal::UnknownExam));
+        return Ok(PublishOutcome::UnknownExam);
     };
     if let Some(at) = row.published_at {
-        return Ok(Err(PublishRefusal::AlreadyPublished {
+        return Ok(PublishOutcome::AlreadyPublished {
             at,
             by: row.published_by,
-        }));
+        });
     }
     // A job of these kinds claimed before this lock is refused here; one
     // claimed after it sees the publication when it starts and refuses.
@@ -802,9 +832,9 @@ pub async fn publish(
     .await
     .context("looking for running closures")?;
     if !running.is_empty() {
-        return Ok(Err(PublishRefusal::ClosureRunning(
+        return Ok(PublishOutcome::ClosureRunning(
             running.into_iter().map(|r| (r.scope, r.id)).collect(),
-        )));
+        ));
     }
     let at = sqlx::query_scalar!(
         "UPDATE exams SET published_at = now(), published_by = $2 WHERE code = $1
@@ -837,7 +867,7 @@ pub async fn publish(
     .await
     .context("cancelling queued closures")?;
     tx.commit().await.context("committing the publication")?;
-    Ok(Ok((at, cancelled)))
+    Ok(PublishOutcome::Published { at, cancelled })
 }
 
 /// A copy named in a harmonisation validation, as found.

@@ -8,7 +8,88 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Db, Tx, types::decode};
-use crate::jobs::{Enqueued, JobStatus};
+
+/// The status of a job in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    /// The name stored in `jobs.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored or user-given status name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "unknown job status {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// Whether the job will not run again unless retried by hand.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Cancelled
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// A new job row was written.
+    Created(Uuid),
+    /// The idempotency key was known: the existing job.
+    Existing(Uuid),
+}
+
+impl Enqueued {
+    /// The job's id, new or existing.
+    pub fn id(self) -> Uuid {
+        match self {
+            Self::Created(id) | Self::Existing(id) => id,
+        }
+    }
+}
 
 /// A job row to insert.
 #[derive(Debug)]
@@ -177,8 +258,8 @@ pub async fn claim_many(
 pub struct Finished {
     pub id: Uuid,
     pub attempt: i32,
-    /// `succeeded` or `failed`.
-    pub status: &'static str,
+    /// Succeeded or failed (another status is not recorded).
+    pub status: JobStatus,
     pub result: serde_json::Value,
 }
 
@@ -195,7 +276,7 @@ pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::
     for run in runs {
         ids.push(run.id);
         attempts.push(run.attempt);
-        statuses.push(run.status);
+        statuses.push(run.status.as_str());
         results.push(run.result);
     }
     sqlx::query_scalar!(

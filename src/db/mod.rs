@@ -172,6 +172,76 @@ pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url
     Ok(url)
 }
 
+/// The name of a database of the server of `server_url` that holds every
+/// migration and nothing else, to copy fresh databases from (`CREATE
+/// DATABASE … TEMPLATE`: much faster than migrating each one; the tests use
+/// it). The name carries a hash of the migrations, so that a new migration
+/// makes a new template. Whoever comes first builds it under a temporary
+/// name and renames it when complete, so a half-built template is never
+/// used; a concurrent builder's copy is dropped.
+pub async fn migrated_template(server_url: &Url) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    let migrator = sqlx::migrate!("./migrations");
+    let mut hash = sha2::Sha256::new();
+    for m in migrator.iter() {
+        hash.update(m.version.to_le_bytes());
+        hash.update(&m.checksum);
+    }
+    let name = format!("copiste_template_{}", &hex::encode(hash.finalize())[..16]);
+    let pool = admin_pool(server_url).await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        name
+    )
+    .fetch_one(&pool)
+    .await
+    .context("looking up the template database")?;
+    if !exists {
+        let building = format!("{name}_{}", uuid::Uuid::new_v4().simple());
+        let url = ensure_database(server_url, &building).await?;
+        let db = Db::connect(&url, 2).await?;
+        db.migrate().await?;
+        db.close().await;
+        let sql = format!("ALTER DATABASE \"{building}\" RENAME TO \"{name}\"");
+        if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
+            // Another builder renamed its copy first: use that one.
+            drop_database(server_url, &building).await?;
+            let taken = sqlx::query_scalar!(
+                r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+                name
+            )
+            .fetch_one(&pool)
+            .await
+            .context("looking up the template database")?;
+            anyhow::ensure!(taken, "naming the template database {name}: {e}");
+        }
+    }
+    pool.close().await;
+    Ok(name)
+}
+
+/// Creates database `name` as a copy of database `template` (see
+/// [`migrated_template`]) and returns its URL.
+pub async fn create_from_template(
+    server_url: &Url,
+    name: &str,
+    template: &str,
+) -> anyhow::Result<Url> {
+    check_database_name(name)?;
+    check_database_name(template)?;
+    let pool = admin_pool(server_url).await?;
+    // The names were checked above; identifiers cannot be bound parameters.
+    let sql = format!("CREATE DATABASE \"{name}\" TEMPLATE \"{template}\"");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .with_context(|| format!("creating database {name} from {template}"))?;
+    pool.close().await;
+    let mut url = server_url.clone();
+    url.set_path(&format!("/{name}"));
+    Ok(url)
+}
+
 /// Drops database `name` of the server of `server_url`, if it exists,
 /// closing whatever connections it still has (benchmarks' databases).
 pub async fn drop_database(server_url: &Url, name: &str) -> anyhow::Result<()> {

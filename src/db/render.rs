@@ -168,15 +168,13 @@ pub struct Found {
     pub downloadable: bool,
 }
 
-/// Why a search is not run.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SearchRefusal {
-    #[error("unknown exam {0}")]
-    UnknownExam(String),
-    #[error(
-        "the query {0:?} has nothing to search for: give letters or digits of a nom, prénom or numéro (punctuation is ignored)"
-    )]
-    NothingToSearch(String),
+/// What a search found.
+#[derive(Debug, Clone)]
+pub enum Search {
+    Found(SearchPage),
+    UnknownExam,
+    /// No term has a letter or digit.
+    NothingToSearch,
 }
 
 /// A page of search results.
@@ -205,7 +203,7 @@ pub async fn search(
     terms: &[String],
     limit: i64,
     offset: i64,
-) -> anyhow::Result<Result<SearchPage, SearchRefusal>> {
+) -> anyhow::Result<Search> {
     let known = sqlx::query_scalar!(
         r#"SELECT EXISTS (SELECT 1 FROM exams WHERE code = $1) AS "known!""#,
         exam
@@ -214,7 +212,7 @@ pub async fn search(
     .await
     .context("looking the exam up")?;
     if !known {
-        return Ok(Err(SearchRefusal::UnknownExam(exam.to_owned())));
+        return Ok(Search::UnknownExam);
     }
     // Folded as the names are: what is left of each term to look for.
     let folded: Vec<String> = sqlx::query_scalar!(
@@ -229,7 +227,7 @@ pub async fn search(
     .filter(|t| !t.is_empty())
     .collect();
     if folded.is_empty() {
-        return Ok(Err(SearchRefusal::NothingToSearch(terms.join(" "))));
+        return Ok(Search::NothingToSearch);
     }
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "total!"
@@ -270,7 +268,7 @@ pub async fn search(
     .await
     .context("searching candidates")?;
     let more = offset.saturating_add(candidates.len() as i64) < total;
-    Ok(Ok(SearchPage {
+    Ok(Search::Found(SearchPage {
         total,
         offset,
         limit,

@@ -3,9 +3,8 @@
 //! value that does not decode is an error naming the column and the value,
 //! never a default.
 
-use crate::closure::UnitState;
-use crate::domain::{ExamKind, Uai};
-use crate::jobs::JobStatus;
+use super::jobs::JobStatus;
+use crate::domain::{ExamKind, ItemState, Uai, UnitState};
 
 /// A stored value that does not decode: the data, not the service, is
 /// wrong, so another attempt cannot fix it.
@@ -37,6 +36,12 @@ impl Stored for ExamKind {
 impl Stored for UnitState {
     fn from_stored(s: &str) -> Option<Self> {
         UnitState::parse(s)
+    }
+}
+
+impl Stored for ItemState {
+    fn from_stored(s: &str) -> Option<Self> {
+        ItemState::parse(s)
     }
 }
 

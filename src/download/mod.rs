@@ -3,19 +3,22 @@
 //! finished zips out — presigned URLs on S3, `copiste serve` tokens on the
 //! local store.
 
+pub mod search;
 pub mod serve;
 pub mod token;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
+    app::App,
     db::{self, render::DownloadRow},
     domain::Uai,
-    jobs::{self, EnqueueOptions, Job, bulk_render::BulkRender, context::Services},
-    render::{E3cOptionsFixed, RenderOptions, RequestedOptions, zip::Part},
+    ledger::{self, EnqueueOptions, Kind},
+    op::{self, Actor, OpError, Refusal},
+    render::{RenderOptions, RequestedOptions, zip::Part},
 };
 
 /// The prefix of every download object: links hand out nothing else.
@@ -25,15 +28,15 @@ pub const DOWNLOADS_PREFIX: &str = "downloads/";
 /// moving them to their final keys; never handed out.
 pub const STAGING_PREFIX: &str = "downloads/.staging/";
 
-/// Why a zip is not requested.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DownloadRefusal {
-    #[error("unknown exam {0}")]
-    UnknownExam(String),
-    #[error("establishment {establishment} has no copy of exam {exam} transmitted to Cyclades yet")]
-    NothingTransmitted { exam: String, establishment: Uai },
-    #[error(transparent)]
-    Options(#[from] E3cOptionsFixed),
+/// What a `bulk-render` job carries: the zip of one establishment's
+/// transmitted copies of one exam, rendered with `options`. How it runs is
+/// in `src/jobs/bulk_render.rs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRender {
+    pub exam: String,
+    pub establishment: Uai,
+    pub options: RenderOptions,
 }
 
 /// A link to one part of a finished zip.
@@ -54,40 +57,61 @@ pub enum Requested {
     Building { job: Uuid, new: bool },
 }
 
+/// Which zip: one establishment's transmitted copies of one exam,
+/// rendered with the requested switches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZipInput {
+    pub exam: String,
+    pub establishment: Uai,
+    pub options: RequestedOptions,
+}
+
+/// Checks who asks and the options against the exam's kind.
 async fn exam_and_options(
-    services: &Services,
-    exam: &str,
-    requested: RequestedOptions,
-) -> anyhow::Result<Result<RenderOptions, DownloadRefusal>> {
-    let Some(row) = db::closure::exam(&services.db, exam).await? else {
-        return Ok(Err(DownloadRefusal::UnknownExam(exam.to_owned())));
+    app: &App,
+    actor: &Actor,
+    input: &ZipInput,
+    what: &str,
+) -> Result<(String, RenderOptions), OpError> {
+    let exam = op::code("exam", &input.exam)?;
+    if matches!(actor, Actor::Scheduler) {
+        return Err(actor.forbidden(what));
+    }
+    actor.reach(app, &input.establishment, what).await?;
+    let Some(row) = db::closure::exam(&app.db, exam).await? else {
+        return Err(OpError::not_found(format!("exam {exam}")));
     };
-    Ok(RenderOptions::for_exam(exam, row.kind, requested).map_err(DownloadRefusal::from))
+    let options = RenderOptions::for_exam(exam, row.kind, input.options)?;
+    Ok((row.code, options))
 }
 
 /// Asks for the zip of (`exam`, `uai`, options): the existing links while
 /// a zip is valid, the job in progress if one is queued or running, else
-/// a new `bulk-render` job.
-pub async fn request(
-    services: &Services,
-    exam: &str,
-    uai: &Uai,
-    requested: RequestedOptions,
-    by: &str,
-) -> anyhow::Result<Result<Requested, DownloadRefusal>> {
-    let options = match exam_and_options(services, exam, requested).await? {
-        Ok(o) => o,
-        Err(r) => return Ok(Err(r)),
-    };
-    let db = &services.db;
+/// a new `bulk-render` job. Open to admin, the establishment and its
+/// academy's coordinator.
+pub async fn request(app: &App, actor: &Actor, input: &ZipInput) -> Result<Requested, OpError> {
+    let uai = &input.establishment;
+    let (exam, options) = exam_and_options(
+        app,
+        actor,
+        input,
+        &format!(
+            "ask for the zip of exam {} for establishment {uai}",
+            input.exam
+        ),
+    )
+    .await?;
+    let exam = exam.as_str();
+    let db = &app.db;
     if let Some(row) = db::render::current_download(db, exam, uai.as_str(), &options.tag()).await? {
-        return Ok(Ok(Requested::Ready(links(services, &row).await?)));
+        return Ok(Requested::Ready(links(app, &row).await?));
     }
     if !db::render::has_transmitted(db, exam, uai.as_str()).await? {
-        return Ok(Err(DownloadRefusal::NothingTransmitted {
+        return Err(Refusal::NothingTransmitted {
             exam: exam.to_owned(),
             establishment: uai.clone(),
-        }));
+        }
+        .into());
     }
     let job = BulkRender {
         exam: exam.to_owned(),
@@ -99,35 +123,43 @@ pub async fn request(
     let mut tx = db.begin().await?;
     db::render::lock_zip_request(&mut tx, &identity).await?;
     if let Some(id) = db::render::active_job(&mut tx, BulkRender::NAME, &payload).await? {
-        return Ok(Ok(Requested::Building {
+        return Ok(Requested::Building {
             job: id,
             new: false,
-        }));
+        });
     }
     // The lock above makes a double click one job; the key names the
     // request in the ledger.
     let key = format!("{}:{identity}:{}", BulkRender::NAME, Uuid::now_v7());
-    let id = jobs::enqueue(&mut tx, &job, EnqueueOptions::by(by).key(key))
-        .await?
+    let id = ledger::enqueue(&mut tx, &job, EnqueueOptions::by(actor.label()).key(key))
+        .await
+        .map_err(anyhow::Error::from)?
         .id();
     tx.commit().await?;
-    Ok(Ok(Requested::Building { job: id, new: true }))
+    Ok(Requested::Building { job: id, new: true })
 }
 
-/// The links of the current zip of (`exam`, `uai`, options), if any.
+/// The links of the current zip of (`exam`, `uai`, options), if one is
+/// ready. Open to admin, the establishment and its academy's coordinator.
 pub async fn current_links(
-    services: &Services,
-    exam: &str,
-    uai: &Uai,
-    requested: RequestedOptions,
-) -> anyhow::Result<Result<Option<Vec<Link>>, DownloadRefusal>> {
-    let options = match exam_and_options(services, exam, requested).await? {
-        Ok(o) => o,
-        Err(r) => return Ok(Err(r)),
-    };
-    match db::render::current_download(&services.db, exam, uai.as_str(), &options.tag()).await? {
-        Some(row) => Ok(Ok(Some(links(services, &row).await?))),
-        None => Ok(Ok(None)),
+    app: &App,
+    actor: &Actor,
+    input: &ZipInput,
+) -> Result<Option<Vec<Link>>, OpError> {
+    let uai = &input.establishment;
+    let (exam, options) = exam_and_options(
+        app,
+        actor,
+        input,
+        &format!(
+            "get the links of exam {} for establishment {uai}",
+            input.exam
+        ),
+    )
+    .await?;
+    match db::render::current_download(&app.db, &exam, uai.as_str(), &options.tag()).await? {
+        Some(row) => Ok(Some(links(app, &row).await?)),
+        None => Ok(None),
     }
 }
 
@@ -148,20 +180,20 @@ pub fn link_expiry(
 
 /// Links to every part of a download, valid for `downloads.link_ttl_secs`
 /// but not after the download expires (see [`link_expiry`]).
-pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec<Link>> {
+pub async fn links(app: &App, row: &DownloadRow) -> anyhow::Result<Vec<Link>> {
     let parts: Vec<Part> =
         serde_json::from_value(row.parts.clone()).context("reading the download's parts")?;
     let now = Utc::now();
-    let expires_at = link_expiry(now, services.config.downloads.link_ttl_secs, row.expires_at);
+    let expires_at = link_expiry(now, app.config.downloads.link_ttl_secs, row.expires_at);
     let ttl = (expires_at - now)
         .to_std()
         .unwrap_or(std::time::Duration::from_secs(1));
     let mut out = Vec::with_capacity(parts.len());
     for part in parts {
-        let url = match services.storage.presigned_get(&part.key, ttl).await? {
+        let url = match app.storage.presigned_get(&part.key, ttl).await? {
             Some(url) => url.to_string(),
             None => {
-                let secret = services
+                let secret = app
                     .config
                     .downloads
                     .signing_key
@@ -179,8 +211,7 @@ pub async fn links(services: &Services, row: &DownloadRow) -> anyhow::Result<Vec
                 );
                 format!(
                     "{}/downloads/{token}",
-                    services
-                        .config
+                    app.config
                         .downloads
                         .public_base_url
                         .as_str()

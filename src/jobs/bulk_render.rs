@@ -4,12 +4,11 @@
 
 use anyhow::anyhow;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, Outcome};
+use super::{Job, JobContext, JobError, Kind, Outcome};
+pub use crate::download::BulkRender;
 use crate::{
     db,
-    domain::Uai,
     render::{
         RenderOptions,
         zip::{ZipPlan, write_zip},
@@ -34,35 +33,27 @@ fn classify(error: anyhow::Error) -> JobError {
     }
 }
 
-/// The `bulk-render` job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkRender {
-    pub exam: String,
-    pub establishment: Uai,
-    pub options: RenderOptions,
-}
-
-impl Job for BulkRender {
+impl Kind for BulkRender {
     const NAME: &'static str = "bulk-render";
     const MAX_ATTEMPTS: u32 = 3;
 
     fn validate(&self) -> Result<(), String> {
-        super::non_empty("exam", &self.exam)
+        crate::ledger::non_empty("exam", &self.exam)
     }
+}
 
+impl Job for BulkRender {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
-        let services = &ctx.services;
-        let exam = db::closure::exam(&services.db, &self.exam)
+        let app = &ctx.app;
+        let exam = db::closure::exam(&app.db, &self.exam)
             .await?
             .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
         let kind = exam.kind;
         // Options read back from a payload are checked again.
         let options = RenderOptions::for_exam(&exam.code, kind, self.options.requested())
             .map_err(JobError::permanent)?;
-        let rows =
-            db::render::transmitted_copies(&services.db, &exam.code, self.establishment.as_str())
-                .await?;
+        let rows = db::render::transmitted_copies(&app.db, &exam.code, self.establishment.as_str())
+            .await?;
         if rows.is_empty() {
             return Err(JobError::permanent(anyhow!(
                 "establishment {} has no copy of exam {} transmitted to Cyclades",
@@ -84,7 +75,7 @@ impl Job for BulkRender {
             // complete; housekeeping deletes what a killed build leaves.
             staging_dir: staging_dir(ctx.job_id),
             options,
-            max_part_bytes: services.config.downloads.max_part_bytes,
+            max_part_bytes: app.config.downloads.max_part_bytes,
             fail_after: None,
             raw_scans: false,
         };
@@ -92,16 +83,16 @@ impl Job for BulkRender {
             let ctx = ctx.clone();
             Box::pin(async move { ctx.progress(done, total).await })
         };
-        let outcome = write_zip(&services.storage, rows, &plan, &progress)
+        let outcome = write_zip(&app.storage, rows, &plan, &progress)
             .await
             .map_err(classify)?;
         let ttl = chrono::Duration::seconds(
-            i64::try_from(services.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
+            i64::try_from(app.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
         );
         let expires_at = Utc::now() + ttl;
         let parts = serde_json::to_value(&outcome.parts).map_err(JobError::permanent)?;
         let download = db::render::insert_download(
-            &services.db,
+            &app.db,
             &exam.code,
             self.establishment.as_str(),
             &options.tag(),

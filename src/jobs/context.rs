@@ -1,4 +1,4 @@
-//! What a running job sees: its identity, the shared services, and a way
+//! What a running job sees: its identity, the application, and a way
 //! to report progress.
 
 use std::{
@@ -8,30 +8,7 @@ use std::{
 
 use uuid::Uuid;
 
-use crate::{config::Config, db::Db, export::Exporters, storage::Storage};
-
-/// The services every job may use; built once per process.
-#[derive(Clone, Debug)]
-pub struct Services {
-    pub config: Arc<Config>,
-    pub db: Db,
-    pub storage: Storage,
-    pub exporters: Exporters,
-}
-
-impl Services {
-    /// Builds the export targets the configuration names around a database
-    /// and a store.
-    pub fn new(config: Config, db: Db, storage: Storage) -> anyhow::Result<Self> {
-        let exporters = Exporters::from_config(&config, &storage)?;
-        Ok(Self {
-            config: Arc::new(config),
-            db,
-            storage,
-            exporters,
-        })
-    }
-}
+use crate::app::App;
 
 /// Progress is written at most this often; the last value is always written.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
@@ -47,25 +24,19 @@ pub struct JobContext {
     pub max_attempts: u32,
     /// The unique name of the worker running the job.
     pub worker: Arc<str>,
-    pub services: Services,
+    pub app: App,
     last_progress: Arc<Mutex<Option<Instant>>>,
 }
 
 impl JobContext {
     /// A context for one run.
-    pub fn new(
-        job_id: Uuid,
-        attempt: u32,
-        max_attempts: u32,
-        worker: Arc<str>,
-        services: Services,
-    ) -> Self {
+    pub fn new(job_id: Uuid, attempt: u32, max_attempts: u32, worker: Arc<str>, app: App) -> Self {
         Self {
             job_id,
             attempt,
             max_attempts,
             worker,
-            services,
+            app,
             last_progress: Arc::new(Mutex::new(None)),
         }
     }
@@ -92,7 +63,7 @@ impl JobContext {
         };
         if due
             && let Err(e) = crate::db::jobs::set_progress(
-                &self.services.db,
+                &self.app.db,
                 self.job_id,
                 &self.worker,
                 done as i64,
@@ -102,5 +73,11 @@ impl JobContext {
         {
             tracing::warn!(job.id = %self.job_id, error = %format!("{e:#}"), "cannot record progress");
         }
+    }
+}
+
+impl crate::ledger::Progress for JobContext {
+    fn report(&self, done: u64, total: u64) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(self.progress(done, total))
     }
 }

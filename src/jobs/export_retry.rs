@@ -3,43 +3,34 @@
 //! exam is published. The job itself refuses a unit never closed, whoever
 //! enqueued it (`closure relaunch`, the sweep, `jobs enqueue`).
 
-use serde::{Deserialize, Serialize};
-
-use super::{Job, JobContext, JobError, Outcome};
+use super::{
+    Job, JobContext, JobError, Kind, Outcome,
+    closure::{run_unit, unit_exam, verdict},
+};
+pub use crate::closure::payload::ExportRetry;
 use crate::{
-    closure::{
-        Refusal,
-        engine::{self, RunMode},
-        request::unit_exam,
-    },
+    closure::{Refusal, engine::RunMode},
     db,
-    domain::{ExamKind, Uai},
+    domain::ExamKind,
 };
 
-/// The `export-retry` job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportRetry {
-    pub exam: String,
-    pub establishment: Uai,
-}
-
-impl Job for ExportRetry {
+impl Kind for ExportRetry {
     const NAME: &'static str = "export-retry";
     const PRIORITY: i16 = 10;
 
     fn validate(&self) -> Result<(), String> {
-        super::non_empty("exam", &self.exam)
+        crate::ledger::non_empty("exam", &self.exam)
     }
+}
 
+impl Job for ExportRetry {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
         let harmonised = exam.kind == ExamKind::Harmonised;
         // A relaunch re-sends what a closure sent: a unit never closed has
         // nothing to re-send and must be closed (with its checks) first.
         let closed_before =
-            db::closure::has_items(&ctx.services.db, &exam.code, self.establishment.as_str())
-                .await?;
+            db::closure::has_items(&ctx.app.db, &exam.code, self.establishment.as_str()).await?;
         if !closed_before {
             return Err(JobError::permanent(Refusal::NeverClosed {
                 exam: exam.code,
@@ -52,7 +43,7 @@ impl Job for ExportRetry {
             report_progress: true,
             refuse_ungraded: false,
         };
-        let summary = engine::run_unit(&ctx, &exam, &self.establishment, mode).await?;
-        engine::verdict(&ctx, mode, vec![summary])
+        let summary = run_unit(&ctx, &exam, &self.establishment, mode).await?;
+        verdict(&ctx, mode, vec![summary])
     }
 }

@@ -2,38 +2,25 @@
 //! harmonised exam — exports the validated copies' grades and counts for
 //! every establishment of the academy that has validated copies.
 
-use serde::{Deserialize, Serialize};
-
-use super::{Job, JobContext, JobError, Outcome};
+use super::{
+    Job, JobContext, JobError, Kind, Outcome,
+    closure::{run_unit, unit_exam, verdict},
+};
+pub use crate::closure::payload::HarmonisationValidation;
 use crate::{
-    closure::{
-        Refusal,
-        engine::{self, RunMode},
-        request::unit_exam,
-    },
+    closure::{Refusal, engine::RunMode},
     db,
     domain::ExamKind,
 };
 
-/// The `harmonisation-validation` job's payload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HarmonisationValidation {
-    pub exam: String,
-    /// The coordinator's academy; `None` for every academy of the exam.
-    pub academy: Option<String>,
-    /// The pass (harmonisation_passes.id) that enqueued the job.
-    pub pass: i64,
-}
-
-impl Job for HarmonisationValidation {
+impl Kind for HarmonisationValidation {
     const NAME: &'static str = "harmonisation-validation";
     const PRIORITY: i16 = 10;
 
     fn validate(&self) -> Result<(), String> {
-        super::non_empty("exam", &self.exam)?;
+        crate::ledger::non_empty("exam", &self.exam)?;
         if let Some(academy) = &self.academy {
-            super::non_empty("academy", academy)?;
+            crate::ledger::non_empty("academy", academy)?;
         }
         if self.pass < 1 {
             return Err(format!(
@@ -43,7 +30,9 @@ impl Job for HarmonisationValidation {
         }
         Ok(())
     }
+}
 
+impl Job for HarmonisationValidation {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let exam = unit_exam(&ctx, &self.exam).await?;
         let kind = exam.kind;
@@ -53,7 +42,7 @@ impl Job for HarmonisationValidation {
                 kind,
             }));
         }
-        let db = &ctx.services.db;
+        let db = &ctx.app.db;
         let establishments =
             db::closure::validated_establishments(db, &exam.code, self.academy.as_deref()).await?;
         let mode = RunMode {
@@ -65,9 +54,9 @@ impl Job for HarmonisationValidation {
         let total = establishments.len() as u64;
         let mut summaries = Vec::with_capacity(establishments.len());
         for (done, uai) in establishments.iter().enumerate() {
-            summaries.push(engine::run_unit(&ctx, &exam, uai, mode).await?);
+            summaries.push(run_unit(&ctx, &exam, uai, mode).await?);
             ctx.progress(done as u64 + 1, total).await;
         }
-        engine::verdict(&ctx, mode, summaries)
+        verdict(&ctx, mode, summaries)
     }
 }

@@ -10,7 +10,8 @@ use std::collections::HashSet;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, Outcome, bulk_render::BulkRender, context::Services};
+use super::{Job, JobContext, JobError, Kind, Outcome, bulk_render::BulkRender};
+use crate::app::App;
 use crate::{db, render::zip::Part};
 
 /// The `housekeeping` job's payload (no parameters).
@@ -18,31 +19,32 @@ use crate::{db, render::zip::Part};
 #[serde(deny_unknown_fields)]
 pub struct Housekeeping {}
 
-impl Job for Housekeeping {
+impl Kind for Housekeeping {
     const NAME: &'static str = "housekeeping";
+}
 
+impl Job for Housekeeping {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
-        let services = &ctx.services;
+        let app = &ctx.app;
         let mut objects = 0u64;
-        let expired = db::schedule::expired_downloads(&services.db).await?;
+        let expired = db::schedule::expired_downloads(&app.db).await?;
         let downloads = expired.len();
         for (id, parts) in expired {
             let parts: Vec<Part> = serde_json::from_value(parts).unwrap_or_default();
             for part in parts {
-                services
-                    .storage
+                app.storage
                     .delete(&part.key)
                     .await
                     .map_err(JobError::retryable)?;
                 objects += 1;
             }
-            db::schedule::delete_download(&services.db, id).await?;
+            db::schedule::delete_download(&app.db, id).await?;
         }
-        let delay = std::time::Duration::from_secs(services.config.downloads.abandoned_after_secs);
-        let abandoned = sweep_abandoned(services, delay).await?;
-        let retention = chrono::Duration::days(i64::from(services.config.jobs.retention_days));
-        let pruned = db::schedule::prune_jobs(&services.db, chrono::Utc::now() - retention).await?;
-        let redis = crate::queue::sweep_finished(&services.config).await?;
+        let delay = std::time::Duration::from_secs(app.config.downloads.abandoned_after_secs);
+        let abandoned = sweep_abandoned(app, delay).await?;
+        let retention = chrono::Duration::days(i64::from(app.config.jobs.retention_days));
+        let pruned = db::schedule::prune_jobs(&app.db, chrono::Utc::now() - retention).await?;
+        let redis = crate::queue::sweep_finished(&app.config).await?;
         Ok(Outcome::Succeeded(serde_json::json!({
             "downloads_expired": downloads,
             "objects_deleted": objects,
@@ -59,26 +61,23 @@ impl Job for Housekeeping {
 /// partial files (`…#1`), a finished part whose record was never written
 /// — except those in the folder of a `bulk-render` job still queued or
 /// running. Returns how many objects were deleted.
-pub async fn sweep_abandoned(
-    services: &Services,
-    older_than: std::time::Duration,
-) -> anyhow::Result<u64> {
+pub async fn sweep_abandoned(app: &App, older_than: std::time::Duration) -> anyhow::Result<u64> {
     let cutoff = chrono::Duration::from_std(older_than)
         .ok()
         .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
     // Listed first: a record written after the listing names objects that
     // are younger than the delay, never older.
-    let listed = services
+    let listed = app
         .storage
         .list("downloads/")
         .await
         .context("listing downloads/")?;
-    let named: HashSet<String> = db::schedule::download_keys(&services.db)
+    let named: HashSet<String> = db::schedule::download_keys(&app.db)
         .await?
         .into_iter()
         .collect();
-    let active: HashSet<String> = db::schedule::active_jobs(&services.db, BulkRender::NAME)
+    let active: HashSet<String> = db::schedule::active_jobs(&app.db, BulkRender::NAME)
         .await?
         .into_iter()
         .map(|id| id.to_string())
@@ -94,8 +93,7 @@ pub async fn sweep_abandoned(
         if active.contains(folder) {
             continue;
         }
-        services
-            .storage
+        app.storage
             .delete_listed(&object)
             .await
             .with_context(|| format!("deleting the abandoned object {}", object.key))?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, Outcome};
+use super::{Job, JobContext, JobError, Kind, Outcome};
 
 /// How a noop run should fail.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +43,11 @@ pub struct Noop {
     pub fail_attempts: u32,
 }
 
-impl Job for Noop {
+impl Kind for Noop {
     const NAME: &'static str = "noop";
+}
 
+impl Job for Noop {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let steps = self.steps.max(1);
         let step = Duration::from_millis(self.sleep_ms / u64::from(steps));

@@ -3,8 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Job, JobContext, JobError, Outcome};
-use crate::{closure, db};
+use super::{Job, JobContext, JobError, Kind, Outcome};
+use crate::{
+    closure::{self, request::UnitsInput},
+    db,
+    op::{Actor, OpError},
+};
 
 /// The `export-retry-sweep` job's payload.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,22 +20,30 @@ pub struct ExportRetrySweep {
     pub min_age_secs: Option<u64>,
 }
 
-impl Job for ExportRetrySweep {
+impl Kind for ExportRetrySweep {
     const NAME: &'static str = "export-retry-sweep";
+}
 
+impl Job for ExportRetrySweep {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
-        let db = &ctx.services.db;
+        let db = &ctx.app.db;
         let age = self
             .min_age_secs
             .map(|s| s as f64)
-            .unwrap_or(ctx.services.config.jobs.backoff_base_secs);
+            .unwrap_or(ctx.app.config.jobs.backoff_base_secs);
         let due_before = chrono::Utc::now() - chrono::Duration::milliseconds((age * 1000.0) as i64);
         let units = db::schedule::units_to_relaunch(db, due_before).await?;
         let mut relaunched = Vec::new();
         for (exam, uai) in units {
-            if let Ok(units) = closure::request_relaunch(db, &exam, Some(&uai), "scheduler").await?
-            {
-                relaunched.extend(units.iter().filter_map(|u| u.outcome.as_ref().ok()?.job()));
+            let input = UnitsInput::unit(exam, uai);
+            match closure::request_relaunch(&ctx.app, &Actor::Scheduler, &input).await {
+                Ok(units) => {
+                    relaunched.extend(units.iter().filter_map(|u| u.outcome.as_ref().ok()?.job()))
+                }
+                Err(OpError::Internal(e)) => return Err(e.into()),
+                // Published since it was listed, or another refusal: the
+                // unit has nothing to relaunch.
+                Err(_) => {}
             }
         }
         Ok(Outcome::Succeeded(

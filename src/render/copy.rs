@@ -9,32 +9,14 @@ use super::{
     pdf::{self, Annotation, CopyDocument, QuestionMark},
 };
 use crate::{
+    app::App,
     db::{self, render::CopyRow},
-    jobs::context::Services,
+    op::{self, Actor, OpError, Refusal},
     storage::Storage,
 };
 
-/// Why a copy is not rendered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderRefusal {
-    #[error("exam {exam} has no copy of candidate {numero}")]
-    NoSuchCopy { exam: String, numero: String },
-    #[error(
-        "the copy of candidate {numero} for exam {exam} has not been transmitted to Cyclades \
-         (its grade is not accepted yet): it cannot be rendered or downloaded"
-    )]
-    NotTransmitted { exam: String, numero: String },
-    #[error(transparent)]
-    Options(#[from] super::E3cOptionsFixed),
-    #[error("the copy of candidate {numero} cannot be rendered: {reason}")]
-    Unrenderable { numero: String, reason: String },
-}
-
 /// The options a request gets for the copy's exam.
-pub fn options_for(
-    row: &CopyRow,
-    requested: RequestedOptions,
-) -> Result<RenderOptions, RenderRefusal> {
+pub fn options_for(row: &CopyRow, requested: RequestedOptions) -> Result<RenderOptions, OpError> {
     Ok(RenderOptions::for_exam(
         &row.exam_code,
         row.exam_kind,
@@ -91,42 +73,49 @@ pub async fn render_blocking(
         .context("the PDF renderer panicked")
 }
 
-/// Renders the copy of candidate `numero` for `exam`, if the rules allow.
-pub async fn render_copy(
-    services: &Services,
-    exam: &str,
-    numero: &str,
-    requested: RequestedOptions,
-) -> anyhow::Result<Result<Vec<u8>, RenderRefusal>> {
-    let Some(row) = db::render::copy(&services.db, exam, numero).await? else {
-        return Ok(Err(RenderRefusal::NoSuchCopy {
-            exam: exam.to_owned(),
-            numero: numero.to_owned(),
-        }));
-    };
-    let options = match options_for(&row, requested) {
-        Ok(o) => o,
-        Err(r) => return Ok(Err(r)),
-    };
-    if !row.transmitted {
-        return Ok(Err(RenderRefusal::NotTransmitted {
-            exam: exam.to_owned(),
-            numero: numero.to_owned(),
-        }));
+/// Which copy to render, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyInput {
+    pub exam: String,
+    /// The candidate's number.
+    pub numero: String,
+    pub options: RequestedOptions,
+}
+
+/// Renders the copy of candidate `numero` for `exam`, if the rules allow:
+/// only a copy transmitted to Cyclades, with E3C's switches fixed on, for
+/// admin, the copy's establishment or its academy's coordinator.
+pub async fn render_copy(app: &App, actor: &Actor, input: &CopyInput) -> Result<Vec<u8>, OpError> {
+    let exam = op::code("exam", &input.exam)?;
+    let numero = op::code("candidate", &input.numero)?;
+    if matches!(actor, Actor::Scheduler) {
+        return Err(actor.forbidden("render a copy"));
     }
-    let doc = match document(&services.storage, &row).await {
-        Ok(d) => d,
-        Err(reason) => {
-            return Ok(Err(RenderRefusal::Unrenderable {
-                numero: numero.to_owned(),
-                reason,
-            }));
-        }
+    let Some(row) = db::render::copy(&app.db, exam, numero).await? else {
+        return Err(OpError::not_found(format!(
+            "copy of candidate {numero} for exam {exam}"
+        )));
     };
-    Ok(render_blocking(doc, options)
-        .await?
-        .map_err(|e| RenderRefusal::Unrenderable {
+    actor
+        .reach(
+            app,
+            &row.establishment_uai,
+            &format!("render the copy of candidate {numero} for exam {exam}"),
+        )
+        .await?;
+    let options = options_for(&row, input.options)?;
+    if !row.transmitted {
+        return Err(Refusal::NotTransmitted {
+            exam: exam.to_owned(),
             numero: numero.to_owned(),
-            reason: e.to_string(),
-        }))
+        }
+        .into());
+    }
+    let doc = document(&app.storage, &row).await.map_err(|reason| {
+        anyhow::anyhow!("the copy of candidate {numero} cannot be rendered: {reason}")
+    })?;
+    let pdf = render_blocking(doc, options)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the copy of candidate {numero} cannot be rendered: {e}"))?;
+    Ok(pdf)
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::ExamKind;
+pub use crate::op::E3cOptionsFixed;
 
 /// What a render asks for; every switch defaults to on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,17 +31,6 @@ pub struct RenderOptions {
     details: bool,
     appreciation: bool,
     annotations: bool,
-}
-
-/// Why options were refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "exam {exam} is E3C: grading details, appreciation and annotations are always rendered; \
-     the request turned off {}", off.join(", ")
-)]
-pub struct E3cOptionsFixed {
-    pub exam: String,
-    pub off: Vec<&'static str>,
 }
 
 impl RenderOptions {

@@ -18,7 +18,8 @@ use serde::Deserialize;
 
 use crate::{
     db::Tx,
-    jobs::{self, EnqueueOptions, Enqueued, registry},
+    jobs::registry,
+    ledger::{self as jobs, EnqueueOptions, Enqueued},
 };
 
 /// A schedule file as written.

@@ -10,7 +10,12 @@ use chrono::{DateTime, Utc};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use super::Schedule;
-use crate::{db::Db, jobs::Enqueued};
+use crate::{
+    app::App,
+    db::Db,
+    ledger::Enqueued,
+    op::{Actor, OpError},
+};
 
 /// Enqueues the slot of `schedule` at or just before `now`.
 pub async fn tick(
@@ -25,6 +30,36 @@ pub async fn tick(
     };
     let mut tx = db.begin().await?;
     let enqueued = schedule.enqueue_slot(&mut tx, slot, "scheduler").await?;
+    tx.commit().await?;
+    Ok(Some((slot, enqueued)))
+}
+
+/// Enqueues the current slot of the schedule named `name` now (an
+/// operator's `schedules run`): the same job, under the same key, as the
+/// scheduler's tick for that slot. Admin and the scheduler only.
+pub async fn run_slot(
+    app: &App,
+    actor: &Actor,
+    schedules: &[Schedule],
+    name: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, Enqueued)>, OpError> {
+    actor.require_operator("run a schedule's slot")?;
+    let Some(schedule) = schedules.iter().find(|s| s.name == name) else {
+        let names: Vec<_> = schedules.iter().map(|s| s.name.as_str()).collect();
+        return Err(OpError::not_found(format!(
+            "schedule {name:?} (known: {})",
+            names.join(", ")
+        )));
+    };
+    let Some(slot) = schedule.slot_at_or_before(now + chrono::Duration::seconds(1)) else {
+        return Ok(None);
+    };
+    let mut tx = app.db.begin().await?;
+    let enqueued = schedule
+        .enqueue_slot(&mut tx, slot, &actor.label())
+        .await
+        .map_err(anyhow::Error::from)?;
     tx.commit().await?;
     Ok(Some((slot, enqueued)))
 }

@@ -82,11 +82,10 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         self.requests
             .send((item, answer))
             .map_err(|_| anyhow::anyhow!("the batch writer has stopped"))?;
-        match answered.await {
-            Ok(Ok(out)) => Ok(out),
-            Ok(Err(message)) => Err(anyhow::anyhow!(message)),
-            Err(_) => Err(anyhow::anyhow!("the batch writer dropped the request")),
-        }
+        answered
+            .await
+            .map_err(|_| anyhow::anyhow!("the batch writer dropped the request"))?
+            .map_err(|message| anyhow::anyhow!(message))
     }
 }
 

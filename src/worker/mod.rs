@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{jobs::context::Services, queue};
+use crate::{app::App, queue};
 
 pub use runner::Runner;
 
@@ -33,9 +33,9 @@ pub struct WorkerOptions {
 
 impl WorkerOptions {
     /// Everything on, with the configured concurrency.
-    pub fn from_config(services: &Services) -> Self {
+    pub fn from_config(app: &App) -> Self {
         Self {
-            concurrency: services.config.worker.concurrency as usize,
+            concurrency: app.config.worker.concurrency as usize,
             pump: true,
             reconciler: true,
             consumer: true,
@@ -63,27 +63,22 @@ pub struct Worker {
 
 impl Worker {
     /// Starts a worker's tasks in the background.
-    pub async fn start(services: Services, options: WorkerOptions) -> anyhow::Result<Self> {
+    pub async fn start(app: App, options: WorkerOptions) -> anyhow::Result<Self> {
         let name = unique_name();
-        let producer = queue::Producer::connect(&services.config).await?;
-        let runner = Arc::new(Runner::new(
-            services.clone(),
-            name.clone(),
-            options.concurrency,
-        ));
+        let producer = queue::Producer::connect(&app.config).await?;
+        let runner = Arc::new(Runner::new(app.clone(), name.clone(), options.concurrency));
         let stop = CancellationToken::new();
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(runner.clone().heartbeat(stop.clone())));
         if options.pump {
-            let pump =
-                pump::Pump::new(services.clone(), producer.clone(), runner.wake_pump.clone())
-                    .await
-                    .context("starting the pump")?;
+            let pump = pump::Pump::new(app.clone(), producer.clone(), runner.wake_pump.clone())
+                .await
+                .context("starting the pump")?;
             tasks.push(tokio::spawn(pump.run(stop.clone())));
         }
         if options.reconciler {
             tasks.push(tokio::spawn(reconciler::run(
-                services.clone(),
+                app.clone(),
                 producer.clone(),
                 runner.wake_pump.clone(),
                 stop.clone(),
@@ -97,7 +92,7 @@ impl Worker {
         }
         if options.consumer {
             tasks.push(tokio::spawn(consume_forever(
-                services,
+                app,
                 name,
                 options.concurrency,
                 runner.clone(),
@@ -159,7 +154,7 @@ async fn sweep_deliveries(producer: queue::Producer, stop: CancellationToken) {
 /// Runs the Redis consumer until `stop`, restarting it under a new name
 /// when it fails (e.g. Redis was flushed and forgot the registration).
 async fn consume_forever(
-    services: Services,
+    app: App,
     base_name: String,
     concurrency: usize,
     runner: Arc<Runner>,
@@ -176,14 +171,8 @@ async fn consume_forever(
         // Twice as many deliveries as jobs that may run: a delivery whose
         // run has ended may still be writing its outcome, and the runner's
         // slots bound the jobs running.
-        let result = queue::consume(
-            &services.config,
-            &name,
-            2 * concurrency,
-            handler,
-            stop.clone(),
-        )
-        .await;
+        let result =
+            queue::consume(&app.config, &name, 2 * concurrency, handler, stop.clone()).await;
         if stop.is_cancelled() {
             break;
         }

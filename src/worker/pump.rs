@@ -22,8 +22,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    app::App,
     db::{self, JobNotifications},
-    jobs::context::Services,
     queue::Producer,
 };
 
@@ -57,7 +57,7 @@ const RELISTEN_MIN: Duration = Duration::from_millis(100);
 const RELISTEN_MAX: Duration = Duration::from_secs(5);
 
 pub(super) struct Pump {
-    services: Services,
+    app: App,
     producer: Producer,
     wake: Arc<PumpWake>,
     notifications: Option<JobNotifications>,
@@ -65,13 +65,13 @@ pub(super) struct Pump {
 
 impl Pump {
     pub(super) async fn new(
-        services: Services,
+        app: App,
         producer: Producer,
         wake: Arc<PumpWake>,
     ) -> anyhow::Result<Self> {
-        let notifications = JobNotifications::listen(&services.db).await?;
+        let notifications = JobNotifications::listen(&app.db).await?;
         Ok(Self {
-            services,
+            app,
             producer,
             wake,
             notifications: Some(notifications),
@@ -79,8 +79,8 @@ impl Pump {
     }
 
     pub(super) async fn run(mut self, stop: CancellationToken) {
-        let interval = Duration::from_millis(self.services.config.queue.pump_interval_ms);
-        let window = i64::from(self.services.config.queue.window);
+        let interval = Duration::from_millis(self.app.config.queue.pump_interval_ms);
+        let window = i64::from(self.app.config.queue.window);
         // Claims this process must make before a step can find room.
         let mut needed = 0u64;
         let mut claims_at_step = 0u64;
@@ -91,7 +91,7 @@ impl Pump {
         let mut relisten_delay = RELISTEN_MIN;
         loop {
             if self.notifications.is_none() && tokio::time::Instant::now() >= relisten_at {
-                match JobNotifications::listen(&self.services.db).await {
+                match JobNotifications::listen(&self.app.db).await {
                     Ok(n) => {
                         tracing::info!("job notifications restored");
                         self.notifications = Some(n);
@@ -151,7 +151,7 @@ impl Pump {
     /// (ids it forgot as lost, duplicates), Redis never holds more than
     /// the window of waiting ids.
     async fn pump_once(&self, window: i64) -> anyhow::Result<i64> {
-        let mut lock = db::jobs::PumpLock::acquire(&self.services.db).await?;
+        let mut lock = db::jobs::PumpLock::acquire(&self.app.db).await?;
         let ledger = lock.in_flight().await?;
         let waiting = i64::try_from(self.producer.waiting().await?).unwrap_or(i64::MAX);
         let in_flight = ledger.max(waiting);

@@ -14,7 +14,7 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use super::pump::PumpWake;
-use crate::{db, jobs::context::Services, queue};
+use crate::{app::App, db, queue};
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +30,19 @@ pub(super) struct Reconciled {
 }
 
 pub(super) async fn run(
-    services: Services,
+    app: App,
     producer: queue::Producer,
     wake_pump: Arc<PumpWake>,
     stop: CancellationToken,
 ) {
-    let every = Duration::from_secs(services.config.queue.reconcile_interval_secs);
-    let redeliver_after = services.config.queue.redeliver_after_secs as f64;
+    let every = Duration::from_secs(app.config.queue.reconcile_interval_secs);
+    let redeliver_after = app.config.queue.redeliver_after_secs as f64;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
-        match reconcile(&services, &producer, redeliver_after).await {
+        match reconcile(&app, &producer, redeliver_after).await {
             Ok(r) if r == Reconciled::default() => {}
             Ok(r) => {
                 tracing::info!(
@@ -64,14 +64,14 @@ pub(super) async fn run(
 /// [`queue::OVERFLOW`] waiting ids is emptied first (its ids are then
 /// lost at once and pushed again within the window).
 pub(super) async fn reconcile(
-    services: &Services,
+    app: &App,
     producer: &queue::Producer,
     redeliver_after: f64,
 ) -> anyhow::Result<Reconciled> {
     let mut out = Reconciled::default();
     {
         // Under the pump lock nothing is pushed while Redis is read.
-        let mut lock = db::jobs::PumpLock::acquire(&services.db).await?;
+        let mut lock = db::jobs::PumpLock::acquire(&app.db).await?;
         let mut holdings = producer.holdings().await?;
         let mut after = redeliver_after;
         if holdings.waiting > queue::OVERFLOW {
@@ -88,7 +88,7 @@ pub(super) async fn reconcile(
         out.lost = lock.forget_lost(after, &held).await?;
         lock.commit().await?;
     }
-    let (requeued, dead) = db::jobs::expire_leases(&services.db).await?;
+    let (requeued, dead) = db::jobs::expire_leases(&app.db).await?;
     out.requeued = requeued;
     out.dead = dead;
     Ok(out)

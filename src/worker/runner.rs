@@ -18,10 +18,13 @@ use uuid::Uuid;
 
 use super::{batch::Batcher, pump::PumpWake};
 use crate::{
-    db::{self, jobs::Claimed, jobs::Finished},
+    app::App,
+    db::{
+        self,
+        jobs::{Claimed, Finished, JobStatus},
+    },
     jobs::{
         JobContext, JobError, Outcome, backoff,
-        context::Services,
         registry::{self, Handler},
     },
     queue::DeliveryHandler,
@@ -33,7 +36,7 @@ pub enum DeliveryOutcome {
     /// Another runner holds the job, or it is not due / not queued.
     NotClaimed,
     /// The run ended and its outcome was recorded with this status.
-    Recorded(&'static str),
+    Recorded(JobStatus),
     /// The run was interrupted (shutdown, cancellation, lost lease).
     Interrupted,
     /// The ledger could not be read or written; the lease will expire and
@@ -47,7 +50,7 @@ struct Running {
 
 /// Runs delivered jobs for one worker process.
 pub struct Runner {
-    services: Services,
+    app: App,
     name: Arc<str>,
     handlers: HashMap<&'static str, Handler>,
     running: Mutex<HashMap<Uuid, Running>>,
@@ -71,12 +74,12 @@ impl Runner {
     /// A runner named `name` (unique per process) that runs at most
     /// `concurrency` jobs at once. Starts the tasks that write claims and
     /// outcomes in batches, so it must be called within a tokio runtime.
-    pub fn new(services: Services, name: String, concurrency: usize) -> Self {
+    pub fn new(app: App, name: String, concurrency: usize) -> Self {
         let name: Arc<str> = name.into();
         let wake_pump = Arc::new(PumpWake::default());
         let claims = {
-            let (db, worker, wake) = (services.db.clone(), name.clone(), wake_pump.clone());
-            let lease = services.config.lease().as_secs_f64();
+            let (db, worker, wake) = (app.db.clone(), name.clone(), wake_pump.clone());
+            let lease = app.config.lease().as_secs_f64();
             Batcher::spawn(MAX_BATCH, move |ids: Vec<Uuid>| {
                 let (db, worker, wake) = (db.clone(), worker.clone(), wake.clone());
                 async move {
@@ -94,7 +97,7 @@ impl Runner {
             })
         };
         let finishes = {
-            let (db, worker) = (services.db.clone(), name.clone());
+            let (db, worker) = (app.db.clone(), name.clone());
             Batcher::spawn(MAX_BATCH, move |runs: Vec<Finished>| {
                 let (db, worker) = (db.clone(), worker.clone());
                 async move {
@@ -109,7 +112,7 @@ impl Runner {
             })
         };
         Self {
-            services,
+            app,
             name,
             handlers: registry::by_name(),
             running: Mutex::new(HashMap::new()),
@@ -166,7 +169,7 @@ impl Runner {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return DeliveryOutcome::Interrupted;
         };
-        let db = &self.services.db;
+        let db = &self.app.db;
         if self.draining.load(Ordering::SeqCst) {
             // Not ours to run any more: make it deliverable to others now.
             if let Err(e) = db::jobs::unmark_pushed(db, &[id]).await {
@@ -211,7 +214,7 @@ impl Runner {
                     attempt as u32,
                     claimed.max_attempts as u32,
                     self.name.clone(),
-                    self.services.clone(),
+                    self.app.clone(),
                 );
                 let job = tokio::spawn(handler.run(claimed.payload, ctx).instrument(span.clone()));
                 self.lock_running().insert(
@@ -254,15 +257,15 @@ impl Runner {
         max_attempts: i32,
         result: Result<Outcome, JobError>,
     ) -> DeliveryOutcome {
-        let db = &self.services.db;
-        let jobs = &self.services.config.jobs;
+        let db = &self.app.db;
+        let jobs = &self.app.config.jobs;
         let (status, written) = match result {
             Ok(outcome) => {
                 let (status, result) = match outcome {
-                    Outcome::Succeeded(result) => ("succeeded", result),
+                    Outcome::Succeeded(result) => (JobStatus::Succeeded, result),
                     Outcome::Failed(result) => {
                         tracing::warn!(result = %result, "job finished with a failed outcome");
-                        ("failed", result)
+                        (JobStatus::Failed, result)
                     }
                 };
                 let run = Finished {
@@ -277,7 +280,7 @@ impl Runner {
                 let message = format!("{e:#}");
                 tracing::error!(error = %message, "job failed permanently; dead");
                 (
-                    "dead",
+                    JobStatus::Dead,
                     db::jobs::bury(db, id, &self.name, attempt, &message).await,
                 )
             }
@@ -285,7 +288,7 @@ impl Runner {
                 let message = format!("attempts exhausted ({attempt}/{max_attempts}): {e:#}");
                 tracing::error!(error = %message, "job failed; dead");
                 (
-                    "dead",
+                    JobStatus::Dead,
                     db::jobs::bury(db, id, &self.name, attempt, &message).await,
                 )
             }
@@ -299,7 +302,7 @@ impl Runner {
                 );
                 tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
                 (
-                    "queued",
+                    JobStatus::Queued,
                     db::jobs::reschedule(
                         db,
                         id,
@@ -328,7 +331,7 @@ impl Runner {
     /// Extends the leases of running jobs every lease/3 until `stop`;
     /// aborts jobs this worker no longer holds (cancelled or reclaimed).
     pub(super) async fn heartbeat(self: Arc<Self>, stop: CancellationToken) {
-        let lease = self.services.config.lease();
+        let lease = self.app.config.lease();
         let every = lease / 3;
         loop {
             tokio::select! {
@@ -347,8 +350,8 @@ impl Runner {
         if ids.is_empty() {
             return Ok(());
         }
-        let lease = self.services.config.lease().as_secs_f64();
-        let held = db::jobs::extend_leases(&self.services.db, &ids, &self.name, lease).await?;
+        let lease = self.app.config.lease().as_secs_f64();
+        let held = db::jobs::extend_leases(&self.app.db, &ids, &self.name, lease).await?;
         let running = self.lock_running();
         for id in ids.iter().filter(|id| !held.contains(id)) {
             if let Some(job) = running.get(id) {
@@ -378,7 +381,7 @@ impl Runner {
             }
             running.keys().copied().collect()
         };
-        let released = db::jobs::release(&self.services.db, &ids, &self.name).await?;
+        let released = db::jobs::release(&self.app.db, &ids, &self.name).await?;
         tracing::warn!(
             released,
             "grace period over: running jobs released to other workers"

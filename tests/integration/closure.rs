@@ -15,9 +15,8 @@ use copiste::{
     closure::{
         self, PassRequest, Refusal, UnitRequested, UnitState, Validation, status::ExamStatus,
     },
-    demo_data::{self, DemoDataOptions},
     domain::Uai,
-    import::import_dir,
+    op::OpError,
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -192,17 +191,7 @@ fn merge(base: &mut Value, over: Value) {
 /// Imports the demo session: 3 establishments of 12 candidates, every
 /// exam kind, some absent candidates.
 async fn load_session(app: &TestApp) {
-    let dir = app.dir.path().join("session");
-    let opts = DemoDataOptions {
-        establishments: 3,
-        candidates: 12,
-        pages: 1,
-        seed: 7,
-    };
-    demo_data::generate_light(&dir, &opts).expect("dataset");
-    import_dir(&app.db, &app.storage, &dir, &|_| {})
-        .await
-        .expect("import");
+    app.import_demo_seeded(3, 12, 7).await;
 }
 
 async fn pool(app: &TestApp) -> PgPool {
@@ -212,7 +201,7 @@ async fn pool(app: &TestApp) -> PgPool {
 }
 
 async fn status(app: &TestApp, exam: &str) -> ExamStatus {
-    closure::status::exam_status(&app.db, exam)
+    crate::ops::exam_status(app, exam)
         .await
         .expect("status")
         .expect("known exam")
@@ -291,7 +280,7 @@ async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one
     let app = app_with_stub(&stub, json!({})).await;
     let worker = app.worker().await;
 
-    let units = closure::request_closure(&app.db, PHILO, None, "test")
+    let units = crate::ops::request_closure(&app, PHILO, None, "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -303,7 +292,8 @@ async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one
         "30% of 503 and some timeouts should leave errors: {first}"
     );
     let shown = first.units.iter().flat_map(|u| &u.errors).any(|e| {
-        e.state == "pending" && (e.message.contains("503") || e.message.contains("timed out"))
+        e.state == copiste::domain::ItemState::Pending
+            && (e.message.contains("503") || e.message.contains("timed out"))
     });
     assert!(shown, "the errors are shown: {first}");
 
@@ -315,7 +305,7 @@ async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one
         }
         rounds += 1;
         assert!(rounds <= 30, "no convergence after 30 relaunches: {s}");
-        closure::request_relaunch(&app.db, PHILO, None, "test")
+        crate::ops::request_relaunch(&app, PHILO, None, "test")
             .await
             .expect("relaunch")
             .expect("not refused");
@@ -369,7 +359,7 @@ async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_s
     let app = app_with_held_answers(&stub).await;
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -427,7 +417,7 @@ async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
         b.reject.insert(unknown.clone());
     });
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -448,13 +438,13 @@ async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
     assert_eq!(unit.imagin.accepted, unit.imagin.total);
     assert_eq!(unit.errors.len(), 1, "{s}");
     assert_eq!(unit.errors[0].message, "unknown candidate");
-    assert_eq!(unit.errors[0].state, "rejected");
+    assert_eq!(unit.errors[0].state, copiste::domain::ItemState::Rejected);
     assert!(format!("{s}").contains("unknown candidate"));
 
     // Once Cyclades knows the candidate, a relaunch re-sends only that one.
     stub.behave(|b| b.reject.clear());
     let before = stub.requests();
-    let units = closure::request_relaunch(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_relaunch(&app, PHILO, Some(&uai), "test")
         .await
         .expect("relaunch")
         .expect("not refused");
@@ -482,17 +472,17 @@ async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_i
         b.reject.insert(unknown);
     });
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
     let job = jobs_of(&units)[0];
     app.wait_status(job, "running", 20).await;
-    let refused = closure::publish(&app.db, PHILO, "rectorat")
+    let refused = crate::ops::publish(&app, PHILO, "rectorat")
         .await
         .expect("publish");
     match refused {
-        Err(Refusal::ClosureRunning { units, .. }) => {
+        Err(OpError::Refused(Refusal::ClosureRunning { units, .. })) => {
             assert_eq!(units, vec![(uai.to_string(), job)]);
         }
         other => panic!("publication during a closure: {other:?}"),
@@ -500,7 +490,7 @@ async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_i
     app.wait_status(job, "failed", 60).await;
     worker.shutdown(Duration::from_secs(5)).await.expect("stop");
 
-    let published = closure::publish(&app.db, PHILO, "rectorat")
+    let published = crate::ops::publish(&app, PHILO, "rectorat")
         .await
         .expect("publish")
         .expect("publication recorded");
@@ -513,16 +503,22 @@ async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_i
 
     let before = stub.requests();
     let jobs_before = app.counts().await.values().sum::<i64>();
-    let relaunch = closure::request_relaunch(&app.db, PHILO, Some(&uai), "test")
+    let relaunch = crate::ops::request_relaunch(&app, PHILO, Some(&uai), "test")
         .await
         .expect("relaunch");
     let refusal = relaunch.expect_err("relaunch after publication");
-    assert!(matches!(refusal, Refusal::Published { .. }));
+    assert!(matches!(
+        refusal,
+        OpError::Refused(Refusal::Published { .. })
+    ));
     assert!(refusal.to_string().contains("published"), "{refusal}");
-    let closure_again = closure::request_closure(&app.db, PHILO, None, "test")
+    let closure_again = crate::ops::request_closure(&app, PHILO, None, "test")
         .await
         .expect("closure");
-    assert!(matches!(closure_again, Err(Refusal::Published { .. })));
+    assert!(matches!(
+        closure_again,
+        Err(OpError::Refused(Refusal::Published { .. }))
+    ));
     assert_eq!(stub.requests(), before, "nothing sent");
     assert_eq!(
         app.counts().await.values().sum::<i64>(),
@@ -535,10 +531,10 @@ async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_i
         "{s}"
     );
     assert!(matches!(
-        closure::publish(&app.db, PHILO, "rectorat")
+        crate::ops::publish(&app, PHILO, "rectorat")
             .await
             .expect("publish"),
-        Err(Refusal::AlreadyPublished { .. })
+        Err(OpError::Refused(Refusal::AlreadyPublished { .. }))
     ));
 }
 
@@ -548,11 +544,11 @@ async fn a_queued_closure_is_cancelled_by_publication_and_a_double_click_is_one_
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, PHILO).await;
     // No worker: the jobs stay queued.
-    let first = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let first = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
-    let second = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let second = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -560,7 +556,7 @@ async fn a_queued_closure_is_cancelled_by_publication_and_a_double_click_is_one_
     assert!(matches!(first[0].outcome, Ok(UnitRequested::Enqueued(_))));
     assert_eq!(second[0].outcome, Ok(UnitRequested::AlreadyQueued(job)));
 
-    let published = closure::publish(&app.db, PHILO, "rectorat")
+    let published = crate::ops::publish(&app, PHILO, "rectorat")
         .await
         .expect("publish")
         .expect("recorded");
@@ -575,11 +571,11 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, MATHS_H).await;
 
-    let refused = closure::request_closure(&app.db, MATHS_H, Some(&uai), "0750001A")
+    let refused = crate::ops::request_closure(&app, MATHS_H, Some(&uai), "0750001A")
         .await
         .expect("request");
     let refusal = refused.expect_err("harmonised exams are not closed by establishments");
-    assert!(matches!(refusal, Refusal::Harmonised(_)));
+    assert!(matches!(refusal, OpError::Refused(Refusal::Harmonised(_))));
     assert!(
         refusal.to_string().contains("academic coordinator"),
         "{refusal}"
@@ -596,8 +592,8 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
     .expect("numeros");
     let first_half: Vec<String> = all.iter().step_by(2).cloned().collect();
     let worker = app.worker().await;
-    let pass1 = closure::validate_harmonisation(
-        &app.db,
+    let pass1 = crate::ops::validate_harmonisation(
+        &app,
         MATHS_H,
         None,
         &Validation::Candidates(first_half.clone()),
@@ -626,8 +622,8 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
 
     // Validating the same copies again sends nothing.
     let requests = stub.requests();
-    let again = closure::validate_harmonisation(
-        &app.db,
+    let again = crate::ops::validate_harmonisation(
+        &app,
         MATHS_H,
         None,
         &Validation::Candidates(first_half.clone()),
@@ -646,7 +642,7 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
 
     // Pass 2: everything.
     let pass2 =
-        closure::validate_harmonisation(&app.db, MATHS_H, None, &Validation::All, "coordinator")
+        crate::ops::validate_harmonisation(&app, MATHS_H, None, &Validation::All, "coordinator")
             .await
             .expect("validate")
             .expect("not refused");
@@ -704,7 +700,7 @@ async fn e3c_closes_like_ponctuel_and_absent_candidates_are_exported_as_absent()
     let stub = Stub::start().await;
     let app = app_with_stub(&stub, json!({})).await;
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, E3C, None, "test")
+    let units = crate::ops::request_closure(&app, E3C, None, "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -758,7 +754,7 @@ async fn ungraded_copies_refuse_their_establishment_with_the_list_and_unknown_na
     .await
     .expect("ungrade");
 
-    let units = closure::request_closure(&app.db, PHILO, None, "test")
+    let units = crate::ops::request_closure(&app, PHILO, None, "test")
         .await
         .expect("request")
         .expect("exam-level checks pass");
@@ -773,21 +769,21 @@ async fn ungraded_copies_refuse_their_establishment_with_the_list_and_unknown_na
     assert_eq!(units.iter().filter(|u| u.outcome.is_ok()).count(), 2);
 
     for (exam, want) in [("NOPE", "unknown exam NOPE")] {
-        let r = closure::request_closure(&app.db, exam, None, "test")
+        let r = crate::ops::request_closure(&app, exam, None, "test")
             .await
             .expect("request");
         assert_eq!(r.expect_err("refused").to_string(), want);
     }
     let stranger = Uai::from_number(1_234_567);
-    let r = closure::request_closure(&app.db, PHILO, Some(&stranger), "test")
+    let r = crate::ops::request_closure(&app, PHILO, Some(&stranger), "test")
         .await
         .expect("request");
     assert_eq!(
-        r.expect_err("refused"),
-        Refusal::UnknownEstablishment(stranger.to_string())
+        r.expect_err("refused").to_string(),
+        format!("unknown establishment {stranger}")
     );
-    let r = closure::validate_harmonisation(
-        &app.db,
+    let r = crate::ops::validate_harmonisation(
+        &app,
         MATHS_H,
         None,
         &Validation::Candidates(vec!["NOBODY".into()]),
@@ -799,11 +795,14 @@ async fn ungraded_copies_refuse_their_establishment_with_the_list_and_unknown_na
         r.expect_err("refused").to_string().contains("NOBODY"),
         "unknown candidates are named"
     );
-    let r = closure::validate_harmonisation(&app.db, PHILO, None, &Validation::All, "c")
+    let r = crate::ops::validate_harmonisation(&app, PHILO, None, &Validation::All, "c")
         .await
         .expect("validate");
-    assert!(matches!(r, Err(Refusal::NotHarmonised { .. })));
-    let r = closure::request_relaunch(&app.db, E3C, None, "test")
+    assert!(matches!(
+        r,
+        Err(OpError::Refused(Refusal::NotHarmonised { .. }))
+    ));
+    let r = crate::ops::request_relaunch(&app, E3C, None, "test")
         .await
         .expect("relaunch")
         .expect("exam-level checks pass");
@@ -819,7 +818,7 @@ async fn the_outbox_writes_every_item_once_as_files() {
     let app = TestApp::with(json!({"exports": {"batch_size": 7}})).await;
     load_session(&app).await;
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, None, "test")
+    let units = crate::ops::request_closure(&app, PHILO, None, "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -844,7 +843,7 @@ async fn the_outbox_writes_every_item_once_as_files() {
     assert!(files >= 3, "one file per batch at least per establishment");
     assert_eq!(keys.len() as i64, copies_of(&app, PHILO).await);
     assert!(!walk(&app.dir.path().join("objects/exports/imagin")).is_empty());
-    let r = closure::request_relaunch(&app.db, PHILO, None, "test")
+    let r = crate::ops::request_relaunch(&app, PHILO, None, "test")
         .await
         .expect("relaunch")
         .expect("not refused");
@@ -881,7 +880,7 @@ async fn a_refused_batch_rejects_its_items_and_an_unreachable_target_leaves_them
     load_session(&app).await;
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -924,7 +923,7 @@ async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
     let close = || async {
-        let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
             .await
             .expect("request")
             .expect("not refused");
@@ -1008,7 +1007,7 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
     let close = || async {
-        let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+        let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
             .await
             .expect("request")
             .expect("not refused");
@@ -1152,7 +1151,7 @@ async fn a_relaunch_of_a_unit_with_a_withdrawn_grade_counts_it_and_does_not_repo
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, PHILO).await;
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, PHILO, Some(&uai), "test")
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
         .await
         .expect("request")
         .expect("not refused");

@@ -5,7 +5,7 @@ use crate::support::{TestApp, fast_queue};
 #[tokio::test]
 async fn the_demo_runs_end_to_end_and_twice() {
     let app = TestApp::with(fast_queue()).await;
-    copiste::demo::run(app.config.clone(), 50, 4)
+    copiste::cli::demo::run(app.config.clone(), 50, 4)
         .await
         .expect("demo runs");
     // 50 noop jobs, a closure per establishment of the ponctuel and E3C
@@ -14,7 +14,7 @@ async fn the_demo_runs_end_to_end_and_twice() {
     let counts = app.counts().await;
     assert_eq!(counts.get("succeeded"), Some(&66), "{counts:?}");
     for exam in ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"] {
-        let status = copiste::closure::status::exam_status(&app.db, exam)
+        let status = crate::ops::exam_status(&app, exam)
             .await
             .expect("status")
             .expect("exam");
@@ -36,7 +36,7 @@ async fn the_demo_runs_end_to_end_and_twice() {
     // jobs, and closes again: 6 closures with nothing to send, no
     // harmonisation pass since every copy is validated, and no zip since
     // the first run's are still valid.
-    copiste::demo::run(app.config.clone(), 20, 4)
+    copiste::cli::demo::run(app.config.clone(), 20, 4)
         .await
         .expect("demo runs again");
     assert_eq!(app.counts().await.get("succeeded"), Some(&(66 + 26)));

@@ -97,3 +97,146 @@ fn every_job_kind_has_a_registered_handler() {
         }
     }
 }
+
+/// The layers of ARCHITECTURE.md, lowest first: a module may name modules
+/// of its own layer or below, never above.
+const LAYERS: [&[&str]; 6] = [
+    &["domain", "config", "memory"],
+    &["db", "storage", "queue", "export"],
+    &["app", "op", "ledger"],
+    &["closure", "render", "download", "import", "demo_data"],
+    &["jobs", "worker", "schedule"],
+    &["cli", "bench", "local_services"],
+];
+
+/// The top-level modules each top-level module names (`crate::x`, or `x`
+/// inside a `use crate::{…}` group), outside comments and test modules.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let modules: Vec<&str> = LAYERS.iter().flat_map(|l| l.iter().copied()).collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&root).expect("under src");
+        let top = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|s| s.trim_end_matches(".rs").to_owned())
+            .expect("a name");
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("read");
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        let code: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let deps: &mut std::collections::BTreeSet<String> = graph.entry(top.clone()).or_default();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = &code[i + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // `use crate::{a, b::{c, d}, e::f}`: the names at depth 0.
+                let mut depth = 0;
+                let mut name = String::new();
+                let mut at_start = true;
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => at_start = true,
+                        c if depth == 0 && at_start && (c.is_alphanumeric() || c == '_') => {
+                            name.push(c)
+                        }
+                        _ if depth == 0 && at_start && !name.is_empty() => {
+                            deps.insert(std::mem::take(&mut name));
+                            at_start = false;
+                        }
+                        _ => {}
+                    }
+                }
+                if !name.is_empty() {
+                    deps.insert(name);
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                deps.insert(name);
+            }
+        }
+        deps.retain(|d| d != &top && modules.contains(&d.as_str()));
+    }
+    graph
+}
+
+fn layer_of(module: &str) -> usize {
+    LAYERS
+        .iter()
+        .position(|l| l.contains(&module))
+        .unwrap_or_else(|| panic!("module {module} is in no layer of LAYERS"))
+}
+
+#[test]
+fn modules_name_only_their_layer_or_below_and_none_import_each_other() {
+    let graph = module_graph();
+    assert!(graph.len() >= 20, "found the modules: {graph:?}");
+    let mut wrong = Vec::new();
+    for (module, deps) in &graph {
+        for dep in deps {
+            if layer_of(dep) > layer_of(module) {
+                wrong.push(format!(
+                    "{module} (layer {}) names {dep} (layer {})",
+                    layer_of(module),
+                    layer_of(dep)
+                ));
+            }
+            if graph.get(dep).is_some_and(|d| d.contains(module)) && module < dep {
+                wrong.push(format!("{module} and {dep} name each other"));
+            }
+        }
+    }
+    // Longer cycles within a layer: depth-first search.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+        cycles: &mut Vec<String>,
+    ) {
+        if let Some(i) = path.iter().position(|p| *p == m) {
+            cycles.push(format!("cycle: {} -> {m}", path[i..].join(" -> ")));
+            return;
+        }
+        if !done.insert(m) {
+            return;
+        }
+        path.push(m);
+        for d in graph.get(m).into_iter().flatten() {
+            visit(d, graph, path, done, cycles);
+        }
+        path.pop();
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done, &mut wrong);
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_module_graph_sees_grouped_and_plain_paths() {
+    let graph = module_graph();
+    let closure = &graph["closure"];
+    assert!(
+        closure.contains("db") && closure.contains("ledger"),
+        "{closure:?}"
+    );
+    assert!(graph["cli"].contains("op"), "{:?}", graph["cli"]);
+}

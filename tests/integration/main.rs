@@ -1,6 +1,7 @@
 //! The integration tests: real PostgreSQL and Redis, each test on a fresh
 //! database and its own Redis namespace (see `support`).
 
+mod access;
 mod cli;
 mod closure;
 mod demo;
@@ -9,6 +10,7 @@ mod import;
 mod jobs;
 mod layers;
 mod migrations;
+mod ops;
 mod render;
 mod schedule;
 mod support;

@@ -5,14 +5,14 @@
 use std::{collections::HashSet, io::Read as _, time::Duration};
 
 use copiste::{
-    closure,
+    closure::Refusal,
     demo_data::{self, DemoDataOptions},
     domain::Uai,
     download::{self, Requested, token},
     import::import_dir,
+    op::OpError,
     render::{
         RenderOptions, RequestedOptions,
-        copy::{RenderRefusal, render_copy},
         zip::{ZipPlan, write_zip},
     },
 };
@@ -60,7 +60,7 @@ async fn pool(app: &TestApp) -> PgPool {
 /// Closes `exam` for every establishment (outbox exporters) and waits.
 async fn close(app: &TestApp, exam: &str) {
     let worker = app.worker().await;
-    let units = closure::request_closure(&app.db, exam, None, "test")
+    let units = crate::ops::request_closure(app, exam, None, "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -89,15 +89,18 @@ fn page_text(pdf: &lopdf::Document, n: u32) -> String {
 #[tokio::test]
 async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
     let app = app(false).await;
-    let services = app.services();
+    let core = app.app();
     let (numero, _) = numero_of(&app, "Kowalski").await;
 
     // Not transmitted yet: refused with the reason.
-    let refused = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+    let refused = crate::ops::copy_pdf(&core, PHILO, &numero, RequestedOptions::default())
         .await
         .expect("render");
     assert!(
-        matches!(refused, Err(RenderRefusal::NotTransmitted { .. })),
+        matches!(
+            refused,
+            Err(OpError::Refused(Refusal::NotTransmitted { .. }))
+        ),
         "{refused:?}"
     );
     assert!(
@@ -110,7 +113,7 @@ async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
     close(&app, PHILO).await;
     for nom in ["Kowalski", "Nguyễn", "Şahin", "N'Diaye"] {
         let (numero, _) = numero_of(&app, nom).await;
-        let bytes = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+        let bytes = crate::ops::copy_pdf(&core, PHILO, &numero, RequestedOptions::default())
             .await
             .expect("render")
             .expect("rendered");
@@ -192,7 +195,7 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
     let app = app(true).await;
     close(&app, PHILO).await;
     close(&app, E3C).await;
-    let services = app.services();
+    let core = app.app();
     let numero: String = sqlx::query_scalar(
         "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
          WHERE c.exam_code = $1 AND NOT c.absent AND c.appreciation IS NOT NULL
@@ -207,7 +210,7 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
         let pdf = lopdf::Document::load_mem(&bytes).expect("parse");
         page_text(&pdf, 1)
     };
-    let all = render_copy(&services, PHILO, &numero, RequestedOptions::default())
+    let all = crate::ops::copy_pdf(&core, PHILO, &numero, RequestedOptions::default())
         .await
         .expect("render")
         .expect("rendered");
@@ -221,7 +224,7 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
         appreciation: false,
         annotations: false,
     };
-    let bare = render_copy(&services, PHILO, &numero, none)
+    let bare = crate::ops::copy_pdf(&core, PHILO, &numero, none)
         .await
         .expect("render")
         .expect("rendered");
@@ -240,7 +243,7 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
     .fetch_one(&pool(&app).await)
     .await
     .expect("an E3C copy");
-    let refused = render_copy(&services, E3C, &e3c, none)
+    let refused = crate::ops::copy_pdf(&core, E3C, &e3c, none)
         .await
         .expect("render");
     let message = refused.expect_err("E3C switches are fixed").to_string();
@@ -248,15 +251,15 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
         message.contains("E3C") && message.contains("appreciation"),
         "{message}"
     );
-    render_copy(&services, E3C, &e3c, RequestedOptions::default())
+    crate::ops::copy_pdf(&core, E3C, &e3c, RequestedOptions::default())
         .await
         .expect("render")
         .expect("E3C with every switch on");
-    let r = download::request(&services, E3C, &Uai::from_number(750_001), none, "test")
+    let r = crate::ops::zip_request(&core, E3C, &Uai::from_number(750_001), none, "test")
         .await
         .expect("request");
     assert!(
-        matches!(r, Err(download::DownloadRefusal::Options(_))),
+        matches!(r, Err(OpError::Refused(Refusal::E3cSwitches(_)))),
         "{r:?}"
     );
 }
@@ -266,11 +269,11 @@ async fn search_ignores_case_accents_and_punctuation() {
     let app = app(true).await;
     let (_, uai) = numero_of(&app, "N'Diaye").await;
     let page = |exam: &'static str, terms: &[&str], limit: i64, offset: i64| {
-        let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
-        let db = app.db.clone();
-        let uai = uai.clone();
+        let query = terms.join(" ");
+        let core = app.app();
+        let uai = Uai::parse(&uai).expect("uai");
         async move {
-            copiste::db::render::search(&db, exam, &uai, &terms, limit, offset)
+            crate::ops::search(&core, exam, &uai, &query, limit, offset)
                 .await
                 .expect("search")
         }
@@ -298,10 +301,7 @@ async fn search_ignores_case_accents_and_punctuation() {
     for nothing in [&["%"][..], &["_"], &["'"], &[""], &["%", "-"]] {
         let refused = page(PHILO, nothing, 200, 0).await;
         assert!(
-            matches!(
-                &refused,
-                Err(copiste::db::render::SearchRefusal::NothingToSearch(_))
-            ),
+            matches!(&refused, Err(OpError::Invalid { field: "query", .. })),
             "{nothing:?}: {refused:?}"
         );
         let message = refused.expect_err("refused").to_string();
@@ -312,8 +312,8 @@ async fn search_ignores_case_accents_and_punctuation() {
     // An unknown exam is refused, not "no candidate".
     let refused = page("BAC26-NOPE", &["ndiaye"], 200, 0).await;
     assert_eq!(
-        refused.expect_err("unknown exam"),
-        copiste::db::render::SearchRefusal::UnknownExam("BAC26-NOPE".into())
+        refused.expect_err("unknown exam").to_string(),
+        "unknown exam BAC26-NOPE"
     );
     // Pages: the total and whether more remain.
     let all = find(&["a"]).await;
@@ -396,18 +396,18 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         .await
         .expect("formula prénom");
 
-    let services = app.services();
+    let core = app.app();
     let uai = Uai::parse(&uai).expect("uai");
     // Both requests before any worker runs: a double click while the job
     // is queued is that job (once it has failed, a request builds anew).
-    let first = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+    let first = crate::ops::zip_request(&core, PHILO, &uai, RequestedOptions::default(), "test")
         .await
         .expect("request")
         .expect("not refused");
     let Requested::Building { job, new: true } = first else {
         panic!("expected a new job: {first:?}")
     };
-    let again = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+    let again = crate::ops::zip_request(&core, PHILO, &uai, RequestedOptions::default(), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -425,13 +425,13 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
         "{result}"
     );
 
-    let links = download::current_links(&services, PHILO, &uai, RequestedOptions::default())
+    let links = crate::ops::zip_links(&core, PHILO, &uai, RequestedOptions::default())
         .await
         .expect("links")
         .expect("not refused")
         .expect("a zip is ready");
     assert_eq!(links.len(), 1);
-    let again = download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+    let again = crate::ops::zip_request(&core, PHILO, &uai, RequestedOptions::default(), "test")
         .await
         .expect("request")
         .expect("not refused");
@@ -542,11 +542,10 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     let short = {
         let mut config = app.config.clone();
         config.downloads.link_ttl_secs = 60;
-        copiste::jobs::context::Services::new(config, app.db.clone(), app.storage.clone())
-            .expect("services")
+        copiste::app::App::new(config, app.db.clone(), app.storage.clone()).expect("core")
     };
     let before = chrono::Utc::now();
-    let short_links = download::current_links(&short, PHILO, &uai, RequestedOptions::default())
+    let short_links = crate::ops::zip_links(&short, PHILO, &uai, RequestedOptions::default())
         .await
         .expect("links")
         .expect("not refused")
@@ -722,7 +721,7 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
 #[tokio::test]
 async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
     let app = app(true).await;
-    let services = app.services();
+    let core = app.app();
     let (_, uai) = numero_of(&app, "Martin").await;
     let killed = uuid::Uuid::now_v7();
     // A build killed mid-part: its local partial file (`…zip#1`) stays.
@@ -780,15 +779,14 @@ async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
     );
 
     // Younger than the delay: kept.
-    let deleted =
-        copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::from_secs(3600))
-            .await
-            .expect("sweep");
+    let deleted = copiste::jobs::housekeeping::sweep_abandoned(&core, Duration::from_secs(3600))
+        .await
+        .expect("sweep");
     assert_eq!(deleted, 0);
     assert_eq!(files(), before);
 
     // Past the delay: only the recorded zip and the queued build's part stay.
-    let deleted = copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::ZERO)
+    let deleted = copiste::jobs::housekeeping::sweep_abandoned(&core, Duration::ZERO)
         .await
         .expect("sweep");
     assert_eq!(deleted, 3, "{:?}", files());
@@ -809,7 +807,7 @@ async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
         .execute(&pool(&app).await)
         .await
         .expect("cancel");
-    copiste::jobs::housekeeping::sweep_abandoned(&services, Duration::ZERO)
+    copiste::jobs::housekeeping::sweep_abandoned(&core, Duration::ZERO)
         .await
         .expect("sweep");
     let after = files();
@@ -916,24 +914,14 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
     });
     let app = TestApp::with(config).await;
     assert!(app.storage.describe().starts_with("s3://"));
-    let dir = app.dir.path().join("session");
-    let opts = DemoDataOptions {
-        establishments: 3,
-        candidates: 6,
-        pages: 1,
-        seed: 5,
-    };
-    demo_data::generate_light(&dir, &opts).expect("dataset");
-    import_dir(&app.db, &app.storage, &dir, &|_| {})
-        .await
-        .expect("import into S3");
+    app.import_demo_seeded(3, 6, 5).await;
     close(&app, PHILO).await;
     let (_, uai) = numero_of(&app, "Martin").await;
     let uai = Uai::parse(&uai).expect("uai");
-    let services = app.services();
+    let core = app.app();
     let worker = app.worker().await;
     let Requested::Building { job, .. } =
-        download::request(&services, PHILO, &uai, RequestedOptions::default(), "test")
+        crate::ops::zip_request(&core, PHILO, &uai, RequestedOptions::default(), "test")
             .await
             .expect("request")
             .expect("not refused")
@@ -942,7 +930,7 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
     };
     app.wait_status(job, "succeeded", 60).await;
     worker.shutdown(Duration::from_secs(5)).await.expect("stop");
-    let links = download::current_links(&services, PHILO, &uai, RequestedOptions::default())
+    let links = crate::ops::zip_links(&core, PHILO, &uai, RequestedOptions::default())
         .await
         .expect("links")
         .expect("not refused")

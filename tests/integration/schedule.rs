@@ -4,9 +4,6 @@ use std::{path::Path, time::Duration};
 
 use chrono::Utc;
 use copiste::{
-    closure,
-    demo_data::{self, DemoDataOptions},
-    import::import_dir,
     jobs::{
         EnqueueOptions, Enqueued, housekeeping::Housekeeping, nightly_closure::NightlyClosure,
         noop::Noop,
@@ -175,17 +172,7 @@ async fn a_missed_slot_is_caught_up_once_and_an_old_one_not_at_all() {
 }
 
 async fn session(app: &TestApp) {
-    let dir = app.dir.path().join("session");
-    let opts = DemoDataOptions {
-        establishments: 3,
-        candidates: 6,
-        pages: 1,
-        seed: 11,
-    };
-    demo_data::generate_light(&dir, &opts).expect("dataset");
-    import_dir(&app.db, &app.storage, &dir, &|_| {})
-        .await
-        .expect("import");
+    app.import_demo_seeded(3, 6, 11).await;
 }
 
 #[tokio::test]
@@ -217,8 +204,8 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
     .await
     .expect("ungrade");
     let worker = app.worker().await;
-    let closed = closure::request_closure(
-        &app.db,
+    let closed = crate::ops::request_closure(
+        &app,
         "BAC26-PHILO",
         Some(&copiste::domain::Uai::parse(philo[1]).expect("uai")),
         "test",
@@ -228,7 +215,7 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
     .expect("not refused");
     let job = closed[0].outcome.clone().expect("ok").job().expect("job");
     app.wait_status(job, "succeeded", 30).await;
-    closure::publish(&app.db, "BAC26-E3C-HG", "rectorat")
+    crate::ops::publish(&app, "BAC26-E3C-HG", "rectorat")
         .await
         .expect("publish")
         .expect("published");
@@ -288,7 +275,7 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
     let worker = app.worker().await;
     let mut jobs = Vec::new();
     for exam in ["BAC26-PHILO", "BAC26-E3C-HG"] {
-        for u in closure::request_closure(&app.db, exam, None, "test")
+        for u in crate::ops::request_closure(&app, exam, None, "test")
             .await
             .expect("request")
             .expect("not refused")
@@ -330,7 +317,7 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
             .await
             .expect("cancel");
     }
-    closure::publish(&app.db, "BAC26-E3C-HG", "rectorat")
+    crate::ops::publish(&app, "BAC26-E3C-HG", "rectorat")
         .await
         .expect("publish")
         .expect("published");

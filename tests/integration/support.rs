@@ -15,23 +15,72 @@ pub async fn fresh_database() -> (String, url::Url) {
     (id, url)
 }
 
-/// Everything one test needs, isolated from every other test.
+/// The migrated template every test database is copied from: built once
+/// per server and set of migrations (see `copiste::db::migrated_template`).
+static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+
+/// A new database holding every migration, copied from the template: its
+/// id (also usable as a Redis namespace), name and URL.
+pub async fn migrated_database() -> (String, String, url::Url) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let base = Config::load_with_overrides(json!({})).expect("base configuration");
+    let server = base.database_url();
+    let template = TEMPLATE
+        .get_or_init(|| async {
+            copiste::db::migrated_template(&server)
+                .await
+                .expect("template database")
+        })
+        .await;
+    let name = format!("copiste_test_{id}");
+    let url = copiste::db::create_from_template(&server, &name, template)
+        .await
+        .expect("test database");
+    (id, name, url)
+}
+
+/// Everything one test needs, isolated from every other test. Its database
+/// and Redis keys are removed when it is dropped.
 pub struct TestApp {
     pub config: Config,
     pub db: Db,
     pub storage: Storage,
     /// Scratch directory; the object store lives in `dir/objects`.
     pub dir: TempDir,
+    db_name: String,
+}
+
+impl Drop for TestApp {
+    /// Drops the test's database (closing what is still connected) and
+    /// its Redis keys, on a thread of its own: `Drop` cannot await.
+    fn drop(&mut self) {
+        let config = self.config.clone();
+        let server = Config::load_with_overrides(json!({}))
+            .expect("base configuration")
+            .database_url();
+        let name = std::mem::take(&mut self.db_name);
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let _ = copiste::db::drop_database(&server, &name).await;
+                let _ = copiste::queue::purge(&config).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
 }
 
 impl TestApp {
-    /// A migrated fresh database, an empty local store and a unique Redis
+    /// A fresh database copied from the migrated template, an empty local store and a unique Redis
     /// namespace; `overrides` is merged over the configuration
     /// (e.g. `json!({"queue": {"window": 50}})`).
     pub async fn with(overrides: serde_json::Value) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (id, db_url) = fresh_database().await;
+        let (id, db_name, db_url) = migrated_database().await;
         let mut merged = json!({
             "database": {"url": db_url.as_str()},
             "redis": {"namespace": format!("t{}", &id[..12])},
@@ -42,13 +91,18 @@ impl TestApp {
         let db = Db::connect(&config.database_url(), 10)
             .await
             .expect("connect");
-        db.migrate().await.expect("migrate");
+        if config.database_url() != db_url {
+            // The test named a database of its own (another server): it
+            // is not a copy of the template.
+            db.migrate().await.expect("migrate");
+        }
         let storage = Storage::open(&config.storage).expect("storage");
         Self {
             config,
             db,
             storage,
             dir,
+            db_name,
         }
     }
 
@@ -70,21 +124,17 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 }
 
 impl TestApp {
-    /// The services a worker needs, over this test's database and store.
-    pub fn services(&self) -> copiste::jobs::context::Services {
-        copiste::jobs::context::Services::new(
-            self.config.clone(),
-            self.db.clone(),
-            self.storage.clone(),
-        )
-        .expect("services")
+    /// The application a worker needs, over this test's database and store.
+    pub fn app(&self) -> copiste::app::App {
+        copiste::app::App::new(self.config.clone(), self.db.clone(), self.storage.clone())
+            .expect("application")
     }
 
     /// Starts a full worker (consumer, pump, reconciler, heartbeat).
     pub async fn worker(&self) -> copiste::worker::Worker {
-        let services = self.services();
-        let options = copiste::worker::WorkerOptions::from_config(&services);
-        copiste::worker::Worker::start(services, options)
+        let core = self.app();
+        let options = copiste::worker::WorkerOptions::from_config(&core);
+        copiste::worker::Worker::start(core, options)
             .await
             .expect("worker starts")
     }
@@ -231,5 +281,29 @@ impl TestApp {
         copiste::queue::key_count(&self.config)
             .await
             .expect("count Redis keys")
+    }
+}
+
+impl TestApp {
+    /// Generates a light demo session (one shared scan; 3 exams of the
+    /// three kinds; `establishments` over two academies, `candidates` each,
+    /// some absent) and imports it into this test's database and store.
+    pub async fn import_demo_seeded(&self, establishments: u32, candidates: u32, seed: u64) {
+        let dir = self.dir.path().join("session");
+        let opts = copiste::demo_data::DemoDataOptions {
+            establishments,
+            candidates,
+            pages: 1,
+            seed,
+        };
+        copiste::demo_data::generate_light(&dir, &opts).expect("dataset");
+        copiste::import::import_dir(&self.db, &self.storage, &dir, &|_| {})
+            .await
+            .expect("import");
+    }
+
+    /// [`TestApp::import_demo_seeded`] with a fixed seed.
+    pub async fn import_demo(&self, establishments: u32, candidates: u32) {
+        self.import_demo_seeded(establishments, candidates, 7).await;
     }
 }

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::{
+    app::App,
     config::Config,
     db::{self, Db},
     demo_data::{self, DemoDataOptions},
-    jobs::{self, EnqueueOptions, context::Services, noop::Noop},
+    jobs::{self, EnqueueOptions, noop::Noop},
+    op::{Actor, OpError},
     storage::Storage,
     worker::{Worker, WorkerOptions},
 };
@@ -94,8 +96,8 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     if demo_key {
         config.downloads.signing_key = Some(crate::config::Secret::new(DEMO_SIGNING_KEY));
     }
-    let services = Services::new(config, db.clone(), storage)?;
-    let worker = Worker::start(services.clone(), WorkerOptions::from_config(&services)).await?;
+    let app = App::new(config, db.clone(), storage)?;
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
     let run_started = Instant::now();
     let mut tx = db.begin().await?;
     let mut ids = Vec::with_capacity(job_count as usize);
@@ -131,8 +133,8 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     );
 
     show_schedules();
-    close_every_exam(&db, &services).await?;
-    request_every_zip(&db, &services, demo_key).await?;
+    close_every_exam(&db, &app).await?;
+    request_every_zip(&db, &app, demo_key).await?;
     worker.shutdown(Duration::from_secs(10)).await?;
     db.close().await;
     drop(local);
@@ -158,22 +160,22 @@ const DEMO_SIGNING_KEY: &str = "copiste-demo";
 
 /// Asks for every establishment's zip of every exam, waits for them and
 /// prints their links.
-async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyhow::Result<()> {
-    use crate::{
-        download::{self, Requested},
-        render::RequestedOptions,
+async fn request_every_zip(db: &Db, app: &App, demo_key: bool) -> anyhow::Result<()> {
+    use crate::download::{self, Requested, ZipInput};
+    let zip = |exam: &str, uai: &crate::domain::Uai| ZipInput {
+        exam: exam.to_owned(),
+        establishment: uai.clone(),
+        options: crate::render::RequestedOptions::default(),
     };
     let started = Instant::now();
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
     let mut waiting = Vec::new();
     for exam in exams {
         for uai in db::closure::exam_establishments(db, exam, None).await? {
-            match download::request(services, exam, &uai, RequestedOptions::default(), "demo")
-                .await?
-            {
+            match download::request(app, &demo(), &zip(exam, &uai)).await {
                 Ok(Requested::Building { job, .. }) => waiting.push(job),
                 Ok(Requested::Ready(_)) => {}
-                Err(refusal) => println!("{exam} {uai}: {refusal}"),
+                Err(e) => println!("{exam} {uai}: {}", shown(e)?),
             }
         }
     }
@@ -182,12 +184,13 @@ async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyh
         "built {} zips in {:.2} s; links (valid {} days):",
         waiting.len(),
         started.elapsed().as_secs_f64(),
-        services.config.downloads.link_ttl_secs / 86_400
+        app.config.downloads.link_ttl_secs / 86_400
     );
     for exam in exams {
         for uai in db::closure::exam_establishments(db, exam, None).await? {
-            if let Ok(Some(links)) =
-                download::current_links(services, exam, &uai, RequestedOptions::default()).await?
+            if let Some(links) = download::current_links(app, &demo(), &zip(exam, &uai))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?
             {
                 for link in links {
                     println!("  {exam} {uai} {:>9} bytes  {}", link.bytes, link.url);
@@ -206,8 +209,11 @@ async fn request_every_zip(db: &Db, services: &Services, demo_key: bool) -> anyh
 /// Closes every exam of the demo session: a closure per establishment for
 /// ponctuel and E3C exams, one harmonisation pass over every copy for the
 /// harmonised one; waits for the jobs and prints each exam's status.
-async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
-    use crate::closure::{self, PassRequest, Validation};
+async fn close_every_exam(db: &Db, app: &App) -> anyhow::Result<()> {
+    use crate::closure::{
+        self, PassRequest, Validation,
+        request::{PassInput, UnitsInput},
+    };
     let started = Instant::now();
     let mut ids = Vec::new();
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
@@ -216,13 +222,18 @@ async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
             .await?
             .with_context(|| format!("the demo exam {exam} is missing"))?;
         if row.kind == crate::domain::ExamKind::Harmonised {
-            match closure::validate_harmonisation(db, exam, None, &Validation::All, "demo").await? {
+            let input = PassInput {
+                exam: exam.to_owned(),
+                academy: None,
+                selection: Validation::All,
+            };
+            match closure::validate_harmonisation(app, &demo(), &input).await {
                 Ok(PassRequest::Enqueued { job, .. }) => ids.push(job),
                 Ok(PassRequest::NothingNew { .. }) => {}
-                Err(refusal) => println!("{exam}: {refusal}"),
+                Err(e) => println!("{exam}: {}", shown(e)?),
             }
         } else {
-            match closure::request_closure(db, exam, None, "demo").await? {
+            match closure::request_closure(app, &demo(), &UnitsInput::exam(exam)).await {
                 Ok(units) => {
                     for unit in units {
                         match unit.outcome {
@@ -231,7 +242,7 @@ async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
                         }
                     }
                 }
-                Err(refusal) => println!("{exam}: {refusal}"),
+                Err(e) => println!("{exam}: {}", shown(e)?),
             }
         }
     }
@@ -241,18 +252,32 @@ async fn close_every_exam(db: &Db, services: &Services) -> anyhow::Result<()> {
         exams.len(),
         started.elapsed().as_secs_f64(),
         ids.len(),
-        if services.config.exporters.cyclades.kind == crate::config::ExporterKind::Outbox {
+        if app.config.exporters.cyclades.kind == crate::config::ExporterKind::Outbox {
             "exports/"
         } else {
             "http"
         },
-        services.storage.describe()
+        app.storage.describe()
     );
     for exam in exams {
-        match closure::status::exam_status(db, exam).await? {
-            Ok(status) => print!("{status}"),
-            Err(refusal) => anyhow::bail!("{refusal}"),
-        }
+        let status = closure::status::exam_status(app, &demo(), exam)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        print!("{status}");
     }
     Ok(())
+}
+
+/// The demo acts as admin.
+fn demo() -> Actor {
+    Actor::admin("demo")
+}
+
+/// An operation's error the demo shows and goes on after (a refusal, a
+/// missing row), or stops on (an internal error).
+fn shown(e: OpError) -> anyhow::Result<String> {
+    match e {
+        OpError::Internal(e) => Err(e),
+        other => Ok(other.to_string()),
+    }
 }

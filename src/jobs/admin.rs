@@ -1,0 +1,173 @@
+//! The operations on the ledger a person asks for: list, show, retry,
+//! cancel, and enqueue a job by kind name. They are the operator's (admin)
+//! and the scheduler's; an establishment follows its own zip through the
+//! download operations instead.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::registry;
+use crate::{
+    app::App,
+    db::{
+        self,
+        jobs::{EventRow, JobRow},
+    },
+    ledger::{self, EnqueueError, EnqueueOptions, Enqueued, JobStatus},
+    op::{Actor, OpError},
+};
+
+/// The most jobs one listing shows.
+pub const MAX_LIST: i64 = 10_000;
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListInput {
+    pub status: Option<JobStatus>,
+    pub kind: Option<String>,
+    pub limit: i64,
+}
+
+/// The newest jobs, and every status's count over the whole ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobList {
+    pub jobs: Vec<JobRow>,
+    pub counts: Vec<(JobStatus, i64)>,
+}
+
+/// Lists the newest jobs (of one status and/or kind).
+pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
+    actor.require_operator("list jobs")?;
+    if !(1..=MAX_LIST).contains(&input.limit) {
+        return Err(OpError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_LIST}, got {}", input.limit),
+        ));
+    }
+    if let Some(kind) = &input.kind {
+        registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
+    }
+    let jobs = db::jobs::list(
+        &app.db,
+        input.status.map(JobStatus::as_str),
+        input.kind.as_deref(),
+        input.limit,
+    )
+    .await?;
+    let counts: std::collections::HashMap<JobStatus, i64> = db::jobs::count_by_status(&app.db)
+        .await?
+        .into_iter()
+        .collect();
+    let counts = JobStatus::ALL
+        .into_iter()
+        .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
+        .collect();
+    Ok(JobList { jobs, counts })
+}
+
+/// One job and its history.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobDetail {
+    pub job: JobRow,
+    pub events: Vec<EventRow>,
+}
+
+/// Shows one job with its history.
+pub async fn show(app: &App, actor: &Actor, id: Uuid) -> Result<JobDetail, OpError> {
+    actor.require_operator("read jobs")?;
+    let job = db::jobs::get(&app.db, id)
+        .await?
+        .ok_or_else(|| OpError::not_found(format!("job {id}")))?;
+    let events = db::jobs::events(&app.db, id).await?;
+    Ok(JobDetail { job, events })
+}
+
+/// Queues a dead, failed or cancelled job again with fresh attempts;
+/// returns the status it had.
+pub async fn retry(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpError> {
+    actor.require_operator("retry jobs")?;
+    match db::jobs::retry_by_hand(&app.db, id, &actor.label()).await? {
+        None => Err(OpError::not_found(format!("job {id}"))),
+        Some(s @ (JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled)) => Ok(s),
+        Some(s) => Err(OpError::conflict(format!(
+            "job {id} is {s}; only dead, failed or cancelled jobs can be retried"
+        ))),
+    }
+}
+
+/// Cancels a queued or running job (a running one stops at its worker's
+/// next heartbeat); returns the status it had.
+pub async fn cancel(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpError> {
+    actor.require_operator("cancel jobs")?;
+    match db::jobs::cancel(&app.db, id, &actor.label()).await? {
+        None => Err(OpError::not_found(format!("job {id}"))),
+        Some(s @ (JobStatus::Queued | JobStatus::Running)) => Ok(s),
+        Some(s) => Err(OpError::conflict(format!(
+            "job {id} is {s}; only queued or running jobs can be cancelled"
+        ))),
+    }
+}
+
+/// A job to enqueue by its kind's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnqueueInput {
+    pub kind: String,
+    pub payload: serde_json::Value,
+    /// A second enqueue with the same key returns the first job.
+    pub key: Option<String>,
+}
+
+fn invalid_enqueue(e: EnqueueError) -> OpError {
+    match e {
+        EnqueueError::Invalid(reason) => OpError::invalid("options", reason),
+        EnqueueError::Payload { .. } => OpError::invalid("payload", e.to_string()),
+        EnqueueError::Database(e) => OpError::Internal(e),
+    }
+}
+
+/// Enqueues one job of a registered kind, its payload checked against the
+/// kind first (decoded, then [`ledger::Kind::validate`]).
+pub async fn enqueue(app: &App, actor: &Actor, input: &EnqueueInput) -> Result<Enqueued, OpError> {
+    actor.require_operator("enqueue jobs")?;
+    let handler = registry::find(&input.kind).map_err(|e| OpError::invalid("kind", e))?;
+    handler
+        .check(input.payload.clone())
+        .map_err(|e| OpError::invalid("payload", e))?;
+    let mut opts = EnqueueOptions::by(actor.label());
+    opts.idempotency_key.clone_from(&input.key);
+    let mut tx = app.db.begin().await?;
+    let enqueued = ledger::enqueue_raw(
+        &mut tx,
+        handler.name,
+        input.payload.clone(),
+        handler.max_attempts,
+        handler.priority,
+        opts,
+    )
+    .await
+    .map_err(invalid_enqueue)?;
+    tx.commit().await?;
+    Ok(enqueued)
+}
+
+/// Enqueues many jobs of one kind, all or none: every payload is checked
+/// first, and the first bad ones are named by position (from 1).
+pub async fn enqueue_many(
+    app: &App,
+    actor: &Actor,
+    kind: &str,
+    payloads: Vec<serde_json::Value>,
+) -> Result<Vec<Uuid>, OpError> {
+    actor.require_operator("enqueue jobs")?;
+    let handler = registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
+    if payloads.is_empty() {
+        return Err(OpError::invalid("payloads", "no payload given"));
+    }
+    let mut tx = app.db.begin().await?;
+    let ids = handler
+        .enqueue_many(&mut tx, payloads, EnqueueOptions::by(actor.label()))
+        .await
+        .map_err(invalid_enqueue)?;
+    tx.commit().await?;
+    Ok(ids)
+}
