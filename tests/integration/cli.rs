@@ -427,3 +427,58 @@ fn the_help_of_by_agrees_with_its_default() {
         );
     }
 }
+
+/// Each kind of failure has its exit code (README, `copiste --help`): 2
+/// invalid input, 3 not found, 5 refused by a rule, 6 conflict.
+#[tokio::test]
+async fn each_kind_of_failure_exits_with_its_own_code() {
+    let app = crate::support::TestApp::new().await;
+    app.import_demo(2, 3).await;
+    let code = |args: &[&str]| {
+        let out = copiste(&app).args(args).output().expect("run copiste");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (c, err) = code(&["closure", "run", "--exam", "BAC26-NOPE"]);
+    assert_eq!(c, Some(3), "{err}");
+    assert!(err.contains("unknown exam BAC26-NOPE"), "{err}");
+    let (c, err) = code(&["closure", "run", "--exam", "BAC26-MATHS-H"]);
+    assert_eq!(c, Some(5), "{err}");
+    assert!(err.contains("harmonised"), "{err}");
+    let (c, err) = code(&["closure", "run", "--exam", " "]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("invalid exam"), "{err}");
+    let (c, err) = code(&["jobs", "show", &uuid::Uuid::nil().to_string()]);
+    assert_eq!(c, Some(3), "{err}");
+    let (c, _) = code(&[
+        "jobs",
+        "enqueue",
+        "noop",
+        "--payload",
+        "{\"sleep_ms\": 60000}",
+    ]);
+    assert_eq!(c, Some(0));
+    let queued = copiste::db::jobs::list(&app.db, None, None, 1)
+        .await
+        .expect("jobs")
+        .remove(0);
+    let (c, err) = code(&["jobs", "retry", &queued.id.to_string()]);
+    assert_eq!(c, Some(6), "{err}");
+    assert!(err.contains("only dead, failed or cancelled"), "{err}");
+    let help = bare_copiste().arg("--help").output().expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "2  invalid input",
+        "3  not found",
+        "4  forbidden",
+        "5  refused",
+        "6  conflict",
+    ] {
+        assert!(
+            help.contains(line),
+            "--help names exit code {line:?}:\n{help}"
+        );
+    }
+}
