@@ -22,8 +22,9 @@ pub enum UaiError {
 /// An establishment's identifier (Unité Administrative Immatriculée):
 /// 7 digits and a check letter, the digits' value modulo 23 mapped onto
 /// A..Z without I, O and Q.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "0750001A")]
 pub struct Uai(String);
 
 impl Uai {
@@ -84,7 +85,7 @@ impl<'de> Deserialize<'de> for Uai {
 }
 
 /// How an exam is closed and rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExamKind {
     /// One-off exam, closed per establishment.
@@ -123,7 +124,7 @@ impl fmt::Display for ExamKind {
 }
 
 /// The state of a closure unit. `published` is the exam's, shown over it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitState {
     /// Never closed.
@@ -178,7 +179,7 @@ impl fmt::Display for UnitState {
 
 /// Where an export item (a grade for Cyclades, a count for Imag'In) is:
 /// to send, sent without an answer, or answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemState {
     /// To send (never sent, or sent and not answered: a retryable failure).

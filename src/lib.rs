@@ -2,6 +2,7 @@
 //! graded copies and delivers them to establishments. See ARCHITECTURE.md
 //! for the map of this crate.
 
+pub mod access;
 pub mod app;
 pub mod bench;
 pub mod cli;
@@ -22,4 +23,5 @@ pub mod queue;
 pub mod render;
 pub mod schedule;
 pub mod storage;
+pub mod web;
 pub mod worker;

@@ -135,6 +135,7 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     show_schedules();
     close_every_exam(&db, &app).await?;
     request_every_zip(&db, &app, demo_key).await?;
+    print_tokens(&app, demo_key, local.started_any()).await?;
     worker.shutdown(Duration::from_secs(10)).await?;
     db.close().await;
     drop(local);
@@ -153,6 +154,65 @@ fn show_schedules() {
         }
         Err(e) => println!("no schedules shown: {e}"),
     }
+}
+
+/// Makes one access token per role (admin; the coordinator of the first
+/// academy; its first establishment) and prints them with the command that
+/// serves the API on this database.
+async fn print_tokens(app: &App, demo_key: bool, throwaway: bool) -> anyhow::Result<()> {
+    use crate::access::{Role, TokenInput, create_token};
+    let uai = db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+        .await?
+        .into_iter()
+        .next()
+        .context("the demo has no establishment")?;
+    let academy = db::closure::establishment_academy(&app.db, uai.as_str())
+        .await?
+        .context("the demo establishment has no academy")?;
+    let roles = [
+        ("admin", Role::Admin),
+        (
+            "coordinator",
+            Role::Coordinator {
+                academy: academy.clone(),
+            },
+        ),
+        ("establishment", Role::Establishment { uai: uai.clone() }),
+    ];
+    println!("access tokens (valid 30 days; copiste tokens list / revoke):");
+    let mut admin = None;
+    for (what, role) in roles {
+        let input = TokenInput {
+            role,
+            name: format!("demo {what}"),
+            lifetime: Some(chrono::Duration::days(30)),
+        };
+        let issued = create_token(app, &demo(), &input)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let scope = match what {
+            "coordinator" => format!(" of academy {academy}"),
+            "establishment" => format!(" {uai}"),
+            _ => String::new(),
+        };
+        println!("  {what}{scope}: {}", issued.token);
+        admin.get_or_insert(issued.token);
+    }
+    let key = if demo_key {
+        format!("COPISTE_DOWNLOADS__SIGNING_KEY={DEMO_SIGNING_KEY} ")
+    } else {
+        String::new()
+    };
+    println!(
+        "serve the API with\n  {key}copiste serve --listen 127.0.0.1:8080\nthen, e.g.\n  curl -H 'Authorization: Bearer {}' http://127.0.0.1:8080/api/v1/exams/BAC26-PHILO/closure",
+        admin.unwrap_or_default()
+    );
+    if throwaway {
+        println!(
+            "(the demo ran on throwaway PostgreSQL and Redis, removed now: with your own servers running, the tokens and the data stay)"
+        );
+    }
+    Ok(())
 }
 
 /// The links' signing key when none is configured (demo only).

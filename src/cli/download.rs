@@ -2,7 +2,6 @@
 
 use std::{net::SocketAddr, process::ExitCode};
 
-use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::render::Switches;
@@ -118,13 +117,15 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Serves download links until SIGTERM/SIGINT.
+    /// Serves the API and the download links until SIGTERM/SIGINT.
     pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
-        let secret = app.config.downloads.signing_key.as_ref().context(
-            "copiste serve needs the links' signing key: set COPISTE_DOWNLOADS__SIGNING_KEY",
-        )?;
-        let app = download::serve::router(app.storage.clone(), secret.expose().as_bytes());
-        download::serve::serve(self.listen, app, super::shutdown_signal()).await?;
+        if app.config.downloads.signing_key.is_none() {
+            tracing::warn!(
+                "no links' signing key (COPISTE_DOWNLOADS__SIGNING_KEY): /downloads/ links are not served"
+            );
+        }
+        let router = crate::web::router(app.clone());
+        download::serve::serve(self.listen, router, super::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -8,6 +8,7 @@ mod download;
 mod jobs;
 mod render;
 mod schedule;
+mod tokens;
 
 pub use schedule::print_schedules;
 
@@ -81,6 +82,9 @@ pub enum Command {
     Closure(closure::ClosureCommand),
     /// Record Cyclades' publication of an exam's results.
     Publish(closure::PublishArgs),
+    /// Make, list and revoke the access tokens of the HTTP API and pages.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Harmonised exams: the academic coordinator's validations.
     #[command(subcommand)]
     Harmonisation(closure::HarmonisationCommand),
@@ -259,6 +263,10 @@ impl Cli {
             Command::Publish(args) => {
                 let app = app(config).await?;
                 return args.run(&app).await;
+            }
+            Command::Tokens(cmd) => {
+                let app = app(config).await?;
+                return cmd.run(&app).await;
             }
             Command::Harmonisation(cmd) => {
                 let app = app(config).await?;

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Accepted and total items of one target in one unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TargetStatus {
     pub accepted: i64,
     pub total: i64,
@@ -25,7 +25,7 @@ pub struct TargetStatus {
 }
 
 /// One establishment's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UnitStatus {
     pub establishment: String,
     pub name: String,
@@ -44,7 +44,7 @@ pub struct UnitStatus {
 }
 
 /// An exam's closure status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ExamStatus {
     pub exam: String,
     pub kind: ExamKind,
@@ -135,6 +135,19 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
         published_by: row.published_by,
         units,
     })
+}
+
+/// The exams the actor reaches: every exam for admin and the scheduler,
+/// those with copies in its academy for a coordinator, in its
+/// establishment for an establishment.
+pub async fn list_exams(app: &App, actor: &Actor) -> Result<Vec<db::closure::ExamListed>, OpError> {
+    let scope = actor.scope();
+    Ok(db::closure::exams(
+        &app.db,
+        scope.academy(),
+        scope.establishment().map(|u| u.as_str()),
+    )
+    .await?)
 }
 
 impl std::fmt::Display for ExamStatus {

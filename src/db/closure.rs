@@ -53,6 +53,51 @@ pub async fn exam(db: &Db, code: &str) -> anyhow::Result<Option<ExamRow>> {
     .transpose()
 }
 
+/// An exam as listed: its code, subject, kind and publication.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct ExamListed {
+    pub code: String,
+    pub subject: String,
+    pub kind: ExamKind,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// The exams with copies in `uai` (if given) or in `academy` (if given),
+/// every exam otherwise, in code order.
+pub async fn exams(
+    db: &Db,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<ExamListed>> {
+    let rows = sqlx::query!(
+        r#"SELECT e.code, e.subject, e.kind, e.published_at
+           FROM exams e
+           WHERE ($1::text IS NULL AND $2::text IS NULL)
+              OR EXISTS (SELECT 1 FROM copies c
+                         JOIN candidates ca ON ca.id = c.candidate_id
+                         JOIN establishments es ON es.uai = ca.establishment_uai
+                         WHERE c.exam_code = e.code
+                           AND ($1::text IS NULL OR es.academy_code = $1)
+                           AND ($2::text IS NULL OR es.uai = $2))
+           ORDER BY e.code"#,
+        academy,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing exams")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ExamListed {
+                kind: decode("exams.kind", &r.kind)?,
+                code: r.code,
+                subject: r.subject,
+                published_at: r.published_at,
+            })
+        })
+        .collect()
+}
+
 /// The establishments with copies of `exam` (within `academy` if given),
 /// in UAI order.
 pub async fn exam_establishments(
@@ -560,7 +605,7 @@ pub async fn count_states(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Stat
 }
 
 /// A reason items are not accepted, with how many.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorCount {
     pub establishment: String,
     pub target: String,

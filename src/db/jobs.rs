@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::{Db, Tx, types::decode};
 
 /// The status of a job in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -617,7 +619,7 @@ pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
 }
 
 /// A job as shown by `copiste jobs`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: Uuid,
     pub kind: String,
@@ -692,7 +694,7 @@ impl TryFrom<StoredJob> for JobRow {
 }
 
 /// One entry of a job's history.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct EventRow {
     pub at: DateTime<Utc>,
     pub event: String,

@@ -2,6 +2,7 @@
 //! query, grouped by domain in submodules. The only module that names
 //! `sqlx` types; the rest of the crate sees [`Db`] and [`Tx`].
 
+pub mod access;
 pub mod bench;
 pub mod catalog;
 pub mod closure;

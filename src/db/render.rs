@@ -157,7 +157,7 @@ pub async fn has_transmitted(db: &Db, exam: &str, uai: &str) -> anyhow::Result<b
 }
 
 /// A candidate found by a search, with their copy's state.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Found {
     pub numero: String,
     pub nom: String,
@@ -178,7 +178,7 @@ pub enum Search {
 }
 
 /// A page of search results.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SearchPage {
     /// How many candidates match in all.
     pub total: i64,

@@ -40,7 +40,7 @@ pub struct BulkRender {
 }
 
 /// A link to one part of a finished zip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Link {
     pub url: String,
     pub bytes: u64,

@@ -1,7 +1,8 @@
 //! The operations on the ledger a person asks for: list, show, retry,
-//! cancel, and enqueue a job by kind name. They are the operator's (admin)
-//! and the scheduler's; an establishment follows its own zip through the
-//! download operations instead.
+//! cancel, and enqueue a job by kind name. Listing and enqueueing are the
+//! operator's (admin) and the scheduler's; a job whose payload names an
+//! establishment (or an academy) is also shown to that establishment and
+//! its coordinator, who may retry or cancel it.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -13,6 +14,7 @@ use crate::{
         self,
         jobs::{EventRow, JobRow},
     },
+    domain::Uai,
     ledger::{self, EnqueueError, EnqueueOptions, Enqueued, JobStatus},
     op::{Actor, OpError},
 };
@@ -66,26 +68,60 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
 }
 
 /// One job and its history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobDetail {
     pub job: JobRow,
     pub events: Vec<EventRow>,
 }
 
-/// Shows one job with its history.
-pub async fn show(app: &App, actor: &Actor, id: Uuid) -> Result<JobDetail, OpError> {
-    actor.require_operator("read jobs")?;
+/// The job `id`, if the actor reaches it: admin and the scheduler every
+/// job; a coordinator (when `coordinators` is true) the jobs whose payload
+/// names an establishment of its academy or its academy; an establishment
+/// (when `establishments` is true) the jobs whose payload names it.
+async fn reach_job(
+    app: &App,
+    actor: &Actor,
+    id: Uuid,
+    what: &str,
+    coordinators: bool,
+    establishments: bool,
+) -> Result<JobRow, OpError> {
     let job = db::jobs::get(&app.db, id)
         .await?
         .ok_or_else(|| OpError::not_found(format!("job {id}")))?;
+    let allowed = match actor {
+        Actor::Admin(_) | Actor::Scheduler => true,
+        Actor::Coordinator { .. } if !coordinators => false,
+        Actor::Establishment { .. } if !establishments => false,
+        Actor::Coordinator { academy } if job.payload["academy"].as_str() == Some(academy) => true,
+        _ => match job.payload["establishment"]
+            .as_str()
+            .and_then(|s| Uai::parse(s).ok())
+        {
+            Some(uai) => actor.reach(app, &uai, what).await.is_ok(),
+            None => false,
+        },
+    };
+    if allowed {
+        Ok(job)
+    } else {
+        Err(actor.forbidden(what))
+    }
+}
+
+/// Shows one job with its history: to admin and the scheduler, and to the
+/// coordinator or establishment its payload names.
+pub async fn show(app: &App, actor: &Actor, id: Uuid) -> Result<JobDetail, OpError> {
+    let job = reach_job(app, actor, id, &format!("read job {id}"), true, true).await?;
     let events = db::jobs::events(&app.db, id).await?;
     Ok(JobDetail { job, events })
 }
 
 /// Queues a dead, failed or cancelled job again with fresh attempts;
-/// returns the status it had.
+/// returns the status it had. Admin, the scheduler, and the coordinator
+/// of the academy its payload names.
 pub async fn retry(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpError> {
-    actor.require_operator("retry jobs")?;
+    reach_job(app, actor, id, &format!("retry job {id}"), true, false).await?;
     match db::jobs::retry_by_hand(&app.db, id, &actor.label()).await? {
         None => Err(OpError::not_found(format!("job {id}"))),
         Some(s @ (JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled)) => Ok(s),
@@ -96,9 +132,10 @@ pub async fn retry(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpEr
 }
 
 /// Cancels a queued or running job (a running one stops at its worker's
-/// next heartbeat); returns the status it had.
+/// next heartbeat); returns the status it had. Admin, the scheduler, and
+/// the coordinator of the academy its payload names.
 pub async fn cancel(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpError> {
-    actor.require_operator("cancel jobs")?;
+    reach_job(app, actor, id, &format!("cancel job {id}"), true, false).await?;
     match db::jobs::cancel(&app.db, id, &actor.label()).await? {
         None => Err(OpError::not_found(format!("job {id}"))),
         Some(s @ (JobStatus::Queued | JobStatus::Running)) => Ok(s),

@@ -222,19 +222,7 @@ async fn every_operation_is_allowed_or_forbidden_by_who_asks() {
     }
     let other = other.expect("an establishment of the other academy");
     let academy_b = academy(other.clone()).await;
-    let numero: String = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2 ORDER BY 1 LIMIT 1",
-    )
-    .bind(PHILO)
-    .bind(uai.as_str())
-    .fetch_one(
-        &sqlx::PgPool::connect(test.config.database_url().as_str())
-            .await
-            .expect("pool"),
-    )
-    .await
-    .expect("a candidate");
+    let numero = test.first_numero(PHILO, &uai).await;
     let job = test
         .enqueue(
             &copiste::jobs::noop::Noop::default(),

@@ -482,3 +482,94 @@ async fn each_kind_of_failure_exits_with_its_own_code() {
         );
     }
 }
+
+/// `tokens create` prints a token once; `tokens list` never shows it;
+/// `tokens revoke` makes it unusable; bad roles are named.
+#[tokio::test]
+async fn tokens_are_made_listed_and_revoked_from_the_command_line() {
+    let app = crate::support::TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let uai = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let run = |args: &[&str]| {
+        let out = copiste(&app).args(args).output().expect("run copiste");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, token, err) = run(&[
+        "tokens",
+        "create",
+        "--role",
+        "establishment",
+        "--uai",
+        uai.as_str(),
+        "--name",
+        "Lycée test",
+        "--expires-in",
+        "90d",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let token = token.trim().to_owned();
+    assert!(token.starts_with("cps_"), "{token}");
+    let who = copiste::access::authenticate(&app.app(), &token)
+        .await
+        .expect("authenticate");
+    assert!(
+        matches!(
+            &who,
+            copiste::access::Authenticated::Actor {
+                actor: copiste::op::Actor::Establishment { uai: u },
+                ..
+            } if u == &uai
+        ),
+        "{who:?}"
+    );
+    let (code, list, _) = run(&["tokens", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        !list.contains(&token[token.len() - 20..]),
+        "the secret is never listed"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&list).expect("JSON");
+    let id = listed[0]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(listed[0]["scope"], uai.as_str());
+    let (code, _, err) = run(&["tokens", "revoke", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["tokens", "revoke", &id]);
+    assert_eq!(code, Some(6), "revoking twice is a conflict: {err}");
+    assert!(matches!(
+        copiste::access::authenticate(&app.app(), &token)
+            .await
+            .expect("authenticate"),
+        copiste::access::Authenticated::Refused(copiste::access::Refused::Revoked)
+    ));
+    let (code, _, err) = run(&["tokens", "create", "--role", "coordinator", "--name", "x"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--academy"), "{err}");
+    let (code, _, err) = run(&[
+        "tokens",
+        "create",
+        "--role",
+        "coordinator",
+        "--academy",
+        "NOPE",
+        "--name",
+        "x",
+    ]);
+    assert_eq!(code, Some(3), "{err}");
+    // A tampered secret is refused like an unknown token.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('0') { '1' } else { '0' });
+    assert!(matches!(
+        copiste::access::authenticate(&app.app(), &tampered)
+            .await
+            .expect("authenticate"),
+        copiste::access::Authenticated::Refused(_)
+    ));
+}

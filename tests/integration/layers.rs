@@ -104,9 +104,16 @@ const LAYERS: [&[&str]; 6] = [
     &["domain", "config", "memory"],
     &["db", "storage", "queue", "export"],
     &["app", "op", "ledger"],
-    &["closure", "render", "download", "import", "demo_data"],
+    &[
+        "closure",
+        "render",
+        "download",
+        "import",
+        "demo_data",
+        "access",
+    ],
     &["jobs", "worker", "schedule"],
-    &["cli", "bench", "local_services"],
+    &["cli", "bench", "local_services", "web"],
 ];
 
 /// The top-level modules each top-level module names (`crate::x`, or `x`

@@ -2,6 +2,7 @@
 //! database and its own Redis namespace (see `support`).
 
 mod access;
+mod api;
 mod cli;
 mod closure;
 mod demo;
@@ -11,6 +12,7 @@ mod jobs;
 mod layers;
 mod migrations;
 mod ops;
+mod pages;
 mod render;
 mod schedule;
 mod support;

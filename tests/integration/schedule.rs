@@ -107,12 +107,12 @@ async fn three_schedulers_make_one_job_per_slot() {
     for s in schedulers {
         s.shutdown().await.expect("stop");
     }
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT idempotency_key FROM jobs WHERE kind = 'noop' ORDER BY idempotency_key",
-    )
-    .fetch_all(&pool(&app).await)
-    .await
-    .expect("keys");
+    let mut keys: Vec<String> = jobs_of_kind(&app, "noop")
+        .await
+        .into_iter()
+        .filter_map(|j| j.idempotency_key)
+        .collect();
+    keys.sort();
     assert!(keys.len() >= 2, "a tick per second: {keys:?}");
     let distinct: std::collections::HashSet<_> = keys.iter().collect();
     assert_eq!(distinct.len(), keys.len(), "one job per slot: {keys:?}");
@@ -136,10 +136,11 @@ async fn a_missed_slot_is_caught_up_once_and_an_old_one_not_at_all() {
         .expect("start");
     first.shutdown().await.expect("stop");
     let slot = schedules[0].slot_at_or_before(now).expect("slot");
-    let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM jobs")
-        .fetch_all(&pool(&app).await)
+    let keys: Vec<String> = jobs_of_kind(&app, "noop")
         .await
-        .expect("jobs");
+        .into_iter()
+        .filter_map(|j| j.idempotency_key)
+        .collect();
     assert_eq!(keys, vec![schedules[0].key(slot)]);
     // A restart does not enqueue it again.
     let again = scheduler::Scheduler::start(app.db.clone(), schedules.clone())
@@ -343,12 +344,12 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
         .expect("relaunches")
         .len();
     assert_eq!(relaunches, 3);
-    let kinds: Vec<String> = sqlx::query_scalar(
-        "SELECT payload->>'exam' FROM jobs WHERE kind = 'export-retry' ORDER BY 1",
-    )
-    .fetch_all(&pool(&app).await)
-    .await
-    .expect("relaunch jobs");
+    let mut kinds: Vec<String> = jobs_of_kind(&app, "export-retry")
+        .await
+        .into_iter()
+        .map(|j| j.payload["exam"].as_str().expect("an exam").to_owned())
+        .collect();
+    kinds.sort();
     assert_eq!(kinds, vec!["BAC26-PHILO"; 3], "none for the published exam");
     let not_yet = copiste::db::schedule::units_to_relaunch(
         &app.db,
@@ -426,4 +427,11 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
         after <= before + 3,
         "Redis is flat: {before} keys before, {grown} after 10 000 jobs, {after} after housekeeping"
     );
+}
+
+/// Every job of `kind`, newest first.
+async fn jobs_of_kind(app: &TestApp, kind: &str) -> Vec<copiste::db::jobs::JobRow> {
+    copiste::db::jobs::list(&app.db, None, Some(kind), 10_000)
+        .await
+        .expect("jobs")
 }

@@ -307,3 +307,25 @@ impl TestApp {
         self.import_demo_seeded(establishments, candidates, 7).await;
     }
 }
+
+impl TestApp {
+    /// The numéro of the first candidate (in numéro order) of `uai` with a
+    /// copy of `exam`. No `db` function answers this: the operations find
+    /// candidates by name.
+    pub async fn first_numero(&self, exam: &str, uai: &copiste::domain::Uai) -> String {
+        let pool = sqlx::PgPool::connect(self.config.database_url().as_str())
+            .await
+            .expect("pool");
+        let numero = sqlx::query_scalar(
+            "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+             WHERE c.exam_code = $1 AND ca.establishment_uai = $2 ORDER BY 1 LIMIT 1",
+        )
+        .bind(exam)
+        .bind(uai.as_str())
+        .fetch_one(&pool)
+        .await
+        .expect("a candidate");
+        pool.close().await;
+        numero
+    }
+}

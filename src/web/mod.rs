@@ -1,0 +1,105 @@
+//! `copiste serve`: the HTTP front door. The web pages ([`pages`]), the
+//! JSON API under `/api/v1/` ([`api`]), errors as problem documents
+//! ([`problem`]), and the download links of the local store
+//! (`/downloads/{token}`). Every request acts as the actor of its bearer
+//! token or of its session; what it may do is decided by the operations,
+//! as for the command line.
+
+pub mod api;
+pub mod pages;
+pub mod problem;
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{StatusCode, header},
+};
+use tower_http::{
+    compression::{
+        CompressionLayer, Predicate as _,
+        predicate::{DefaultPredicate, NotForContentType},
+    },
+    csrf::CsrfLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::app::App;
+
+/// What every handler gets.
+#[derive(Clone, Debug)]
+pub struct WebState {
+    pub app: App,
+}
+
+/// The largest request body accepted (a harmonisation pass's list of
+/// numéros is the largest input).
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The whole router: the pages, the API, and the download links when the
+/// links' signing key is set, behind the HTTP layers (request id, traces
+/// without credentials, timeout, compression but for PDFs, zips and event
+/// streams, refusal of cross-site posts, body limit).
+pub fn router(app: App) -> Router {
+    let downloads =
+        app.config.downloads.signing_key.as_ref().map(|key| {
+            crate::download::serve::router(app.storage.clone(), key.expose().as_bytes())
+        });
+    let (api, mut doc) = api::routes();
+    doc.paths.paths.insert(
+        "/api/openapi.json".to_owned(),
+        utoipa::openapi::path::PathItem::new(
+            utoipa::openapi::HttpMethod::Get,
+            utoipa::openapi::path::OperationBuilder::new()
+                .summary(Some("This document"))
+                .response(
+                    "200",
+                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1"),
+                )
+                .build(),
+        ),
+    );
+    let doc = std::sync::Arc::new(doc);
+    let state = WebState { app };
+    let pages = pages::routes().with_state(state.clone());
+    let api = api
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .with_state(state);
+    let router = match downloads {
+        Some(d) => api.merge(pages).merge(d),
+        None => api.merge(pages),
+    };
+    // PDFs and zips are compressed already; event streams must not wait
+    // for a compressor's buffer.
+    let compress = DefaultPredicate::new()
+        .and(NotForContentType::const_new("application/pdf"))
+        .and(NotForContentType::const_new("application/zip"))
+        .and(NotForContentType::const_new("text/event-stream"));
+    router
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A cross-site POST (a form of another site) is refused; the API's
+        // own clients send no Origin or Sec-Fetch-Site and pass.
+        .layer(CsrfLayer::new())
+        .layer(CompressionLayer::new().compress_when(compress))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(60),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}

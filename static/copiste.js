@@ -1,0 +1,69 @@
+// copiste's own script: the pages work without it; it adds live job
+// progress (Server-Sent Events), search as you type, and a refresh of
+// list pages that pauses while the tab is hidden.
+"use strict";
+
+// Live progress of a job page: <div data-job-events="URL">.
+for (const box of document.querySelectorAll("[data-job-events]")) {
+  const source = new EventSource(box.dataset.jobEvents);
+  const status = document.querySelector("[data-job-status]");
+  const bar = document.querySelector("[data-job-progress]");
+  const percent = document.querySelector("[data-job-percent]");
+  const show = (event) => {
+    const job = JSON.parse(event.data);
+    if (status) status.textContent = job.status;
+    if (bar && job.total) {
+      bar.max = job.total;
+      bar.value = job.done || 0;
+    }
+    if (percent) {
+      const p = job.total ? Math.floor((100 * (job.done || 0)) / job.total) : (job.status === "succeeded" ? 100 : 0);
+      percent.textContent = p + " %";
+    }
+  };
+  source.addEventListener("progress", show);
+  source.addEventListener("done", (event) => {
+    show(event);
+    source.close();
+    // The finished job's page shows its outcome (links of a zip).
+    setTimeout(() => window.location.reload(), 300);
+  });
+}
+
+// Search as you type: a form with data-live-search fills #results.
+for (const form of document.querySelectorAll("form[data-live-search]")) {
+  const input = form.querySelector("input[name=q]");
+  const results = document.getElementById("results");
+  if (!input || !results) continue;
+  let timer = null;
+  let asked = 0;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      if (input.value.trim() === "") return;
+      const n = ++asked;
+      const url = form.action + "?" + new URLSearchParams(new FormData(form));
+      const response = await fetch(url, { headers: { "X-Requested-With": "fetch" } });
+      if (n !== asked) return; // a later keystroke's answer wins
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const found = page.getElementById("results");
+      results.replaceChildren(...(found ? found.childNodes : []));
+    }, 200);
+  });
+}
+
+// Refresh of list sections (<section data-refresh>) every 5 s while the
+// tab is visible.
+const refreshed = document.querySelectorAll("section[data-refresh]");
+if (refreshed.length > 0) {
+  setInterval(async () => {
+    if (document.visibilityState !== "visible") return;
+    const response = await fetch(window.location.href, { headers: { "X-Requested-With": "fetch" } });
+    if (!response.ok) return;
+    const page = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const section of refreshed) {
+      const fresh = page.querySelector(`section[data-refresh="${section.dataset.refresh}"]`);
+      if (fresh) section.replaceChildren(...fresh.childNodes);
+    }
+  }, 5000);
+}

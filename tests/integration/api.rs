@@ -1,0 +1,474 @@
+//! The HTTP API on a loopback port: every endpoint asked by every kind of
+//! caller (admin, the coordinator of the academy, another academy's, the
+//! establishment, another establishment, no token, a revoked token, an
+//! expired one) answers with the expected status, errors as problem
+//! documents.
+
+use std::net::SocketAddr;
+
+use copiste::{
+    access::{self, Role, TokenInput},
+    db::access::{NewToken, TokenRole},
+    domain::Uai,
+    op::Actor,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::support::TestApp;
+
+const PHILO: &str = "BAC26-PHILO";
+const E3C: &str = "BAC26-E3C-HG";
+const MATHS_H: &str = "BAC26-MATHS-H";
+
+/// Serves the router of `copiste serve` on a free loopback port.
+async fn serve(app: &TestApp) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = copiste::web::router(app.app());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+async fn token(app: &TestApp, role: Role) -> String {
+    access::create_token(
+        &app.app(),
+        &Actor::admin("test"),
+        &TokenInput {
+            role,
+            name: "test".into(),
+            lifetime: None,
+        },
+    )
+    .await
+    .expect("token")
+    .token
+}
+
+/// A token that expired an hour ago (written as the ledger stores it).
+async fn expired_token(app: &TestApp) -> String {
+    let id = uuid::Uuid::new_v4();
+    let secret = "0123456789abcdef0123456789abcdef";
+    let hash: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+    copiste::db::access::insert(
+        &app.db,
+        NewToken {
+            id,
+            name: "expired",
+            role: &TokenRole::Admin,
+            secret_sha256: &hash,
+            created_by: "test",
+            expires_at: Some(chrono::Utc::now() - chrono::Duration::hours(1)),
+        },
+    )
+    .await
+    .expect("insert");
+    format!("cps_{}_{secret}", id.simple())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Admin,
+    CoordinatorA,
+    CoordinatorB,
+    Establishment,
+    OtherEstablishment,
+    NoToken,
+    Revoked,
+    Expired,
+}
+
+/// What an endpoint answers a caller: allowed (any status but 401, 403 and
+/// 500), forbidden (403) or unauthenticated (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Allowed,
+    Forbidden,
+    Unauthenticated,
+}
+
+fn expect(who: Who, allowed: &[Who]) -> Expect {
+    match who {
+        Who::NoToken | Who::Revoked | Who::Expired => Expect::Unauthenticated,
+        w if allowed.contains(&w) => Expect::Allowed,
+        _ => Expect::Forbidden,
+    }
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_every_caller_as_its_scope_says() {
+    let app = TestApp::new().await;
+    app.import_demo(3, 4).await;
+    let db = &app.db;
+    let uais = copiste::db::closure::exam_establishments(db, PHILO, None)
+        .await
+        .expect("establishments");
+    let academy_of = |u: &Uai| {
+        let (db, u) = (db.clone(), u.clone());
+        async move {
+            copiste::db::closure::establishment_academy(&db, u.as_str())
+                .await
+                .expect("academy")
+                .expect("known")
+        }
+    };
+    let uai = uais[0].clone();
+    let academy_a = academy_of(&uai).await;
+    let mut other = None;
+    for u in &uais {
+        if academy_of(u).await != academy_a {
+            other = Some(u.clone());
+        }
+    }
+    let other = other.expect("an establishment of the other academy");
+    let academy_b = academy_of(&other).await;
+    let numero = app.first_numero(PHILO, &uai).await;
+    let noop = app
+        .enqueue(
+            &copiste::jobs::noop::Noop::default(),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let unit_job = app
+        .enqueue(
+            &copiste::jobs::export_retry::ExportRetry {
+                exam: PHILO.into(),
+                establishment: uai.clone(),
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+
+    let revoked = token(&app, Role::Admin).await;
+    let revoked_id = revoked
+        .strip_prefix("cps_")
+        .and_then(|r| r.split('_').next())
+        .and_then(|id| uuid::Uuid::try_parse(id).ok())
+        .expect("token id");
+    access::revoke_token(&app.app(), &Actor::admin("test"), revoked_id)
+        .await
+        .expect("revoke");
+    let tokens = [
+        (Who::Admin, Some(token(&app, Role::Admin).await)),
+        (
+            Who::CoordinatorA,
+            Some(
+                token(
+                    &app,
+                    Role::Coordinator {
+                        academy: academy_a.clone(),
+                    },
+                )
+                .await,
+            ),
+        ),
+        (
+            Who::CoordinatorB,
+            Some(token(&app, Role::Coordinator { academy: academy_b }).await),
+        ),
+        (
+            Who::Establishment,
+            Some(token(&app, Role::Establishment { uai: uai.clone() }).await),
+        ),
+        (
+            Who::OtherEstablishment,
+            Some(token(&app, Role::Establishment { uai: other.clone() }).await),
+        ),
+        (Who::NoToken, None),
+        (Who::Revoked, Some(revoked)),
+        (Who::Expired, Some(expired_token(&app).await)),
+    ];
+
+    use Who::*;
+    let everyone = [
+        Admin,
+        CoordinatorA,
+        CoordinatorB,
+        Establishment,
+        OtherEstablishment,
+    ];
+    let unit = [Admin, CoordinatorA, Establishment];
+    let endpoints: Vec<(Method, String, Option<Value>, Vec<Who>)> = vec![
+        (Method::GET, "/api/v1/me".into(), None, everyone.to_vec()),
+        (Method::GET, "/api/v1/exams".into(), None, everyone.to_vec()),
+        (
+            Method::GET,
+            format!("/api/v1/exams/{PHILO}/closure"),
+            None,
+            everyone.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/exams/{PHILO}/closure"),
+            Some(json!({"establishment": uai.as_str()})),
+            unit.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/exams/{PHILO}/relaunch"),
+            Some(json!({"establishment": uai.as_str()})),
+            unit.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/exams/{MATHS_H}/harmonisation-passes"),
+            Some(json!({})),
+            vec![Admin, CoordinatorA, CoordinatorB],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/exams/{PHILO}/establishments/{uai}/candidates?q=a"),
+            None,
+            unit.to_vec(),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/exams/{PHILO}/copies/{numero}/pdf"),
+            None,
+            unit.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/exams/{PHILO}/establishments/{uai}/zip"),
+            None,
+            unit.to_vec(),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/exams/{PHILO}/establishments/{uai}/zip"),
+            None,
+            unit.to_vec(),
+        ),
+        (Method::GET, "/api/v1/jobs".into(), None, vec![Admin]),
+        (
+            Method::GET,
+            format!("/api/v1/jobs/{noop}"),
+            None,
+            vec![Admin],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/jobs/{unit_job}"),
+            None,
+            unit.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/jobs/{unit_job}/retry"),
+            None,
+            vec![Admin, CoordinatorA],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/jobs/{unit_job}/events"),
+            None,
+            unit.to_vec(),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/jobs/{noop}/cancel"),
+            None,
+            vec![Admin],
+        ),
+        // Last: what admin changes here comes after everyone else asked.
+        (
+            Method::POST,
+            format!("/api/v1/exams/{E3C}/publication"),
+            None,
+            vec![Admin],
+        ),
+    ];
+
+    let addr = serve(&app).await;
+    let client = reqwest::Client::new();
+    let mut wrong = Vec::new();
+    let mut asked = 0;
+    for (method, path, body, allowed) in &endpoints {
+        // Admin last on each endpoint, for the same reason.
+        for (who, token) in tokens.iter().rev() {
+            asked += 1;
+            let mut request = client.request(method.clone(), format!("http://{addr}{path}"));
+            if let Some(t) = token {
+                request = request.bearer_auth(t);
+            }
+            if let Some(b) = body {
+                request = request.json(b);
+            }
+            let response = request.send().await.expect("answer");
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let want = expect(*who, allowed);
+            let ok = match want {
+                Expect::Allowed => {
+                    status != StatusCode::UNAUTHORIZED
+                        && status != StatusCode::FORBIDDEN
+                        && !status.is_server_error()
+                }
+                Expect::Forbidden => status == StatusCode::FORBIDDEN,
+                Expect::Unauthenticated => status == StatusCode::UNAUTHORIZED,
+            };
+            if !ok {
+                let text = response.text().await.unwrap_or_default();
+                wrong.push(format!(
+                    "{method} {path} by {who:?}: expected {want:?}, got {status} {text}"
+                ));
+                continue;
+            }
+            if status.is_client_error() && content_type != "application/problem+json" {
+                wrong.push(format!(
+                    "{method} {path} by {who:?}: {status} as {content_type}"
+                ));
+            }
+        }
+    }
+    assert_eq!(asked, endpoints.len() * tokens.len());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn errors_are_problem_documents_without_internals() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 3).await;
+    let addr = serve(&app).await;
+    let admin = token(&app, Role::Admin).await;
+    let client = reqwest::Client::new();
+    let get = |path: String, bearer: Option<String>| {
+        let mut r = client.get(format!("http://{addr}{path}"));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        async move {
+            let response = r.send().await.expect("answer");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body: Value = response.json().await.expect("a JSON body");
+            (status, headers, body)
+        }
+    };
+    let (status, headers, body) = get("/api/v1/me".into(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    assert_eq!(body["type"], "/problems/unauthenticated");
+    let (status, _, body) = get("/api/v1/me".into(), Some("cps_nonsense".into())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, headers, body) = get(
+        "/api/v1/exams/BAC26-NOPE/closure".into(),
+        Some(admin.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["type"], "/problems/not-found");
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["detail"], "unknown exam BAC26-NOPE");
+    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let (status, _, body) = get(
+        format!("/api/v1/exams/{PHILO}/establishments/{uai}/candidates?q=%25"),
+        Some(admin.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["field"], "query");
+    let (status, _, body) = get(
+        format!("/api/v1/exams/{E3C}/copies/1/pdf?details=false"),
+        Some(admin.clone()),
+    )
+    .await;
+    assert!(
+        status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT,
+        "{status} {body}"
+    );
+    let (status, _, body) = get("/api/v1/jobs/not-a-uuid".into(), Some(admin)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let text = body.to_string();
+    assert!(!text.contains("src/") && !text.contains("SELECT"), "{text}");
+}
+
+/// The OpenAPI document lists every route of the API (the table above),
+/// with the bearer scheme, and is itself served.
+#[tokio::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = TestApp::new().await;
+    let addr = serve(&app).await;
+    let doc: Value = reqwest::get(format!("http://{addr}/api/openapi.json"))
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    let mut listed: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("an item").keys() {
+            listed.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    listed.sort();
+    let mut routes = vec![
+        "GET /api/openapi.json",
+        "GET /api/v1/me",
+        "GET /api/v1/exams",
+        "GET /api/v1/exams/{exam}/closure",
+        "POST /api/v1/exams/{exam}/closure",
+        "POST /api/v1/exams/{exam}/relaunch",
+        "POST /api/v1/exams/{exam}/publication",
+        "POST /api/v1/exams/{exam}/harmonisation-passes",
+        "GET /api/v1/exams/{exam}/establishments/{uai}/candidates",
+        "GET /api/v1/exams/{exam}/copies/{numero}/pdf",
+        "GET /api/v1/exams/{exam}/establishments/{uai}/zip",
+        "POST /api/v1/exams/{exam}/establishments/{uai}/zip",
+        "GET /api/v1/jobs",
+        "GET /api/v1/jobs/{id}",
+        "POST /api/v1/jobs/{id}/retry",
+        "POST /api/v1/jobs/{id}/cancel",
+        "GET /api/v1/jobs/{id}/events",
+    ];
+    routes.sort();
+    assert_eq!(listed, routes);
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    // Every route answers (none is documented without being served).
+    let client = reqwest::Client::new();
+    for route in &routes {
+        let (method, path) = route.split_once(' ').expect("method and path");
+        let path = path
+            .replace("{exam}", "X")
+            .replace("{uai}", "0750001A")
+            .replace("{numero}", "1")
+            .replace("{id}", &uuid::Uuid::nil().to_string());
+        let status = client
+            .request(
+                method.parse().expect("method"),
+                format!("http://{addr}{path}"),
+            )
+            .send()
+            .await
+            .expect("answer")
+            .status();
+        assert_ne!(status, StatusCode::NOT_FOUND, "{route} is not served");
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{route} is not served"
+        );
+    }
+}

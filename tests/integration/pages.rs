@@ -1,0 +1,260 @@
+//! The web pages over HTTP, as a browser without JavaScript uses them:
+//! login with an access token, a session cookie, pages scoped to who is
+//! logged in, cross-site posts refused, logout.
+
+use copiste::{
+    access::{self, Role, TokenInput},
+    domain::Uai,
+    op::Actor,
+};
+use reqwest::{StatusCode, header};
+
+use crate::support::TestApp;
+
+const PHILO: &str = "BAC26-PHILO";
+const E3C: &str = "BAC26-E3C-HG";
+
+async fn serve(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = copiste::web::router(app.app());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+async fn token(app: &TestApp, role: Role) -> (uuid::Uuid, String) {
+    let issued = access::create_token(
+        &app.app(),
+        &Actor::admin("test"),
+        &TokenInput {
+            role,
+            name: "pages".into(),
+            lifetime: Some(chrono::Duration::days(1)),
+        },
+    )
+    .await
+    .expect("token");
+    (issued.id, issued.token)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+/// Logs in and returns the session cookie (`name=value`).
+async fn log_in(base: &str, token: &str) -> String {
+    let response = client()
+        .post(format!("{base}/connexion"))
+        .form(&[("cle", token)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let set = response.headers()[header::SET_COOKIE]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "plain http: {set}");
+    set.split(';').next().expect("name=value").to_owned()
+}
+
+async fn page(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
+    let response = client()
+        .get(format!("{base}{path}"))
+        .header(header::COOKIE, cookie)
+        .send()
+        .await
+        .expect("page");
+    let status = response.status();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
+    let app = TestApp::new().await;
+    app.import_demo(3, 4).await;
+    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments");
+    let (own, other): (Uai, Uai) = (uais[0].clone(), uais[1].clone());
+    let base = serve(&app).await;
+
+    // No session: to the login page.
+    let response = client()
+        .get(format!("{base}/examens"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/connexion");
+
+    // A wrong token: a message, no cookie.
+    let response = client()
+        .post(format!("{base}/connexion"))
+        .form(&[("cle", "cps_wrong")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().get(header::SET_COOKIE).is_none());
+    assert!(
+        response
+            .text()
+            .await
+            .expect("body")
+            .contains("inconnue, révoquée ou expirée")
+    );
+
+    let (token_id, token) = token(&app, Role::Establishment { uai: own.clone() }).await;
+    let cookie = log_in(&base, &token).await;
+    let (status, body) = page(&base, &cookie, "/examens").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(PHILO) && body.contains(&format!("Établissement {own}")),
+        "{body}"
+    );
+
+    let (status, body) = page(&base, &cookie, &format!("/examens/{PHILO}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains(own.as_str()), "its unit is shown");
+    assert!(
+        !body.contains(other.as_str()),
+        "another establishment's unit is not: {body}"
+    );
+    assert!(body.contains("Lancer la clôture"));
+
+    // Another establishment's candidates: the 403 page.
+    let (status, body) = page(
+        &base,
+        &cookie,
+        &format!("/examens/{PHILO}/candidats?uai={other}&q=a"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains("Accès refusé"), "{body}");
+    // Its own: found, accent-insensitively.
+    let (status, _) = page(
+        &base,
+        &cookie,
+        &format!("/examens/{PHILO}/candidats?uai={own}&q=a"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // E3C switches are shown fixed, with the reason.
+    let numero = app.first_numero(E3C, &own).await;
+    let (status, body) = page(&base, &cookie, &format!("/examens/{E3C}/copies/{numero}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains("disabled") && body.contains("toujours présents"),
+        "{body}"
+    );
+
+    // A cross-site form post is refused before it reaches the operation.
+    let response = client()
+        .post(format!("{base}/examens/{PHILO}/cloture"))
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .header(header::ORIGIN, "https://elsewhere.example")
+        .form(&[("establishment", own.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.counts().await.values().sum::<i64>(), 0, "no job");
+    // The same post from the page itself closes the unit.
+    let response = client()
+        .post(format!("{base}/examens/{PHILO}/cloture"))
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("establishment", own.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .text()
+            .await
+            .expect("body")
+            .contains("travail lancé")
+    );
+    let jobs = copiste::db::jobs::list(&app.db, None, Some("closure"), 10)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].created_by, format!("establishment:{own}"));
+
+    // Revoking the token ends its sessions.
+    access::revoke_token(&app.app(), &Actor::admin("test"), token_id)
+        .await
+        .expect("revoke");
+    let response = client()
+        .get(format!("{base}/examens"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_assets_are_served() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let base = serve(&app).await;
+    let (_, token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &token).await;
+    let (status, body) = page(&base, &cookie, "/travaux").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let response = client()
+        .post(format!("{base}/deconnexion"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(
+        response.headers()[header::SET_COOKIE]
+            .to_str()
+            .expect("cookie")
+            .contains("Max-Age=0")
+    );
+    let response = client()
+        .get(format!("{base}/travaux"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "the session is gone"
+    );
+    for (path, kind) in [
+        ("/static/copiste.js", "text/javascript"),
+        ("/static/copiste.css", "text/css"),
+    ] {
+        let response = client()
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("asset");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with(kind)
+        );
+    }
+}
