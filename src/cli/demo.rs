@@ -204,7 +204,7 @@ async fn print_tokens(app: &App, demo_key: bool, throwaway: bool) -> anyhow::Res
         String::new()
     };
     println!(
-        "serve the API with\n  {key}copiste serve --listen 127.0.0.1:8080\nthen, e.g.\n  curl -H 'Authorization: Bearer {}' http://127.0.0.1:8080/api/v1/exams/BAC26-PHILO/closure",
+        "serve the pages and the API with\n  {key}copiste serve --listen 127.0.0.1:8080\nthen open http://127.0.0.1:8080/ and log in with a token above, or\n  curl -H 'Authorization: Bearer {}' http://127.0.0.1:8080/api/v1/exams/BAC26-PHILO/closure",
         admin.unwrap_or_default()
     );
     if throwaway {
