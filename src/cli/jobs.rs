@@ -87,6 +87,7 @@ impl JobsCommand {
                     status,
                     kind,
                     limit,
+                    ..ListInput::default()
                 },
             )
             .await

@@ -749,6 +749,83 @@ pub async fn list(
     rows.into_iter().map(JobRow::try_from).collect()
 }
 
+/// Which jobs a scoped listing shows: each filter applies when set. The
+/// exam, establishment and academy are those the job's payload names (an
+/// establishment's academy counts for `academy`).
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter<'a> {
+    pub status: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub exam: Option<&'a str>,
+    pub establishment: Option<&'a str>,
+    pub academy: Option<&'a str>,
+}
+
+/// The newest jobs that pass `filter`, `limit` of them from `offset` on.
+pub async fn list_filtered(
+    db: &Db,
+    filter: &JobFilter<'_>,
+    limit: i64,
+    offset: i64,
+) -> anyhow::Result<Vec<JobRow>> {
+    let rows = sqlx::query_as!(
+        StoredJob,
+        r#"
+        SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
+               lease_until, worker, progress_done, progress_total, result, last_error,
+               idempotency_key, created_by, created_at, started_at, finished_at
+        FROM jobs j
+        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
+          AND ($3::text IS NULL OR payload->>'exam' = $3)
+          AND ($4::text IS NULL OR payload->>'establishment' = $4)
+          AND ($5::text IS NULL OR payload->>'academy' = $5
+               OR EXISTS (SELECT 1 FROM establishments e
+                          WHERE e.uai = j.payload->>'establishment' AND e.academy_code = $5))
+        ORDER BY created_at DESC, id DESC
+        LIMIT $6 OFFSET $7
+        "#,
+        filter.status,
+        filter.kind,
+        filter.exam,
+        filter.establishment,
+        filter.academy,
+        limit,
+        offset
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing jobs")?;
+    rows.into_iter().map(JobRow::try_from).collect()
+}
+
+/// The number of jobs per status among those `filter` selects (its status
+/// filter ignored).
+pub async fn count_filtered(
+    db: &Db,
+    filter: &JobFilter<'_>,
+) -> anyhow::Result<Vec<(JobStatus, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "n!" FROM jobs j
+           WHERE ($1::text IS NULL OR kind = $1)
+             AND ($2::text IS NULL OR payload->>'exam' = $2)
+             AND ($3::text IS NULL OR payload->>'establishment' = $3)
+             AND ($4::text IS NULL OR payload->>'academy' = $4
+                  OR EXISTS (SELECT 1 FROM establishments e
+                             WHERE e.uai = j.payload->>'establishment' AND e.academy_code = $4))
+           GROUP BY status ORDER BY status"#,
+        filter.kind,
+        filter.exam,
+        filter.establishment,
+        filter.academy
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("counting jobs")?;
+    rows.into_iter()
+        .map(|r| Ok((decode("jobs.status", &r.status)?, r.n)))
+        .collect()
+}
+
 /// A job's history, oldest first.
 pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
     sqlx::query_as!(

@@ -1,8 +1,8 @@
 //! The operations on the ledger a person asks for: list, show, retry,
-//! cancel, and enqueue a job by kind name. Listing and enqueueing are the
+//! cancel, and enqueue a job by kind name. Enqueueing by name is the
 //! operator's (admin) and the scheduler's; a job whose payload names an
-//! establishment (or an academy) is also shown to that establishment and
-//! its coordinator, who may retry or cancel it.
+//! establishment (or an academy) is listed and shown to that establishment
+//! and its coordinator, who may retry or cancel it.
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -27,44 +27,71 @@ pub const MAX_LIST: i64 = 10_000;
 pub struct ListInput {
     pub status: Option<JobStatus>,
     pub kind: Option<String>,
+    /// Jobs whose payload names this exam.
+    pub exam: Option<String>,
+    /// Jobs whose payload names this establishment.
+    pub establishment: Option<Uai>,
     pub limit: i64,
+    pub offset: i64,
 }
 
-/// The newest jobs, and every status's count over the whole ledger.
+/// A page of jobs, and every status's count among the jobs the listing
+/// selects (whatever its status filter).
 #[derive(Debug, Clone, Serialize)]
 pub struct JobList {
     pub jobs: Vec<JobRow>,
     pub counts: Vec<(JobStatus, i64)>,
+    /// Whether jobs remain after this page.
+    pub more: bool,
 }
 
-/// Lists the newest jobs (of one status and/or kind).
+/// Lists the newest jobs the actor reaches: every job for admin and the
+/// scheduler; those whose payload names the coordinator's academy (or one
+/// of its establishments); those naming the establishment.
 pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
-    actor.require_operator("list jobs")?;
     if !(1..=MAX_LIST).contains(&input.limit) {
         return Err(OpError::invalid(
             "limit",
             format!("must be 1 to {MAX_LIST}, got {}", input.limit),
         ));
     }
+    if input.offset < 0 {
+        return Err(OpError::invalid("offset", "must not be negative"));
+    }
     if let Some(kind) = &input.kind {
         registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
     }
-    let jobs = db::jobs::list(
-        &app.db,
-        input.status.map(JobStatus::as_str),
-        input.kind.as_deref(),
-        input.limit,
-    )
-    .await?;
-    let counts: std::collections::HashMap<JobStatus, i64> = db::jobs::count_by_status(&app.db)
-        .await?
-        .into_iter()
-        .collect();
+    if let Some(uai) = &input.establishment {
+        actor
+            .reach(app, uai, &format!("list the jobs of establishment {uai}"))
+            .await?;
+    }
+    let scope = actor.scope();
+    let own = scope.establishment().map(|u| u.to_string());
+    let filter = db::jobs::JobFilter {
+        status: input.status.map(JobStatus::as_str),
+        kind: input.kind.as_deref(),
+        exam: input.exam.as_deref(),
+        establishment: input
+            .establishment
+            .as_ref()
+            .map(Uai::as_str)
+            .or(own.as_deref()),
+        academy: scope.academy(),
+    };
+    let mut jobs = db::jobs::list_filtered(&app.db, &filter, input.limit + 1, input.offset).await?;
+    let more = jobs.len() as i64 > input.limit;
+    jobs.truncate(input.limit as usize);
+    let counts: std::collections::HashMap<JobStatus, i64> =
+        db::jobs::count_filtered(&app.db, &filter)
+            .await?
+            .into_iter()
+            .collect();
     let counts = JobStatus::ALL
         .into_iter()
         .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
         .collect();
-    Ok(JobList { jobs, counts })
+    Ok(JobList { jobs, counts, more })
 }
 
 /// One job and its history.

@@ -539,11 +539,14 @@ async fn zip_links(
     ))
 }
 
-/// The newest jobs, and every status's count over the whole ledger.
+/// A page of the newest jobs the caller reaches, and their counts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobListAnswer {
     pub jobs: Vec<crate::db::jobs::JobRow>,
+    /// Per status, the jobs the filters (but the status) select.
     pub counts: std::collections::BTreeMap<String, i64>,
+    /// Whether jobs remain after this page (`offset` + `limit`).
+    pub more: bool,
 }
 
 /// Filters of the job list.
@@ -552,8 +555,14 @@ pub struct JobListAnswer {
 pub struct JobsQuery {
     pub status: Option<String>,
     pub kind: Option<String>,
+    /// Jobs whose payload names this exam.
+    pub exam: Option<String>,
+    /// Jobs whose payload names this establishment.
+    pub establishment: Option<String>,
     #[serde(default = "default_jobs_limit")]
     pub limit: i64,
+    #[serde(default)]
+    pub offset: i64,
 }
 
 fn default_jobs_limit() -> i64 {
@@ -577,7 +586,14 @@ async fn jobs_list(
     let input = ListInput {
         status,
         kind: q.kind,
+        exam: q.exam,
+        establishment: q
+            .establishment
+            .as_deref()
+            .map(|u| uai("establishment", u))
+            .transpose()?,
         limit: q.limit,
+        offset: q.offset,
     };
     let list = admin::list(&s.app, &actor, &input).await?;
     Ok(Json(JobListAnswer {
@@ -587,6 +603,7 @@ async fn jobs_list(
             .map(|(s, n)| (s.as_str().to_owned(), *n))
             .collect(),
         jobs: list.jobs,
+        more: list.more,
     })
     .into_response())
 }

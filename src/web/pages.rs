@@ -83,7 +83,7 @@ async fn style() -> impl IntoResponse {
 /// Who is logged in, as the header shows it.
 pub struct Who {
     pub label: String,
-    /// Admin: sees the jobs list.
+    /// Admin and coordinators: the jobs list is in the menu.
     pub operator: bool,
 }
 
@@ -96,7 +96,7 @@ impl Who {
                 Actor::Establishment { uai } => format!("Établissement {uai}"),
                 Actor::Scheduler => "Planificateur".to_owned(),
             },
-            operator: matches!(actor, Actor::Admin(_)),
+            operator: !matches!(actor, Actor::Establishment { .. }),
         }
     }
 }
@@ -865,7 +865,12 @@ struct JobsPage {
     who: Option<Who>,
     statuses: Vec<(&'static str, bool)>,
     kind: String,
+    exam: String,
+    uai: String,
     jobs: Vec<JobLine>,
+    counts: String,
+    previous: Option<String>,
+    next: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -874,7 +879,16 @@ struct JobsForm {
     status: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    exam: String,
+    #[serde(default)]
+    uai: String,
+    #[serde(default)]
+    page: i64,
 }
+
+/// Jobs per page of the jobs list.
+const JOBS_PER_PAGE: i64 = 50;
 
 async fn jobs(
     State(s): State<WebState>,
@@ -888,10 +902,14 @@ async fn jobs(
                 .map_err(|e| PageError::of(OpError::invalid("status", e), &actor))?,
         ),
     };
+    let page = form.page.max(0);
     let input = ListInput {
         status,
         kind: Some(form.kind.trim().to_owned()).filter(|k| !k.is_empty()),
-        limit: 200,
+        exam: Some(form.exam.trim().to_owned()).filter(|k| !k.is_empty()),
+        establishment: form_uai(&actor, Some(&form.uai))?,
+        limit: JOBS_PER_PAGE,
+        offset: page * JOBS_PER_PAGE,
     };
     let list = admin::list(&s.app, &actor, &input)
         .await
@@ -903,7 +921,17 @@ async fn jobs(
                 .iter()
                 .map(|s| (s.as_str(), s.as_str() == form.status))
                 .collect(),
-            kind: form.kind,
+            counts: list
+                .counts
+                .iter()
+                .map(|(s, n)| format!("{s} : {n}"))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            previous: (page > 0).then(|| jobs_query(&form, page - 1)),
+            next: list.more.then(|| jobs_query(&form, page + 1)),
+            kind: form.kind.clone(),
+            exam: form.exam.clone(),
+            uai: form.uai.clone(),
             jobs: list
                 .jobs
                 .into_iter()
@@ -929,6 +957,17 @@ async fn jobs(
                 .collect(),
         },
         &actor,
+    )
+}
+
+/// The jobs list's query string for page `page` with the same filters.
+fn jobs_query(form: &JobsForm, page: i64) -> String {
+    format!(
+        "?status={}&kind={}&exam={}&uai={}&page={page}",
+        urlencoding(&form.status),
+        urlencoding(&form.kind),
+        urlencoding(&form.exam),
+        urlencoding(&form.uai)
     )
 }
 

@@ -176,7 +176,10 @@ fn allowed(actor: &Who, op: Op) -> bool {
         Search | RenderCopy | ZipRequest | ZipLinks => {
             matches!(actor, Admin | CoordinatorA | Establishment)
         }
-        JobsList | JobsShow | JobsRetry | JobsCancel | JobsEnqueue | ScheduleSlot => {
+        // Everyone lists the jobs it reaches (scoped); the noop job names
+        // no establishment, so only the operators reach it.
+        JobsList => true,
+        JobsShow | JobsRetry | JobsCancel | JobsEnqueue | ScheduleSlot => {
             matches!(actor, Admin | Scheduler)
         }
     }
@@ -363,4 +366,121 @@ fn each_error_has_its_own_exit_code() {
     assert_eq!(codes, vec![2, 3, 4, 5, 6, 1]);
     assert_eq!(errors[0].to_string(), "invalid exam: must not be empty");
     assert_eq!(errors[2].to_string(), "the scheduler may not render a copy");
+}
+
+#[tokio::test]
+async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
+    let test = TestApp::new().await;
+    test.import_demo(3, 2).await;
+    let app = test.app();
+    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments");
+    let academy_of = |u: &Uai| {
+        let (db, u) = (app.db.clone(), u.clone());
+        async move {
+            copiste::db::closure::establishment_academy(&db, u.as_str())
+                .await
+                .expect("academy")
+                .expect("known")
+        }
+    };
+    let mut ids = std::collections::HashMap::new();
+    for uai in &uais {
+        let id = test
+            .enqueue(
+                &copiste::jobs::export_retry::ExportRetry {
+                    exam: PHILO.into(),
+                    establishment: uai.clone(),
+                },
+                copiste::jobs::EnqueueOptions::by("test"),
+            )
+            .await;
+        ids.insert(uai.clone(), id);
+    }
+    test.enqueue(
+        &copiste::jobs::noop::Noop::default(),
+        copiste::jobs::EnqueueOptions::by("test"),
+    )
+    .await;
+    let listed = |actor: Actor, input: ListInput| {
+        let app = app.clone();
+        async move {
+            let list = admin::list(&app, &actor, &input).await.expect("list");
+            let mut ids: Vec<uuid::Uuid> = list.jobs.iter().map(|j| j.id).collect();
+            ids.sort();
+            (ids, list.more, list.counts)
+        }
+    };
+    let all = ListInput {
+        limit: 100,
+        ..ListInput::default()
+    };
+    let (everything, _, counts) = listed(Actor::admin("t"), all.clone()).await;
+    assert_eq!(everything.len(), 4);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 4);
+    // An establishment: its own job only.
+    let (own, _, counts) = listed(
+        Actor::Establishment {
+            uai: uais[0].clone(),
+        },
+        all.clone(),
+    )
+    .await;
+    assert_eq!(own, vec![ids[&uais[0]]]);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 1);
+    // A coordinator: the jobs of its academy's establishments.
+    let academy = academy_of(&uais[0]).await;
+    let mut expected = Vec::new();
+    for u in &uais {
+        if academy_of(u).await == academy {
+            expected.push(ids[u]);
+        }
+    }
+    expected.sort();
+    let (of_academy, _, _) = listed(Actor::Coordinator { academy }, all.clone()).await;
+    assert_eq!(of_academy, expected);
+    assert!(of_academy.len() < 3);
+    // Filters and pages.
+    let (by_exam, _, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            exam: Some(PHILO.into()),
+            ..all.clone()
+        },
+    )
+    .await;
+    assert_eq!(by_exam.len(), 3, "the noop job names no exam");
+    let (first, more, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            limit: 3,
+            ..ListInput::default()
+        },
+    )
+    .await;
+    assert_eq!((first.len(), more), (3, true));
+    let (last, more, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            limit: 3,
+            offset: 3,
+            ..ListInput::default()
+        },
+    )
+    .await;
+    assert_eq!((last.len(), more), (1, false));
+    // Asking for another establishment's jobs is forbidden.
+    let other = admin::list(
+        &app,
+        &Actor::Establishment {
+            uai: uais[0].clone(),
+        },
+        &ListInput {
+            establishment: Some(uais[1].clone()),
+            ..all
+        },
+    )
+    .await;
+    assert!(matches!(other, Err(OpError::Forbidden { .. })), "{other:?}");
 }

@@ -242,7 +242,13 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
             None,
             unit.to_vec(),
         ),
-        (Method::GET, "/api/v1/jobs".into(), None, vec![Admin]),
+        (Method::GET, "/api/v1/jobs".into(), None, everyone.to_vec()),
+        (
+            Method::GET,
+            format!("/api/v1/jobs?establishment={uai}"),
+            None,
+            unit.to_vec(),
+        ),
         (
             Method::GET,
             format!("/api/v1/jobs/{noop}"),
