@@ -114,10 +114,7 @@ fn sha256(secret: &str) -> [u8; 32] {
 /// Makes a token (admin only) and returns it, to be shown once.
 pub async fn create_token(app: &App, actor: &Actor, input: &TokenInput) -> Result<Issued, OpError> {
     actor.require_admin("make access tokens")?;
-    let name = input.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(OpError::invalid("name", "1 to 200 bytes"));
-    }
+    let name = crate::op::code("name", &input.name)?;
     if let Some(l) = input.lifetime
         && (l <= chrono::Duration::zero() || l > MAX_LIFETIME)
     {
@@ -126,11 +123,12 @@ pub async fn create_token(app: &App, actor: &Actor, input: &TokenInput) -> Resul
     let role = match &input.role {
         Role::Admin => TokenRole::Admin,
         Role::Coordinator { academy } => {
+            let academy = crate::op::code("academy", academy)?;
             if !db::closure::academy_exists(&app.db, academy).await? {
                 return Err(OpError::not_found(format!("academy {academy}")));
             }
             TokenRole::Coordinator {
-                academy: academy.clone(),
+                academy: academy.to_owned(),
             }
         }
         Role::Establishment { uai } => {

@@ -303,8 +303,9 @@ pub(crate) fn list(names: &[String]) -> String {
     out
 }
 
-/// Checks that a code the caller typed (an exam code, a candidate number)
-/// is not blank and not absurdly long; returns it trimmed.
+/// Checks that a code the caller typed (an exam code, a candidate number,
+/// an academy) is not blank, not absurdly long and holds no control
+/// character; returns it trimmed.
 pub fn code<'a>(field: &'static str, value: &'a str) -> Result<&'a str, OpError> {
     let v = value.trim();
     if v.is_empty() {
@@ -313,5 +314,14 @@ pub fn code<'a>(field: &'static str, value: &'a str) -> Result<&'a str, OpError>
     if v.len() > 200 {
         return Err(OpError::invalid(field, "is longer than 200 bytes"));
     }
-    Ok(v)
+    text(field, v)
+}
+
+/// Checks that free text (a search, a name) holds no control character
+/// (a NUL byte cannot even be stored); returns it as given.
+pub fn text<'a>(field: &'static str, value: &'a str) -> Result<&'a str, OpError> {
+    if value.chars().any(char::is_control) {
+        return Err(OpError::invalid(field, "contains a control character"));
+    }
+    Ok(value)
 }

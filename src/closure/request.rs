@@ -353,7 +353,10 @@ pub async fn validate_harmonisation(
             )));
         }
     };
-    let academy = academy.as_deref();
+    let academy = academy
+        .as_deref()
+        .map(|a| op::code("academy", a))
+        .transpose()?;
     let exam = exam_row(app, &input.exam).await?;
     let db = &app.db;
     let kind = exam.kind;

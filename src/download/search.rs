@@ -34,6 +34,7 @@ pub async fn search_candidates(
     input: &SearchInput,
 ) -> Result<SearchPage, OpError> {
     let exam = op::code("exam", &input.exam)?;
+    op::text("query", &input.query)?;
     if !(1..=MAX_LIMIT).contains(&input.limit) {
         return Err(OpError::invalid(
             "limit",

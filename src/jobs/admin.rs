@@ -61,6 +61,9 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
     if let Some(kind) = &input.kind {
         registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
     }
+    if let Some(exam) = &input.exam {
+        crate::op::code("exam", exam)?;
+    }
     if let Some(uai) = &input.establishment {
         actor
             .reach(app, uai, &format!("list the jobs of establishment {uai}"))

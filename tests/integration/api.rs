@@ -395,6 +395,17 @@ async fn errors_are_problem_documents_without_internals() {
         status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT,
         "{status} {body}"
     );
+    // Hostile input never reaches the database as such: a NUL byte in a
+    // path or a query is invalid input, not an internal error.
+    for path in [
+        format!("/api/v1/exams/{PHILO}/copies/%00%27%22/pdf"),
+        "/api/v1/exams/..%2F..%2Fetc%00/closure".to_owned(),
+        format!("/api/v1/exams/{PHILO}/establishments/{uai}/candidates?q=a%00b"),
+        "/api/v1/jobs?exam=%00".to_owned(),
+    ] {
+        let (status, _, body) = get(path.clone(), Some(admin.clone())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+    }
     let (status, _, body) = get("/api/v1/jobs/not-a-uuid".into(), Some(admin)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let text = body.to_string();
