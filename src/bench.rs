@@ -443,75 +443,38 @@ async fn close_exam(app: &App, exam: &str) -> anyhow::Result<Duration> {
     Ok(requested_in)
 }
 
-/// Options of `copiste bench render`.
-#[derive(Debug, Args)]
-pub struct RenderBenchArgs {
-    /// Candidates of the establishment.
-    #[arg(long, default_value_t = 150)]
-    pub candidates: u32,
-    /// Scanned pages per copy.
-    #[arg(long, default_value_t = 6)]
-    pub pages: u32,
-    /// Seed of the generated dataset.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+/// A bench database with one establishment's session imported (generated
+/// and imported by child processes) and its ponctuel exam closed, so that
+/// every copy is transmitted.
+struct TransmittedSession {
+    app: App,
+    db: Db,
+    name: String,
+    work: tempfile::TempDir,
+    storage: crate::storage::Storage,
+    exam: &'static str,
+    uai: crate::domain::Uai,
 }
 
-/// A run's peak resident size and how much of it the run added, in bytes.
-type Rss = (u64, u64);
-
-/// Peak resident memory of this process since the last reset, in bytes.
-fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Resident memory of this process now, in bytes.
-fn current_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Resets the peak resident memory (Linux: `5` into `clear_refs`).
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// Runs the render benchmark: one establishment's zip of PDFs (cover and
-/// annotations on) from the local store into the local store, against
-/// the raw floor (the same scan bytes streamed into a stored zip through
-/// the same path) and, when installed, the `img2pdf` library in one
-/// Python process over all candidates plus a
-/// stored zip; with the peak resident memory of each.
-pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result<()> {
-    use crate::{
-        render::{
-            RenderOptions, RequestedOptions,
-            zip::{ZipPlan, write_zip},
-        },
-        storage::Storage,
+async fn transmitted_session(
+    mut config: Config,
+    candidates: u32,
+    pages: u32,
+    seed: u64,
+) -> anyhow::Result<TransmittedSession> {
+    use crate::storage::Storage;
+    let args = RenderBenchArgs {
+        candidates,
+        pages,
+        seed,
     };
-    anyhow::ensure!(
-        args.candidates > 0 && args.pages > 0,
-        "--candidates and --pages must be at least 1"
-    );
     let (db, name) = bench_database(&mut config).await?;
     let work = tempfile::Builder::new()
-        .prefix("copiste-bench-render-")
+        .prefix("copiste-bench-")
         .tempdir_in(std::env::temp_dir())
         .context("temporary directory")?;
     config.storage.root = work.path().join("objects");
     let storage = Storage::open(&config.storage)?;
-    println!(
-        "bench render: {} candidates x {} pages, store {}",
-        args.candidates,
-        args.pages,
-        storage.describe()
-    );
 
     let started = Instant::now();
     let dir = work.path().join("session");
@@ -566,6 +529,84 @@ pub async fn render(mut config: Config, args: RenderBenchArgs) -> anyhow::Result
         .into_iter()
         .next()
         .context("no establishment")?;
+    Ok(TransmittedSession {
+        app,
+        db,
+        name,
+        work,
+        storage,
+        exam,
+        uai,
+    })
+}
+
+/// Options of `copiste bench render`.
+#[derive(Debug, Args)]
+pub struct RenderBenchArgs {
+    /// Candidates of the establishment.
+    #[arg(long, default_value_t = 150)]
+    pub candidates: u32,
+    /// Scanned pages per copy.
+    #[arg(long, default_value_t = 6)]
+    pub pages: u32,
+    /// Seed of the generated dataset.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// A run's peak resident size and how much of it the run added, in bytes.
+type Rss = (u64, u64);
+
+/// Peak resident memory of this process since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident memory of this process now, in bytes.
+fn current_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Resets the peak resident memory (Linux: `5` into `clear_refs`).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Runs the render benchmark: one establishment's zip of PDFs (cover and
+/// annotations on) from the local store into the local store, against
+/// the raw floor (the same scan bytes streamed into a stored zip through
+/// the same path) and, when installed, the `img2pdf` library in one
+/// Python process over all candidates plus a
+/// stored zip; with the peak resident memory of each.
+pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()> {
+    use crate::render::{
+        RenderOptions, RequestedOptions,
+        zip::{ZipPlan, write_zip},
+    };
+    anyhow::ensure!(
+        args.candidates > 0 && args.pages > 0,
+        "--candidates and --pages must be at least 1"
+    );
+    println!(
+        "bench render: {} candidates x {} pages",
+        args.candidates, args.pages
+    );
+    let TransmittedSession {
+        app,
+        db,
+        name,
+        work,
+        storage,
+        exam,
+        uai,
+    } = transmitted_session(config, args.candidates, args.pages, args.seed).await?;
+    println!("store:    {}", storage.describe());
     let rows = db::render::transmitted_copies(&db, exam, uai.as_str()).await?;
     let pages: usize = rows.iter().map(|r| r.page_keys.len()).sum();
     println!(
@@ -754,4 +795,162 @@ with open(sys.argv[1]) as lines, zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_S
 /// The benches act as admin.
 fn bench_actor() -> crate::op::Actor {
     crate::op::Actor::admin("bench")
+}
+
+/// Options of `copiste bench web`.
+#[derive(Debug, Args)]
+pub struct WebBenchArgs {
+    /// Candidates of the establishment.
+    #[arg(long, default_value_t = 20)]
+    pub candidates: u32,
+    /// Scanned pages per copy.
+    #[arg(long, default_value_t = 6)]
+    pub pages: u32,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds of each measured run.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+    /// Seed of the generated dataset.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Requests per second, 99th percentile latency and bytes per answer of
+/// `concurrency` clients asking `url` for `secs`.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    concurrency: usize,
+    secs: f64,
+) -> anyhow::Result<(f64, Duration, usize)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut bytes = 0;
+            while Instant::now() < deadline {
+                let asked = Instant::now();
+                let response = client.get(&url).bearer_auth(&token).send().await?;
+                anyhow::ensure!(
+                    response.status().is_success(),
+                    "{url}: {}",
+                    response.status()
+                );
+                bytes = response.bytes().await?.len();
+                latencies.push(asked.elapsed());
+            }
+            anyhow::Ok((latencies, bytes))
+        });
+    }
+    let mut all = Vec::new();
+    let mut bytes = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (latencies, b) = done.context("a load task panicked")??;
+        all.extend(latencies);
+        bytes = b;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    let p99 = all
+        .get((all.len() * 99 / 100).min(all.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default();
+    Ok((all.len() as f64 / elapsed, p99, bytes))
+}
+
+/// One copy's PDF through the API against the same bytes served as a
+/// static file by the same server, both at `concurrency` requests in
+/// flight; prints requests/s, p99 and their ratio (goal >= 0.5).
+pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
+    use crate::{
+        access::{Role, TokenInput, create_token},
+        render::{
+            RequestedOptions,
+            copy::{CopyInput, render_copy},
+        },
+    };
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    println!(
+        "bench web: one copy of {} pages, {} requests in flight, {} s per run",
+        args.pages, args.concurrency, args.seconds
+    );
+    let session = transmitted_session(config, args.candidates, args.pages, args.seed).await?;
+    let app = session.app.clone();
+    let rows =
+        db::render::transmitted_copies(&session.db, session.exam, session.uai.as_str()).await?;
+    let numero = rows
+        .iter()
+        .find(|r| r.page_keys.len() == args.pages as usize)
+        .or(rows.first())
+        .context("no transmitted copy")?
+        .numero
+        .clone();
+    let token = create_token(
+        &app,
+        &bench_actor(),
+        &TokenInput {
+            role: Role::Admin,
+            name: "bench".into(),
+            lifetime: Some(chrono::Duration::hours(1)),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?
+    .token;
+    let input = CopyInput {
+        exam: session.exam.into(),
+        numero: numero.clone(),
+        options: RequestedOptions::default(),
+    };
+    let pdf = render_copy(&app, &bench_actor(), &input)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let file = session.work.path().join("copy.pdf");
+    std::fs::write(&file, &pdf).context("writing the static copy")?;
+    let router = crate::web::router(app.clone()).route_service(
+        "/bench/copy.pdf",
+        tower_http::services::ServeFile::new(&file),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let api = format!(
+        "http://{addr}/api/v1/exams/{}/copies/{numero}/pdf",
+        session.exam
+    );
+    let static_url = format!("http://{addr}/bench/copy.pdf");
+    let secs = args.seconds as f64;
+    // Warm-up, then the baseline on both sides of the measured run.
+    load(&client, &static_url, &token, args.concurrency, 1.0).await?;
+    load(&client, &api, &token, args.concurrency, 1.0).await?;
+    let (static1, static_p99, bytes) =
+        load(&client, &static_url, &token, args.concurrency, secs).await?;
+    let (api_rate, api_p99, api_bytes) =
+        load(&client, &api, &token, args.concurrency, secs).await?;
+    let (static2, _, _) = load(&client, &static_url, &token, args.concurrency, secs).await?;
+    let baseline = (static1 + static2) / 2.0;
+    println!(
+        "static:   {baseline:.0} requests/s ({static1:.0} and {static2:.0}), p99 {:.1} ms, {bytes} bytes each",
+        static_p99.as_secs_f64() * 1e3
+    );
+    println!(
+        "api:      {api_rate:.0} requests/s, p99 {:.1} ms, {api_bytes} bytes each (rendered on every request)",
+        api_p99.as_secs_f64() * 1e3
+    );
+    let ratio = api_rate / baseline;
+    println!(
+        "ratio:    {ratio:.2} of the static file's requests/s (goal >= 0.5) {}",
+        if ratio >= 0.5 { "OK" } else { "BELOW GOAL" }
+    );
+    server.abort();
+    drop_bench_database(&app.config, session.db, &session.name).await
 }

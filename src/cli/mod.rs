@@ -166,6 +166,9 @@ pub enum BenchCommand {
     /// One establishment's zip of PDFs against the raw floor (scans into
     /// a stored zip) and img2pdf, with peak memory.
     Render(crate::bench::RenderBenchArgs),
+    /// One copy's PDF through the HTTP API, against the same bytes served
+    /// as a static file by the same server (requests/s, p99).
+    Web(crate::bench::WebBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +306,7 @@ impl Cli {
             Command::Bench(BenchCommand::Render(args)) => {
                 crate::bench::render(config, args).await?
             }
+            Command::Bench(BenchCommand::Web(args)) => crate::bench::web(config, args).await?,
             Command::WithServices(args) => return with_services(config, args).await,
         }
         Ok(ExitCode::SUCCESS)
