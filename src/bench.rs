@@ -822,7 +822,7 @@ pub struct WebBenchArgs {
 async fn load(
     client: &reqwest::Client,
     url: &str,
-    token: &str,
+    credential: &(reqwest::header::HeaderName, String),
     concurrency: usize,
     secs: f64,
 ) -> anyhow::Result<(f64, Duration, usize)> {
@@ -830,13 +830,17 @@ async fn load(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+        let (client, url, credential) = (client.clone(), url.to_owned(), credential.clone());
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut bytes = 0;
             while Instant::now() < deadline {
                 let asked = Instant::now();
-                let response = client.get(&url).bearer_auth(&token).send().await?;
+                let response = client
+                    .get(&url)
+                    .header(credential.0.clone(), &credential.1)
+                    .send()
+                    .await?;
                 anyhow::ensure!(
                     response.status().is_success(),
                     "{url}: {}",
@@ -929,14 +933,15 @@ pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
     );
     let static_url = format!("http://{addr}/bench/copy.pdf");
     let secs = args.seconds as f64;
+    let bearer = (reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
     // Warm-up, then the baseline on both sides of the measured run.
-    load(&client, &static_url, &token, args.concurrency, 1.0).await?;
-    load(&client, &api, &token, args.concurrency, 1.0).await?;
+    load(&client, &static_url, &bearer, args.concurrency, 1.0).await?;
+    load(&client, &api, &bearer, args.concurrency, 1.0).await?;
     let (static1, static_p99, bytes) =
-        load(&client, &static_url, &token, args.concurrency, secs).await?;
+        load(&client, &static_url, &bearer, args.concurrency, secs).await?;
     let (api_rate, api_p99, api_bytes) =
-        load(&client, &api, &token, args.concurrency, secs).await?;
-    let (static2, _, _) = load(&client, &static_url, &token, args.concurrency, secs).await?;
+        load(&client, &api, &bearer, args.concurrency, secs).await?;
+    let (static2, _, _) = load(&client, &static_url, &bearer, args.concurrency, secs).await?;
     let baseline = (static1 + static2) / 2.0;
     println!(
         "static:   {baseline:.0} requests/s ({static1:.0} and {static2:.0}), p99 {:.1} ms, {bytes} bytes each",
@@ -953,4 +958,144 @@ pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
     );
     server.abort();
     drop_bench_database(&app.config, session.db, &session.name).await
+}
+
+/// Options of `copiste bench coordinator`.
+#[derive(Debug, Args)]
+pub struct CoordinatorBenchArgs {
+    /// Establishments, over two academies (600: 300 per academy).
+    #[arg(long, default_value_t = 600)]
+    pub establishments: u32,
+    /// Candidates per establishment.
+    #[arg(long, default_value_t = 4)]
+    pub candidates: u32,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds of the measured run.
+    #[arg(long, default_value_t = 8)]
+    pub seconds: u64,
+}
+
+/// The coordinator's closure page of an exam for an academy of
+/// `establishments / 2` establishments, through a logged-in session;
+/// prints requests/s and the p99 (goal <= 100 ms).
+pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyhow::Result<()> {
+    use crate::access::{Role, TokenInput, create_token};
+    let (db, name) = bench_database(&mut config).await?;
+    let work = tempfile::Builder::new()
+        .prefix("copiste-bench-")
+        .tempdir_in(std::env::temp_dir())
+        .context("temporary directory")?;
+    config.storage.root = work.path().join("objects");
+    let storage = crate::storage::Storage::open(&config.storage)?;
+    let started = Instant::now();
+    let dir = work.path().join("session");
+    let exe = std::env::current_exe().context("locating the copiste binary")?;
+    for (what, command) in [
+        (
+            "demo-data",
+            vec![
+                "demo-data".to_owned(),
+                dir.display().to_string(),
+                "--establishments".into(),
+                args.establishments.to_string(),
+                "--candidates".into(),
+                args.candidates.to_string(),
+                "--pages".into(),
+                "1".into(),
+                "--seed".into(),
+                "1".into(),
+            ],
+        ),
+        (
+            "import",
+            vec!["import".to_owned(), dir.display().to_string()],
+        ),
+    ] {
+        let status = tokio::process::Command::new(&exe)
+            .args(&command)
+            .env("COPISTE_DATABASE__URL", config.database_url().as_str())
+            .env("COPISTE_STORAGE__ROOT", &config.storage.root)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .with_context(|| format!("running copiste {what}"))?;
+        anyhow::ensure!(status.success(), "copiste {what} failed: {status}");
+    }
+    println!(
+        "dataset:  {} establishments x {} candidates generated and imported in {:.1} s",
+        args.establishments,
+        args.candidates,
+        started.elapsed().as_secs_f64()
+    );
+    let app = App::new(config, db.clone(), storage)?;
+    let exam = "BAC26-PHILO";
+    let uai = db::closure::exam_establishments(&db, exam, None)
+        .await?
+        .into_iter()
+        .next()
+        .context("no establishment")?;
+    let academy = db::closure::establishment_academy(&db, uai.as_str())
+        .await?
+        .context("no academy")?;
+    let units = db::closure::exam_establishments(&db, exam, Some(&academy))
+        .await?
+        .len();
+    let token = create_token(
+        &app,
+        &bench_actor(),
+        &TokenInput {
+            role: Role::Coordinator { academy },
+            name: "bench".into(),
+            lifetime: Some(chrono::Duration::hours(1)),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?
+    .token;
+    let router = crate::web::router(app.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let login = client
+        .post(format!("http://{addr}/connexion"))
+        .form(&[("cle", &token)])
+        .send()
+        .await?;
+    let cookie = login
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_owned();
+    let session = (reqwest::header::COOKIE, cookie);
+    let page = format!("http://{addr}/examens/{exam}");
+    load(&client, &page, &session, args.concurrency, 1.0).await?;
+    let (rate, p99, bytes) = load(
+        &client,
+        &page,
+        &session,
+        args.concurrency,
+        args.seconds as f64,
+    )
+    .await?;
+    println!(
+        "page:     the coordinator's closure page of {exam} ({units} establishments of its academy, {bytes} bytes): {rate:.0} requests/s, p99 {:.1} ms at {} in flight (goal <= 100 ms) {}",
+        p99.as_secs_f64() * 1e3,
+        args.concurrency,
+        if p99 <= Duration::from_millis(100) {
+            "OK"
+        } else {
+            "ABOVE GOAL"
+        }
+    );
+    server.abort();
+    drop_bench_database(&app.config, db, &name).await
 }

@@ -169,6 +169,9 @@ pub enum BenchCommand {
     /// One copy's PDF through the HTTP API, against the same bytes served
     /// as a static file by the same server (requests/s, p99).
     Web(crate::bench::WebBenchArgs),
+    /// The coordinator's closure page for an academy of 300 establishments
+    /// (p99 through a logged-in session).
+    Coordinator(crate::bench::CoordinatorBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -307,6 +310,9 @@ impl Cli {
                 crate::bench::render(config, args).await?
             }
             Command::Bench(BenchCommand::Web(args)) => crate::bench::web(config, args).await?,
+            Command::Bench(BenchCommand::Coordinator(args)) => {
+                crate::bench::coordinator(config, args).await?
+            }
             Command::WithServices(args) => return with_services(config, args).await,
         }
         Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use crate::{
     app::App,
     db::{self, jobs::JobStatus},
     domain::ExamKind,
-    op::{Actor, OpError, Scope},
+    op::{Actor, OpError},
 };
 
 /// Accepted and total items of one target in one unit.
@@ -67,26 +67,14 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
     let row = super::request::exam_row(app, exam).await?;
     let db = &app.db;
     let exam = row.code.as_str();
-    let reached: Option<Vec<String>> = match actor.scope() {
-        Scope::All => None,
-        Scope::Establishment(uai) => Some(vec![uai.to_string()]),
-        Scope::Academy(academy) => Some(
-            db::closure::exam_establishments(db, exam, Some(academy))
-                .await?
-                .into_iter()
-                .map(|u| u.to_string())
-                .collect(),
-        ),
-    };
-    let errors = db::closure::errors(db, exam, None).await?;
-    let units = db::closure::unit_rows(db, exam)
+    // The scope is applied by the queries: a coordinator's page reads its
+    // academy's units only, an establishment's its own.
+    let scope = actor.scope();
+    let own = scope.establishment().map(|u| u.as_str());
+    let errors = db::closure::errors(db, exam, own).await?;
+    let units = db::closure::unit_rows(db, exam, scope.academy(), own)
         .await?
         .into_iter()
-        .filter(|u| {
-            reached
-                .as_ref()
-                .is_none_or(|r| r.contains(&u.establishment))
-        })
         .map(|u| {
             let state = if row.published_at.is_some() {
                 UnitState::Published

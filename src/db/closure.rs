@@ -740,7 +740,12 @@ pub struct UnitRow {
 
 /// Every establishment with copies of `exam`, with its unit's state and
 /// item counts.
-pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
+pub async fn unit_rows(
+    db: &Db,
+    exam: &str,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<UnitRow>> {
     let rows = sqlx::query!(
         r#"
         WITH content AS (
@@ -750,6 +755,9 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
                    count(*) FILTER (WHERE c.grade IS NULL AND NOT c.absent) AS ungraded
             FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
             WHERE c.exam_code = $1
+              AND ($2::text IS NULL
+                   OR ca.establishment_uai IN (SELECT uai FROM establishments WHERE academy_code = $2))
+              AND ($3::text IS NULL OR ca.establishment_uai = $3)
             GROUP BY 1
         ), items AS (
             SELECT establishment_uai AS uai,
@@ -762,6 +770,9 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
                 count(*) FILTER (WHERE target = 'imagin' AND state = 'accepted') AS i_accepted,
                 count(*) FILTER (WHERE target = 'imagin' AND state = 'rejected') AS i_rejected
             FROM export_ledger WHERE exam_code = $1
+              AND ($2::text IS NULL
+                   OR establishment_uai IN (SELECT uai FROM establishments WHERE academy_code = $2))
+              AND ($3::text IS NULL OR establishment_uai = $3)
             GROUP BY 1
         )
         SELECT c.uai AS "uai!", e.name, coalesce(u.state, 'open') AS "state!",
@@ -780,7 +791,9 @@ pub async fn unit_rows(db: &Db, exam: &str) -> anyhow::Result<Vec<UnitRow>> {
         LEFT JOIN items i ON i.uai = c.uai
         ORDER BY c.uai
         "#,
-        exam
+        exam,
+        academy,
+        uai
     )
     .fetch_all(&db.pool)
     .await
