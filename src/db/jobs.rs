@@ -721,34 +721,6 @@ pub async fn get(db: &Db, id: Uuid) -> anyhow::Result<Option<JobRow>> {
     row.map(JobRow::try_from).transpose()
 }
 
-/// The newest jobs, optionally of one status and/or kind.
-pub async fn list(
-    db: &Db,
-    status: Option<&str>,
-    kind: Option<&str>,
-    limit: i64,
-) -> anyhow::Result<Vec<JobRow>> {
-    let rows = sqlx::query_as!(
-        StoredJob,
-        r#"
-        SELECT id, kind, status, payload, priority, attempts, max_attempts, run_at,
-               lease_until, worker, progress_done, progress_total, result, last_error,
-               idempotency_key, created_by, created_at, started_at, finished_at
-        FROM jobs
-        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
-        ORDER BY created_at DESC, id DESC
-        LIMIT $3
-        "#,
-        status,
-        kind,
-        limit
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("listing jobs")?;
-    rows.into_iter().map(JobRow::try_from).collect()
-}
-
 /// Which jobs a scoped listing shows: each filter applies when set. The
 /// exam, establishment and academy are those the job's payload names (an
 /// establishment's academy counts for `academy`).
@@ -836,19 +808,6 @@ pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
     .fetch_all(&db.pool)
     .await
     .with_context(|| format!("reading the history of job {id}"))
-}
-
-/// Counts of jobs by status.
-pub async fn count_by_status(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
-    let rows = sqlx::query!(
-        r#"SELECT status, count(*) AS "n!" FROM jobs GROUP BY status ORDER BY status"#
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("counting jobs")?;
-    rows.into_iter()
-        .map(|r| Ok((decode("jobs.status", &r.status)?, r.n)))
-        .collect()
 }
 
 /// Counts the events of one kind for a job (tests and checks).

@@ -146,19 +146,24 @@ async fn admin_pool(server_url: &Url) -> anyhow::Result<PgPool> {
         .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))
 }
 
+/// Whether the server of `pool` has a database `name`.
+async fn database_exists(pool: &PgPool, name: &str) -> anyhow::Result<bool> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        name
+    )
+    .fetch_one(pool)
+    .await
+    .with_context(|| format!("looking up database {name}"))
+}
+
 /// Creates database `name` on the server of `server_url` (which names any
 /// existing database, e.g. `postgres`) unless it exists, and returns the
 /// URL of the new database.
 pub async fn ensure_database(server_url: &Url, name: &str) -> anyhow::Result<Url> {
     check_database_name(name)?;
     let pool = admin_pool(server_url).await?;
-    let exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
-        name
-    )
-    .fetch_one(&pool)
-    .await
-    .context("looking up the database")?;
+    let exists = database_exists(&pool, name).await?;
     if !exists {
         // The name was checked above; identifiers cannot be bound parameters.
         let sql = format!("CREATE DATABASE \"{name}\"");
@@ -190,13 +195,7 @@ pub async fn migrated_template(server_url: &Url) -> anyhow::Result<String> {
     }
     let name = format!("copiste_template_{}", &hex::encode(hash.finalize())[..16]);
     let pool = admin_pool(server_url).await?;
-    let exists = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
-        name
-    )
-    .fetch_one(&pool)
-    .await
-    .context("looking up the template database")?;
+    let exists = database_exists(&pool, &name).await?;
     if !exists {
         let building = format!("{name}_{}", uuid::Uuid::new_v4().simple());
         let url = ensure_database(server_url, &building).await?;
@@ -207,13 +206,7 @@ pub async fn migrated_template(server_url: &Url) -> anyhow::Result<String> {
         if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await {
             // Another builder renamed its copy first: use that one.
             drop_database(server_url, &building).await?;
-            let taken = sqlx::query_scalar!(
-                r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
-                name
-            )
-            .fetch_one(&pool)
-            .await
-            .context("looking up the template database")?;
+            let taken = database_exists(&pool, &name).await?;
             anyhow::ensure!(taken, "naming the template database {name}: {e}");
         }
     }

@@ -9,7 +9,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{FromRequestParts, Path, Query, State},
-    http::{HeaderValue, header, request::Parts},
+    http::{header, request::Parts},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -460,25 +460,7 @@ async fn copy_pdf(
         options: switches.requested(),
     };
     let pdf = render_copy(&s.app, &actor, &input).await?;
-    let mut response = pdf.into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/pdf"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'self'"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
-    Ok(response)
+    Ok(super::pdf_response(pdf))
 }
 
 /// A zip: its links when ready, or the job building it.

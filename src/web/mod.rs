@@ -103,3 +103,20 @@ pub fn router(app: App) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
+
+/// A copy's PDF as both doors serve it: inline, never sniffed as another
+/// type, framed only by copiste's own pages, never cached by a proxy.
+pub fn pdf_response(pdf: Vec<u8>) -> axum::response::Response {
+    use axum::{http::HeaderValue, response::IntoResponse as _};
+    let mut response = pdf.into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_TYPE, "application/pdf"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'self'"),
+        (header::CACHE_CONTROL, "private, no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}

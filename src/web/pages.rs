@@ -766,24 +766,8 @@ async fn copy_pdf(
     let pdf = render_copy(&s.app, &actor, &input)
         .await
         .map_err(|e| PageError::of(e, &actor))?;
-    let mut response = pdf.into_response();
+    let mut response = super::pdf_response(pdf);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/pdf"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'self'"),
-    );
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, no-store"),
-    );
     let disposition = if form.download.is_some() {
         "attachment"
     } else {

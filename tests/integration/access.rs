@@ -24,7 +24,7 @@ use copiste::{
 };
 use serde_json::json;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, TwoAcademies};
 
 const PHILO: &str = "BAC26-PHILO";
 const E3C: &str = "BAC26-E3C-HG";
@@ -202,29 +202,12 @@ async fn every_operation_is_allowed_or_forbidden_by_who_asks() {
     let test = TestApp::new().await;
     test.import_demo(3, 6).await;
     let app = test.app();
-    let db = &app.db;
-    let uais = copiste::db::closure::exam_establishments(db, PHILO, None)
-        .await
-        .expect("establishments");
-    let academy = |uai: Uai| {
-        let db = db.clone();
-        async move {
-            copiste::db::closure::establishment_academy(&db, uai.as_str())
-                .await
-                .expect("academy")
-                .expect("known")
-        }
-    };
-    let uai = uais[0].clone();
-    let academy_a = academy(uai.clone()).await;
-    let mut other = None;
-    for u in &uais {
-        if academy(u.clone()).await != academy_a {
-            other = Some(u.clone());
-        }
-    }
-    let other = other.expect("an establishment of the other academy");
-    let academy_b = academy(other.clone()).await;
+    let TwoAcademies {
+        uai,
+        academy_a,
+        other,
+        academy_b,
+    } = test.two_academies(PHILO).await;
     let numero = test.first_numero(PHILO, &uai).await;
     let job = test
         .enqueue(
@@ -317,10 +300,7 @@ async fn a_status_shows_only_the_units_the_actor_reaches() {
             .collect::<Vec<_>>(),
         vec![uais[1].as_str()]
     );
-    let academy = copiste::db::closure::establishment_academy(&app.db, uais[0].as_str())
-        .await
-        .expect("academy")
-        .expect("known");
+    let academy = test.academy_of(&uais[0]).await;
     let of_academy = closure::status::exam_status(
         &app,
         &Actor::Coordinator {
@@ -376,15 +356,6 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments");
-    let academy_of = |u: &Uai| {
-        let (db, u) = (app.db.clone(), u.clone());
-        async move {
-            copiste::db::closure::establishment_academy(&db, u.as_str())
-                .await
-                .expect("academy")
-                .expect("known")
-        }
-    };
     let mut ids = std::collections::HashMap::new();
     for uai in &uais {
         let id = test
@@ -430,10 +401,10 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     assert_eq!(own, vec![ids[&uais[0]]]);
     assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 1);
     // A coordinator: the jobs of its academy's establishments.
-    let academy = academy_of(&uais[0]).await;
+    let academy = test.academy_of(&uais[0]).await;
     let mut expected = Vec::new();
     for u in &uais {
-        if academy_of(u).await == academy {
+        if test.academy_of(u).await == academy {
             expected.push(ids[u]);
         }
     }

@@ -9,14 +9,13 @@ use std::net::SocketAddr;
 use copiste::{
     access::{self, Role, TokenInput},
     db::access::{NewToken, TokenRole},
-    domain::Uai,
     op::Actor,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, TwoAcademies};
 
 const PHILO: &str = "BAC26-PHILO";
 const E3C: &str = "BAC26-E3C-HG";
@@ -102,29 +101,12 @@ fn expect(who: Who, allowed: &[Who]) -> Expect {
 async fn every_endpoint_answers_every_caller_as_its_scope_says() {
     let app = TestApp::new().await;
     app.import_demo(3, 4).await;
-    let db = &app.db;
-    let uais = copiste::db::closure::exam_establishments(db, PHILO, None)
-        .await
-        .expect("establishments");
-    let academy_of = |u: &Uai| {
-        let (db, u) = (db.clone(), u.clone());
-        async move {
-            copiste::db::closure::establishment_academy(&db, u.as_str())
-                .await
-                .expect("academy")
-                .expect("known")
-        }
-    };
-    let uai = uais[0].clone();
-    let academy_a = academy_of(&uai).await;
-    let mut other = None;
-    for u in &uais {
-        if academy_of(u).await != academy_a {
-            other = Some(u.clone());
-        }
-    }
-    let other = other.expect("an establishment of the other academy");
-    let academy_b = academy_of(&other).await;
+    let TwoAcademies {
+        uai,
+        academy_a,
+        other,
+        academy_b,
+    } = app.two_academies(PHILO).await;
     let numero = app.first_numero(PHILO, &uai).await;
     let noop = app
         .enqueue(

@@ -188,9 +188,17 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
             .expect("body")
             .contains("travail lancé")
     );
-    let jobs = copiste::db::jobs::list(&app.db, None, Some("closure"), 10)
-        .await
-        .expect("jobs");
+    let jobs = copiste::db::jobs::list_filtered(
+        &app.db,
+        &copiste::db::jobs::JobFilter {
+            kind: Some("closure"),
+            ..Default::default()
+        },
+        10,
+        0,
+    )
+    .await
+    .expect("jobs");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].created_by, format!("establishment:{own}"));
 

@@ -431,7 +431,15 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
 
 /// Every job of `kind`, newest first.
 async fn jobs_of_kind(app: &TestApp, kind: &str) -> Vec<copiste::db::jobs::JobRow> {
-    copiste::db::jobs::list(&app.db, None, Some(kind), 10_000)
-        .await
-        .expect("jobs")
+    copiste::db::jobs::list_filtered(
+        &app.db,
+        &copiste::db::jobs::JobFilter {
+            kind: Some(kind),
+            ..Default::default()
+        },
+        10_000,
+        0,
+    )
+    .await
+    .expect("jobs")
 }

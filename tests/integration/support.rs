@@ -187,7 +187,7 @@ impl TestApp {
 
     /// Counts of jobs by status.
     pub async fn counts(&self) -> std::collections::HashMap<String, i64> {
-        copiste::db::jobs::count_by_status(&self.db)
+        copiste::db::jobs::count_filtered(&self.db, &Default::default())
             .await
             .expect("counts")
             .into_iter()
@@ -327,5 +327,49 @@ impl TestApp {
         .expect("a candidate");
         pool.close().await;
         numero
+    }
+}
+
+/// Two establishments with copies of an exam, in different academies.
+pub struct TwoAcademies {
+    /// The first establishment (in UAI order) and its academy.
+    pub uai: copiste::domain::Uai,
+    pub academy_a: String,
+    /// An establishment of another academy, and that academy.
+    pub other: copiste::domain::Uai,
+    pub academy_b: String,
+}
+
+impl TestApp {
+    /// The academy of establishment `uai`.
+    pub async fn academy_of(&self, uai: &copiste::domain::Uai) -> String {
+        copiste::db::closure::establishment_academy(&self.db, uai.as_str())
+            .await
+            .expect("academy")
+            .expect("a known establishment")
+    }
+
+    /// The first establishment with copies of `exam` and one of another
+    /// academy (the demo data alternates two academies).
+    pub async fn two_academies(&self, exam: &str) -> TwoAcademies {
+        let uais = copiste::db::closure::exam_establishments(&self.db, exam, None)
+            .await
+            .expect("establishments");
+        let uai = uais[0].clone();
+        let academy_a = self.academy_of(&uai).await;
+        let mut other = None;
+        for u in &uais {
+            if self.academy_of(u).await != academy_a {
+                other = Some(u.clone());
+            }
+        }
+        let other = other.expect("an establishment of the other academy");
+        let academy_b = self.academy_of(&other).await;
+        TwoAcademies {
+            uai,
+            academy_a,
+            other,
+            academy_b,
+        }
     }
 }
