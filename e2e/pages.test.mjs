@@ -127,6 +127,13 @@ test("a zip request shows its progress up to 100 % and its link downloads a zip"
   assert.match(await page.textContent("[data-job-status]"), /succeeded/);
   assert.match(await page.textContent("[data-job-percent]"), /100 %/);
   await shot(page, "zip-ready");
+  // A finished job's page stays put: it no longer follows the job's events.
+  let reloads = 0;
+  page.on("framenavigated", (frame) => {
+    if (frame === page.mainFrame()) reloads += 1;
+  });
+  await page.waitForTimeout(1_500);
+  assert.equal(reloads, 0, "the finished job's page reloaded itself");
   const href = await page.getAttribute("ul a[href*='/downloads/']", "href");
   const response = await page.request.get(href);
   assert.equal(response.status(), 200);

@@ -985,6 +985,10 @@ struct JobPage {
     events: Vec<EventLine>,
     links: Vec<LinkLine>,
     zip_page: String,
+    /// Whether the job may still change: only then does the page follow
+    /// its events (a finished job's stream ends at once, and following it
+    /// would reload the page forever).
+    live: bool,
 }
 
 fn parse_job_id(actor: &Actor, id: &str) -> Result<Uuid, PageError> {
@@ -1057,6 +1061,7 @@ async fn job(
                 .collect(),
             links,
             zip_page: format!("/travaux/{id}"),
+            live: !j.status.is_final(),
         },
         &actor,
     )
