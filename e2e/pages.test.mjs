@@ -204,6 +204,25 @@ test("a coordinator validates a harmonisation pass", async () => {
   await page.context().close();
 });
 
+test("a harmonisation pass takes its numéros from an uploaded file", async () => {
+  const page = await session(env("E2E_COORDINATOR"));
+  await page.goto(`${BASE}/examens/${MATHS_H}`);
+  const form = page.locator("form[action$='/harmonisation']");
+  await form.locator("input[value=list]").check();
+  await form.locator("input[type=file]").setInputFiles({
+    name: "numeros.txt",
+    mimeType: "text/plain",
+    buffer: Buffer.from("# copies revues en commission\nZZ-INCONNU-42\n\n"),
+  });
+  await Promise.all([page.waitForNavigation(), form.locator("button").click()]);
+  // The numéro read from the file is named in the answer (it is no
+  // candidate of the exam), and nothing was validated.
+  assert.match(await page.textContent("main"), /ZZ-INCONNU-42/);
+  assert.doesNotMatch(await page.textContent("main"), /copies validées/);
+  await shot(page, "harmonisation-file");
+  await page.context().close();
+});
+
 test("an admin retries a dead job", async () => {
   const page = await session(env("E2E_ADMIN"));
   const id = env("E2E_DEAD_JOB");

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::{config::Config, db::Db, export::Exporters, storage::Storage};
+use crate::{config::Config, db::Db, export::Exporters, rendered::Rendered, storage::Storage};
 
 /// The database, the object store, the export targets and the
 /// configuration of one process. Cloning is cheap (handles and an `Arc`).
@@ -20,6 +20,8 @@ pub struct App {
     pub db: Db,
     pub storage: Storage,
     pub exporters: Exporters,
+    /// Copies rendered lately, kept in memory (`[render] cache_bytes`).
+    pub rendered: Rendered,
 }
 
 impl App {
@@ -28,6 +30,7 @@ impl App {
     pub fn new(config: Config, db: Db, storage: Storage) -> anyhow::Result<Self> {
         let exporters = Exporters::from_config(&config, &storage)?;
         Ok(Self {
+            rendered: Rendered::with_capacity(config.render.cache_bytes),
             config: Arc::new(config),
             db,
             storage,

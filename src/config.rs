@@ -61,6 +61,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub downloads: DownloadsConfig,
     pub import: ImportConfig,
+    pub render: RenderConfig,
     pub scheduler: SchedulerConfig,
 }
 
@@ -201,6 +202,15 @@ pub struct ImportConfig {
     /// The largest scan file `copiste import` accepts, in bytes; a larger
     /// one is refused before it is read.
     pub max_scan_bytes: u64,
+}
+
+/// `[render]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderConfig {
+    /// The bytes of rendered PDFs a process keeps in memory, so that a
+    /// copy opened again is not rendered again; 0 keeps none.
+    pub cache_bytes: u64,
 }
 
 /// `[scheduler]`

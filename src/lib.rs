@@ -21,6 +21,7 @@ pub mod memory;
 pub mod op;
 pub mod queue;
 pub mod render;
+pub mod rendered;
 pub mod schedule;
 pub mod storage;
 pub mod web;

@@ -173,21 +173,16 @@ impl PublishArgs {
 
 /// Reads a file of candidate numéros: one per line, blank lines and
 /// `#` comments ignored.
-pub fn read_numeros(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+pub fn read_numeros(path: &std::path::Path) -> anyhow::Result<Validation> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the copies file {}", path.display()))?;
-    let numeros: Vec<String> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let selection = Validation::from_list(&text);
     anyhow::ensure!(
-        !numeros.is_empty(),
+        !matches!(&selection, Validation::Candidates(n) if n.is_empty()),
         "the copies file {} names no candidate",
         path.display()
     );
-    Ok(numeros)
+    Ok(selection)
 }
 
 impl HarmonisationCommand {
@@ -195,7 +190,7 @@ impl HarmonisationCommand {
     pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
         let Self::Validate(a) = self;
         let selection = match &a.copies {
-            Some(path) => Validation::Candidates(read_numeros(path)?),
+            Some(path) => read_numeros(path)?,
             None => Validation::All,
         };
         let input = PassInput {

@@ -303,6 +303,21 @@ pub enum Validation {
     Candidates(Vec<String>),
 }
 
+impl Validation {
+    /// The candidates of a list of numéros as exam offices write it (a
+    /// file or a text box): one per line, blank lines and `#` comments
+    /// ignored. Each numéro is checked by the validation itself.
+    pub fn from_list(text: &str) -> Self {
+        Self::Candidates(
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+}
+
 /// What a harmonisation validation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PassRequest {

@@ -2,7 +2,9 @@
 //! copies; E3C options fixed), then the PDF.
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use super::{
     RenderOptions, RequestedOptions,
@@ -12,6 +14,7 @@ use crate::{
     app::App,
     db::{self, render::CopyRow},
     op::{self, Actor, OpError, Refusal},
+    rendered::Fingerprint,
     storage::Storage,
 };
 
@@ -85,7 +88,7 @@ pub struct CopyInput {
 /// Renders the copy of candidate `numero` for `exam`, if the rules allow:
 /// only a copy transmitted to Cyclades, with E3C's switches fixed on, for
 /// admin, the copy's establishment or its academy's coordinator.
-pub async fn render_copy(app: &App, actor: &Actor, input: &CopyInput) -> Result<Vec<u8>, OpError> {
+pub async fn render_copy(app: &App, actor: &Actor, input: &CopyInput) -> Result<Bytes, OpError> {
     let exam = op::code("exam", &input.exam)?;
     let numero = op::code("candidate", &input.numero)?;
     if matches!(actor, Actor::Scheduler) {
@@ -111,11 +114,46 @@ pub async fn render_copy(app: &App, actor: &Actor, input: &CopyInput) -> Result<
         }
         .into());
     }
+    let key = fingerprint(&row, options);
+    if let Some(pdf) = app.rendered.get(&key) {
+        return Ok(pdf);
+    }
     let doc = document(&app.storage, &row).await.map_err(|reason| {
         anyhow::anyhow!("the copy of candidate {numero} cannot be rendered: {reason}")
     })?;
     let pdf = render_blocking(doc, options)
         .await?
         .map_err(|e| anyhow::anyhow!("the copy of candidate {numero} cannot be rendered: {e}"))?;
+    let pdf = Bytes::from(pdf);
+    app.rendered.insert(key, pdf.clone());
     Ok(pdf)
+}
+
+/// The fingerprint of everything a copy's PDF is made of (see
+/// [`crate::rendered`]): two renderings with the same fingerprint give the
+/// same document, and any change of content gives another fingerprint.
+fn fingerprint(row: &CopyRow, options: RenderOptions) -> Fingerprint {
+    // The renderer's version: a release that draws copies differently
+    // must not be served what an older one drew.
+    const RENDERER: &str = concat!("copiste ", env!("CARGO_PKG_VERSION"), " pdf 1");
+    let made_of = serde_json::json!([
+        RENDERER,
+        options,
+        row.numero,
+        row.nom,
+        row.prenom,
+        row.exam_code,
+        row.exam_subject,
+        row.exam_kind.as_str(),
+        row.session,
+        row.establishment_uai.as_str(),
+        row.establishment_name,
+        row.grade,
+        row.absent,
+        row.grading_details,
+        row.appreciation,
+        row.annotations,
+        row.page_keys,
+    ]);
+    Sha256::digest(made_of.to_string().as_bytes()).into()
 }

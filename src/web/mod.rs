@@ -6,6 +6,7 @@
 //! as for the command line.
 
 pub mod api;
+pub mod french;
 pub mod pages;
 pub mod problem;
 
@@ -106,7 +107,7 @@ pub fn router(app: App) -> Router {
 
 /// A copy's PDF as both doors serve it: inline, never sniffed as another
 /// type, framed only by copiste's own pages, never cached by a proxy.
-pub fn pdf_response(pdf: Vec<u8>) -> axum::response::Response {
+pub fn pdf_response(pdf: bytes::Bytes) -> axum::response::Response {
     use axum::{http::HeaderValue, response::IntoResponse as _};
     let mut response = pdf.into_response();
     let headers = response.headers_mut();

@@ -10,7 +10,7 @@
 use askama::Template;
 use axum::{
     Form, Router,
-    extract::{FromRequestParts, Path, Query, State},
+    extract::{FromRequestParts, Multipart, Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -18,7 +18,10 @@ use axum::{
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::WebState;
+use super::{
+    WebState,
+    french::{self, kind_label},
+};
 use crate::{
     access::{self, Authenticated, Login},
     closure::{
@@ -154,7 +157,9 @@ impl PageError {
                 "Accès refusé",
                 "Cette page est hors de votre périmètre.".into(),
             ),
-            OpError::Refused(_) => error_page(StatusCode::CONFLICT, who, "Refusé", detail),
+            OpError::Refused(r) => {
+                error_page(StatusCode::CONFLICT, who, "Refusé", french::refusal(&r))
+            }
             OpError::Conflict { .. } => error_page(StatusCode::CONFLICT, who, "Impossible", detail),
             OpError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "page failed");
@@ -287,14 +292,6 @@ async fn logout(State(s): State<WebState>, headers: HeaderMap) -> Response {
         HeaderValue::from_static("copiste_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
     );
     response
-}
-
-fn kind_label(kind: ExamKind) -> &'static str {
-    match kind {
-        ExamKind::Ponctuel => "ponctuel",
-        ExamKind::Harmonised => "harmonisé",
-        ExamKind::E3c => "E3C",
-    }
 }
 
 fn state_label(state: UnitState) -> &'static str {
@@ -483,7 +480,7 @@ async fn units(
                 Ok(UnitRequested::NothingToSend) => {
                     ("rien à renvoyer : tout est accepté".to_owned(), None)
                 }
-                Err(r) => (format!("refusé : {r}"), None),
+                Err(r) => (format!("refusé : {}", french::refusal(&r)), None),
             };
             DoneLine {
                 text: format!("{} : {text}", u.establishment),
@@ -520,31 +517,53 @@ async fn relaunch(
     units(&s, &actor, code, form, true).await
 }
 
-#[derive(Deserialize)]
-struct PassForm {
-    selection: String,
-    #[serde(default)]
-    numeros: String,
+/// Reads the harmonisation form (multipart, for its file): which copies,
+/// and the numéros typed or uploaded as a file (one per line, `#`
+/// comments ignored). A file, when one is chosen, wins over the box.
+async fn pass_form(mut form: Multipart) -> Result<Validation, OpError> {
+    let bad =
+        |field: &'static str, e: &dyn std::fmt::Display| OpError::invalid(field, e.to_string());
+    let (mut selection, mut typed, mut uploaded) = (None, String::new(), String::new());
+    while let Some(field) = form.next_field().await.map_err(|e| bad("form", &e))? {
+        match field.name() {
+            Some("selection") => {
+                selection = Some(field.text().await.map_err(|e| bad("selection", &e))?)
+            }
+            Some("numeros") => typed = field.text().await.map_err(|e| bad("numeros", &e))?,
+            Some("fichier") => {
+                let bytes = field.bytes().await.map_err(|e| bad("fichier", &e))?;
+                uploaded = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                    OpError::invalid(
+                        "fichier",
+                        "the file is not text (UTF-8): one numéro per line",
+                    )
+                })?;
+            }
+            _ => {}
+        }
+    }
+    Ok(match selection.as_deref() {
+        Some("list") if !uploaded.trim().is_empty() => Validation::from_list(&uploaded),
+        Some("list") => Validation::from_list(&typed),
+        Some("all") | None => Validation::All,
+        Some(other) => {
+            return Err(OpError::invalid(
+                "selection",
+                format!("{other:?} is neither \"all\" nor \"list\""),
+            ));
+        }
+    })
 }
 
 async fn harmonise(
     State(s): State<WebState>,
     Viewer(actor): Viewer,
     Path(code): Path<String>,
-    Form(form): Form<PassForm>,
+    form: Multipart,
 ) -> Result<Response, PageError> {
-    let selection = if form.selection == "list" {
-        Validation::Candidates(
-            form.numeros
-                .lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
-    } else {
-        Validation::All
-    };
+    let selection = pass_form(form)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
     let input = PassInput {
         exam: code.clone(),
         academy: None,

@@ -101,7 +101,7 @@ fn every_job_kind_has_a_registered_handler() {
 /// The layers of ARCHITECTURE.md, lowest first: a module may name modules
 /// of its own layer or below, never above.
 const LAYERS: [&[&str]; 6] = [
-    &["domain", "config", "memory"],
+    &["domain", "config", "memory", "rendered"],
     &["db", "storage", "queue", "export"],
     &["app", "op", "ledger"],
     &[

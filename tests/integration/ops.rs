@@ -97,7 +97,11 @@ pub async fn copy_pdf(
         numero: numero.to_owned(),
         options,
     };
-    split(render_copy(app, &Actor::admin("test"), &input).await)
+    split(
+        render_copy(app, &Actor::admin("test"), &input)
+            .await
+            .map(Vec::from),
+    )
 }
 
 fn zip(exam: &str, uai: &Uai, options: RequestedOptions) -> ZipInput {

@@ -265,6 +265,39 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
 }
 
 #[tokio::test]
+async fn a_copy_opened_again_comes_from_memory_until_its_content_changes() {
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    let core = app.app();
+    let (numero, _) = numero_of(&app, "Kowalski").await;
+    let render = || crate::ops::copy_pdf(&core, PHILO, &numero, RequestedOptions::default());
+    let first = render().await.expect("render").expect("rendered");
+    let held = core.rendered.bytes();
+    assert!(held >= first.len() as u64, "the PDF is kept ({held} bytes)");
+    assert_eq!(render().await.expect("render").expect("rendered"), first);
+    assert_eq!(
+        core.rendered.bytes(),
+        held,
+        "the second request rendered nothing new"
+    );
+
+    // The exam office corrects the appreciation: the next request shows it.
+    sqlx::query(
+        "UPDATE copies c SET appreciation = 'Corrigée après relecture'
+         FROM candidates ca WHERE ca.id = c.candidate_id AND ca.numero = $1 AND c.exam_code = $2",
+    )
+    .bind(&numero)
+    .bind(PHILO)
+    .execute(&pool(&app).await)
+    .await
+    .expect("update");
+    let second = render().await.expect("render").expect("rendered");
+    assert_ne!(second, first, "the changed copy is rendered again");
+    let cover = page_text(&lopdf::Document::load_mem(&second).expect("parse"), 1);
+    assert!(cover.contains("Corrigée après relecture"), "{cover}");
+}
+
+#[tokio::test]
 async fn search_ignores_case_accents_and_punctuation() {
     let app = app(true).await;
     let (_, uai) = numero_of(&app, "N'Diaye").await;
