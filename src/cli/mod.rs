@@ -172,6 +172,9 @@ pub enum BenchCommand {
     /// The coordinator's closure page for an academy of 300 establishments
     /// (p99 through a logged-in session).
     Coordinator(crate::bench::CoordinatorBenchArgs),
+    /// Candidate search through the API in a national catalogue (700 000
+    /// candidates by default): requests/s and p99.
+    Search(crate::bench::SearchBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +315,9 @@ impl Cli {
             Command::Bench(BenchCommand::Web(args)) => crate::bench::web(config, args).await?,
             Command::Bench(BenchCommand::Coordinator(args)) => {
                 crate::bench::coordinator(config, args).await?
+            }
+            Command::Bench(BenchCommand::Search(args)) => {
+                crate::bench::search(config, args).await?
             }
             Command::WithServices(args) => return with_services(config, args).await,
         }

@@ -135,3 +135,79 @@ pub async fn accept_stub_keys(db: &Db, keys: &[String]) -> anyhow::Result<Vec<bo
 /// The most key bytes the stub binds in one statement: well under the
 /// 16 KiB a new TCP socket can send at once.
 const STUB_STATEMENT_BYTES: usize = 8 * 1024;
+
+/// A national catalogue for the search bench: `establishments` schools
+/// (UAIs given, since their check letters are computed in Rust) spread
+/// over 30 academies, and `candidates` candidates spread evenly over
+/// them, each with a copy of `exam` (ponctuel). Names come from short
+/// lists of French and foreign noms and prénoms with accents, combined so
+/// that a three-letter term matches a few candidates of an establishment.
+pub async fn national_catalogue(
+    db: &Db,
+    exam: &str,
+    uais: &[String],
+    candidates: i64,
+) -> anyhow::Result<()> {
+    let mut tx = db.pool.begin().await.context("starting the catalogue")?;
+    sqlx::query!(
+        "INSERT INTO academies (code, name)
+         SELECT 'A' || lpad(g::text, 2, '0'), 'Académie ' || g FROM generate_series(1, 30) g"
+    )
+    .execute(&mut *tx)
+    .await
+    .context("inserting academies")?;
+    sqlx::query!(
+        "INSERT INTO establishments (uai, name, academy_code)
+         SELECT u, 'Lycée ' || n, 'A' || lpad((1 + n % 30)::text, 2, '0')
+         FROM unnest($1::text[]) WITH ORDINALITY AS t(u, n)",
+        uais
+    )
+    .execute(&mut *tx)
+    .await
+    .context("inserting establishments")?;
+    sqlx::query!("INSERT INTO sessions (code, name) VALUES ('BENCH', 'Bench session')")
+        .execute(&mut *tx)
+        .await
+        .context("inserting the session")?;
+    sqlx::query!(
+        "INSERT INTO exams (code, session_code, subject, kind) VALUES ($1, 'BENCH', 'Philosophie', 'ponctuel')",
+        exam
+    )
+    .execute(&mut *tx)
+    .await
+    .context("inserting the exam")?;
+    sqlx::query!(
+        r#"INSERT INTO candidates (session_code, numero, nom, prenom, establishment_uai)
+           SELECT 'BENCH', 'N' || lpad(g::text, 9, '0'),
+                  (ARRAY['Martin','Bernard','Thomas','Petit','Robert','Richard','Durand','Dubois',
+                         'Moreau','Laurent','Simon','Michel','Lefèvre','Leroy','Roux','Müller',
+                         'Nguyễn','Şahin','N''Diaye','Kowalski','García','Côté','Bélanger','Østergaard',
+                         'Da Silva','Benali','Haddad','Traoré','Le Gall','Fontaine','Chevalier','Girard'])
+                         [1 + (g * 7919) % 32],
+                  (ARRAY['Hélène','Léa','Chloé','Emma','Inès','Zoé','Jade','Louise','Lucas','Hugo',
+                         'Noé','Raphaël','Gabriel','Arthur','Maël','Loïc','Anaïs','Benoît','Joël',
+                         'Élodie','Amélie','Françoise','Jérôme','Mathéo','Yanis','Adam','Sacha','Nour'])
+                         [1 + (g * 104729) % 28],
+                  ($1::text[])[1 + g % cardinality($1::text[])]
+           FROM generate_series(1, $2::bigint) g"#,
+        uais,
+        candidates
+    )
+    .execute(&mut *tx)
+    .await
+    .context("inserting candidates")?;
+    sqlx::query!(
+        "INSERT INTO copies (exam_code, candidate_id, grade, page_keys, content_sha256)
+         SELECT $1, id, 10 + id % 10, '{}', 'bench' FROM candidates",
+        exam
+    )
+    .execute(&mut *tx)
+    .await
+    .context("inserting copies")?;
+    tx.commit().await.context("committing the catalogue")?;
+    sqlx::query!("ANALYZE")
+        .execute(&db.pool)
+        .await
+        .context("analysing the catalogue")?;
+    Ok(())
+}
