@@ -276,8 +276,8 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
     // Dates from the copy, never the clock.
     let modified = printpdf::OffsetDateTime::from_unix_timestamp(copy.modified.timestamp())
         .map_err(|_| RenderError::Serialise)?;
-    doc.metadata.info.creation_date = modified.clone();
-    doc.metadata.info.modification_date = modified.clone();
+    doc.metadata.info.creation_date = modified;
+    doc.metadata.info.modification_date = modified;
     doc.metadata.info.metadata_date = modified;
     // Resource names are fixed here rather than drawn by printpdf from a
     // process-wide sequence (`add_font`, `add_xobject`), whose numbers
