@@ -439,6 +439,65 @@ pub async fn set_progress(
     Ok(())
 }
 
+/// The checkpoint a job's earlier runs recorded, if any.
+pub async fn checkpoint(db: &Db, id: Uuid) -> anyhow::Result<Option<serde_json::Value>> {
+    let row = sqlx::query_scalar!("SELECT checkpoint FROM jobs WHERE id = $1", id)
+        .fetch_optional(&db.pool)
+        .await
+        .with_context(|| format!("reading the checkpoint of job {id}"))?;
+    Ok(row.flatten())
+}
+
+/// Records the checkpoint of a running job, fenced by `(worker, attempt)`:
+/// `units` says how much work it covers. When `units` is more than any
+/// earlier checkpoint recorded, the run moved the job forward and its
+/// attempt is not counted against `max_attempts` (once per attempt).
+/// Returns false when the run no longer holds the job.
+pub async fn save_checkpoint(
+    db: &Db,
+    id: Uuid,
+    worker: &str,
+    attempt: i32,
+    checkpoint: &serde_json::Value,
+    units: i64,
+) -> anyhow::Result<bool> {
+    let n = sqlx::query!(
+        r#"
+        UPDATE jobs
+        SET checkpoint = $4,
+            advanced_attempts = advanced_attempts
+                + CASE WHEN $5 > checkpoint_units AND advanced_attempt IS DISTINCT FROM attempts
+                       THEN 1 ELSE 0 END,
+            advanced_attempt = CASE WHEN $5 > checkpoint_units THEN attempts
+                                    ELSE advanced_attempt END,
+            checkpoint_units = greatest(checkpoint_units, $5)
+        WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
+        "#,
+        id,
+        worker,
+        attempt,
+        checkpoint,
+        units,
+    )
+    .execute(&db.pool)
+    .await
+    .with_context(|| format!("recording the checkpoint of job {id}"))?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// A job's attempts that count against `max_attempts`: its claims, less
+/// those that moved it forward (see [`save_checkpoint`]).
+pub async fn counted_attempts(db: &Db, id: Uuid) -> anyhow::Result<Option<i32>> {
+    sqlx::query_scalar!(
+        r#"SELECT attempts - advanced_attempts AS "counted!" FROM jobs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .with_context(|| format!("counting the attempts of job {id}"))
+}
+
 /// Gives back jobs a stopping worker could not finish: they are queued
 /// again at once, and the interrupted attempt does not count.
 pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64> {
@@ -447,7 +506,12 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
         WITH released AS (
             UPDATE jobs
             SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_until = NULL,
-                pushed_at = NULL, run_at = now()
+                pushed_at = NULL, run_at = now(),
+                advanced_attempts = CASE WHEN advanced_attempt = attempts
+                                         THEN greatest(advanced_attempts - 1, 0)
+                                         ELSE advanced_attempts END,
+                advanced_attempt = CASE WHEN advanced_attempt = attempts
+                                        THEN NULL ELSE advanced_attempt END
             WHERE id = ANY($1) AND status = 'running' AND worker = $2
             RETURNING id, attempts
         ), ev AS (
@@ -575,7 +639,8 @@ pub async fn unmark_pushed(db: &Db, ids: &[Uuid]) -> anyhow::Result<()> {
 }
 
 /// Running jobs whose lease expired (their worker died): queued again, or
-/// dead when their attempts are exhausted. Returns (requeued, dead).
+/// dead when their attempts are exhausted; attempts that moved the job
+/// forward (see [`save_checkpoint`]) do not count. Returns (requeued, dead).
 pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
     let dead = sqlx::query_scalar!(
         r#"
@@ -583,8 +648,9 @@ pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
             UPDATE jobs
             SET status = 'dead', finished_at = now(), lease_until = NULL,
                 last_error = format('attempt %s of %s crashed: lease of worker %s expired',
-                                    attempts, max_attempts, worker)
-            WHERE status = 'running' AND lease_until < now() AND attempts >= max_attempts
+                                    attempts - advanced_attempts, max_attempts, worker)
+            WHERE status = 'running' AND lease_until < now()
+              AND attempts - advanced_attempts >= max_attempts
             RETURNING id, attempts, worker, last_error
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker, detail)
@@ -844,7 +910,8 @@ pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option
                 UPDATE jobs
                 SET status = 'queued', attempts = 0, run_at = now(), pushed_at = NULL,
                     lease_until = NULL, finished_at = NULL, result = NULL,
-                    progress_done = NULL, progress_total = NULL
+                    progress_done = NULL, progress_total = NULL,
+                    checkpoint_units = 0, advanced_attempts = 0, advanced_attempt = NULL
                 WHERE id = $1
                 RETURNING id
             )

@@ -33,6 +33,9 @@ pub struct CopyRow {
     pub page_keys: Vec<String>,
     pub version: i32,
     pub transmitted: bool,
+    /// When the copy was last imported or changed (its content's date:
+    /// the dates in its PDF and zip entry).
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A [`CopyRow`] as stored, before its kind and UAI are decoded.
@@ -55,6 +58,7 @@ struct StoredCopy {
     page_keys: Vec<String>,
     version: i32,
     transmitted: bool,
+    updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl TryFrom<StoredCopy> for CopyRow {
@@ -80,6 +84,7 @@ impl TryFrom<StoredCopy> for CopyRow {
             page_keys: r.page_keys,
             version: r.version,
             transmitted: r.transmitted,
+            updated_at: r.updated_at,
         })
     }
 }
@@ -92,7 +97,7 @@ pub async fn copy(db: &Db, exam: &str, numero: &str) -> anyhow::Result<Option<Co
                   x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
                   e.uai AS establishment_uai, e.name AS establishment_name,
                   c.grade::float8 AS grade, c.absent, c.grading_details, c.appreciation,
-                  c.annotations, c.page_keys, c.version,
+                  c.annotations, c.page_keys, c.version, c.updated_at,
                   EXISTS (SELECT 1 FROM grade_exports g
                           WHERE g.copy_id = c.id
                             AND g.state = 'accepted' AND g.revision = c.version) AS "transmitted!"
@@ -118,7 +123,7 @@ pub async fn transmitted_copies(db: &Db, exam: &str, uai: &str) -> anyhow::Resul
                   x.subject AS exam_subject, x.kind AS exam_kind, x.session_code AS session,
                   e.uai AS establishment_uai, e.name AS establishment_name,
                   c.grade::float8 AS grade, c.absent, c.grading_details, c.appreciation,
-                  c.annotations, c.page_keys, c.version, true AS "transmitted!"
+                  c.annotations, c.page_keys, c.version, true AS "transmitted!", c.updated_at
            FROM copies c
            JOIN candidates ca ON ca.id = c.candidate_id
            JOIN exams x ON x.code = c.exam_code

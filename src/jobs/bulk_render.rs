@@ -11,7 +11,7 @@ use crate::{
     db,
     render::{
         RenderOptions,
-        zip::{ZipPlan, write_zip},
+        zip::{Resume, ZipPlan, ZipProgress, write_zip_resumable},
     },
     storage::StorageError,
 };
@@ -83,7 +83,31 @@ impl Job for BulkRender {
             let ctx = ctx.clone();
             Box::pin(async move { ctx.progress(done, total).await })
         };
-        let outcome = write_zip(&app.storage, rows, &plan, &progress)
+        // What earlier runs staged, recorded with the job: this run goes
+        // on after their last complete part (checked still there).
+        let from = match ctx.checkpoint().await? {
+            Some(value) => match serde_json::from_value::<ZipProgress>(value) {
+                Ok(from) => Some(from),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable zip checkpoint: the zip is built anew");
+                    None
+                }
+            },
+            None => None,
+        };
+        let save =
+            |recorded: &ZipProgress| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+                let ctx = ctx.clone();
+                let value = serde_json::to_value(recorded);
+                let units = recorded.parts.len() as u64;
+                Box::pin(async move { ctx.save_checkpoint(&value?, units).await })
+            };
+        let resume = Resume {
+            from,
+            run: ctx.attempt,
+            save: &save,
+        };
+        let outcome = write_zip_resumable(&app.storage, rows, &plan, &progress, Some(resume))
             .await
             .map_err(classify)?;
         let ttl = chrono::Duration::seconds(
@@ -108,6 +132,7 @@ impl Job for BulkRender {
             "parts": parts,
             "copies": outcome.copies,
             "failures": outcome.failures,
+            "resumed_parts": outcome.resumed_parts,
             "expires_at": expires_at,
         });
         if outcome.failures.is_empty() {

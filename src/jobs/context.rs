@@ -76,6 +76,38 @@ impl JobContext {
     }
 }
 
+impl JobContext {
+    /// The checkpoint this job's earlier runs recorded, if any (see
+    /// [`JobContext::save_checkpoint`]).
+    pub async fn checkpoint(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        crate::db::jobs::checkpoint(&self.app.db, self.job_id).await
+    }
+
+    /// Records where this job stands, so that a later run continues from
+    /// there; `units` is how much work it covers (e.g. zip parts staged).
+    /// A checkpoint covering more units than any before moves the job
+    /// forward: this attempt is then not counted against its attempts.
+    /// Fails when this run no longer holds the job (cancelled, or its
+    /// lease lost).
+    pub async fn save_checkpoint(
+        &self,
+        checkpoint: &serde_json::Value,
+        units: u64,
+    ) -> anyhow::Result<()> {
+        let held = crate::db::jobs::save_checkpoint(
+            &self.app.db,
+            self.job_id,
+            &self.worker,
+            i32::try_from(self.attempt).unwrap_or(i32::MAX),
+            checkpoint,
+            i64::try_from(units).unwrap_or(i64::MAX),
+        )
+        .await?;
+        anyhow::ensure!(held, "job {} is no longer held by this run", self.job_id);
+        Ok(())
+    }
+}
+
 impl crate::ledger::Progress for JobContext {
     fn report(&self, done: u64, total: u64) -> futures::future::BoxFuture<'_, ()> {
         Box::pin(self.progress(done, total))

@@ -55,6 +55,7 @@ pub async fn document(storage: &Storage, row: &CopyRow) -> Result<CopyDocument, 
         appreciation: row.appreciation.clone(),
         annotations,
         pages,
+        modified: row.updated_at,
     })
 }
 

@@ -17,11 +17,12 @@
 use std::{collections::BTreeMap, ops::RangeInclusive, sync::OnceLock};
 
 use printpdf::{
-    BuiltinFont, Color, ExternalStream, ExternalXObject, Line, LinePoint, Mm, Op, ParsedFont,
-    PdfDocument, PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Px, Rgb, TextItem,
-    XObjectTransform, xobject::DictItem,
+    BuiltinFont, Color, ExternalStream, ExternalXObject, FontId, Line, LinePoint, Mm, Op,
+    ParsedFont, PdfDocument, PdfFont, PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Px, Rgb,
+    TextItem, XObject, XObjectId, XObjectTransform, xobject::DictItem,
 };
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 use super::{RenderOptions, jpeg};
 
@@ -63,6 +64,10 @@ pub struct CopyDocument {
     pub annotations: Vec<Annotation>,
     /// The scanned pages, in order, as stored (JPEG).
     pub pages: Vec<bytes::Bytes>,
+    /// When the copy was last imported or changed: the PDF's creation and
+    /// modification dates, so that the same copy always gives the same
+    /// bytes.
+    pub modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// Why a copy could not be rendered.
@@ -268,9 +273,27 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
         copy.numero, copy.nom, copy.prenom, copy.exam_code
     );
     let mut doc = PdfDocument::new(&title);
+    // Dates from the copy, never the clock.
+    let modified = printpdf::OffsetDateTime::from_unix_timestamp(copy.modified.timestamp())
+        .map_err(|_| RenderError::Serialise)?;
+    doc.metadata.info.creation_date = modified;
+    doc.metadata.info.modification_date = modified;
+    doc.metadata.info.metadata_date = modified;
+    // Resource names are fixed here rather than drawn by printpdf from a
+    // process-wide sequence (`add_font`, `add_xobject`), whose numbers
+    // depend on what other threads rendered before: the same copy gives
+    // the same bytes. The font's name is also its subset tag (six capital
+    // letters, ISO 32000-1, 9.6.4).
     let font = match face_for(texts(&copy)).ok_or(RenderError::Font)? {
         Face::Builtin => PdfFontHandle::Builtin(BuiltinFont::Helvetica),
-        Face::Embedded(font) => PdfFontHandle::External(doc.add_font(font)),
+        Face::Embedded(font) => {
+            let id = FontId("CPSTDJ".into());
+            doc.resources
+                .fonts
+                .map
+                .insert(id.clone(), PdfFont::new(font.clone()));
+            PdfFontHandle::External(id)
+        }
     };
 
     let mut pages = vec![cover(&copy, options, &font)];
@@ -278,7 +301,11 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
         let (dpi_x, dpi_y) = info.dpi.unwrap_or((DEFAULT_DPI, DEFAULT_DPI));
         let w_pt = info.width as f32 * 72.0 / dpi_x;
         let h_pt = info.height as f32 * 72.0 / dpi_y;
-        let image = doc.add_xobject(&image_slot(index, info));
+        let image = XObjectId(format!("Scan{index:05}"));
+        doc.resources
+            .xobjects
+            .map
+            .insert(image.clone(), XObject::External(image_slot(index, info)));
         let mut ops = vec![Op::UseXobject {
             id: image,
             transform: XObjectTransform {
@@ -309,6 +336,17 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
         image_optimization: None,
     };
     let mut doc = doc.to_lopdf_document(&opts, &mut warnings);
+    // printpdf draws the trailer's file identifiers at random: they are
+    // derived from the copy instead (ISO 32000-1, 14.4: the same for the
+    // same document).
+    let id = document_id(&title, &copy, options);
+    doc.trailer.set(
+        "ID",
+        lopdf::Object::Array(vec![
+            lopdf::Object::String(id.clone(), lopdf::StringFormat::Hexadecimal),
+            lopdf::Object::String(id, lopdf::StringFormat::Hexadecimal),
+        ]),
+    );
     // Move each scan into its slot.
     let mut scans: Vec<Option<Vec<u8>>> = copy.pages.into_iter().map(|b| Some(b.into())).collect();
     let mut filled = 0;
@@ -336,6 +374,32 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
         return Err(RenderError::Serialise);
     }
     Ok(PreparedPdf { doc })
+}
+
+/// The file identifier of a copy's PDF: 16 bytes of a SHA-256 of what
+/// it shows (the cover's texts, the options, the date) and of its scans'
+/// sizes, which are cheap to know (hashing the scans themselves would cost
+/// as much as the rest of the render).
+fn document_id(title: &str, copy: &CopyDocument, options: RenderOptions) -> Vec<u8> {
+    let mut hash = Sha256::new();
+    for text in texts(copy) {
+        hash.update(text.as_bytes());
+        hash.update([0]);
+    }
+    hash.update(title.as_bytes());
+    hash.update(options.tag().as_bytes());
+    hash.update(copy.modified.timestamp().to_be_bytes());
+    hash.update(format!("{:?}{}", copy.grade, copy.absent).as_bytes());
+    for q in &copy.details {
+        hash.update(format!("{}:{}/{}", q.question, q.mark, q.max).as_bytes());
+    }
+    for a in &copy.annotations {
+        hash.update(format!("{}:{}:{}:{}", a.page, a.x, a.y, a.kind).as_bytes());
+    }
+    for page in &copy.pages {
+        hash.update((page.len() as u64).to_be_bytes());
+    }
+    hash.finalize()[..16].to_vec()
 }
 
 /// The scan's image XObject, its stream left empty (the scan goes in
@@ -569,6 +633,7 @@ mod tests {
             appreciation: Some("Bien.".into()),
             annotations: vec![],
             pages: vec![scan(), scan()],
+            modified: chrono::DateTime::from_timestamp(1_780_000_000, 0).expect("date"),
         }
     }
 
@@ -587,6 +652,37 @@ mod tests {
         assert!(matches!(face("Nguyễn"), Face::Embedded(f) if std::ptr::eq(f, latin)));
         assert!(matches!(face("Şahin"), Face::Embedded(f) if std::ptr::eq(f, latin)));
         assert!(matches!(face("Дмитриев"), Face::Embedded(f) if std::ptr::eq(f, full)));
+    }
+
+    /// The same copy with the same options gives the same bytes, whatever
+    /// else the process renders meanwhile and on whichever thread.
+    #[test]
+    fn the_same_copy_renders_to_the_same_bytes_across_threads() {
+        let options = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options");
+        for nom in ["Lefèvre", "Şahin"] {
+            let first = render(copy(nom), options).expect("rendered");
+            // Other renders in between, on other threads, take whatever
+            // process-wide numbering printpdf keeps.
+            let others: Vec<Vec<u8>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| render(copy(nom), options).expect("rendered")))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("thread"))
+                    .collect()
+            });
+            for other in &others {
+                assert!(other == &first, "{nom}: a render on another thread differs");
+            }
+            let again = render(copy(nom), options).expect("rendered");
+            assert!(again == first, "{nom}: a second render differs");
+        }
     }
 
     #[test]

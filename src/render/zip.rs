@@ -23,9 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::future::BoxFuture;
+
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use zip::{CompressionMethod, ZipWriter, write::SimpleFileOptions};
@@ -35,7 +37,10 @@ use super::{
     copy::document,
     pdf::{self, CopyDocument},
 };
-use crate::{db::render::CopyRow, storage::Storage};
+use crate::{
+    db::render::CopyRow,
+    storage::{Storage, StorageError},
+};
 
 /// Bytes handed from the zip writer to the uploader at a time.
 const CHUNK: usize = 1024 * 1024;
@@ -49,7 +54,7 @@ pub struct Part {
 }
 
 /// A copy left out of the zip, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub numero: String,
     pub nom: String,
@@ -63,6 +68,107 @@ pub struct ZipOutcome {
     pub parts: Vec<Part>,
     pub copies: u32,
     pub failures: Vec<Failure>,
+    /// Parts an earlier run had staged, found again and kept.
+    pub resumed_parts: usize,
+}
+
+/// A part a build staged, and where the build stood once it was complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedPart {
+    /// Its staging key.
+    pub key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    /// The index, among the build's copies, of the first copy that is not
+    /// in this part or an earlier one.
+    pub next: u64,
+    /// Copies written in this part and the earlier ones.
+    pub copies: u32,
+    /// Rows of `manifest.csv` and failures up to this part: how much of
+    /// [`ZipProgress::manifest`] and [`ZipProgress::failures`] they cover.
+    pub manifest_rows: usize,
+    pub failures: usize,
+    /// Whether this is the zip's last part (the one with `manifest.csv`).
+    pub last: bool,
+    /// The run that staged it (the job's attempt).
+    pub run: u32,
+}
+
+/// What a zip build has staged so far: enough for a later run to continue
+/// after its last complete part, producing the same bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ZipProgress {
+    /// A digest of the build's inputs (copies, options, keys, part size):
+    /// progress recorded for other inputs is not resumed.
+    pub inputs: String,
+    /// The staged parts, in order.
+    pub parts: Vec<StagedPart>,
+    /// Every row of `manifest.csv` written so far (the entry name last).
+    pub manifest: Vec<Vec<String>>,
+    /// Every copy left out so far.
+    pub failures: Vec<Failure>,
+}
+
+/// How a build continues an earlier one and records its own progress.
+pub struct Resume<'a> {
+    /// What an earlier run recorded, if any.
+    pub from: Option<ZipProgress>,
+    /// This run's number, recorded with the parts it stages.
+    pub run: u32,
+    /// Records the progress after each staged part; an error stops the
+    /// build.
+    pub save: &'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync),
+}
+
+/// A test seam: makes a build stop (fail, or hang as a killed process
+/// would) once a number of its parts are staged.
+#[doc(hidden)]
+pub mod failpoint {
+    use std::{
+        collections::HashMap,
+        sync::{LazyLock, Mutex},
+    };
+
+    /// What an armed failpoint does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Action {
+        /// The build fails with an error.
+        Fail,
+        /// The build waits for ever (until its task is aborted).
+        Hang,
+    }
+
+    static ARMED: LazyLock<Mutex<HashMap<String, (usize, Action)>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+
+    /// Arms a failpoint, once, for the build staging in `staging_dir`:
+    /// it fires when `parts` parts are staged (counting those resumed,
+    /// checked when the run starts and after each part it stages).
+    pub fn arm(staging_dir: &str, parts: usize, action: Action) {
+        let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+        armed.insert(staging_dir.to_owned(), (parts, action));
+    }
+
+    /// Fires the failpoint of `staging_dir` if it is armed for `parts`.
+    pub(super) async fn check(staging_dir: &str, parts: usize) -> anyhow::Result<()> {
+        let action = {
+            let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+            match armed.get(staging_dir) {
+                Some(&(at, action)) if at == parts => {
+                    armed.remove(staging_dir);
+                    Some(action)
+                }
+                _ => None,
+            }
+        };
+        match action {
+            None => Ok(()),
+            Some(Action::Fail) => Err(anyhow::anyhow!(
+                "injected failure with {parts} parts staged"
+            )),
+            Some(Action::Hang) => std::future::pending().await,
+        }
+    }
 }
 
 /// A zip entry name `<numero>_<NOM>_<Prenom>.pdf` in safe ASCII: letters
@@ -164,10 +270,33 @@ enum Rendered {
 /// What the zip thread sends back.
 enum Out {
     Chunk(Bytes),
-    /// The current part is complete; its SHA-256, in hex.
-    PartEnd(String),
+    /// The current part is complete.
+    PartEnd(PartEnd),
     /// A copy was written (or left out): progress.
     Done,
+}
+
+/// A complete part, and where the build stands after it.
+struct PartEnd {
+    /// Its SHA-256, in hex.
+    sha256: String,
+    /// The index of the first copy not in this part or before.
+    next: u64,
+    copies: u32,
+    /// Rows of `manifest.csv` and failures since the previous part.
+    manifest: Vec<Vec<String>>,
+    failures: Vec<Failure>,
+    last: bool,
+}
+
+/// Where the zip thread starts: at the beginning, or after the parts an
+/// earlier run staged.
+#[derive(Default)]
+struct Start {
+    next: u64,
+    copies: u32,
+    manifest: Vec<Vec<String>>,
+    failures: Vec<Failure>,
 }
 
 /// A `Write` that hands its bytes to the async side in chunks, and to a
@@ -290,7 +419,100 @@ pub async fn write_zip(
     storage: &Storage,
     rows: Vec<CopyRow>,
     plan: &ZipPlan,
-    progress: &(dyn Fn(u64, u64) -> futures::future::BoxFuture<'static, ()> + Send + Sync),
+    progress: &(dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
+) -> anyhow::Result<ZipOutcome> {
+    write_zip_resumable(storage, rows, plan, progress, None).await
+}
+
+/// A digest of what a build's bytes depend on: its copies (as read from
+/// the database: a changed copy has another version or date), the
+/// options, the keys and the part size.
+fn inputs_digest(rows: &[CopyRow], plan: &ZipPlan) -> String {
+    let mut hash = Sha256::new();
+    hash.update(
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n",
+            plan.key_stem,
+            plan.staging_dir,
+            plan.options.tag(),
+            plan.max_part_bytes,
+            plan.raw_scans
+        )
+        .as_bytes(),
+    );
+    for r in rows {
+        hash.update(
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{:?}\t{}\t{:?}\t{}\n",
+                r.copy_id,
+                r.version,
+                r.updated_at.timestamp_micros(),
+                r.numero,
+                r.nom,
+                r.prenom,
+                r.grade,
+                r.absent,
+                r.page_keys,
+                r.establishment_name,
+            )
+            .as_bytes(),
+        );
+    }
+    hex::encode(hash.finalize())
+}
+
+/// The parts of `from` that are still where it says, in order, up to the
+/// first one missing or of another size (that part and the later ones are
+/// built again); `from` is cut to them. A part already moved to its final
+/// key (a run killed while publishing) counts as there.
+async fn still_there(
+    storage: &Storage,
+    plan: &ZipPlan,
+    mut from: ZipProgress,
+) -> anyhow::Result<ZipProgress> {
+    let mut kept = 0;
+    for (i, part) in from.parts.iter().enumerate() {
+        let staged = storage
+            .size(&part.key)
+            .await
+            .with_context(|| format!("checking the staged part {}", part.key))?;
+        let there = if staged == Some(part.bytes) {
+            true
+        } else {
+            let key = plan.key(i + 1);
+            staged.is_none()
+                && storage
+                    .size(&key)
+                    .await
+                    .with_context(|| format!("checking the part {key}"))?
+                    == Some(part.bytes)
+        };
+        if !there {
+            tracing::warn!(key = %part.key, "a staged part is missing: built again from there");
+            break;
+        }
+        kept += 1;
+    }
+    from.parts.truncate(kept);
+    let (rows, failures) = from
+        .parts
+        .last()
+        .map_or((0, 0), |p| (p.manifest_rows, p.failures));
+    from.manifest.truncate(rows);
+    from.failures.truncate(failures);
+    Ok(from)
+}
+
+/// [`write_zip`], continuing what an earlier run staged when `resume`
+/// says so and recording the progress after each staged part. With
+/// `resume`, a failure leaves the staged parts (not their final keys) for
+/// the next run; housekeeping deletes them once the job is over.
+pub async fn write_zip_resumable(
+    storage: &Storage,
+    rows: Vec<CopyRow>,
+    plan: &ZipPlan,
+    progress: &(dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
+    resume: Option<Resume<'_>>,
 ) -> anyhow::Result<ZipOutcome> {
     // A key the store refuses is refused before any work (a permanent
     // error: trying again cannot help).
@@ -298,12 +520,66 @@ pub async fn write_zip(
         Storage::check_key(&key).with_context(|| format!("the zip cannot be stored at {key}"))?;
     }
     let total = rows.len() as u64;
+    let inputs = inputs_digest(&rows, plan);
+    let run = resume.as_ref().map_or(1, |r| r.run);
+    let save = resume.as_ref().map(|r| r.save);
+    let mut recorded = match resume.and_then(|r| r.from) {
+        Some(from) if from.inputs == inputs => still_there(storage, plan, from).await?,
+        Some(_) => {
+            tracing::info!("the copies changed since the last run: the zip is built anew");
+            ZipProgress {
+                inputs,
+                ..ZipProgress::default()
+            }
+        }
+        None => ZipProgress {
+            inputs,
+            ..ZipProgress::default()
+        },
+    };
+    let resumed_parts = recorded.parts.len();
+    failpoint::check(&plan.staging_dir, resumed_parts).await?;
+    if recorded.parts.last().is_some_and(|p| p.last) {
+        // Every part was staged: only the move to the final keys is left.
+        let staged: Vec<Part> = recorded
+            .parts
+            .iter()
+            .map(|p| Part {
+                key: p.key.clone(),
+                bytes: p.bytes,
+                sha256: p.sha256.clone(),
+            })
+            .collect();
+        let copies = recorded.parts.last().map_or(0, |p| p.copies);
+        progress(total, total).await;
+        let parts = publish(storage, plan, staged).await?;
+        return Ok(ZipOutcome {
+            parts,
+            copies,
+            failures: recorded.failures,
+            resumed_parts,
+        });
+    }
+    let start = Start {
+        next: recorded.parts.last().map_or(0, |p| p.next),
+        copies: recorded.parts.last().map_or(0, |p| p.copies),
+        manifest: recorded.manifest.clone(),
+        failures: recorded.failures.clone(),
+    };
+    let first = start.next;
     let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>(4);
     let (out_tx, out_rx) = mpsc::channel::<Out>(4);
     let options = plan.options;
     let max_part = plan.max_part_bytes;
     let fail_after = plan.fail_after;
     let raw_scans = plan.raw_scans;
+    // Entry dates come from the copies, never the clock: the same copies
+    // give the same zip. The CSV files take the latest copy's date.
+    let latest = rows
+        .iter()
+        .map(|r| r.updated_at)
+        .max()
+        .map_or_else(zip::DateTime::default, zip_date);
     let span = tracing::Span::current();
     // PDFs are rendered on several threads (they are independent); the
     // zip thread puts them back in order.
@@ -328,14 +604,15 @@ pub async fn write_zip(
     drop(job_rx);
     drop(rendered_tx);
     let zipper = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after))
+        span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after, start, latest))
     });
 
-    // The reader: scans of each copy, in order, into the zip thread.
+    // The reader: scans of each copy, in order, into the zip thread,
+    // from the first copy no staged part holds.
     let reader = {
         let storage = storage.clone();
         async move {
-            for (seq, row) in (0u64..).zip(rows) {
+            for (seq, row) in (first..).zip(rows.into_iter().skip(first as usize)) {
                 let job = match document(&storage, &row).await {
                     Ok(doc) => Job::Copy {
                         row: Box::new(row),
@@ -360,9 +637,17 @@ pub async fn write_zip(
     // zip thread's sends fail instead of blocking.
     let uploader = async move {
         let mut out_rx = out_rx;
-        let mut parts: Vec<Part> = Vec::new();
+        let mut parts: Vec<Part> = recorded
+            .parts
+            .iter()
+            .map(|p| Part {
+                key: p.key.clone(),
+                bytes: p.bytes,
+                sha256: p.sha256.clone(),
+            })
+            .collect();
         let mut current: Option<(crate::storage::Upload, u64)> = None;
-        let mut done = 0u64;
+        let mut done = first;
         let mut last_progress = Instant::now() - Duration::from_secs(1);
         let result: anyhow::Result<()> = async {
             while let Some(msg) = out_rx.recv().await {
@@ -381,18 +666,37 @@ pub async fn write_zip(
                             upload.write(bytes).await.context("uploading the zip")?;
                         }
                     }
-                    Out::PartEnd(sha256) => {
+                    Out::PartEnd(end) => {
                         if let Some((upload, n)) = current.take() {
                             let key = plan.staging_key(parts.len() + 1);
                             upload
                                 .finish()
                                 .await
                                 .with_context(|| format!("completing the upload of {key}"))?;
+                            recorded.manifest.extend(end.manifest);
+                            recorded.failures.extend(end.failures);
+                            recorded.parts.push(StagedPart {
+                                key: key.clone(),
+                                bytes: n,
+                                sha256: end.sha256.clone(),
+                                next: end.next,
+                                copies: end.copies,
+                                manifest_rows: recorded.manifest.len(),
+                                failures: recorded.failures.len(),
+                                last: end.last,
+                                run,
+                            });
                             parts.push(Part {
                                 key,
                                 bytes: n,
-                                sha256,
+                                sha256: end.sha256,
                             });
+                            if let Some(save) = save {
+                                save(&recorded)
+                                    .await
+                                    .context("recording the zip's progress")?;
+                            }
+                            failpoint::check(&plan.staging_dir, parts.len()).await?;
                         }
                     }
                     Out::Done => {
@@ -422,15 +726,19 @@ pub async fn write_zip(
         _ => None,
     };
     if let Some(error) = failed {
-        // Nothing may remain: abort the open upload, delete finished parts.
+        // Abort the open upload. Without a record of them, finished parts
+        // are deleted too: nothing may remain. With one, they stay staged
+        // for the next run.
         if let Some((upload, _)) = current
             && let Err(e) = upload.abort().await
         {
             tracing::warn!(error = %e, "cannot abort the zip upload");
         }
-        for part in &parts {
-            if let Err(e) = storage.delete(&part.key).await {
-                tracing::warn!(key = %part.key, error = %e, "cannot delete a zip part");
+        if save.is_none() {
+            for part in &parts {
+                if let Err(e) = storage.delete(&part.key).await {
+                    tracing::warn!(key = %part.key, error = %e, "cannot delete a zip part");
+                }
             }
         }
         return Err(error);
@@ -441,11 +749,31 @@ pub async fn write_zip(
         parts,
         copies,
         failures,
+        resumed_parts,
     })
 }
 
+/// A zip entry's date (UTC, to the even second as the format keeps it);
+/// 1980-01-01 for a date the format cannot hold.
+fn zip_date(at: chrono::DateTime<chrono::Utc>) -> zip::DateTime {
+    use chrono::{Datelike as _, Timelike as _};
+    let (Ok(year), Ok(month), Ok(day), Ok(hour), Ok(minute), Ok(second)) = (
+        u16::try_from(at.year()),
+        u8::try_from(at.month()),
+        u8::try_from(at.day()),
+        u8::try_from(at.hour()),
+        u8::try_from(at.minute()),
+        u8::try_from(at.second().min(59)),
+    ) else {
+        return zip::DateTime::default();
+    };
+    zip::DateTime::from_date_and_time(year, month, day, hour, minute, second).unwrap_or_default()
+}
+
 /// Moves every complete part from its staging key to its final key; on a
-/// failure, deletes what was moved and what was not, and fails.
+/// failure, deletes what was moved and what was not, and fails. A part
+/// already at its final key with its size (moved by a run that was killed
+/// while publishing) is left there.
 async fn publish(
     storage: &Storage,
     plan: &ZipPlan,
@@ -455,7 +783,15 @@ async fn publish(
     let mut failure = None;
     for (i, part) in staged.iter().enumerate() {
         let key = plan.key(i + 1);
-        if let Err(e) = storage.rename(&part.key, &key).await {
+        let result = match storage.rename(&part.key, &key).await {
+            Err(StorageError::NotFound(_))
+                if storage.size(&key).await.ok().flatten() == Some(part.bytes) =>
+            {
+                Ok(())
+            }
+            other => other,
+        };
+        if let Err(e) = result {
             failure = Some(anyhow::Error::new(e).context(format!("moving {} to {key}", part.key)));
             break;
         }
@@ -520,12 +856,16 @@ fn render_thread(
 }
 
 /// The zip thread: writes the rendered copies, in their order, as stored
-/// entries of the current part, then `manifest.csv` and `errors.csv`.
+/// entries of the current part, then `manifest.csv` and `errors.csv`;
+/// starts after the copies that `start` says earlier parts hold. Entries
+/// are dated from their copy, the CSV files `latest`.
 fn zip_thread(
     rendered: std::sync::mpsc::Receiver<(u64, Rendered)>,
     out: mpsc::Sender<Out>,
     max_part: u64,
     fail_after: Option<u32>,
+    start: Start,
+    latest: zip::DateTime,
 ) -> anyhow::Result<(u32, Vec<Failure>)> {
     let entry_options = SimpleFileOptions::default()
         .compression_method(CompressionMethod::Stored)
@@ -540,25 +880,36 @@ fn zip_thread(
     };
     let mut zip = new_zip()?;
     let mut entries_in_part = 0u32;
-    let mut taken = HashSet::new();
-    let mut manifest = csv::Writer::from_writer(Vec::new());
-    manifest.write_record(["numero", "nom", "prenom", "grade", "pages", "entry"])?;
-    let mut failures = Vec::new();
-    let mut copies = 0u32;
+    // Entry names of earlier parts are taken.
+    let mut taken: HashSet<String> = start
+        .manifest
+        .iter()
+        .filter_map(|row| row.last())
+        .map(|name| name.to_ascii_lowercase())
+        .collect();
+    let mut manifest = start.manifest;
+    let mut failures = start.failures;
+    // What the current part adds (sent with its end).
+    let mut part_rows = 0usize;
+    let mut part_failures = 0usize;
+    let mut copies = start.copies;
     // Copies rendered ahead of their turn.
     let mut waiting = std::collections::BTreeMap::new();
-    let mut next = 0u64;
+    let mut next = start.next;
     for (seq, item) in rendered {
         waiting.insert(seq, item);
         while let Some(item) = waiting.remove(&next) {
-            next += 1;
             match item {
-                Rendered::Failed(f) => failures.push(f),
+                Rendered::Failed(f) => {
+                    failures.push(f);
+                    part_failures += 1;
+                }
                 Rendered::Raw { row, doc } => {
                     let stem = entry_name(&row.numero, &row.nom, &row.prenom);
                     let stem = stem.trim_end_matches(".pdf");
+                    let options = entry_options.last_modified_time(zip_date(row.updated_at));
                     for (i, page) in doc.pages.iter().enumerate() {
-                        zip.start_file(format!("{stem}-{}.jpg", i + 1), entry_options)?;
+                        zip.start_file(format!("{stem}-{}.jpg", i + 1), options)?;
                         zip.write_all(page)?;
                     }
                     copies += 1;
@@ -566,12 +917,23 @@ fn zip_thread(
                 Rendered::Pdf { row, pdf, len } => {
                     let written = zip.get_ref().map_or(0, |w| w.get_ref().written);
                     if entries_in_part > 0 && written + len + 4096 > max_part {
-                        finish_part(zip, &out)?;
+                        let end = PartEnd {
+                            sha256: String::new(),
+                            next,
+                            copies,
+                            manifest: manifest[manifest.len() - part_rows..].to_vec(),
+                            failures: failures[failures.len() - part_failures..].to_vec(),
+                            last: false,
+                        };
+                        finish_part(zip, &out, end)?;
                         zip = new_zip()?;
                         entries_in_part = 0;
+                        part_rows = 0;
+                        part_failures = 0;
                     }
                     let name = unique(entry_name(&row.numero, &row.nom, &row.prenom), &mut taken);
-                    zip.start_file(name.as_str(), entry_options)
+                    let options = entry_options.last_modified_time(zip_date(row.updated_at));
+                    zip.start_file(name.as_str(), options)
                         .with_context(|| format!("starting zip entry {name}"))?;
                     pdf.write_to(&mut zip)
                         .with_context(|| format!("writing zip entry {name}"))?;
@@ -587,24 +949,32 @@ fn zip_thread(
                     };
                     // Grades and page counts are written by copiste;
                     // the other cells come from the import.
-                    manifest.write_record([
-                        &*csv_text(&row.numero),
-                        &*csv_text(&row.nom),
-                        &*csv_text(&row.prenom),
-                        grade.as_str(),
-                        &row.page_keys.len().to_string(),
-                        &*csv_text(&name),
-                    ])?;
+                    manifest.push(vec![
+                        csv_text(&row.numero).into_owned(),
+                        csv_text(&row.nom).into_owned(),
+                        csv_text(&row.prenom).into_owned(),
+                        grade,
+                        row.page_keys.len().to_string(),
+                        csv_text(&name).into_owned(),
+                    ]);
+                    part_rows += 1;
                 }
             }
+            next += 1;
             if out.blocking_send(Out::Done).is_err() {
                 return Err(anyhow!("the uploader stopped"));
             }
         }
     }
-    let manifest = manifest.into_inner().context("finishing manifest.csv")?;
-    zip.start_file("manifest.csv", entry_options)?;
-    zip.write_all(&manifest)?;
+    let csv_options = entry_options.last_modified_time(latest);
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["numero", "nom", "prenom", "grade", "pages", "entry"])?;
+    for row in &manifest {
+        writer.write_record(row)?;
+    }
+    let manifest_csv = writer.into_inner().context("finishing manifest.csv")?;
+    zip.start_file("manifest.csv", csv_options)?;
+    zip.write_all(&manifest_csv)?;
     if !failures.is_empty() {
         let mut errors = csv::Writer::from_writer(Vec::new());
         errors.write_record(["numero", "nom", "prenom", "reason"])?;
@@ -617,21 +987,31 @@ fn zip_thread(
             ])?;
         }
         let errors = errors.into_inner().context("finishing errors.csv")?;
-        zip.start_file("errors.csv", entry_options)?;
+        zip.start_file("errors.csv", csv_options)?;
         zip.write_all(&errors)?;
     }
-    finish_part(zip, &out)?;
+    let end = PartEnd {
+        sha256: String::new(),
+        next,
+        copies,
+        manifest: manifest[manifest.len() - part_rows..].to_vec(),
+        failures: failures[failures.len() - part_failures..].to_vec(),
+        last: true,
+    };
+    finish_part(zip, &out, end)?;
     Ok((copies, failures))
 }
 
+/// Completes the current part and sends its end, with its SHA-256.
 fn finish_part(
     zip: ZipWriter<zip::write::StreamWriter<Sink>>,
     out: &mpsc::Sender<Out>,
+    mut end: PartEnd,
 ) -> anyhow::Result<()> {
     let mut sink = zip.finish().context("finishing the zip")?.into_inner();
     sink.flush().context("sending the end of the zip")?;
-    let sha256 = sink.hash.finish()?;
-    out.blocking_send(Out::PartEnd(sha256))
+    end.sha256 = sink.hash.finish()?;
+    out.blocking_send(Out::PartEnd(end))
         .map_err(|_| anyhow!("the uploader stopped"))
 }
 

@@ -259,6 +259,19 @@ impl Runner {
     ) -> DeliveryOutcome {
         let db = &self.app.db;
         let jobs = &self.app.config.jobs;
+        // Attempts that moved the job forward (a checkpoint recorded more
+        // work than ever before) do not count against its attempts.
+        let counted = match &result {
+            Err(JobError::Retryable(_)) => match db::jobs::counted_attempts(db, id).await {
+                Ok(Some(counted)) => counted,
+                Ok(None) => attempt,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot count the job's attempts; counting them all");
+                    attempt
+                }
+            },
+            _ => attempt,
+        };
         let (status, written) = match result {
             Ok(outcome) => {
                 let (status, result) = match outcome {
@@ -284,8 +297,8 @@ impl Runner {
                     db::jobs::bury(db, id, &self.name, attempt, &message).await,
                 )
             }
-            Err(JobError::Retryable(e)) if attempt >= max_attempts => {
-                let message = format!("attempts exhausted ({attempt}/{max_attempts}): {e:#}");
+            Err(JobError::Retryable(e)) if counted >= max_attempts => {
+                let message = format!("attempts exhausted ({counted}/{max_attempts}): {e:#}");
                 tracing::error!(error = %message, "job failed; dead");
                 (
                     JobStatus::Dead,
@@ -295,7 +308,7 @@ impl Runner {
             Err(JobError::Retryable(e)) => {
                 let message = format!("{e:#}");
                 let delay = backoff::delay(
-                    attempt as u32,
+                    counted.max(1) as u32,
                     jobs.backoff_base_secs,
                     jobs.backoff_max_secs,
                     backoff::random_jitter(),

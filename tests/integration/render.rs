@@ -1082,3 +1082,338 @@ fn default_zip(exam: &str, uai: &str) -> copiste::jobs::bulk_render::BulkRender 
         .expect("options"),
     }
 }
+
+/// The plan of a test zip: one copy per part.
+fn small_parts(name: &str) -> ZipPlan {
+    ZipPlan {
+        key_stem: format!("downloads/test/{name}"),
+        staging_dir: format!("downloads/.staging/{name}"),
+        options: RenderOptions::for_exam(
+            PHILO,
+            copiste::domain::ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options"),
+        max_part_bytes: 1,
+        fail_after: None,
+        raw_scans: false,
+    }
+}
+
+fn no_progress(_: u64, _: u64) -> futures::future::BoxFuture<'static, ()> {
+    Box::pin(async {})
+}
+
+/// The SHA-256 of every part of a finished zip, read back from the store.
+async fn part_digests(app: &TestApp, parts: &[copiste::render::zip::Part]) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in parts {
+        let bytes = app.storage.get(&part.key).await.expect("part");
+        let sha = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(&bytes))
+        };
+        assert_eq!(sha, part.sha256, "{} is what was recorded", part.key);
+        assert_eq!(bytes.len() as u64, part.bytes);
+        out.push(sha);
+    }
+    out
+}
+
+#[tokio::test]
+async fn two_builds_of_the_same_zip_are_the_same_bytes() {
+    let app = app(false).await;
+    close(&app, PHILO).await;
+    let (numero, uai) = numero_of(&app, "Martin").await;
+    // One copy, twice: the same PDF.
+    let core = app.app();
+    let pdf = || async {
+        crate::ops::copy_pdf(&core, PHILO, &numero, RequestedOptions::default())
+            .await
+            .expect("render")
+            .expect("rendered")
+    };
+    let (a, b) = (pdf().await, pdf().await);
+    assert!(a == b, "two renders of one copy differ");
+    // The zip, built twice (render threads in parallel, in whatever
+    // order), a second apart: the same bytes.
+    let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, &uai)
+        .await
+        .expect("rows");
+    let plan = ZipPlan {
+        max_part_bytes: 1 << 30,
+        ..small_parts("first")
+    };
+    let first = write_zip(&app.storage, rows.clone(), &plan, &no_progress)
+        .await
+        .expect("zip");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let plan = ZipPlan {
+        max_part_bytes: 1 << 30,
+        ..small_parts("second")
+    };
+    let second = write_zip(&app.storage, rows.clone(), &plan, &no_progress)
+        .await
+        .expect("zip");
+    assert_eq!(first.parts.len(), 1);
+    assert_eq!(
+        part_digests(&app, &first.parts).await,
+        part_digests(&app, &second.parts).await,
+        "two builds of the same zip have the same SHA-256"
+    );
+}
+
+#[tokio::test]
+async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
+    use copiste::render::zip::{Resume, ZipProgress, failpoint, write_zip_resumable};
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, &uai)
+        .await
+        .expect("rows");
+    assert!(rows.len() >= 5, "{} copies", rows.len());
+    // The reference: built without interruption.
+    let reference = write_zip(
+        &app.storage,
+        rows.clone(),
+        &small_parts("ref"),
+        &no_progress,
+    )
+    .await
+    .expect("zip");
+    let reference = part_digests(&app, &reference.parts).await;
+    assert_eq!(reference.len(), rows.len(), "one copy per part");
+
+    let recorded = std::sync::Arc::new(std::sync::Mutex::new(None::<ZipProgress>));
+    let save = {
+        let recorded = recorded.clone();
+        move |p: &ZipProgress| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
+            *recorded.lock().expect("lock") = Some(p.clone());
+            Box::pin(async { Ok(()) })
+        }
+    };
+    let plan = small_parts("resumed");
+    let run = |n: u32, from: Option<ZipProgress>| {
+        let rows = rows.clone();
+        let (plan, save, storage) = (&plan, &save, &app.storage);
+        async move {
+            write_zip_resumable(
+                storage,
+                rows,
+                plan,
+                &no_progress,
+                Some(Resume { from, run: n, save }),
+            )
+            .await
+        }
+    };
+    // Run 1 fails once 3 parts are staged: they stay staged, recorded,
+    // and nothing is at a final key.
+    failpoint::arm(&plan.staging_dir, 3, failpoint::Action::Fail);
+    let error = run(1, None).await.expect_err("injected failure");
+    assert!(error.to_string().contains("injected"), "{error:#}");
+    let after_1 = recorded.lock().expect("lock").clone().expect("recorded");
+    assert_eq!(after_1.parts.len(), 3);
+    let staged = app
+        .storage
+        .list("downloads/.staging/resumed/")
+        .await
+        .expect("list");
+    assert_eq!(
+        staged.iter().filter(|l| !l.partial).count(),
+        3,
+        "{staged:?}"
+    );
+    assert!(
+        app.storage
+            .list("downloads/test/resumed")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    // Run 2 goes on from part 4 and fails once 5 are staged.
+    failpoint::arm(&plan.staging_dir, 5, failpoint::Action::Fail);
+    run(2, Some(after_1)).await.expect_err("injected failure");
+    let after_2 = recorded.lock().expect("lock").clone().expect("recorded");
+    let runs: Vec<u32> = after_2.parts.iter().map(|p| p.run).collect();
+    assert_eq!(runs, [1, 1, 1, 2, 2], "run 2 resumed after part 3");
+
+    // Part 2 disappears (e.g. swept): run 3 builds it again, and what
+    // follows it, keeping part 1 only.
+    app.storage
+        .delete(&after_2.parts[1].key)
+        .await
+        .expect("delete");
+    let outcome = run(3, Some(after_2)).await.expect("zip");
+    assert_eq!(outcome.resumed_parts, 1);
+    let after_3 = recorded.lock().expect("lock").clone().expect("recorded");
+    assert_eq!(after_3.parts[0].run, 1);
+    assert!(after_3.parts[1..].iter().all(|p| p.run == 3), "{after_3:?}");
+    assert_eq!(
+        part_digests(&app, &outcome.parts).await,
+        reference,
+        "the resumed zip is the uninterrupted one, byte for byte"
+    );
+    assert_eq!(outcome.copies as usize, rows.len());
+    // Nothing stays staged once the zip is published.
+    let staged = app
+        .storage
+        .list("downloads/.staging/resumed/")
+        .await
+        .expect("list");
+    assert!(staged.iter().all(|l| l.partial), "{staged:?}");
+}
+
+/// Waits until job `id`'s checkpoint records `parts` staged parts.
+async fn wait_parts(app: &TestApp, id: uuid::Uuid, parts: usize) {
+    crate::support::eventually(Duration::from_secs(60), || async {
+        let checkpoint = copiste::db::jobs::checkpoint(&app.db, id)
+            .await
+            .expect("checkpoint")?;
+        let staged = checkpoint["parts"].as_array().map_or(0, Vec::len);
+        (staged >= parts).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_killed_zip_job_resumes_and_crashes_that_move_it_forward_do_not_bury_it() {
+    use copiste::{jobs::bulk_render::staging_dir, render::zip::failpoint};
+    let mut c = config();
+    c["downloads"]["max_part_bytes"] = json!(1);
+    let app = TestApp::with(c).await;
+    let dir = app.dir.path().join("session");
+    let opts = DemoDataOptions {
+        establishments: 3,
+        candidates: 8,
+        pages: 2,
+        seed: 2026,
+    };
+    demo_data::generate_light(&dir, &opts).expect("dataset");
+    import_dir(&app.db, &app.storage, &dir, &|_| {})
+        .await
+        .expect("import");
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let job = app
+        .enqueue(
+            &default_zip(PHILO, &uai),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    // Four runs, each killed (as a process would be) right after staging
+    // one more part than the run before: more crashes than the kind's
+    // three attempts.
+    for parts in 1..=4 {
+        failpoint::arm(&staging_dir(job), parts, failpoint::Action::Hang);
+        let worker = app.worker().await;
+        wait_parts(&app, job, parts).await;
+        worker.kill();
+        let row = app.job(job).await;
+        assert_eq!(row.status.as_str(), "running", "killed while running");
+    }
+    let worker = app.worker().await;
+    let row = app.wait_status(job, "succeeded", 60).await;
+    assert_eq!(row.attempts, 5, "four crashed runs and the last");
+    let result = row.result.expect("result");
+    assert_eq!(result["resumed_parts"], 4, "{result}");
+    let checkpoint = copiste::db::jobs::checkpoint(&app.db, job)
+        .await
+        .expect("checkpoint")
+        .expect("recorded");
+    let runs: Vec<u64> = checkpoint["parts"]
+        .as_array()
+        .expect("parts")
+        .iter()
+        .map(|p| p["run"].as_u64().expect("run"))
+        .collect();
+    assert_eq!(
+        &runs[..4],
+        [1, 2, 3, 4],
+        "each run staged one part and resumed"
+    );
+    assert!(runs[4..].iter().all(|&r| r == 5), "{runs:?}");
+
+    // The same zip built without interruption: the same bytes.
+    let again = app
+        .enqueue(
+            &default_zip(PHILO, &uai),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let other = app.wait_status(again, "succeeded", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let digests = |r: &serde_json::Value| -> Vec<String> {
+        r["parts"]
+            .as_array()
+            .expect("parts")
+            .iter()
+            .map(|p| p["sha256"].as_str().expect("sha").to_owned())
+            .collect()
+    };
+    let other = other.result.expect("result");
+    assert_eq!(other["resumed_parts"], 0);
+    assert_eq!(digests(&result), digests(&other));
+    let parts: Vec<copiste::render::zip::Part> =
+        serde_json::from_value(result["parts"].clone()).expect("parts");
+    assert_eq!(part_digests(&app, &parts).await, digests(&other));
+    // Nothing of the killed runs is at a final key but the recorded zip,
+    // and housekeeping sweeps what they left staged once past the delay.
+    let core = app.app();
+    copiste::jobs::housekeeping::sweep_abandoned(&core, Duration::ZERO)
+        .await
+        .expect("sweep");
+    let left = app.storage.list("downloads/").await.expect("list");
+    let named: HashSet<String> = parts
+        .iter()
+        .map(|p| p.key.clone())
+        .chain(
+            serde_json::from_value::<Vec<copiste::render::zip::Part>>(other["parts"].clone())
+                .expect("parts")
+                .into_iter()
+                .map(|p| p.key),
+        )
+        .collect();
+    assert!(
+        left.iter().all(|l| named.contains(&l.key)),
+        "only recorded zips remain: {left:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_zip_job_that_crashes_before_any_progress_uses_up_its_attempts() {
+    use copiste::{jobs::bulk_render::staging_dir, render::zip::failpoint};
+    let app = app(true).await;
+    close(&app, PHILO).await;
+    let (_, uai) = numero_of(&app, "Martin").await;
+    let job = app
+        .enqueue(
+            &default_zip(PHILO, &uai),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    for attempt in 1..=3 {
+        // Fires as the run starts, before it stages anything.
+        failpoint::arm(&staging_dir(job), 0, failpoint::Action::Hang);
+        let worker = app.worker().await;
+        crate::support::eventually(Duration::from_secs(30), || async {
+            let row = app.job(job).await;
+            (row.status.as_str() == "running" && row.attempts == attempt).then_some(())
+        })
+        .await;
+        // Let the run reach the failpoint.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        worker.kill();
+    }
+    let reconciler = app.worker().await;
+    let row = app.wait_status(job, "dead", 30).await;
+    reconciler
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("stop");
+    assert_eq!(row.attempts, 3);
+    let error = row.last_error.unwrap_or_default();
+    assert!(error.contains("attempt 3 of 3 crashed"), "{error}");
+}
