@@ -28,7 +28,8 @@ pub struct LocalServices {
     pub database_url: Url,
     /// The Redis URL to use (configured or throwaway).
     pub redis_url: Url,
-    children: Vec<Child>,
+    /// A throwaway Redis this value started.
+    redis: Option<Child>,
     /// A throwaway PostgreSQL this value started, which can be restarted.
     postgres: Option<Postgres>,
     dir: Option<tempfile::TempDir>,
@@ -50,7 +51,7 @@ impl std::fmt::Debug for LocalServices {
             .field("redis_url", &self.redis_url.as_str())
             .field(
                 "throwaway",
-                &(self.children.len() + usize::from(self.postgres.is_some())),
+                &(usize::from(self.redis.is_some()) + usize::from(self.postgres.is_some())),
             )
             .finish()
     }
@@ -59,7 +60,7 @@ impl std::fmt::Debug for LocalServices {
 impl LocalServices {
     /// Whether anything was started.
     pub fn started_any(&self) -> bool {
-        !self.children.is_empty() || self.postgres.is_some()
+        self.redis.is_some() || self.postgres.is_some()
     }
 
     /// Stops the throwaway PostgreSQL as a crash would (`pg_ctl stop -m
@@ -97,6 +98,21 @@ impl LocalServices {
         wait_until("PostgreSQL", || postgres_answers(&url)).await
     }
 
+    /// Kills the throwaway Redis (SIGKILL, as a crash: nothing is saved)
+    /// and starts an empty one on the same port (fault tests).
+    pub async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        let redis = self
+            .redis
+            .as_mut()
+            .context("no throwaway Redis was started")?;
+        let _ = redis.kill();
+        let _ = redis.wait();
+        let port = self.redis_url.port().context("the Redis URL has no port")?;
+        *redis = spawn_redis(port)?;
+        let url = self.redis_url.clone();
+        wait_until("Redis", || redis_answers(&url)).await
+    }
+
     /// The environment a child process needs to use these services.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -109,7 +125,7 @@ impl LocalServices {
 impl Drop for LocalServices {
     fn drop(&mut self) {
         let mut pg = self.postgres.take().map(|pg| pg.child);
-        for child in self.children.iter_mut().chain(pg.as_mut()) {
+        for child in self.redis.iter_mut().chain(pg.as_mut()) {
             // SIGKILL is fine: the data directory is thrown away.
             let _ = child.kill();
             let _ = child.wait();
@@ -126,7 +142,7 @@ pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
     let mut services = LocalServices {
         database_url: config.database_url(),
         redis_url: config.redis_url(),
-        children: Vec::new(),
+        redis: None,
         postgres: None,
         dir: None,
     };
@@ -161,7 +177,7 @@ pub async fn ensure(config: &Config) -> anyhow::Result<LocalServices> {
                 services.redis_url
             )
         })?;
-        services.children.push(child);
+        services.redis = Some(child);
         services.redis_url = url;
         wait_until("Redis", || redis_answers(&services.redis_url)).await?;
         eprintln!("started a throwaway Redis at {}", services.redis_url);
@@ -307,9 +323,15 @@ fn spawn_postgres(
 }
 
 fn start_redis() -> anyhow::Result<(Child, Url)> {
-    let server = find_binary("redis-server").context("redis-server not found")?;
     let port = free_port()?;
-    let child = Command::new(server)
+    let child = spawn_redis(port)?;
+    let url = Url::parse(&format!("redis://127.0.0.1:{port}"))?;
+    Ok((child, url))
+}
+
+fn spawn_redis(port: u16) -> anyhow::Result<Child> {
+    let server = find_binary("redis-server").context("redis-server not found")?;
+    Command::new(server)
         .args([
             "--port",
             &port.to_string(),
@@ -324,9 +346,7 @@ fn start_redis() -> anyhow::Result<(Child, Url)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting redis-server")?;
-    let url = Url::parse(&format!("redis://127.0.0.1:{port}"))?;
-    Ok((child, url))
+        .context("starting redis-server")
 }
 
 /// Starts a throwaway Redis whatever the configured one does (tests that
@@ -336,7 +356,7 @@ pub async fn throwaway_redis(config: &Config) -> anyhow::Result<LocalServices> {
     let services = LocalServices {
         database_url: config.database_url(),
         redis_url: url,
-        children: vec![child],
+        redis: Some(child),
         postgres: None,
         dir: None,
     };
@@ -357,7 +377,7 @@ pub async fn throwaway_postgres(config: &Config) -> anyhow::Result<LocalServices
     let services = LocalServices {
         database_url: url,
         redis_url: config.redis_url(),
-        children: Vec::new(),
+        redis: None,
         postgres: Some(pg),
         dir: Some(dir),
     };

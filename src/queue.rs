@@ -220,6 +220,100 @@ impl Producer {
         })
     }
 
+    /// Removes the tasks Redis holds (waiting or fetched by a consumer)
+    /// whose payload is missing or is not a [`Delivery`]: apalis-redis
+    /// fails a consumer's whole fetch on one task it cannot decode, and
+    /// gives the batch back to the queue once that consumer is taken for
+    /// dead, so one such task (written by hand, by another program or an
+    /// older version) would stop a consumer again and again. Returns how
+    /// many were removed.
+    pub async fn drop_undecodable(&self) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let workers: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&self.keys.workers)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await
+            .context("listing the queue's consumers")?;
+        let inflight: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}:{w}", self.keys.inflight))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .lrange(&self.keys.active, 0, -1)
+            .zrange(&self.keys.scheduled, 0, -1);
+        for set in &inflight {
+            pipe.smembers(set);
+        }
+        let lists: Vec<Vec<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .context("reading the tasks held in Redis")?;
+        let mut tasks: Vec<String> = lists.into_iter().flatten().collect();
+        tasks.sort();
+        tasks.dedup();
+        let mut junk = Vec::new();
+        for chunk in tasks.chunks(1000) {
+            let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&self.keys.data)
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .context("reading the payloads of tasks held in Redis")?;
+            for (task, payload) in chunk.iter().zip(payloads) {
+                let readable =
+                    payload.is_some_and(|p| serde_json::from_slice::<Delivery>(&p).is_ok());
+                if !readable {
+                    junk.push(task.clone());
+                }
+            }
+        }
+        for task in &junk {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .lrem(&self.keys.active, 0, task)
+                .zrem(&self.keys.scheduled, task)
+                .hdel(&self.keys.data, task)
+                .unlink(format!("{}:{task}", self.keys.meta));
+            for set in &inflight {
+                pipe.srem(set, task);
+            }
+            let _: () = pipe
+                .query_async(&mut conn)
+                .await
+                .context("removing a task that is not a delivery")?;
+        }
+        Ok(junk.len() as u64)
+    }
+
+    /// Gives the tasks fetched by consumer `worker` (one that stopped and
+    /// will not acknowledge them) back to the queue at once and forgets
+    /// the consumer, instead of waiting for apalis to take it for dead.
+    /// A task whose job is running or done elsewhere is refused by the
+    /// claim. Returns how many tasks were given back.
+    pub async fn release_consumer(&self, worker: &str) -> anyhow::Result<u64> {
+        let mut conn = self.conn();
+        let set = format!("{}:{worker}", self.keys.inflight);
+        let tasks: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query_async(&mut conn)
+            .await
+            .context("reading a stopped consumer's tasks")?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !tasks.is_empty() {
+            pipe.rpush(&self.keys.active, &tasks);
+        }
+        pipe.del(&set).zrem(&self.keys.workers, worker);
+        let _: () = pipe
+            .query_async(&mut conn)
+            .await
+            .context("giving a stopped consumer's tasks back")?;
+        Ok(tasks.len() as u64)
+    }
+
     /// Removes the leftovers of acknowledged deliveries (apalis keeps
     /// them forever): a worker calls it every second, so Redis stays flat
     /// however many jobs run. Returns how many entries were removed.

@@ -93,6 +93,7 @@ impl Worker {
         if options.consumer {
             tasks.push(tokio::spawn(consume_forever(
                 app,
+                producer.clone(),
                 name,
                 options.concurrency,
                 runner.clone(),
@@ -153,8 +154,12 @@ async fn sweep_deliveries(producer: queue::Producer, stop: CancellationToken) {
 
 /// Runs the Redis consumer until `stop`, restarting it under a new name
 /// when it fails (e.g. Redis was flushed and forgot the registration).
+/// Before a restart, the tasks that are not deliveries (which fail a
+/// whole fetch) are removed and the stopped consumer's fetched tasks are
+/// given back to the queue.
 async fn consume_forever(
     app: App,
+    producer: queue::Producer,
     base_name: String,
     concurrency: usize,
     runner: Arc<Runner>,
@@ -180,6 +185,25 @@ async fn consume_forever(
             Ok(()) => tracing::warn!(worker = %name, "Redis consumer ended; restarting"),
             Err(e) => {
                 tracing::warn!(worker = %name, error = %format!("{e:#}"), "Redis consumer failed; restarting")
+            }
+        }
+        match producer.drop_undecodable().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                removed = n,
+                "removed tasks from Redis that are not deliveries"
+            ),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "cannot look for undecodable tasks")
+            }
+        }
+        match producer.release_consumer(&name).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(worker = %name, tasks = n, "gave a stopped consumer's tasks back")
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "cannot give a stopped consumer's tasks back")
             }
         }
         generation += 1;

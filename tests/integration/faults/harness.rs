@@ -1,0 +1,389 @@
+//! The suite's harness: throwaway PostgreSQL and Redis per scenario (so
+//! that stopping, restarting or flushing them disturbs nothing else),
+//! `copiste worker` processes configured by `COPISTE_*` variables, job
+//! counts read from the ledger, and the report lines.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use copiste::{config::Config, local_services::LocalServices};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, fast_queue};
+
+/// One scenario's world: its own PostgreSQL and Redis, a migrated
+/// database (the server's `postgres` database) with its store, and the
+/// environment that makes a `copiste worker` use them.
+pub struct Suite {
+    pub app: TestApp,
+    pub pg: LocalServices,
+    pub redis: LocalServices,
+    env: Vec<(String, String)>,
+    workers_started: u32,
+}
+
+impl Suite {
+    /// Starts the services and configures everything with the queue
+    /// settings of the in-process tests (`fast_queue`) and `settings` over
+    /// them.
+    pub async fn start(settings: Value) -> Self {
+        let base = Config::load_with_overrides(json!({})).expect("base configuration");
+        let pg = copiste::local_services::throwaway_postgres(&base)
+            .await
+            .expect("throwaway PostgreSQL");
+        let redis = copiste::local_services::throwaway_redis(&base)
+            .await
+            .expect("throwaway Redis");
+        let mut all = fast_queue();
+        merge(&mut all, settings);
+        merge(
+            &mut all,
+            json!({
+                "database": {"url": pg.database_url.as_str()},
+                "redis": {"url": redis.redis_url.as_str()},
+            }),
+        );
+        let app = TestApp::with(all.clone()).await;
+        let mut env = Vec::new();
+        flatten("COPISTE", &all, &mut env);
+        env.push((
+            "COPISTE_REDIS__NAMESPACE".into(),
+            app.config.redis.namespace.clone(),
+        ));
+        env.push(("COPISTE_STORAGE__KIND".into(), "local".into()));
+        env.push((
+            "COPISTE_STORAGE__ROOT".into(),
+            app.config.storage.root.display().to_string(),
+        ));
+        Self {
+            app,
+            pg,
+            redis,
+            env,
+            workers_started: 0,
+        }
+    }
+
+    /// Starts a `copiste worker` process; its log goes to
+    /// `worker-<n>.log` in the scenario's directory.
+    pub fn worker(&mut self) -> WorkerProcess {
+        self.workers_started += 1;
+        let log = self
+            .app
+            .dir
+            .path()
+            .join(format!("worker-{}.log", self.workers_started));
+        let out = std::fs::File::create(&log).expect("worker log");
+        let err = out.try_clone().expect("worker log");
+        let child = Command::new(env!("CARGO_BIN_EXE_copiste"))
+            .arg("worker")
+            .env_remove("COPISTE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.app.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start copiste worker");
+        WorkerProcess {
+            child,
+            log,
+            exited: None,
+        }
+    }
+
+    /// Counts of the ledger's jobs by status.
+    pub async fn counts(&self) -> HashMap<String, i64> {
+        self.app.counts().await
+    }
+
+    /// Jobs in `status` (0 when none).
+    pub async fn count(&self, status: &str) -> i64 {
+        self.counts().await.get(status).copied().unwrap_or(0)
+    }
+
+    /// Waits until `n` jobs are final, failing after `within`; the last
+    /// counts on the way.
+    pub async fn wait_final(&self, n: i64, within: Duration, workers: &mut [&mut WorkerProcess]) {
+        let deadline = Instant::now() + within;
+        loop {
+            let counts = self.counts().await;
+            let done: i64 = ["succeeded", "failed", "dead", "cancelled"]
+                .iter()
+                .map(|s| counts.get(*s).copied().unwrap_or(0))
+                .sum();
+            if done >= n {
+                return;
+            }
+            for w in workers.iter_mut() {
+                w.assert_alive();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {done} of {n} jobs final after {within:?}: {counts:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Redis' DBSIZE (the suite's Redis holds only this scenario's keys).
+    pub async fn dbsize(&self) -> u64 {
+        let client = redis::Client::open(self.redis.redis_url.as_str()).expect("client");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        redis::cmd("DBSIZE")
+            .query_async(&mut conn)
+            .await
+            .expect("DBSIZE")
+    }
+
+    /// Sends one command to the suite's Redis.
+    pub async fn redis_cmd(&self, cmd: &redis::Cmd) -> redis::Value {
+        let client = redis::Client::open(self.redis.redis_url.as_str()).expect("client");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to Redis");
+        cmd.query_async(&mut conn).await.expect("Redis command")
+    }
+}
+
+/// A `copiste worker` child process.
+pub struct WorkerProcess {
+    child: Child,
+    log: PathBuf,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as a crash: nothing is released.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit (SIGKILL after
+    /// `within`); whether it exited by itself with success.
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        if self.exited.is_some() {
+            return false;
+        }
+        match self.child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                self.exited = Some(status);
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Fails the test, showing the end of the log, when the process ended.
+    pub fn assert_alive(&mut self) {
+        if !self.alive() {
+            panic!(
+                "worker {} exited ({:?}); its log ends with:\n{}",
+                self.pid(),
+                self.exited,
+                self.log_tail(40)
+            );
+        }
+    }
+
+    /// Its resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Its whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Prints `faults | scenario | figures`, appends it to the suite's
+/// summary file and prints the table so far.
+pub fn report(scenario: &str, figures: &str) {
+    let line = format!("faults | {scenario} | {figures}");
+    println!("{line}");
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults-summary.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+    if let Ok(all) = std::fs::read_to_string(&path) {
+        println!("summary so far ({}):\n{all}", path.display());
+    }
+}
+
+/// Seconds with one decimal.
+pub fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `{"queue": {"window": 50}}` → `COPISTE_QUEUE__WINDOW=50`.
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let sep = if prefix == "COPISTE" { "_" } else { "__" };
+                flatten(&format!("{prefix}{sep}{}", k.to_uppercase()), v, out);
+            }
+        }
+        Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        Value::Null => {}
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+/// The candidates (numéros) with a copy of `exam`.
+pub async fn candidates_of(app: &TestApp, exam: &str) -> std::collections::HashSet<String> {
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool");
+    let numeros: Vec<String> = sqlx::query_scalar(
+        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1",
+    )
+    .bind(exam)
+    .fetch_all(&pool)
+    .await
+    .expect("candidates");
+    pool.close().await;
+    numeros.into_iter().collect()
+}
+
+/// Jobs running, or queued and due within a minute (retries back off
+/// for a second at most in the suite).
+pub async fn busy_jobs(app: &TestApp) -> i64 {
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool");
+    let busy = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE status = 'running'
+            OR (status = 'queued' AND run_at <= now() + interval '60 seconds')",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("busy jobs");
+    pool.close().await;
+    busy
+}
+
+/// Waits until every closure job has ended, relaunches the units of
+/// `exam` that are not closed, and again, until every unit is closed.
+/// Returns the relaunch rounds it took.
+pub async fn close_every_unit(
+    suite: &Suite,
+    exam: &str,
+    within: Duration,
+    workers: &mut [&mut WorkerProcess],
+) -> u32 {
+    use copiste::closure::UnitState;
+    let deadline = Instant::now() + within;
+    let mut rounds = 0;
+    loop {
+        while busy_jobs(&suite.app).await > 0 {
+            for w in workers.iter_mut() {
+                w.assert_alive();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "closure jobs of {exam} still busy after {within:?}: {:?}",
+                suite.counts().await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let status = crate::ops::exam_status(&suite.app, exam)
+            .await
+            .expect("status")
+            .expect("known exam");
+        if status.count(UnitState::Closed) == status.units.len() {
+            return rounds;
+        }
+        rounds += 1;
+        assert!(
+            rounds <= 30 && Instant::now() < deadline,
+            "not every unit closed after {rounds} relaunches:\n{status}"
+        );
+        crate::ops::request_relaunch(&suite.app, exam, None, "faults")
+            .await
+            .expect("relaunch")
+            .expect("relaunch not refused");
+    }
+}
+
+/// Asserts that every unit of `exam` is closed with every item accepted.
+pub async fn assert_all_closed(app: &TestApp, exam: &str) -> usize {
+    use copiste::closure::UnitState;
+    let status = crate::ops::exam_status(app, exam)
+        .await
+        .expect("status")
+        .expect("known exam");
+    for u in &status.units {
+        assert_eq!(u.state, UnitState::Closed, "{status}");
+        assert_eq!(u.cyclades.accepted, u.cyclades.total, "{status}");
+        assert_eq!(u.imagin.accepted, u.imagin.total, "{status}");
+    }
+    status.units.len()
+}
