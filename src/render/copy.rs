@@ -155,6 +155,8 @@ fn fingerprint(row: &CopyRow, options: RenderOptions) -> Fingerprint {
         row.appreciation,
         row.annotations,
         row.page_keys,
+        // The document's dates are the copy's.
+        row.updated_at,
     ]);
     Sha256::digest(made_of.to_string().as_bytes()).into()
 }
