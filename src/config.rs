@@ -63,6 +63,7 @@ pub struct Config {
     pub import: ImportConfig,
     pub render: RenderConfig,
     pub scheduler: SchedulerConfig,
+    pub log: LogConfig,
 }
 
 /// `[database]`
@@ -202,6 +203,23 @@ pub struct ImportConfig {
     /// The largest scan file `copiste import` accepts, in bytes; a larger
     /// one is refused before it is read.
     pub max_scan_bytes: u64,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (one line per event, for people) or `json` (one JSON object
+    /// per line, for a log collector); `--log-format` wins.
+    pub format: LogFormat,
 }
 
 /// `[render]`

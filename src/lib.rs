@@ -24,5 +24,6 @@ pub mod render;
 pub mod rendered;
 pub mod schedule;
 pub mod storage;
+pub mod telemetry;
 pub mod web;
 pub mod worker;

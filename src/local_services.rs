@@ -101,13 +101,29 @@ impl LocalServices {
     /// Kills the throwaway Redis (SIGKILL, as a crash: nothing is saved)
     /// and starts an empty one on the same port (fault tests).
     pub async fn restart_redis(&mut self) -> anyhow::Result<()> {
+        self.stop_redis()?;
+        self.start_redis_again().await
+    }
+
+    /// Kills the throwaway Redis (SIGKILL): it stays down until
+    /// [`Self::start_redis_again`].
+    pub fn stop_redis(&mut self) -> anyhow::Result<()> {
         let redis = self
             .redis
             .as_mut()
             .context("no throwaway Redis was started")?;
         let _ = redis.kill();
         let _ = redis.wait();
+        Ok(())
+    }
+
+    /// Starts an empty Redis on the port of the stopped one.
+    pub async fn start_redis_again(&mut self) -> anyhow::Result<()> {
         let port = self.redis_url.port().context("the Redis URL has no port")?;
+        let redis = self
+            .redis
+            .as_mut()
+            .context("no throwaway Redis was started")?;
         *redis = spawn_redis(port)?;
         let url = self.redis_url.clone();
         wait_until("Redis", || redis_answers(&url)).await

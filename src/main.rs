@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     if !cli.is_long_running() {
         quiet_on_closed_stdout();
     }
-    copiste::cli::init_tracing(cli.log_format);
+    copiste::cli::init_tracing(cli.log_format());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -125,6 +125,7 @@ impl ServeArgs {
             );
         }
         let router = crate::web::router(app.clone());
+        let _sampler = crate::telemetry::spawn_ledger_sampler(app.clone());
         download::serve::serve(self.listen, router, super::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }

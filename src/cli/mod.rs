@@ -47,20 +47,16 @@ pub struct Cli {
     #[arg(long, global = true, env = "COPISTE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log format on standard error.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// Log format on standard error (default: the setting log.format,
+    /// i.e. COPISTE_LOG__FORMAT, or text).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
 
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::config::LogFormat;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -101,6 +97,8 @@ pub enum Command {
     Serve(download::ServeArgs),
     /// Run the scheduler: enqueue each schedule's slots until SIGTERM.
     Scheduler(schedule::SchedulerArgs),
+    /// Exit 0 when a URL answers 2xx (the container's health check).
+    Probe(ProbeArgs),
     /// Inspect schedules, or run one now.
     #[command(subcommand)]
     Schedules(schedule::SchedulesCommand),
@@ -143,6 +141,19 @@ pub struct WorkerArgs {
     /// Jobs run at once (default: worker.concurrency).
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Serve /metrics, /healthz and /readyz on this address (off unless
+    /// given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The URL to ask, e.g. http://127.0.0.1:8080/healthz.
+    pub url: String,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 3)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +210,17 @@ impl Cli {
         )
     }
 
+    /// The log format: `--log-format`, else the setting `log.format`
+    /// (text when the configuration cannot be read: running the command
+    /// then reports why).
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or_else(|| {
+            Config::load(self.config.as_deref())
+                .map(|c| c.log.format)
+                .unwrap_or(LogFormat::Text)
+        })
+    }
+
     /// Runs the parsed command.
     pub async fn run(self) -> anyhow::Result<ExitCode> {
         let config = Config::load(self.config.as_deref())?;
@@ -253,6 +275,10 @@ impl Cli {
                     options.concurrency = c as usize;
                 }
                 let grace = Duration::from_secs(app.config.worker.shutdown_grace_secs);
+                let _metrics = match args.metrics_listen {
+                    Some(addr) => Some(crate::telemetry::listen(addr, app.clone()).await?),
+                    None => None,
+                };
                 let worker = Worker::start(app, options).await?;
                 shutdown_signal().await;
                 tracing::info!(
@@ -296,6 +322,19 @@ impl Cli {
             Command::Serve(args) => {
                 let app = app(config).await?;
                 return args.run(&app).await;
+            }
+            Command::Probe(args) => {
+                return Ok(
+                    match crate::telemetry::probe(&args.url, Duration::from_secs(args.timeout))
+                        .await
+                    {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("{e:#}");
+                            ExitCode::FAILURE
+                        }
+                    },
+                );
             }
             Command::Scheduler(args) => {
                 let db = connect(&config).await?;

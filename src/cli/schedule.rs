@@ -23,6 +23,10 @@ pub struct SchedulerArgs {
     /// scheduler.dir, i.e. COPISTE_SCHEDULER__DIR or "jobs").
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Serve /metrics, /healthz and /readyz on this address (off unless
+    /// given).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The schedules of `--dir`, or of the setting `scheduler.dir` without it;
@@ -56,6 +60,14 @@ impl SchedulerArgs {
     /// Runs the scheduler until SIGTERM/SIGINT.
     pub async fn run(self, config: &Config, db: Db) -> anyhow::Result<ExitCode> {
         let (dir, schedules) = load(self.dir.as_deref(), config)?;
+        let _metrics = match self.metrics_listen {
+            Some(addr) => {
+                let storage = crate::storage::Storage::open(&config.storage)?;
+                let app = App::new(config.clone(), db.clone(), storage)?;
+                Some(crate::telemetry::listen(addr, app).await?)
+            }
+            None => None,
+        };
         tracing::info!(
             schedules = schedules.iter().filter(|s| s.enabled).count(),
             dir = %dir.display(),

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod catalog;
 pub mod closure;
 pub mod jobs;
+pub mod metrics;
 pub mod render;
 pub mod schedule;
 pub mod types;
@@ -286,5 +287,16 @@ impl JobNotifications {
             .await
             .map(|_| ())
             .context("waiting for job notifications")
+    }
+}
+
+impl Db {
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query_scalar!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await
+            .context("PostgreSQL does not answer")?;
+        Ok(())
     }
 }

@@ -78,6 +78,11 @@ impl HttpTarget {
             .json(batch)
             .send()
             .await
+            .inspect_err(|e| {
+                let class = if e.is_timeout() { "timeout" } else { "error" };
+                metrics::counter!("copiste_export_requests_total", "target" => target.to_string(), "class" => class)
+                    .increment(1);
+            })
             .map_err(|e| {
                 let what = if e.is_timeout() {
                     "timed out"
@@ -89,6 +94,14 @@ impl HttpTarget {
                 ExportError::Retryable(format!("{target}: {what}: {}", error_chain(&e)))
             })?;
         let status = response.status();
+        let class = match status.as_u16() {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        metrics::counter!("copiste_export_requests_total", "target" => target.to_string(), "class" => class)
+            .increment(1);
         if status.is_success() {
             let answer: Answer = response.json().await.map_err(|e| {
                 ExportError::Retryable(format!("{target}: unreadable answer: {}", error_chain(&e)))

@@ -107,9 +107,14 @@ impl Job for BulkRender {
             run: ctx.attempt,
             save: &save,
         };
+        let started = std::time::Instant::now();
         let outcome = write_zip_resumable(&app.storage, rows, &plan, &progress, Some(resume))
             .await
             .map_err(classify)?;
+        metrics::histogram!("copiste_zip_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("copiste_zip_entries_total").increment(u64::from(outcome.copies));
+        metrics::counter!("copiste_zip_bytes_total")
+            .increment(outcome.parts.iter().map(|p| p.bytes).sum::<u64>());
         let ttl = chrono::Duration::seconds(
             i64::try_from(app.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
         );

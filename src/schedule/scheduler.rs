@@ -86,11 +86,22 @@ pub async fn catch_up(
             tx.commit().await?;
             if let Enqueued::Created(id) = enqueued {
                 tracing::info!(schedule = %s.name, %slot, job.id = %id, "missed slot caught up");
+                metrics::counter!("copiste_schedule_slots_total", "schedule" => s.name.clone(), "outcome" => "caught_up")
+                    .increment(1);
             }
             out.push((s.name.clone(), slot, enqueued));
         }
     }
     Ok(out)
+}
+
+/// Counts a slot of `schedule`: `fired` (enqueued at its time),
+/// `already` (another scheduler enqueued it), `missed` (it could not be
+/// enqueued; caught up at the next start if within the catch-up window),
+/// `caught_up` (a missed slot enqueued at start).
+fn slots(schedule: &str, outcome: &'static str) {
+    metrics::counter!("copiste_schedule_slots_total", "schedule" => schedule.to_owned(), "outcome" => outcome)
+        .increment(1);
 }
 
 /// A running scheduler.
@@ -115,13 +126,16 @@ impl Scheduler {
                 Box::pin(async move {
                     match tick(&db, &schedule, Utc::now()).await {
                         Ok(Some((slot, Enqueued::Created(id)))) => {
+                            slots(&schedule.name, "fired");
                             tracing::info!(schedule = %schedule.name, %slot, job.id = %id, "slot enqueued")
                         }
                         Ok(Some((slot, Enqueued::Existing(id)))) => {
+                            slots(&schedule.name, "already");
                             tracing::debug!(schedule = %schedule.name, %slot, job.id = %id, "slot already enqueued")
                         }
                         Ok(None) => {}
                         Err(e) => {
+                            slots(&schedule.name, "missed");
                             tracing::error!(schedule = %schedule.name, error = %format!("{e:#}"), "cannot enqueue the slot")
                         }
                     }

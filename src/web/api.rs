@@ -119,7 +119,10 @@ impl FromRequestParts<WebState> for Caller {
             .await
             .map_err(OpError::Internal)?
         {
-            Authenticated::Actor { actor, .. } => Ok(Self(actor)),
+            Authenticated::Actor { actor, .. } => {
+                super::record_actor(&actor);
+                Ok(Self(actor))
+            }
             Authenticated::Refused(why) => Err(Problem::unauthenticated(why).into()),
         }
     }

@@ -65,6 +65,7 @@ pub fn router(app: App) -> Router {
         ),
     );
     let doc = std::sync::Arc::new(doc);
+    let state_app = app.clone();
     let state = WebState { app };
     let pages = pages::routes().with_state(state.clone());
     let api = api
@@ -80,6 +81,15 @@ pub fn router(app: App) -> Router {
         Some(d) => api.merge(pages).merge(d),
         None => api.merge(pages),
     };
+    // /metrics, /healthz and /readyz; without a recorder (one per
+    // process, installed by `serve`) the metrics are not recorded.
+    let router = match crate::telemetry::install() {
+        Ok(handle) => router.merge(crate::telemetry::routes(state_app, handle)),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no metrics");
+            router
+        }
+    };
     // PDFs and zips are compressed already; event streams must not wait
     // for a compressor's buffer.
     let compress = DefaultPredicate::new()
@@ -87,6 +97,7 @@ pub fn router(app: App) -> Router {
         .and(NotForContentType::const_new("application/zip"))
         .and(NotForContentType::const_new("text/event-stream"));
     router
+        .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A cross-site POST (a form of another site) is refused; the API's
         // own clients send no Origin or Sec-Fetch-Site and pass.
@@ -96,13 +107,36 @@ pub fn router(app: App) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(60),
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The span of one HTTP request: its method, route pattern and request
+/// id, and the actor once its token or session is checked (recorded by
+/// the extractors). Never its headers: credentials stay out of the logs.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request.id = %id,
+        http.method = %request.method(),
+        http.path = %request.uri().path(),
+        actor = tracing::field::Empty,
+    )
+}
+
+/// Records who asks on the current request's span.
+pub fn record_actor(actor: &crate::op::Actor) {
+    tracing::Span::current().record("actor", tracing::field::display(actor.label()));
 }
 
 /// A copy's PDF as both doors serve it: inline, never sniffed as another

@@ -154,6 +154,7 @@ impl Pump {
         let mut lock = db::jobs::PumpLock::acquire(&self.app.db).await?;
         let ledger = lock.in_flight().await?;
         let waiting = i64::try_from(self.producer.waiting().await?).unwrap_or(i64::MAX);
+        metrics::gauge!("copiste_queue_waiting_ids").set(waiting as f64);
         let in_flight = ledger.max(waiting);
         // Refill only once half the window has drained: one pump
         // transaction then pushes a batch instead of a single id per
@@ -172,6 +173,8 @@ impl Pump {
         self.producer.push(&ids).await?;
         lock.commit().await?;
         tracing::trace!(count = ids.len(), "pushed job ids");
+        metrics::counter!("copiste_pump_batches_total").increment(1);
+        metrics::counter!("copiste_pump_pushed_ids_total").increment(ids.len() as u64);
         Ok(in_flight + ids.len() as i64)
     }
 }

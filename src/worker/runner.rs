@@ -243,10 +243,24 @@ impl Runner {
                 }
             }
         };
-        span.record("duration_ms", started.elapsed().as_millis() as u64);
-        self.record(id, attempt, claimed.max_attempts, result)
+        let elapsed = started.elapsed();
+        span.record("duration_ms", elapsed.as_millis() as u64);
+        let recorded = self
+            .record(id, attempt, claimed.max_attempts, result)
             .instrument(span)
-            .await
+            .await;
+        let outcome = match &recorded {
+            DeliveryOutcome::Recorded(JobStatus::Queued) => "retry",
+            DeliveryOutcome::Recorded(status) => status.as_str(),
+            DeliveryOutcome::Interrupted => "interrupted",
+            _ => "unrecorded",
+        };
+        let kind = claimed.kind.clone();
+        metrics::counter!("copiste_job_runs_total", "kind" => kind.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("copiste_job_run_duration_seconds", "kind" => kind)
+            .record(elapsed.as_secs_f64());
+        recorded
     }
 
     /// Writes a run's outcome to the ledger.

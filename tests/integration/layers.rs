@@ -112,7 +112,7 @@ const LAYERS: [&[&str]; 6] = [
         "demo_data",
         "access",
     ],
-    &["jobs", "worker", "schedule"],
+    &["jobs", "worker", "schedule", "telemetry"],
     &["cli", "bench", "local_services", "web"],
 ];
 

@@ -11,6 +11,7 @@ mod faults;
 mod import;
 mod jobs;
 mod layers;
+mod metrics;
 mod migrations;
 mod ops;
 mod pages;

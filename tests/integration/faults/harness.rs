@@ -72,6 +72,12 @@ impl Suite {
     /// Starts a `copiste worker` process; its log goes to
     /// `worker-<n>.log` in the scenario's directory.
     pub fn worker(&mut self) -> WorkerProcess {
+        self.spawn(&["worker"])
+    }
+
+    /// Starts `copiste ARGS…` (a worker, a server) as a child process on
+    /// the suite's services; its log goes to `worker-<n>.log`.
+    pub fn spawn(&mut self, args: &[&str]) -> WorkerProcess {
         self.workers_started += 1;
         let log = self
             .app
@@ -81,7 +87,7 @@ impl Suite {
         let out = std::fs::File::create(&log).expect("worker log");
         let err = out.try_clone().expect("worker log");
         let child = Command::new(env!("CARGO_BIN_EXE_copiste"))
-            .arg("worker")
+            .args(args)
             .env_remove("COPISTE_CONFIG")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(self.app.dir.path())
@@ -89,7 +95,7 @@ impl Suite {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .expect("start copiste worker");
+            .expect("start copiste");
         WorkerProcess {
             child,
             log,

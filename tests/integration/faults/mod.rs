@@ -17,8 +17,8 @@
 //! appends it to `$CARGO_TARGET_TMPDIR/faults-summary.txt`; the whole table
 //! so far is printed after it.
 
-mod harness;
-mod stand_in;
+pub mod harness;
+pub mod stand_in;
 
 mod a_worker_kills;
 mod b_redis_loss;

@@ -1,0 +1,228 @@
+//! The operators' view of running processes: a `copiste worker` and a
+//! `copiste serve` started as child processes, their `/metrics` scraped
+//! after a closure and a zip, and `/readyz` while Redis is down.
+
+use std::{collections::HashMap, time::Duration};
+
+use copiste::{domain::Uai, render::RequestedOptions};
+use serde_json::json;
+
+use crate::faults::{
+    harness::Suite,
+    stand_in::{Faults, StandIn},
+};
+
+const PHILO: &str = "BAC26-PHILO";
+
+/// A free loopback port (bound, then released for the child).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
+/// The samples of a Prometheus text page: `name{labels}` → value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every sample of `metric` whose labels include all of `labels`.
+fn sum(samples: &HashMap<String, f64>, metric: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| {
+            (k.as_str() == metric || k.starts_with(&format!("{metric}{{")))
+                && labels.iter().all(|l| k.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+async fn wait_answering(url: &str) {
+    for _ in 0..150 {
+        if get(url).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis() {
+    let stand_in = StandIn::start(Faults::default(), 5).await;
+    let mut suite = Suite::start(json!({
+        "exporters": stand_in.exporters(5, 2),
+        "exports": {"batch_size": 4},
+        "downloads": {"signing_key": "metrics-test-key"},
+    }))
+    .await;
+    suite.app.import_demo_seeded(3, 5, 11).await;
+    let (wport, sport) = (free_port(), free_port());
+    let worker_url = format!("http://127.0.0.1:{wport}");
+    let serve_url = format!("http://127.0.0.1:{sport}");
+    let mut worker = suite.spawn(&["worker", "--metrics-listen", &format!("127.0.0.1:{wport}")]);
+    let mut server = suite.spawn(&["serve", "--listen", &format!("127.0.0.1:{sport}")]);
+    wait_answering(&format!("{worker_url}/healthz")).await;
+    wait_answering(&format!("{serve_url}/healthz")).await;
+    let before = samples(&get(&format!("{worker_url}/metrics")).await.1);
+    assert_eq!(
+        sum(&before, "copiste_job_runs_total", &[]),
+        0.0,
+        "{before:?}"
+    );
+
+    // A closure of every unit, then one establishment's zip.
+    let units = crate::ops::request_closure(&suite.app, PHILO, None, "metrics")
+        .await
+        .expect("request")
+        .expect("not refused");
+    let closures = units.len() as i64;
+    suite
+        .wait_final(closures, Duration::from_secs(60), &mut [&mut worker])
+        .await;
+    let core = suite.app.app();
+    let uai: Uai = units[0].establishment.clone();
+    crate::ops::zip_request(&core, PHILO, &uai, RequestedOptions::default(), "metrics")
+        .await
+        .expect("request")
+        .expect("not refused");
+    suite
+        .wait_final(closures + 1, Duration::from_secs(60), &mut [&mut worker])
+        .await;
+    let links = crate::ops::zip_links(&core, PHILO, &uai, RequestedOptions::default())
+        .await
+        .expect("links")
+        .expect("allowed")
+        .expect("a zip");
+    let entries: i64 = sqlx::query_scalar(
+        "SELECT copies::bigint FROM downloads WHERE exam_code = $1 AND establishment_uai = $2",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .fetch_one(
+        &sqlx::PgPool::connect(suite.app.config.database_url().as_str())
+            .await
+            .expect("pool"),
+    )
+    .await
+    .expect("the download row");
+
+    let after = samples(&get(&format!("{worker_url}/metrics")).await.1);
+    let runs = |kind: &str, outcome: &str| {
+        sum(
+            &after,
+            "copiste_job_runs_total",
+            &[
+                &format!("kind=\"{kind}\""),
+                &format!("outcome=\"{outcome}\""),
+            ],
+        )
+    };
+    assert_eq!(runs("closure", "succeeded"), closures as f64, "{after:?}");
+    assert_eq!(runs("bulk-render", "succeeded"), 1.0, "{after:?}");
+    assert_eq!(
+        sum(
+            &after,
+            "copiste_job_run_duration_seconds_count",
+            &["kind=\"closure\""]
+        ),
+        closures as f64
+    );
+    let requests = stand_in.seen(|s| s.requests) as f64;
+    assert!(requests > 0.0);
+    assert_eq!(
+        sum(&after, "copiste_export_requests_total", &["class=\"2xx\""]),
+        requests,
+        "every request the stand-in answered, counted once: {after:?}"
+    );
+    assert_eq!(
+        sum(&after, "copiste_zip_entries_total", &[]),
+        entries as f64
+    );
+    assert_eq!(
+        sum(&after, "copiste_zip_bytes_total", &[]),
+        links.iter().map(|l| l.bytes).sum::<u64>() as f64
+    );
+    assert!(sum(&after, "copiste_pump_pushed_ids_total", &[]) >= (closures + 1) as f64);
+
+    // The ledger's gauges, read every few seconds, and the server's own
+    // request counts.
+    let mut served = HashMap::new();
+    for _ in 0..150 {
+        served = samples(&get(&format!("{serve_url}/metrics")).await.1);
+        if sum(
+            &served,
+            "copiste_jobs",
+            &["kind=\"closure\"", "state=\"succeeded\""],
+        ) > 0.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sum(
+            &served,
+            "copiste_jobs",
+            &["kind=\"closure\"", "state=\"succeeded\""]
+        ),
+        closures as f64,
+        "{served:?}"
+    );
+    assert!(
+        sum(
+            &served,
+            "copiste_export_items",
+            &["target=\"cyclades\"", "state=\"accepted\""]
+        ) > 0.0
+    );
+    assert!(
+        sum(
+            &served,
+            "copiste_http_requests_total",
+            &["route=\"/healthz\"", "status=\"200\""]
+        ) >= 1.0,
+        "{served:?}"
+    );
+
+    // Readiness follows Redis.
+    for base in [&worker_url, &serve_url] {
+        assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+    }
+    suite.redis.stop_redis().expect("stop Redis");
+    for base in [&worker_url, &serve_url] {
+        let (status, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("redis") && !body.contains("postgres"),
+            "{body}"
+        );
+    }
+    suite.redis.start_redis_again().await.expect("start Redis");
+    for base in [&worker_url, &serve_url] {
+        assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+    }
+    server.terminate(Duration::from_secs(10));
+    worker.terminate(Duration::from_secs(10));
+}
