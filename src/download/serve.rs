@@ -45,7 +45,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
-    tracing::info!(%addr, "serving downloads");
+    tracing::info!(%addr, "serving");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
