@@ -26,3 +26,4 @@ mod c_postgres_restart;
 mod d_soak;
 mod e_bad_payloads;
 mod f_zip_kill;
+mod g_zip_postgres;
