@@ -393,3 +393,153 @@ pub async fn assert_all_closed(app: &TestApp, exam: &str) -> usize {
     }
     status.units.len()
 }
+
+impl Suite {
+    /// Runs `copiste <args>` with the workers' environment and waits for
+    /// it; fails the test unless it succeeds. Its standard output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_copiste"))
+            .args(args)
+            .env_remove("COPISTE_CONFIG")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(self.app.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run copiste");
+        assert!(
+            out.status.success(),
+            "copiste {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until job `id` has `status`, failing after `within` or when a
+    /// worker exits.
+    pub async fn wait_job(
+        &self,
+        id: uuid::Uuid,
+        status: &str,
+        within: Duration,
+        workers: &mut [&mut WorkerProcess],
+    ) -> copiste::db::jobs::JobRow {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(job)) = copiste::db::jobs::get(&self.app.db, id).await {
+                if job.status.as_str() == status {
+                    return job;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "job {id} still {} after {within:?} (waiting for {status}); last error {:?}",
+                    job.status,
+                    job.last_error
+                );
+            }
+            for w in workers.iter_mut() {
+                w.assert_alive();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The establishment with the most copies of `exam`.
+pub async fn busiest_establishment(app: &TestApp, exam: &str) -> copiste::domain::Uai {
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool");
+    let uai: String = sqlx::query_scalar(
+        "SELECT ca.establishment_uai FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+         WHERE c.exam_code = $1 GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+    )
+    .bind(exam)
+    .fetch_one(&pool)
+    .await
+    .expect("an establishment");
+    pool.close().await;
+    copiste::domain::Uai::parse(&uai).expect("uai")
+}
+
+/// Closes `exam` for every establishment (the outbox exporters of the
+/// default configuration) with the running `workers`.
+pub async fn close_exam(suite: &Suite, exam: &str, workers: &mut [&mut WorkerProcess]) {
+    let before = {
+        let counts = suite.counts().await;
+        ["succeeded", "failed", "dead", "cancelled"]
+            .iter()
+            .map(|s| counts.get(*s).copied().unwrap_or(0))
+            .sum::<i64>()
+    };
+    let units = crate::ops::request_closure(&suite.app, exam, None, "faults")
+        .await
+        .expect("request")
+        .expect("not refused");
+    suite
+        .wait_final(
+            before + units.len() as i64,
+            Duration::from_secs(60),
+            workers,
+        )
+        .await;
+    assert_all_closed_in(&suite.app, exam).await;
+}
+
+async fn assert_all_closed_in(app: &TestApp, exam: &str) {
+    use copiste::closure::UnitState;
+    let status = crate::ops::exam_status(app, exam)
+        .await
+        .expect("status")
+        .expect("known exam");
+    assert!(
+        status.units.iter().all(|u| u.state == UnitState::Closed),
+        "{status}"
+    );
+}
+
+/// The `bulk-render` payload of `exam`'s zip for `uai` with the default
+/// options.
+pub fn zip_job(exam: &str, uai: &copiste::domain::Uai) -> copiste::jobs::bulk_render::BulkRender {
+    copiste::jobs::bulk_render::BulkRender {
+        exam: exam.into(),
+        establishment: uai.clone(),
+        options: copiste::render::RenderOptions::for_exam(
+            exam,
+            copiste::domain::ExamKind::Ponctuel,
+            copiste::render::RequestedOptions::default(),
+        )
+        .expect("options"),
+    }
+}
+
+/// The parts a finished `bulk-render` job recorded in its result.
+pub fn result_parts(job: &copiste::db::jobs::JobRow) -> Vec<copiste::render::zip::Part> {
+    let result = job.result.as_ref().expect("a result");
+    serde_json::from_value(result["parts"].clone()).expect("parts")
+}
+
+/// How many parts job `id` has recorded in its checkpoint (0 when none
+/// or when the ledger does not answer).
+pub async fn staged_parts(app: &TestApp, id: uuid::Uuid) -> usize {
+    match copiste::db::jobs::checkpoint(&app.db, id).await {
+        Ok(Some(checkpoint)) => checkpoint["parts"].as_array().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+/// The SHA-256 of each stored part, read back from the store; checks
+/// each against its record (digest and size).
+pub async fn stored_digests(app: &TestApp, parts: &[copiste::render::zip::Part]) -> Vec<String> {
+    use sha2::Digest as _;
+    let mut out = Vec::new();
+    for part in parts {
+        let bytes = app.storage.get(&part.key).await.expect("part");
+        let sha = hex::encode(sha2::Sha256::digest(&bytes));
+        assert_eq!(sha, part.sha256, "{} is what was recorded", part.key);
+        assert_eq!(bytes.len() as u64, part.bytes, "{}", part.key);
+        out.push(sha);
+    }
+    out
+}

@@ -25,6 +25,5 @@ mod b_redis_loss;
 mod c_postgres_restart;
 mod d_soak;
 mod e_bad_payloads;
-// f) A zip build killed mid-way (SIGKILL of the worker building it, then a
-// resumed build): reserved for the scenario built with resumable zips.
-// mod f_zip_kill;
+mod f_zip_kill;
+mod g_zip_postgres;
