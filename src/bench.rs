@@ -829,6 +829,27 @@ async fn load(
     load_each(client, &[url.to_owned()], credential, concurrency, secs).await
 }
 
+/// A second of warm-up, then [`load_each`] for `secs` seconds.
+async fn warm_then_load(
+    client: &reqwest::Client,
+    urls: &[String],
+    credential: &(reqwest::header::HeaderName, String),
+    concurrency: usize,
+    secs: u64,
+) -> anyhow::Result<(f64, Duration, usize)> {
+    load_each(client, urls, credential, concurrency, 1.0).await?;
+    load_each(client, urls, credential, concurrency, secs as f64).await
+}
+
+/// Whether a p99 meets its goal, as the benches print it.
+fn verdict(p99: Duration, goal_ms: u64) -> &'static str {
+    if p99 <= Duration::from_millis(goal_ms) {
+        "OK"
+    } else {
+        "ABOVE GOAL"
+    }
+}
+
 /// As [`load`], each client asking the URLs in turn (client `i` starts at
 /// the `i`-th).
 async fn load_each(
@@ -1094,24 +1115,13 @@ pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyh
         .to_owned();
     let session = (reqwest::header::COOKIE, cookie);
     let page = format!("http://{addr}/examens/{exam}");
-    load(&client, &page, &session, args.concurrency, 1.0).await?;
-    let (rate, p99, bytes) = load(
-        &client,
-        &page,
-        &session,
-        args.concurrency,
-        args.seconds as f64,
-    )
-    .await?;
+    let (rate, p99, bytes) =
+        warm_then_load(&client, &[page], &session, args.concurrency, args.seconds).await?;
     println!(
         "page:     the coordinator's closure page of {exam} ({units} establishments of its academy, {bytes} bytes): {rate:.0} requests/s, p99 {:.1} ms at {} in flight (goal <= 100 ms) {}",
         p99.as_secs_f64() * 1e3,
         args.concurrency,
-        if p99 <= Duration::from_millis(100) {
-            "OK"
-        } else {
-            "ABOVE GOAL"
-        }
+        verdict(p99, 100)
     );
     server.abort();
     drop_bench_database(&app.config, db, &name).await
@@ -1215,24 +1225,13 @@ pub async fn search(mut config: Config, args: SearchBenchArgs) -> anyhow::Result
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let bearer = (reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
-    load_each(&client, &urls, &bearer, args.concurrency, 1.0).await?;
-    let (rate, p99, _) = load_each(
-        &client,
-        &urls,
-        &bearer,
-        args.concurrency,
-        args.seconds as f64,
-    )
-    .await?;
+    let (rate, p99, _) =
+        warm_then_load(&client, &urls, &bearer, args.concurrency, args.seconds).await?;
     println!(
         "search:   {rate:.0} requests/s, p99 {:.1} ms at {} in flight (goal <= 20 ms) {}",
         p99.as_secs_f64() * 1e3,
         args.concurrency,
-        if p99 <= Duration::from_millis(20) {
-            "OK"
-        } else {
-            "ABOVE GOAL"
-        }
+        verdict(p99, 20)
     );
     server.abort();
     drop_bench_database(&app.config, db, &name).await

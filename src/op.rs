@@ -290,6 +290,11 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 
 /// A list of names, at most 20 shown.
 pub(crate) fn list(names: &[String]) -> String {
+    list_then(names, |more| format!(" and {more} more"))
+}
+
+/// A list of names, at most 20 shown, then `more(how many are not)`.
+pub(crate) fn list_then(names: &[String], more: impl Fn(usize) -> String) -> String {
     const SHOWN: usize = 20;
     let mut out = names
         .iter()
@@ -298,7 +303,7 @@ pub(crate) fn list(names: &[String]) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     if names.len() > SHOWN {
-        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+        out.push_str(&more(names.len() - SHOWN));
     }
     out
 }

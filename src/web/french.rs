@@ -110,17 +110,7 @@ fn date(at: &DateTime<Utc>) -> String {
 
 /// At most 20 names, then how many more.
 fn list(names: &[String]) -> String {
-    const SHOWN: usize = 20;
-    let mut out = names
-        .iter()
-        .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(", ");
-    if names.len() > SHOWN {
-        out.push_str(&format!(" et {} autres", names.len() - SHOWN));
-    }
-    out
+    crate::op::list_then(names, |more| format!(" et {more} autres"))
 }
 
 #[cfg(test)]
