@@ -209,60 +209,46 @@ pub async fn search(
     limit: i64,
     offset: i64,
 ) -> anyhow::Result<Search> {
-    let known = sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM exams WHERE code = $1) AS "known!""#,
-        exam
+    // One round trip for the exam and the terms, folded as the names
+    // are: what is left of each term to look for.
+    let asked = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM exams WHERE code = $1) AS "known!",
+                  ARRAY(SELECT f FROM (SELECT regexp_replace(copiste_fold(t.term), '[^a-z0-9]+', '', 'g') AS f
+                                       FROM unnest($2::text[]) AS t(term)) folded
+                        WHERE f <> '') AS "folded!""#,
+        exam,
+        terms
     )
     .fetch_one(&db.pool)
     .await
-    .context("looking the exam up")?;
-    if !known {
+    .context("looking the exam up and folding the search terms")?;
+    if !asked.known {
         return Ok(Search::UnknownExam);
     }
-    // Folded as the names are: what is left of each term to look for.
-    let folded: Vec<String> = sqlx::query_scalar!(
-        r#"SELECT regexp_replace(copiste_fold(t.term), '[^a-z0-9]+', '', 'g') AS "folded!"
-           FROM unnest($1::text[]) AS t(term)"#,
-        terms
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("folding the search terms")?
-    .into_iter()
-    .filter(|t| !t.is_empty())
-    .collect();
+    let folded = asked.folded;
     if folded.is_empty() {
         return Ok(Search::NothingToSearch);
     }
-    let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "total!"
-           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-             AND NOT EXISTS (
-                 SELECT 1 FROM unnest($3::text[]) AS t(term)
-                 WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
-                                             '[^a-z0-9]+', '', 'g'), t.term) = 0)"#,
-        exam,
-        uai,
-        &folded
-    )
-    .fetch_one(&db.pool)
-    .await
-    .context("counting the candidates found")?;
-    let candidates = sqlx::query_as!(
-        Found,
-        r#"SELECT ca.numero, ca.nom, ca.prenom, c.absent, c.grade::float8 AS grade,
+    // One more for the page and the total: each candidate of the
+    // establishment is folded once.
+    let rows = sqlx::query!(
+        r#"WITH found AS MATERIALIZED (
+               SELECT c.id, c.version, c.absent, c.grade, ca.numero, ca.nom, ca.prenom
+               FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = $2
+                 AND NOT EXISTS (
+                     SELECT 1 FROM unnest($3::text[]) AS t(term)
+                     WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
+                                                 '[^a-z0-9]+', '', 'g'), t.term) = 0)
+           ), total AS (SELECT count(*) AS n FROM found)
+           SELECT total.n AS "total!", f.numero AS "numero?", f.nom AS "nom?", f.prenom AS "prenom?",
+                  f.absent AS "absent?", f.grade::float8 AS grade,
                   EXISTS (SELECT 1 FROM grade_exports g
-                          WHERE g.copy_id = c.id
-                            AND g.state = 'accepted' AND g.revision = c.version) AS "downloadable!"
-           FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-           WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-             AND NOT EXISTS (
-                 SELECT 1 FROM unnest($3::text[]) AS t(term)
-                 WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
-                                             '[^a-z0-9]+', '', 'g'), t.term) = 0)
-           ORDER BY ca.nom, ca.prenom, ca.numero
-           LIMIT $4 OFFSET $5"#,
+                          WHERE g.copy_id = f.id
+                            AND g.state = 'accepted' AND g.revision = f.version) AS "downloadable!"
+           FROM total LEFT JOIN LATERAL (
+               SELECT * FROM found ORDER BY nom, prenom, numero LIMIT $4 OFFSET $5
+           ) f ON true"#,
         exam,
         uai,
         &folded,
@@ -272,6 +258,20 @@ pub async fn search(
     .fetch_all(&db.pool)
     .await
     .context("searching candidates")?;
+    let total = rows.first().map_or(0, |r| r.total);
+    let candidates: Vec<Found> = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(Found {
+                numero: r.numero?,
+                nom: r.nom?,
+                prenom: r.prenom?,
+                absent: r.absent?,
+                grade: r.grade,
+                downloadable: r.downloadable,
+            })
+        })
+        .collect();
     let more = offset.saturating_add(candidates.len() as i64) < total;
     Ok(Search::Found(SearchPage {
         total,
