@@ -30,6 +30,12 @@ pub struct QueueBenchArgs {
     /// Sequential jobs for the idle pick-up latency.
     #[arg(long, default_value_t = 200)]
     pub latency_samples: u32,
+    /// `copiste worker` processes to compare with one: above 1, the same
+    /// load runs through 1 worker process, then through N (child
+    /// processes, each running --concurrency jobs at once), instead of the
+    /// worker inside the bench and the latency run.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
 }
 
 /// Points `config` at a fresh, migrated database `copiste_bench_<id>` of
@@ -55,8 +61,8 @@ async fn drop_bench_database(config: &Config, db: Db, name: &str) -> anyhow::Res
 /// Runs the queue benchmark on a fresh database of the configured server.
 pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.jobs > 0 && args.concurrency > 0 && args.batch > 0,
-        "--jobs, --concurrency and --batch must be at least 1"
+        args.jobs > 0 && args.concurrency > 0 && args.batch > 0 && args.workers > 0,
+        "--jobs, --concurrency, --batch and --workers must be at least 1"
     );
     config.worker.concurrency = args.concurrency;
     config.database.max_connections = args.concurrency + 4;
@@ -82,46 +88,15 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
 
     let storage_dir = tempfile::tempdir().context("temporary store")?;
     config.storage.root = storage_dir.path().to_path_buf();
+    if args.workers > 1 {
+        queue_scale_out(&config, &db, &args, baseline_rate).await?;
+        crate::queue::purge(&config).await?;
+        return drop_bench_database(&config, db, &name).await;
+    }
     let storage = Storage::open(&config.storage)?;
     let app = App::new(config, db.clone(), storage)?;
     let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
-
-    // Producers: as many as the workers' concurrency, each enqueueing
-    // batches of --batch jobs per transaction, with one statement.
-    let started = Instant::now();
-    let mut producers = Vec::new();
-    for p in 0..args.concurrency {
-        let db = db.clone();
-        let share = args.jobs / args.concurrency + u32::from(p < args.jobs % args.concurrency);
-        let batch = args.batch;
-        producers.push(tokio::spawn(async move {
-            let mut remaining = share;
-            while remaining > 0 {
-                let n = remaining.min(batch);
-                let batch = vec![Noop::default(); n as usize];
-                let mut tx = db.begin().await?;
-                jobs::enqueue_many(&mut tx, &batch, EnqueueOptions::by("bench")).await?;
-                tx.commit().await?;
-                remaining -= n;
-            }
-            Ok::<(), anyhow::Error>(())
-        }));
-    }
-    for producer in producers {
-        producer.await.context("a producer panicked")??;
-    }
-    let enqueued_in = started.elapsed();
-    loop {
-        if db::bench::all_finished(&db).await? {
-            break;
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(900),
-            "jobs did not finish within 15 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let elapsed = started.elapsed();
+    let (elapsed, enqueued_in) = push_noops(&db, &args).await?;
     let rate = f64::from(args.jobs) / elapsed.as_secs_f64();
     println!(
         "queue:    {} no-op jobs inserted, delivered, claimed and finished in {:.2} s (enqueue took {:.2} s) = {rate:.0} jobs/s",
@@ -173,6 +148,87 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     worker.shutdown(Duration::from_secs(5)).await?;
     crate::queue::purge(&app.config).await?;
     drop_bench_database(&app.config, db, &name).await
+}
+
+/// Producers, as many as the workers' concurrency, each enqueueing
+/// batches of --batch no-op jobs per transaction (one statement); waits
+/// until every job of the database is finished. Returns how long it all
+/// took and how long the enqueueing took.
+async fn push_noops(db: &Db, args: &QueueBenchArgs) -> anyhow::Result<(Duration, Duration)> {
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for p in 0..args.concurrency {
+        let db = db.clone();
+        let share = args.jobs / args.concurrency + u32::from(p < args.jobs % args.concurrency);
+        let batch = args.batch;
+        producers.push(tokio::spawn(async move {
+            let mut remaining = share;
+            while remaining > 0 {
+                let n = remaining.min(batch);
+                let batch = vec![Noop::default(); n as usize];
+                let mut tx = db.begin().await?;
+                jobs::enqueue_many(&mut tx, &batch, EnqueueOptions::by("bench")).await?;
+                tx.commit().await?;
+                remaining -= n;
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    for producer in producers {
+        producer.await.context("a producer panicked")??;
+    }
+    let enqueued_in = started.elapsed();
+    loop {
+        if db::bench::all_finished(db).await? {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "jobs did not finish within 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((started.elapsed(), enqueued_in))
+}
+
+/// The same no-op load through 1 `copiste worker` process, then through
+/// `--workers` of them; prints both rates side by side.
+async fn queue_scale_out(
+    config: &Config,
+    db: &Db,
+    args: &QueueBenchArgs,
+    baseline_rate: f64,
+) -> anyhow::Result<()> {
+    let mut rates = Vec::new();
+    for n in [1, args.workers] {
+        let workers = WorkerProcesses::start(config, db, n, args.concurrency).await?;
+        let (cpu, ticks) = (workers.cpu_secs(), machine_ticks());
+        let (elapsed, enqueued_in) = push_noops(db, args).await?;
+        let cpu = workers.cpu_secs() - cpu;
+        let busy = cores_busy(ticks, machine_ticks(), cores());
+        workers.stop().await?;
+        let rate = f64::from(args.jobs) / elapsed.as_secs_f64();
+        println!(
+            "{n} worker process{}: {} no-op jobs in {:.2} s (enqueue took {:.2} s) = {rate:.0} jobs/s, {:.2} of the baseline; the workers used {cpu:.1} CPU s ({:.0} jobs per CPU second), the machine {} of {:.0} cores",
+            if n == 1 { "" } else { "es" },
+            args.jobs,
+            elapsed.as_secs_f64(),
+            enqueued_in.as_secs_f64(),
+            rate / baseline_rate,
+            f64::from(args.jobs) / cpu.max(0.01),
+            busy.map_or("?".to_owned(), |b| format!("{b:.1}")),
+            cores()
+        );
+        rates.push(rate);
+    }
+    println!(
+        "scale-out: 1 worker: {:.0} jobs/s | {} workers: {:.0} jobs/s | ratio {:.2}",
+        rates[0],
+        args.workers,
+        rates[1],
+        rates[1] / rates[0]
+    );
+    Ok(())
 }
 
 /// Options of `copiste bench closure`.
@@ -385,9 +441,12 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     // in memory.
     close_exam(&app, "BAC26-E3C-HG").await?;
     let (effects_before, _) = stub.counts();
+    let (cpu, ticks) = (cpu_secs("/proc/self/stat"), machine_ticks());
     let started = Instant::now();
     let requested_in = close_exam(&app, exam).await?;
     let elapsed = started.elapsed();
+    let cpu = cpu.zip(cpu_secs("/proc/self/stat")).map(|(a, b)| b - a);
+    let busy = cores_busy(ticks, machine_ticks(), cores());
     worker.shutdown(Duration::from_secs(5)).await?;
     let status = domain::status::exam_status(&app, &bench_actor(), exam)
         .await
@@ -406,6 +465,14 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
         elapsed.as_secs_f64(),
         requested_in.as_secs_f64()
     );
+    if let Some(cpu) = cpu {
+        println!(
+            "cpu:      this process (worker and stub) used {cpu:.2} CPU s during the closure = {:.0} copies per CPU second; the machine {} of {:.0} cores",
+            closed_copies as f64 / cpu.max(0.01),
+            busy.map_or("?".to_owned(), |b| format!("{b:.1}")),
+            cores()
+        );
+    }
     let ratio = rate / raw_rate;
     println!(
         "ratio:    {ratio:.2} of the durable stub's raw capacity (goal >= 0.5) {}; {:.2} of the in-memory stub's",
@@ -458,16 +525,12 @@ struct TransmittedSession {
 
 async fn transmitted_session(
     mut config: Config,
+    establishments: u32,
     candidates: u32,
     pages: u32,
     seed: u64,
 ) -> anyhow::Result<TransmittedSession> {
     use crate::storage::Storage;
-    let args = RenderBenchArgs {
-        candidates,
-        pages,
-        seed,
-    };
     let (db, name) = bench_database(&mut config).await?;
     let work = tempfile::Builder::new()
         .prefix("copiste-bench-")
@@ -485,10 +548,10 @@ async fn transmitted_session(
     let status = tokio::process::Command::new(&exe)
         .arg("demo-data")
         .arg(&dir)
-        .args(["--establishments", "1"])
-        .args(["--candidates", &args.candidates.to_string()])
-        .args(["--pages", &args.pages.to_string()])
-        .args(["--seed", &args.seed.to_string()])
+        .args(["--establishments", &establishments.to_string()])
+        .args(["--candidates", &candidates.to_string()])
+        .args(["--pages", &pages.to_string()])
+        .args(["--seed", &seed.to_string()])
         .stdout(std::process::Stdio::null())
         .status()
         .await
@@ -552,6 +615,19 @@ pub struct RenderBenchArgs {
     /// Seed of the generated dataset.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// `copiste worker` processes to compare with one: above 1, after the
+    /// measurements of one zip, every establishment's zip runs as a
+    /// `bulk-render` job through 1 worker process, then through N (child
+    /// processes).
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Establishments of the dataset (default: 1, or 4 per worker process
+    /// with --workers above 1).
+    #[arg(long)]
+    pub establishments: Option<u32>,
+    /// Jobs run at once by each worker process (with --workers above 1).
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: u32,
 }
 
 /// A run's peak resident size and how much of it the run added, in bytes.
@@ -589,12 +665,21 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
         RenderOptions, RequestedOptions,
         zip::{ZipPlan, write_zip},
     };
+    let establishments = args.establishments.unwrap_or(if args.workers > 1 {
+        4 * args.workers
+    } else {
+        1
+    });
     anyhow::ensure!(
-        args.candidates > 0 && args.pages > 0,
-        "--candidates and --pages must be at least 1"
+        args.candidates > 0
+            && args.pages > 0
+            && args.workers > 0
+            && args.concurrency > 0
+            && establishments > 0,
+        "--candidates, --pages, --workers, --concurrency and --establishments must be at least 1"
     );
     println!(
-        "bench render: {} candidates x {} pages",
+        "bench render: {establishments} establishment(s) x {} candidates x {} pages",
         args.candidates, args.pages
     );
     let TransmittedSession {
@@ -605,7 +690,14 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
         storage,
         exam,
         uai,
-    } = transmitted_session(config, args.candidates, args.pages, args.seed).await?;
+    } = transmitted_session(
+        config,
+        establishments,
+        args.candidates,
+        args.pages,
+        args.seed,
+    )
+    .await?;
     println!("store:    {}", storage.describe());
     let rows = db::render::transmitted_copies(&db, exam, uai.as_str()).await?;
     let pages: usize = rows.iter().map(|r| r.page_keys.len()).sum();
@@ -721,7 +813,100 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
         }
         None => println!("img2pdf:  not installed (pip install img2pdf), comparison skipped"),
     }
+    if args.workers > 1 {
+        render_scale_out(&app, &args, exam, options).await?;
+        crate::queue::purge(&app.config).await?;
+    }
     drop_bench_database(&app.config, db, &name).await
+}
+
+/// Every establishment's zip as a `bulk-render` job, through 1 `copiste
+/// worker` process, then through `--workers` of them; prints MB/s of zip
+/// output and copies/s side by side.
+async fn render_scale_out(
+    app: &App,
+    args: &RenderBenchArgs,
+    exam: &str,
+    options: crate::render::RenderOptions,
+) -> anyhow::Result<()> {
+    use crate::download::BulkRender;
+    let db = &app.db;
+    let uais = db::closure::exam_establishments(db, exam, None).await?;
+    let mut rates = Vec::new();
+    for n in [1, args.workers] {
+        let workers = WorkerProcesses::start(&app.config, db, n, args.concurrency).await?;
+        let (cpu, ticks) = (workers.cpu_secs(), machine_ticks());
+        let started = Instant::now();
+        let mut tx = db.begin().await?;
+        let mut ids = Vec::with_capacity(uais.len());
+        for uai in &uais {
+            let job = BulkRender {
+                exam: exam.to_owned(),
+                establishment: uai.clone(),
+                options,
+            };
+            ids.push(
+                jobs::enqueue(&mut tx, &job, EnqueueOptions::by("bench"))
+                    .await?
+                    .id(),
+            );
+        }
+        tx.commit().await?;
+        let counts =
+            jobs::wait_final(db, &ids, Duration::from_secs(900), "the zips", &|_| {}).await?;
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = workers.cpu_secs() - cpu;
+        let busy = cores_busy(ticks, machine_ticks(), cores());
+        workers.stop().await?;
+        anyhow::ensure!(
+            counts
+                .iter()
+                .all(|(status, _)| *status == jobs::JobStatus::Succeeded),
+            "not every zip succeeded: {counts:?}"
+        );
+        let (mut bytes, mut copies) = (0u64, 0u64);
+        for id in &ids {
+            let result = db::jobs::get(db, *id)
+                .await?
+                .and_then(|j| j.result)
+                .context("a zip job without a result")?;
+            copies += result["copies"].as_u64().unwrap_or(0);
+            if let Some(parts) = result["parts"].as_array() {
+                bytes += parts
+                    .iter()
+                    .filter_map(|p| p["bytes"].as_u64())
+                    .sum::<u64>();
+            }
+        }
+        // The zips are deleted before the next round (dirty pages).
+        for listed in app.storage.list(crate::download::DOWNLOADS_PREFIX).await? {
+            app.storage.delete_listed(&listed).await?;
+        }
+        let mb = bytes as f64 / 1e6;
+        println!(
+            "{n} worker process{} ({} jobs at once each): {} zips, {copies} copies, {mb:.0} MB in {secs:.2} s = {:.0} MB/s, {:.0} copies/s; the workers used {cpu:.1} CPU s ({:.0} MB and {:.0} copies per CPU second), the machine {} of {:.0} cores",
+            if n == 1 { "" } else { "es" },
+            args.concurrency,
+            ids.len(),
+            mb / secs,
+            copies as f64 / secs,
+            mb / cpu.max(0.01),
+            copies as f64 / cpu.max(0.01),
+            busy.map_or("?".to_owned(), |b| format!("{b:.1}")),
+            cores()
+        );
+        rates.push((mb / secs, copies as f64 / secs));
+    }
+    println!(
+        "scale-out: 1 worker: {:.0} MB/s, {:.0} copies/s | {} workers: {:.0} MB/s, {:.0} copies/s | ratio {:.2}",
+        rates[0].0,
+        rates[0].1,
+        args.workers,
+        rates[1].0,
+        rates[1].1,
+        rates[1].0 / rates[0].0
+    );
+    Ok(())
 }
 
 /// What a user would script with the `img2pdf` library: one Python
@@ -922,7 +1107,7 @@ pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
         "bench web: one copy of {} pages, {} requests in flight, {} s per run",
         args.pages, args.concurrency, args.seconds
     );
-    let session = transmitted_session(config, args.candidates, args.pages, args.seed).await?;
+    let session = transmitted_session(config, 1, args.candidates, args.pages, args.seed).await?;
     let app = session.app.clone();
     let rows =
         db::render::transmitted_copies(&session.db, session.exam, session.uai.as_str()).await?;
@@ -1235,4 +1420,165 @@ pub async fn search(mut config: Config, args: SearchBenchArgs) -> anyhow::Result
     );
     server.abort();
     drop_bench_database(&app.config, db, &name).await
+}
+
+/// `copiste worker` processes started from this binary as children, on
+/// the bench's database, Redis namespace and store (configured through
+/// `COPISTE_*` variables, the rest of the environment inherited). They are
+/// killed when this is dropped (an error on the way), and die with the
+/// bench if it is killed (Linux: parent-death signal).
+struct WorkerProcesses {
+    children: Vec<tokio::process::Child>,
+}
+
+impl WorkerProcesses {
+    /// Starts `n` processes, each running `concurrency` jobs at once, and
+    /// waits until each has claimed a job (no-op warm-up jobs).
+    async fn start(config: &Config, db: &Db, n: u32, concurrency: u32) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the copiste binary")?;
+        let mut processes = Self {
+            children: Vec::new(),
+        };
+        for _ in 0..n {
+            let mut command = tokio::process::Command::new(&exe);
+            command
+                .arg("worker")
+                .env("COPISTE_DATABASE__URL", config.database_url().as_str())
+                .env(
+                    "COPISTE_DATABASE__MAX_CONNECTIONS",
+                    (concurrency + 4).to_string(),
+                )
+                .env("COPISTE_REDIS__URL", config.redis.url.as_str())
+                .env("COPISTE_REDIS__NAMESPACE", &config.redis.namespace)
+                .env("COPISTE_STORAGE__ROOT", &config.storage.root)
+                .env("COPISTE_WORKER__CONCURRENCY", concurrency.to_string())
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true);
+            #[cfg(target_os = "linux")]
+            // SAFETY: prctl is async-signal-safe and touches only the
+            // child's own state, between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            processes
+                .children
+                .push(command.spawn().context("starting copiste worker")?);
+        }
+        processes.wait_ready(db).await?;
+        Ok(processes)
+    }
+
+    /// No-op jobs, a round at a time, until every process has claimed one.
+    async fn wait_ready(&mut self, db: &Db) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < self.children.len() {
+            for child in &mut self.children {
+                if let Some(status) = child.try_wait()? {
+                    anyhow::bail!("a copiste worker exited at start: {status}");
+                }
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(60),
+                "{} of {} worker processes took jobs within 60 s",
+                seen.len(),
+                self.children.len()
+            );
+            let mut tx = db.begin().await?;
+            let mut ids = Vec::new();
+            for _ in 0..4 * self.children.len() {
+                let job =
+                    jobs::enqueue(&mut tx, &Noop::default(), EnqueueOptions::by("bench")).await?;
+                ids.push(job.id());
+            }
+            tx.commit().await?;
+            jobs::wait_final(db, &ids, Duration::from_secs(60), "the warm-up", &|_| {}).await?;
+            for id in ids {
+                if let Some(worker) = db::jobs::get(db, id).await?.and_then(|j| j.worker) {
+                    seen.insert(worker);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// CPU seconds (user and system) the processes have used so far.
+    fn cpu_secs(&self) -> f64 {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .filter_map(|pid| cpu_secs(&format!("/proc/{pid}/stat")))
+            .sum()
+    }
+
+    /// Stops the processes: SIGTERM, then SIGKILL after 10 s.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        for child in &self.children {
+            if let Some(pid) = child.id().and_then(|p| libc::pid_t::try_from(p).ok()) {
+                // SAFETY: kill only sends a signal to our own child, which
+                // is not reaped yet (its pid cannot have been reused).
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                child.start_kill()?;
+                child.wait().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// User and system CPU seconds of the process whose `stat` file is
+/// `path` (clock ticks of 1/100 s, Linux's USER_HZ).
+fn cpu_secs(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The machine's busy and total CPU ticks so far (`/proc/stat`).
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle, total))
+}
+
+/// How busy the machine's cores were between two [`machine_ticks`], as
+/// a number of cores.
+fn cores_busy(before: Option<(u64, u64)>, after: Option<(u64, u64)>, cores: f64) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64 * cores)
+}
+
+/// The machine's cores.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }

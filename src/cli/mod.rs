@@ -169,13 +169,16 @@ pub struct DemoArgs {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// No-op jobs/s through insert, delivery, claim and finish, against
-    /// single-row UPDATE transactions/s on the same database.
+    /// single-row UPDATE transactions/s on the same database; with
+    /// --workers N, through 1 then N worker processes.
     Queue(crate::bench::QueueBenchArgs),
     /// Copies closed/s against a local stub target, against the stub's
     /// raw capacity for the same requests.
     Closure(crate::bench::ClosureBenchArgs),
     /// One establishment's zip of PDFs against the raw floor (scans into
-    /// a stored zip) and img2pdf, with peak memory.
+    /// a stored zip) and img2pdf, with peak memory; with --workers N,
+    /// every establishment's zip as a job through 1 then N worker
+    /// processes.
     Render(crate::bench::RenderBenchArgs),
     /// One copy's PDF through the HTTP API, against the same bytes served
     /// as a static file by the same server (requests/s, p99).
