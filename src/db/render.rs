@@ -229,8 +229,8 @@ pub async fn search(
     if folded.is_empty() {
         return Ok(Search::NothingToSearch);
     }
-    // One more for the page and the total: each candidate of the
-    // establishment is folded once.
+    // One more for the page and the total, on the folded text kept with
+    // each candidate (migration 9).
     let rows = sqlx::query!(
         r#"WITH found AS MATERIALIZED (
                SELECT c.id, c.version, c.absent, c.grade, ca.numero, ca.nom, ca.prenom
@@ -238,8 +238,7 @@ pub async fn search(
                WHERE c.exam_code = $1 AND ca.establishment_uai = $2
                  AND NOT EXISTS (
                      SELECT 1 FROM unnest($3::text[]) AS t(term)
-                     WHERE strpos(regexp_replace(copiste_fold(ca.nom || ' ' || ca.prenom || ' ' || ca.numero),
-                                                 '[^a-z0-9]+', '', 'g'), t.term) = 0)
+                     WHERE strpos(ca.folded, t.term) = 0)
            ), total AS (SELECT count(*) AS n FROM found)
            SELECT total.n AS "total!", f.numero AS "numero?", f.nom AS "nom?", f.prenom AS "prenom?",
                   f.absent AS "absent?", f.grade::float8 AS grade,
