@@ -1014,6 +1014,23 @@ async fn load(
     load_each(client, &[url.to_owned()], credential, concurrency, secs).await
 }
 
+/// An access token for `role`, valid an hour, made as the bench.
+async fn bench_token(app: &App, role: crate::access::Role) -> anyhow::Result<String> {
+    use crate::access::{TokenInput, create_token};
+    Ok(create_token(
+        app,
+        &bench_actor(),
+        &TokenInput {
+            role,
+            name: "bench".into(),
+            lifetime: Some(chrono::Duration::hours(1)),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?
+    .token)
+}
+
 /// A second of warm-up, then [`load_each`] for `secs` seconds.
 async fn warm_then_load(
     client: &reqwest::Client,
@@ -1096,7 +1113,7 @@ async fn load_each(
 /// flight; prints requests/s, p99 and their ratio (goal >= 0.5).
 pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
     use crate::{
-        access::{Role, TokenInput, create_token},
+        access::Role,
         render::{
             RequestedOptions,
             copy::{CopyInput, render_copy},
@@ -1118,18 +1135,7 @@ pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
         .context("no transmitted copy")?
         .numero
         .clone();
-    let token = create_token(
-        &app,
-        &bench_actor(),
-        &TokenInput {
-            role: Role::Admin,
-            name: "bench".into(),
-            lifetime: Some(chrono::Duration::hours(1)),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?
-    .token;
+    let token = bench_token(&app, Role::Admin).await?;
     let input = CopyInput {
         exam: session.exam.into(),
         numero: numero.clone(),
@@ -1204,7 +1210,7 @@ pub struct CoordinatorBenchArgs {
 /// `establishments / 2` establishments, through a logged-in session;
 /// prints requests/s and the p99 (goal <= 100 ms).
 pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyhow::Result<()> {
-    use crate::access::{Role, TokenInput, create_token};
+    use crate::access::Role;
     let (db, name) = bench_database(&mut config).await?;
     let work = tempfile::Builder::new()
         .prefix("copiste-bench-")
@@ -1266,18 +1272,7 @@ pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyh
     let units = db::closure::exam_establishments(&db, exam, Some(&academy))
         .await?
         .len();
-    let token = create_token(
-        &app,
-        &bench_actor(),
-        &TokenInput {
-            role: Role::Coordinator { academy },
-            name: "bench".into(),
-            lifetime: Some(chrono::Duration::hours(1)),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?
-    .token;
+    let token = bench_token(&app, Role::Coordinator { academy }).await?;
     let router = crate::web::router(app.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -1337,7 +1332,7 @@ pub struct SearchBenchArgs {
 pub async fn search(mut config: Config, args: SearchBenchArgs) -> anyhow::Result<()> {
     use rand::{Rng as _, SeedableRng as _};
 
-    use crate::access::{Role, TokenInput, create_token};
+    use crate::access::Role;
     anyhow::ensure!(
         args.candidates > 0 && args.establishments > 0 && args.concurrency > 0,
         "--candidates, --establishments and --concurrency must be at least 1"
@@ -1362,18 +1357,7 @@ pub async fn search(mut config: Config, args: SearchBenchArgs) -> anyhow::Result
     config.storage.root = work.path().join("objects");
     let storage = crate::storage::Storage::open(&config.storage)?;
     let app = App::new(config, db.clone(), storage)?;
-    let token = create_token(
-        &app,
-        &bench_actor(),
-        &TokenInput {
-            role: Role::Admin,
-            name: "bench".into(),
-            lifetime: Some(chrono::Duration::hours(1)),
-        },
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!(e))?
-    .token;
+    let token = bench_token(&app, Role::Admin).await?;
     // What people type: pieces of names without accents, in any case, or
     // the start of a numéro.
     const TYPED: [&str; 16] = [

@@ -40,21 +40,9 @@ async fn f_zip_build_survives_three_sigkills_and_resumes() {
 
     // The same zip built without interruption.
     let baseline_started = Instant::now();
-    let baseline = suite
-        .app
-        .enqueue(&harness::zip_job(PHILO, &uai), opts())
-        .await;
-    let baseline = suite
-        .wait_job(
-            baseline,
-            "succeeded",
-            Duration::from_secs(60),
-            &mut [&mut worker],
-        )
-        .await;
+    let (baseline_parts, expected) =
+        harness::baseline_zip(&suite, PHILO, &uai, &mut [&mut worker]).await;
     let uninterrupted = baseline_started.elapsed();
-    let baseline_parts = harness::result_parts(&baseline);
-    let expected = harness::stored_digests(&suite.app, &baseline_parts).await;
     let n = baseline_parts.len();
     assert!(n >= 8, "{n} parts: make the zip bigger");
     let per_part = uninterrupted / n as u32;

@@ -57,20 +57,8 @@ async fn g_postgres_crashes_during_a_zip_build() {
     let opts = || copiste::jobs::EnqueueOptions::by("faults");
 
     // The same zip built without interruption.
-    let baseline = suite
-        .app
-        .enqueue(&harness::zip_job(PHILO, &uai), opts())
-        .await;
-    let baseline = suite
-        .wait_job(
-            baseline,
-            "succeeded",
-            Duration::from_secs(60),
-            &mut [&mut worker],
-        )
-        .await;
-    let baseline_parts = harness::result_parts(&baseline);
-    let expected = harness::stored_digests(&suite.app, &baseline_parts).await;
+    let (baseline_parts, expected) =
+        harness::baseline_zip(&suite, PHILO, &uai, &mut [&mut worker]).await;
     let sizes: Vec<u64> = baseline_parts.iter().map(|p| p.bytes).collect();
     let n = sizes.len();
     assert!(n >= 8, "{n} parts: make the zip bigger");

@@ -515,6 +515,29 @@ pub fn zip_job(exam: &str, uai: &copiste::domain::Uai) -> copiste::jobs::bulk_re
 }
 
 /// The parts a finished `bulk-render` job recorded in its result.
+/// Builds the zip of (`exam`, `uai`) once without interruption (the
+/// baseline of the zip scenarios): its parts and their SHA-256 as stored.
+pub async fn baseline_zip(
+    suite: &Suite,
+    exam: &str,
+    uai: &copiste::domain::Uai,
+    workers: &mut [&mut WorkerProcess],
+) -> (Vec<copiste::render::zip::Part>, Vec<String>) {
+    let id = suite
+        .app
+        .enqueue(
+            &zip_job(exam, uai),
+            copiste::jobs::EnqueueOptions::by("faults"),
+        )
+        .await;
+    let job = suite
+        .wait_job(id, "succeeded", Duration::from_secs(60), workers)
+        .await;
+    let parts = result_parts(&job);
+    let digests = stored_digests(&suite.app, &parts).await;
+    (parts, digests)
+}
+
 pub fn result_parts(job: &copiste::db::jobs::JobRow) -> Vec<copiste::render::zip::Part> {
     let result = job.result.as_ref().expect("a result");
     serde_json::from_value(result["parts"].clone()).expect("parts")
