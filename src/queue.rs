@@ -169,50 +169,75 @@ impl Producer {
         Ok(active + scheduled)
     }
 
-    /// Everything Redis holds for delivery: waiting task ids, those fetched
-    /// by each registered consumer, and the job ids they carry.
-    pub async fn holdings(&self) -> anyhow::Result<Holdings> {
-        let mut conn = self.conn();
+    /// The task ids Redis holds for delivery, read in one transaction (so
+    /// that an id moving between lists while this reads is seen once):
+    /// the in-flight set of each registered consumer, then the lists
+    /// (the active list, the scheduled set, one set per consumer).
+    async fn held(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+    ) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
         let workers: Vec<String> = redis::cmd("ZRANGE")
             .arg(&self.keys.workers)
             .arg(0)
             .arg(-1)
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .context("listing the queue's consumers")?;
-        // One transaction, so that an id moving between lists while this
-        // reads is counted once.
+        let inflight: Vec<String> = workers
+            .iter()
+            .map(|w| format!("{}:{w}", self.keys.inflight))
+            .collect();
         let mut pipe = redis::pipe();
         pipe.atomic()
             .lrange(&self.keys.active, 0, -1)
             .zrange(&self.keys.scheduled, 0, -1);
-        for worker in &workers {
-            pipe.smembers(format!("{}:{worker}", self.keys.inflight));
+        for set in &inflight {
+            pipe.smembers(set);
         }
         let lists: Vec<Vec<String>> = pipe
-            .query_async(&mut conn)
+            .query_async(conn)
             .await
             .context("reading the ids held in Redis")?;
-        // The active list and the scheduled set, then one set per consumer.
-        let waiting: usize = lists.iter().take(2).map(Vec::len).sum();
-        let tasks: Vec<String> = lists.into_iter().flatten().collect();
-        let (waiting, in_consumers) = (waiting as u64, (tasks.len() - waiting) as u64);
-        let mut job_ids = std::collections::HashSet::new();
+        Ok((inflight, lists))
+    }
+
+    /// The stored payload of each task, in order (`None` when missing).
+    async fn payloads(
+        &self,
+        conn: &mut redis::aio::ConnectionManager,
+        tasks: &[String],
+    ) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(tasks.len());
         for chunk in tasks.chunks(1000) {
             let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&self.keys.data)
                 .arg(chunk)
-                .query_async(&mut conn)
+                .query_async(conn)
                 .await
                 .context("reading the payloads of ids held in Redis")?;
-            job_ids.extend(
-                payloads
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| serde_json::from_slice::<Delivery>(&p).ok())
-                    .map(|d| d.job_id),
-            );
+            out.extend(payloads);
         }
+        Ok(out)
+    }
+
+    /// Everything Redis holds for delivery: waiting task ids, those fetched
+    /// by each registered consumer, and the job ids they carry.
+    pub async fn holdings(&self) -> anyhow::Result<Holdings> {
+        let mut conn = self.conn();
+        let (_, lists) = self.held(&mut conn).await?;
+        // The active list and the scheduled set, then one set per consumer.
+        let waiting: usize = lists.iter().take(2).map(Vec::len).sum();
+        let tasks: Vec<String> = lists.into_iter().flatten().collect();
+        let (waiting, in_consumers) = (waiting as u64, (tasks.len() - waiting) as u64);
+        let job_ids = self
+            .payloads(&mut conn, &tasks)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter_map(|p| serde_json::from_slice::<Delivery>(&p).ok())
+            .map(|d| d.job_id)
+            .collect();
         Ok(Holdings {
             waiting,
             in_consumers,
@@ -229,56 +254,29 @@ impl Producer {
     /// many were removed.
     pub async fn drop_undecodable(&self) -> anyhow::Result<u64> {
         let mut conn = self.conn();
-        let workers: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&self.keys.workers)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await
-            .context("listing the queue's consumers")?;
-        let inflight: Vec<String> = workers
-            .iter()
-            .map(|w| format!("{}:{w}", self.keys.inflight))
-            .collect();
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .lrange(&self.keys.active, 0, -1)
-            .zrange(&self.keys.scheduled, 0, -1);
-        for set in &inflight {
-            pipe.smembers(set);
-        }
-        let lists: Vec<Vec<String>> = pipe
-            .query_async(&mut conn)
-            .await
-            .context("reading the tasks held in Redis")?;
+        let (inflight, lists) = self.held(&mut conn).await?;
         let mut tasks: Vec<String> = lists.into_iter().flatten().collect();
         tasks.sort();
         tasks.dedup();
-        let mut junk = Vec::new();
-        for chunk in tasks.chunks(1000) {
-            let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
-                .arg(&self.keys.data)
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await
-                .context("reading the payloads of tasks held in Redis")?;
-            for (task, payload) in chunk.iter().zip(payloads) {
-                let readable =
-                    payload.is_some_and(|p| serde_json::from_slice::<Delivery>(&p).is_ok());
-                if !readable {
-                    junk.push(task.clone());
-                }
-            }
-        }
+        let payloads = self.payloads(&mut conn, &tasks).await?;
+        let junk: Vec<&String> = tasks
+            .iter()
+            .zip(payloads)
+            .filter(|(_, p)| {
+                p.as_ref()
+                    .is_none_or(|p| serde_json::from_slice::<Delivery>(p).is_err())
+            })
+            .map(|(task, _)| task)
+            .collect();
         for task in &junk {
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .lrem(&self.keys.active, 0, task)
-                .zrem(&self.keys.scheduled, task)
-                .hdel(&self.keys.data, task)
+                .lrem(&self.keys.active, 0, *task)
+                .zrem(&self.keys.scheduled, *task)
+                .hdel(&self.keys.data, *task)
                 .unlink(format!("{}:{task}", self.keys.meta));
             for set in &inflight {
-                pipe.srem(set, task);
+                pipe.srem(set, *task);
             }
             let _: () = pipe
                 .query_async(&mut conn)
