@@ -11,7 +11,8 @@ fn main() -> ExitCode {
     if !cli.is_long_running() {
         quiet_on_closed_stdout();
     }
-    copiste::cli::init_tracing(cli.log_format());
+    let config = cli.load_config();
+    copiste::cli::init_tracing(cli.log_format(config.as_ref().ok()));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -22,7 +23,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli.run()) {
+    match runtime.block_on(cli.run(config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -41,24 +41,29 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// How long each dependency has to answer `/readyz`.
 pub const READY_WITHIN: Duration = Duration::from_secs(1);
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+/// The process' recorder, installed by the first caller; a failure is
+/// kept so that every caller sees it.
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
 
 /// Installs the process' recorder once and describes copiste's metrics;
-/// later calls return the same handle.
+/// later calls, concurrent ones included, return the same handle.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let seconds = [
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
-    ];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
-        .context("histogram buckets")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    describe();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                1800.0,
+            ];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .map_err(|e| format!("histogram buckets: {e}"))?
+                .install_recorder()
+                .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 fn describe() {

@@ -213,20 +213,29 @@ impl Cli {
         )
     }
 
+    /// Reads the configuration: the defaults, `--config` and the
+    /// environment. `main` reads it once, before logging starts (the log
+    /// format is a setting), and hands it to [`Cli::run`].
+    pub fn load_config(&self) -> Result<Config, crate::config::ConfigError> {
+        Config::load(self.config.as_deref())
+    }
+
     /// The log format: `--log-format`, else the setting `log.format`
     /// (text when the configuration cannot be read: running the command
     /// then reports why).
-    pub fn log_format(&self) -> LogFormat {
-        self.log_format.unwrap_or_else(|| {
-            Config::load(self.config.as_deref())
-                .map(|c| c.log.format)
-                .unwrap_or(LogFormat::Text)
-        })
+    pub fn log_format(&self, config: Option<&Config>) -> LogFormat {
+        self.log_format
+            .or(config.map(|c| c.log.format))
+            .unwrap_or(LogFormat::Text)
     }
 
-    /// Runs the parsed command.
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let config = Config::load(self.config.as_deref())?;
+    /// Runs the parsed command with the configuration [`Cli::load_config`]
+    /// read.
+    pub async fn run(
+        self,
+        config: Result<Config, crate::config::ConfigError>,
+    ) -> anyhow::Result<ExitCode> {
+        let config = config?;
         match self.command {
             Command::Migrate => {
                 let db = connect(&config).await?;
