@@ -210,7 +210,7 @@ pub async fn request_relaunch(
                 exam: exam.code.clone(),
                 establishment: uai.clone(),
             })
-        } else if db::closure::unaccepted_items(db, &exam.code, uai.as_str()).await? == 0 {
+        } else if db::closure::relaunch_work(db, &exam.code, uai.as_str()).await? == 0 {
             Ok(UnitRequested::NothingToSend)
         } else {
             let job = ExportRetry {

@@ -268,8 +268,11 @@ pub async fn has_items(db: &Db, exam: &str, uai: &str) -> anyhow::Result<bool> {
     Ok(found)
 }
 
-/// How many items of the unit are not accepted yet.
-pub async fn unaccepted_items(db: &Db, exam: &str, uai: &str) -> anyhow::Result<i64> {
+/// What a relaunch of the unit would have to do: its items not accepted
+/// yet, plus one when its last run never finished (the unit is still
+/// `closing`: a run killed or buried before it had created every item
+/// leaves copies with no item at all, which no count of items shows).
+pub async fn relaunch_work(db: &Db, exam: &str, uai: &str) -> anyhow::Result<i64> {
     let n = sqlx::query_scalar!(
         r#"WITH unit AS MATERIALIZED (
                SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
@@ -279,13 +282,15 @@ pub async fn unaccepted_items(db: &Db, exam: &str, uai: &str) -> anyhow::Result<
                    WHERE g.state <> 'accepted')
                 + (SELECT count(*) FROM count_exports
                    WHERE exam_code = $1 AND establishment_uai = $2 AND state <> 'accepted')
+                + (SELECT count(*) FROM closure_units
+                   WHERE exam_code = $1 AND establishment_uai = $2 AND state = 'closing')
                 AS "n!""#,
         exam,
         uai
     )
     .fetch_one(&db.pool)
     .await
-    .context("counting unaccepted items")?;
+    .context("counting what a relaunch would send")?;
     Ok(n)
 }
 

@@ -853,6 +853,66 @@ async fn the_outbox_writes_every_item_once_as_files() {
     );
 }
 
+/// Found by the fault suite (a worker killed 20 times): a closure job
+/// buried after its run had created only part of the unit's items left
+/// the unit `closing` with every existing item accepted, and a relaunch
+/// answered "nothing to relaunch" forever.
+#[tokio::test]
+async fn a_relaunch_finishes_a_unit_whose_run_died_before_creating_every_item() {
+    let app = TestApp::new().await;
+    load_session(&app).await;
+    let worker = app.worker().await;
+    let units = crate::ops::request_closure(&app, PHILO, None, "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    for job in jobs_of(&units) {
+        app.wait_status(job, "succeeded", 30).await;
+    }
+    let uai = first_establishment(&app, PHILO).await;
+    let copies = unit_of(&status(&app, PHILO).await, &uai).copies;
+    // What the killed run left: three copies without an item, the unit
+    // `closing`, its job dead.
+    let pool = pool(&app).await;
+    sqlx::query(
+        "DELETE FROM grade_exports WHERE copy_id IN (
+             SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+             WHERE c.exam_code = $1 AND ca.establishment_uai = $2 ORDER BY c.id LIMIT 3)",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .execute(&pool)
+    .await
+    .expect("delete items");
+    sqlx::query(
+        "WITH u AS (UPDATE closure_units SET state = 'closing'
+                    WHERE exam_code = $1 AND establishment_uai = $2 RETURNING active_job_id)
+         UPDATE jobs SET status = 'dead' FROM u WHERE jobs.id = u.active_job_id",
+    )
+    .bind(PHILO)
+    .bind(uai.as_str())
+    .execute(&pool)
+    .await
+    .expect("bury the run");
+    let before = unit_of(&status(&app, PHILO).await, &uai).cyclades.accepted;
+    assert_eq!(before, copies - 3);
+
+    let r = crate::ops::request_relaunch(&app, PHILO, Some(&uai), "test")
+        .await
+        .expect("relaunch")
+        .expect("not refused");
+    let job = match &r[0].outcome {
+        Ok(UnitRequested::Enqueued(job)) => *job,
+        other => panic!("the relaunch must send the missing items: {other:?}"),
+    };
+    app.wait_status(job, "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let unit = status(&app, PHILO).await;
+    let unit = unit_of(&unit, &uai);
+    assert_eq!(unit.state, UnitState::Closed, "{unit:?}");
+    assert_eq!(unit.cyclades.accepted, copies);
+}
+
 #[tokio::test]
 async fn a_refused_batch_rejects_its_items_and_an_unreachable_target_leaves_them_pending() {
     // Cyclades refuses every document (422); Imag'In does not listen.
