@@ -109,6 +109,10 @@ fn describe() {
         "Bytes of zips built."
     );
     describe_counter!("copiste_zip_entries_total", "Entries (copies) put in zips.");
+    describe_counter!(
+        "copiste_unit_summary_corrections_total",
+        "Rows of the closure table's unit summaries that housekeeping found wrong and recounted (should stay 0)."
+    );
     describe_histogram!(
         "copiste_zip_duration_seconds",
         Unit::Seconds,

@@ -744,7 +744,9 @@ pub struct UnitRow {
 }
 
 /// Every establishment with copies of `exam`, with its unit's state and
-/// item counts.
+/// item counts, read from `unit_summaries` (kept up to date by triggers on
+/// copies, candidates and both ledgers; see migration 10): a page costs one
+/// read of a row per unit, whatever the unit holds.
 pub async fn unit_rows(
     db: &Db,
     exam: &str,
@@ -753,48 +755,21 @@ pub async fn unit_rows(
 ) -> anyhow::Result<Vec<UnitRow>> {
     let rows = sqlx::query!(
         r#"
-        WITH content AS (
-            SELECT ca.establishment_uai AS uai, count(*) AS copies,
-                   count(*) FILTER (WHERE c.validated_pass IS NOT NULL) AS validated,
-                   count(DISTINCT c.grader_code) FILTER (WHERE c.grade IS NOT NULL AND NOT c.absent) AS graders,
-                   count(*) FILTER (WHERE c.grade IS NULL AND NOT c.absent) AS ungraded
-            FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-            WHERE c.exam_code = $1
-              AND ($2::text IS NULL
-                   OR ca.establishment_uai IN (SELECT uai FROM establishments WHERE academy_code = $2))
-              AND ($3::text IS NULL OR ca.establishment_uai = $3)
-            GROUP BY 1
-        ), items AS (
-            SELECT establishment_uai AS uai,
-                count(*) FILTER (WHERE target = 'cyclades' AND state = 'pending') AS c_pending,
-                count(*) FILTER (WHERE target = 'cyclades' AND state = 'sent') AS c_sent,
-                count(*) FILTER (WHERE target = 'cyclades' AND state = 'accepted') AS c_accepted,
-                count(*) FILTER (WHERE target = 'cyclades' AND state = 'rejected') AS c_rejected,
-                count(*) FILTER (WHERE target = 'imagin' AND state = 'pending') AS i_pending,
-                count(*) FILTER (WHERE target = 'imagin' AND state = 'sent') AS i_sent,
-                count(*) FILTER (WHERE target = 'imagin' AND state = 'accepted') AS i_accepted,
-                count(*) FILTER (WHERE target = 'imagin' AND state = 'rejected') AS i_rejected
-            FROM export_ledger WHERE exam_code = $1
-              AND ($2::text IS NULL
-                   OR establishment_uai IN (SELECT uai FROM establishments WHERE academy_code = $2))
-              AND ($3::text IS NULL OR establishment_uai = $3)
-            GROUP BY 1
-        )
-        SELECT c.uai AS "uai!", e.name, coalesce(u.state, 'open') AS "state!",
+        SELECT s.establishment_uai AS "uai!", e.name, coalesce(u.state, 'open') AS "state!",
                coalesce(u.runs, 0) AS "runs!", u.closed_at AS "closed_at?", u.updated_at AS "updated_at?",
                u.active_job_id AS "active_job?", j.status AS "active_status?",
-               c.copies AS "copies!", c.validated AS "validated!", c.graders AS "graders!",
-               c.ungraded AS "ungraded!",
-               coalesce(i.c_pending, 0) AS "c_pending!", coalesce(i.c_sent, 0) AS "c_sent!",
-               coalesce(i.c_accepted, 0) AS "c_accepted!", coalesce(i.c_rejected, 0) AS "c_rejected!",
-               coalesce(i.i_pending, 0) AS "i_pending!", coalesce(i.i_sent, 0) AS "i_sent!",
-               coalesce(i.i_accepted, 0) AS "i_accepted!", coalesce(i.i_rejected, 0) AS "i_rejected!"
-        FROM content c
-        JOIN establishments e ON e.uai = c.uai
-        LEFT JOIN closure_units u ON u.exam_code = $1 AND u.establishment_uai = c.uai
+               s.copies, s.validated, s.graders, s.ungraded,
+               s.c_pending, s.c_sent, s.c_accepted, s.c_rejected,
+               s.i_pending, s.i_sent, s.i_accepted, s.i_rejected
+        FROM unit_summaries s
+        JOIN establishments e ON e.uai = s.establishment_uai
+        LEFT JOIN closure_units u
+          ON u.exam_code = s.exam_code AND u.establishment_uai = s.establishment_uai
         LEFT JOIN jobs j ON j.id = u.active_job_id
-        LEFT JOIN items i ON i.uai = c.uai
-        ORDER BY c.uai
+        WHERE s.exam_code = $1 AND s.copies > 0
+          AND ($2::text IS NULL OR e.academy_code = $2)
+          AND ($3::text IS NULL OR s.establishment_uai = $3)
+        ORDER BY s.establishment_uai
         "#,
         exam,
         academy,
@@ -1052,4 +1027,23 @@ pub async fn validated_establishments(
     uais.iter()
         .map(|u| decode_uai("candidates.establishment_uai", u))
         .collect()
+}
+
+/// Recounts every unit's summary (the closure table's counts, see
+/// [`unit_rows`]) from copies and both ledgers, writing those that
+/// differ; returns how many it wrote. The triggers keep them exact, so
+/// anything but 0 means a write escaped them.
+pub async fn recount_summaries(db: &Db) -> anyhow::Result<u64> {
+    let written = sqlx::query_scalar!(
+        r#"SELECT unit_summaries_recount(array_agg(exam_code), array_agg(uai), true, true, true)
+                  AS "written!"
+           FROM (SELECT DISTINCT c.exam_code, ca.establishment_uai AS uai
+                 FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+                 UNION
+                 SELECT exam_code, establishment_uai FROM unit_summaries) u"#
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("recounting the unit summaries")?;
+    Ok(u64::try_from(written).unwrap_or(0))
 }

@@ -2,8 +2,10 @@
 //! the objects under `downloads/` that no download names once they are
 //! `downloads.abandoned_after_secs` old (what killed or cancelled zip
 //! builds leave), prunes finished jobs older than `jobs.retention_days`,
-//! and removes what apalis leaves in Redis for finished deliveries, so
-//! that Redis stays flat.
+//! removes what apalis leaves in Redis for finished deliveries, so that
+//! Redis stays flat, and recounts the closure table's unit summaries,
+//! correcting (and reporting) any that a write made outside the triggers
+//! left wrong.
 
 use std::collections::HashSet;
 
@@ -45,12 +47,23 @@ impl Job for Housekeeping {
         let retention = chrono::Duration::days(i64::from(app.config.jobs.retention_days));
         let pruned = db::schedule::prune_jobs(&app.db, chrono::Utc::now() - retention).await?;
         let redis = crate::queue::sweep_finished(&app.config).await?;
+        let corrected = db::closure::recount_summaries(&app.db).await?;
+        if corrected > 0 {
+            // The triggers keep the summaries exact; a difference means a
+            // write escaped them (see migration 10).
+            tracing::warn!(
+                units = corrected,
+                "unit summaries differed from a recount and were corrected"
+            );
+            metrics::counter!("copiste_unit_summary_corrections_total").increment(corrected);
+        }
         Ok(Outcome::Succeeded(serde_json::json!({
             "downloads_expired": downloads,
             "objects_deleted": objects,
             "abandoned_objects_deleted": abandoned,
             "jobs_pruned": pruned,
             "redis_keys_removed": redis,
+            "unit_summaries_corrected": corrected,
         })))
     }
 }

@@ -86,6 +86,58 @@ pub fn refusal(r: &Refusal) -> String {
     }
 }
 
+/// What was not found, in French. The operations name it in English
+/// (`exam BAC26-X`, `copy of candidate N for exam E`…); the nouns they use
+/// are said again here, and the codes kept as they are.
+pub fn not_found(what: &str) -> String {
+    // Longer phrases first ("for exam" before "exam"); each part of the
+    // text is said once, by the first phrase that starts there.
+    const PHRASES: [(&str, &str); 13] = [
+        ("(it has no copy of it)", "(il n'en a aucune copie)"),
+        (" in establishment ", " dans l'établissement "),
+        ("copy of candidate", "la copie du candidat"),
+        ("candidates of exam", "des candidats de l'examen"),
+        ("access token", "la clé d'accès"),
+        ("establishment", "l'établissement"),
+        ("(known: ", "(connues : "),
+        ("numbered", "numérotés"),
+        ("for exam", "pour l'examen"),
+        ("schedule", "la planification"),
+        ("academy", "l'académie"),
+        ("exam", "l'examen"),
+        ("job", "le travail"),
+    ];
+    // Only whole words are said again: a code such as `exam1` is kept.
+    let boundary = |c: Option<char>| c.is_none_or(|c| c == ' ' || c == '(' || c == ')');
+    let mut text = String::with_capacity(what.len() + 16);
+    let mut rest = what;
+    let mut previous = None;
+    'scan: while let Some(c) = rest.chars().next() {
+        if boundary(previous) || c == ' ' || c == '(' {
+            for (english, french) in PHRASES {
+                if let Some(after) = rest.strip_prefix(english)
+                    && (boundary(english.chars().last()) || boundary(after.chars().next()))
+                {
+                    text.push_str(french);
+                    previous = english.chars().last();
+                    rest = after;
+                    continue 'scan;
+                }
+            }
+        }
+        text.push(c);
+        previous = Some(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    format!("introuvable : {text}")
+}
+
+/// A wrong input, in French: the field keeps its API name, the reason is
+/// the operation's.
+pub fn invalid(field: &str, reason: &str) -> String {
+    format!("le champ « {field} » est invalide : {reason}")
+}
+
 /// An exam's kind, as the pages name it.
 pub fn kind_label(kind: ExamKind) -> &'static str {
     match kind {
@@ -142,6 +194,26 @@ mod tests {
             refusal(&e3c).ends_with("retirait : l'appréciation"),
             "{}",
             refusal(&e3c)
+        );
+    }
+
+    #[test]
+    fn what_is_not_found_is_named_in_french() {
+        assert_eq!(
+            not_found("copy of candidate N1 for exam BAC26-PHILO"),
+            "introuvable : la copie du candidat N1 pour l'examen BAC26-PHILO"
+        );
+        assert_eq!(
+            not_found("exam BAC26-X in establishment 0750001A (it has no copy of it)"),
+            "introuvable : l'examen BAC26-X dans l'établissement 0750001A (il n'en a aucune copie)"
+        );
+        assert_eq!(
+            not_found("establishment 0750001A"),
+            "introuvable : l'établissement 0750001A"
+        );
+        assert_eq!(
+            not_found("exam exam1-job"),
+            "introuvable : l'examen exam1-job"
         );
     }
 }

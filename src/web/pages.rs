@@ -142,15 +142,18 @@ impl PageError {
         let who = Some(Who::of(actor));
         let detail = e.to_string();
         Self(Box::new(match e {
-            OpError::Invalid { .. } => error_page(
+            OpError::Invalid { field, reason } => error_page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 who,
                 "Demande invalide",
-                detail,
+                french::invalid(field, &reason),
             ),
-            OpError::NotFound { .. } => {
-                error_page(StatusCode::NOT_FOUND, who, "Introuvable", detail)
-            }
+            OpError::NotFound { what } => error_page(
+                StatusCode::NOT_FOUND,
+                who,
+                "Introuvable",
+                french::not_found(&what),
+            ),
             OpError::Forbidden { .. } => error_page(
                 StatusCode::FORBIDDEN,
                 who,

@@ -17,5 +17,6 @@ mod ops;
 mod pages;
 mod render;
 mod schedule;
+mod summaries;
 mod support;
 mod uai;
