@@ -356,12 +356,16 @@ async fn app_with_held_answers(stub: &Stub) -> TestApp {
 
 /// Waits until the stub has applied a first batch of grades.
 async fn first_grades_applied(stub: &Stub) {
-    eventually_every(Duration::from_secs(20), Duration::from_millis(10), || async {
-        if stub.effects("c:").is_empty() {
-            return Err("the stub never got the batch".to_owned());
-        }
-        Ok(())
-    })
+    eventually_every(
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        || async {
+            if stub.effects("c:").is_empty() {
+                return Err("the stub never got the batch".to_owned());
+            }
+            Ok(())
+        },
+    )
     .await
 }
 

@@ -139,14 +139,18 @@ async fn a_worker_runs_at_most_its_concurrency_at_once() {
     let worker = app.worker().await;
     // Sampled every 5 ms while waiting.
     let most = Cell::new(0);
-    eventually_every(Duration::from_secs(60), Duration::from_millis(5), || async {
-        let counts = app.counts().await;
-        if counts.get("succeeded") == Some(&12) {
-            return Ok(());
-        }
-        most.set(most.get().max(worker.runner().running_count()));
-        Err(format!("jobs did not finish: {counts:?}"))
-    })
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || async {
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&12) {
+                return Ok(());
+            }
+            most.set(most.get().max(worker.runner().running_count()));
+            Err(format!("jobs did not finish: {counts:?}"))
+        },
+    )
     .await;
     let most = most.get();
     assert!(most <= 2, "{most} jobs ran at once with a concurrency of 2");
@@ -526,15 +530,19 @@ async fn the_pump_keeps_at_most_a_window_of_ids_in_redis() {
     let worker = app.worker().await;
     // Sampled every 10 ms while waiting.
     let max_in_flight = Cell::new(0);
-    eventually_every(Duration::from_secs(60), Duration::from_millis(10), || async {
-        let in_flight = db::bench::in_flight(&app.db).await.expect("in flight");
-        max_in_flight.set(max_in_flight.get().max(in_flight));
-        let counts = app.counts().await;
-        if counts.get("succeeded") == Some(&60) {
-            return Ok(());
-        }
-        Err(format!("jobs did not finish: {counts:?}"))
-    })
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || async {
+            let in_flight = db::bench::in_flight(&app.db).await.expect("in flight");
+            max_in_flight.set(max_in_flight.get().max(in_flight));
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&60) {
+                return Ok(());
+            }
+            Err(format!("jobs did not finish: {counts:?}"))
+        },
+    )
     .await;
     let max_in_flight = max_in_flight.get();
     assert!(
@@ -595,13 +603,19 @@ async fn flushall_mid_run_and_every_job_still_finishes() {
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
     // Let some finish, then lose everything Redis holds.
-    eventually_every(Duration::from_secs(60), Duration::from_millis(20), || async {
-        let succeeded = app.counts().await.get("succeeded").copied().unwrap_or(0);
-        if succeeded >= 50 {
-            return Ok(());
-        }
-        Err(format!("only {succeeded} of 50 jobs succeeded before the flush"))
-    })
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            let succeeded = app.counts().await.get("succeeded").copied().unwrap_or(0);
+            if succeeded >= 50 {
+                return Ok(());
+            }
+            Err(format!(
+                "only {succeeded} of 50 jobs succeeded before the flush"
+            ))
+        },
+    )
     .await;
     let client = redis::Client::open(redis.redis_url.as_str()).expect("client");
     let mut conn = client
@@ -678,18 +692,22 @@ async fn ids_waiting_for_a_busy_worker_are_not_pushed_again() {
     let worker = app.worker().await;
     // Sampled every 100 ms while waiting.
     let (most_waiting, most) = (Cell::new(0), Cell::new(0));
-    eventually_every(Duration::from_secs(90), Duration::from_millis(100), || async {
-        let held = producer.holdings().await.expect("holdings");
-        most_waiting.set(most_waiting.get().max(held.waiting));
-        most.set(most.get().max(held.total()));
-        let counts = app.counts().await;
-        if counts.get("succeeded") == Some(&62) {
-            return Ok(());
-        }
-        Err(format!(
-            "jobs did not finish: {counts:?}, Redis holds {held:?}"
-        ))
-    })
+    eventually_every(
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || async {
+            let held = producer.holdings().await.expect("holdings");
+            most_waiting.set(most_waiting.get().max(held.waiting));
+            most.set(most.get().max(held.total()));
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&62) {
+                return Ok(());
+            }
+            Err(format!(
+                "jobs did not finish: {counts:?}, Redis holds {held:?}"
+            ))
+        },
+    )
     .await;
     let (most_waiting, most) = (most_waiting.get(), most.get());
     assert!(

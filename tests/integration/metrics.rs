@@ -7,11 +7,11 @@ use std::{collections::HashMap, time::Duration};
 use copiste::{domain::Uai, render::RequestedOptions};
 use serde_json::json;
 
-use crate::support::eventually_every;
 use crate::faults::{
     harness::Suite,
     stand_in::{Faults, StandIn},
 };
+use crate::support::eventually_every;
 
 const PHILO: &str = "BAC26-PHILO";
 
@@ -60,12 +60,16 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 async fn wait_answering(url: &str) {
-    eventually_every(Duration::from_secs(15), Duration::from_millis(100), || async {
-        match get(url).await {
-            (200, _) => Ok(()),
-            (status, body) => Err(format!("{url} never answered 200 ({status}: {body})")),
-        }
-    })
+    eventually_every(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            match get(url).await {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{url} never answered 200 ({status}: {body})")),
+            }
+        },
+    )
     .await
 }
 
@@ -122,16 +126,12 @@ async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis(
         RequestedOptions::default(),
     )
     .expect("options");
-    let entries = copiste::db::render::current_download(
-        &suite.app.db,
-        PHILO,
-        uai.as_str(),
-        &options.tag(),
-    )
-    .await
-    .expect("read the download")
-    .expect("the download row")
-    .copies;
+    let entries =
+        copiste::db::render::current_download(&suite.app.db, PHILO, uai.as_str(), &options.tag())
+            .await
+            .expect("read the download")
+            .expect("the download row")
+            .copies;
 
     let after = samples(&get(&format!("{worker_url}/metrics")).await.1);
     let runs = |kind: &str, outcome: &str| {
@@ -173,18 +173,24 @@ async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis(
 
     // The ledger's gauges, read every few seconds, and the server's own
     // request counts.
-    let served = eventually_every(Duration::from_secs(15), Duration::from_millis(100), || async {
-        let served = samples(&get(&format!("{serve_url}/metrics")).await.1);
-        let closed = sum(
-            &served,
-            "copiste_jobs",
-            &["kind=\"closure\"", "state=\"succeeded\""],
-        );
-        if closed > 0.0 {
-            return Ok(served);
-        }
-        Err(format!("the server's gauges show no succeeded closure: {served:?}"))
-    })
+    let served = eventually_every(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let served = samples(&get(&format!("{serve_url}/metrics")).await.1);
+            let closed = sum(
+                &served,
+                "copiste_jobs",
+                &["kind=\"closure\"", "state=\"succeeded\""],
+            );
+            if closed > 0.0 {
+                return Ok(served);
+            }
+            Err(format!(
+                "the server's gauges show no succeeded closure: {served:?}"
+            ))
+        },
+    )
     .await;
     assert_eq!(
         sum(

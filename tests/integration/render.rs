@@ -33,7 +33,11 @@ fn config() -> serde_json::Value {
 /// A session with real, distinct scans (`light` = one shared scan).
 async fn app(light: bool) -> TestApp {
     let app = TestApp::with(config()).await;
-    let scans = if light { Scans::Shared } else { Scans::Distinct };
+    let scans = if light {
+        Scans::Shared
+    } else {
+        Scans::Distinct
+    };
     app.import_demo_with(session(), scans).await;
     app
 }
@@ -913,12 +917,16 @@ async fn moto() -> Moto {
     let endpoint = format!("http://127.0.0.1:{port}");
     let moto = Moto { child, endpoint };
     let client = reqwest::Client::new();
-    eventually_every(Duration::from_secs(10), Duration::from_millis(50), || async {
-        match client.get(&moto.endpoint).send().await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(format!("moto did not start on {}: {e}", moto.endpoint)),
-        }
-    })
+    eventually_every(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            match client.get(&moto.endpoint).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("moto did not start on {}: {e}", moto.endpoint)),
+            }
+        },
+    )
     .await;
     moto
 }

@@ -196,15 +196,10 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
     .await
     .expect("ungrade");
     let worker = app.worker().await;
-    let closed = crate::ops::request_closure(
-        &app,
-        "BAC26-PHILO",
-        Some(&philo[1]),
-        "test",
-    )
-    .await
-    .expect("request")
-    .expect("not refused");
+    let closed = crate::ops::request_closure(&app, "BAC26-PHILO", Some(&philo[1]), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
     let job = closed[0].outcome.clone().expect("ok").job().expect("job");
     app.wait_status(job, "succeeded", 30).await;
     crate::ops::publish(&app, "BAC26-E3C-HG", "rectorat")
@@ -277,22 +272,26 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
         status: Some("queued"),
         ..Default::default()
     };
-    eventually_every(Duration::from_secs(30), Duration::from_millis(100), || async {
-        let later = Utc::now() + chrono::Duration::minutes(10);
-        let waiting = copiste::db::jobs::list_filtered(&app.db, &queued, 10_000, 0)
-            .await
-            .expect("queued jobs")
-            .iter()
-            .filter(|j| j.attempts == 1 && j.run_at > later)
-            .count();
-        if waiting == jobs.len() {
-            return Ok(());
-        }
-        Err(format!(
-            "closures did not fail as expected: {waiting} of {} wait for a retry",
-            jobs.len()
-        ))
-    })
+    eventually_every(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let later = Utc::now() + chrono::Duration::minutes(10);
+            let waiting = copiste::db::jobs::list_filtered(&app.db, &queued, 10_000, 0)
+                .await
+                .expect("queued jobs")
+                .iter()
+                .filter(|j| j.attempts == 1 && j.run_at > later)
+                .count();
+            if waiting == jobs.len() {
+                return Ok(());
+            }
+            Err(format!(
+                "closures did not fail as expected: {waiting} of {} wait for a retry",
+                jobs.len()
+            ))
+        },
+    )
     .await;
     worker.shutdown(Duration::from_secs(5)).await.expect("stop");
     // While their retries are queued, nothing is due for the sweep.

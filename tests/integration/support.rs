@@ -170,16 +170,20 @@ impl TestApp {
         secs: u64,
     ) -> copiste::db::jobs::JobRow {
         let every = std::time::Duration::from_millis(50);
-        eventually_every(std::time::Duration::from_secs(secs), every, move || async move {
-            let job = self.job(id).await;
-            if job.status.as_str() == status {
-                return Ok(job);
-            }
-            Err(format!(
-                "job {id} still {} (waiting for {status}); last error {:?}",
-                job.status, job.last_error
-            ))
-        })
+        eventually_every(
+            std::time::Duration::from_secs(secs),
+            every,
+            move || async move {
+                let job = self.job(id).await;
+                if job.status.as_str() == status {
+                    return Ok(job);
+                }
+                Err(format!(
+                    "job {id} still {} (waiting for {status}); last error {:?}",
+                    job.status, job.last_error
+                ))
+            },
+        )
         .await
     }
 
@@ -196,14 +200,18 @@ impl TestApp {
     /// Waits until `n` jobs are in a final status.
     pub async fn wait_finished(&self, n: i64, secs: u64) {
         let every = std::time::Duration::from_millis(100);
-        eventually_every(std::time::Duration::from_secs(secs), every, move || async move {
-            let counts = self.counts().await;
-            let done = finished(&counts);
-            if done >= n {
-                return Ok(());
-            }
-            Err(format!("only {done} of {n} jobs finished: {counts:?}"))
-        })
+        eventually_every(
+            std::time::Duration::from_secs(secs),
+            every,
+            move || async move {
+                let counts = self.counts().await;
+                let done = finished(&counts);
+                if done >= n {
+                    return Ok(());
+                }
+                Err(format!("only {done} of {n} jobs finished: {counts:?}"))
+            },
+        )
         .await
     }
 }

@@ -48,14 +48,20 @@ async fn backlog_survives(loss: Loss) {
     let run_started = Instant::now();
     {
         let workers = RefCell::new([&mut a, &mut b]);
-        eventually_every(Duration::from_secs(60), Duration::from_millis(50), || async {
-            let succeeded = suite.count("succeeded").await;
-            if succeeded >= JOBS * 3 / 10 {
-                return Ok(());
-            }
-            harness::assert_alive(&mut *workers.borrow_mut());
-            Err(format!("{succeeded} of {JOBS} jobs succeeded before the fault"))
-        })
+        eventually_every(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || async {
+                let succeeded = suite.count("succeeded").await;
+                if succeeded >= JOBS * 3 / 10 {
+                    return Ok(());
+                }
+                harness::assert_alive(&mut *workers.borrow_mut());
+                Err(format!(
+                    "{succeeded} of {JOBS} jobs succeeded before the fault"
+                ))
+            },
+        )
         .await;
     }
     let at_fault = suite.count("succeeded").await;

@@ -45,12 +45,16 @@ async fn c_postgres_crashes_during_a_closure() {
         .await
         .expect("request")
         .expect("not refused");
-    eventually_every(Duration::from_secs(60), Duration::from_millis(20), || async {
-        if stand_in.effects() < candidates.len() / 4 {
-            return Err("the closure does not start".to_owned());
-        }
-        Ok(())
-    })
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            if stand_in.effects() < candidates.len() / 4 {
+                return Err("the closure does not start".to_owned());
+            }
+            Ok(())
+        },
+    )
     .await;
     let effects_at_crash = stand_in.effects();
     suite.pg.stop_postgres().expect("pg_ctl stop -m immediate");

@@ -67,14 +67,18 @@ async fn f_zip_build_survives_three_sigkills_and_resumes() {
         let target = rng.random_range(floor..=ceiling);
         {
             let alive = RefCell::new(&mut worker);
-            eventually_every(Duration::from_secs(30), Duration::from_millis(10), || async {
-                let staged = harness::staged_parts(&suite.app, job).await;
-                if staged >= target {
-                    return Ok(());
-                }
-                alive.borrow_mut().assert_alive();
-                Err(format!("the build did not stage {target} parts ({staged})"))
-            })
+            eventually_every(
+                Duration::from_secs(30),
+                Duration::from_millis(10),
+                || async {
+                    let staged = harness::staged_parts(&suite.app, job).await;
+                    if staged >= target {
+                        return Ok(());
+                    }
+                    alive.borrow_mut().assert_alive();
+                    Err(format!("the build did not stage {target} parts ({staged})"))
+                },
+            )
             .await;
         }
         let within = per_part.as_millis().max(1) as u64;

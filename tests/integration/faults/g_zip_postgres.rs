@@ -145,13 +145,17 @@ async fn g_postgres_crashes_during_a_zip_build() {
     // PostgreSQL goes down once the build has staged a part.
     {
         let alive = RefCell::new(&mut worker);
-        eventually_every(Duration::from_secs(30), Duration::from_millis(5), || async {
-            if harness::staged_parts(&suite.app, job).await >= 1 {
-                return Ok(());
-            }
-            alive.borrow_mut().assert_alive();
-            Err("the build does not start".to_owned())
-        })
+        eventually_every(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || async {
+                if harness::staged_parts(&suite.app, job).await >= 1 {
+                    return Ok(());
+                }
+                alive.borrow_mut().assert_alive();
+                Err("the build does not start".to_owned())
+            },
+        )
         .await;
     }
     suite.pg.stop_postgres().expect("pg_ctl stop -m immediate");
