@@ -156,14 +156,21 @@ pub fn routes(app: App, handle: PrometheusHandle) -> Router {
         .with_state(app)
 }
 
+/// What `probe` answered, or why it did not answer within [`READY_WITHIN`].
+async fn within<T>(probe: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(READY_WITHIN, probe)
+        .await
+        .map_err(|_| "no answer within 1 s".to_owned())
+}
+
 /// Which dependencies did not answer within [`READY_WITHIN`], with why.
 pub async fn unready(app: &App) -> Vec<(&'static str, String)> {
     let postgres = async {
-        match tokio::time::timeout(READY_WITHIN, app.db.ping()).await {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(("postgres", format!("{e:#}"))),
-            Err(_) => Some(("postgres", "no answer within 1 s".to_owned())),
-        }
+        within(app.db.ping())
+            .await
+            .and_then(|answer| answer.map_err(|e| format!("{e:#}")))
+            .err()
+            .map(|why| ("postgres", why))
     };
     let redis = async {
         let url = app.config.redis_url();
@@ -172,11 +179,14 @@ pub async fn unready(app: &App) -> Vec<(&'static str, String)> {
     };
     let store = async {
         // Any answer about an object proves the store reachable.
-        match tokio::time::timeout(READY_WITHIN, app.storage.get("readyz/probe")).await {
-            Ok(Ok(_)) | Ok(Err(StorageError::NotFound(_))) => None,
-            Ok(Err(e)) => Some(("object store", e.to_string())),
-            Err(_) => Some(("object store", "no answer within 1 s".to_owned())),
-        }
+        within(app.storage.get("readyz/probe"))
+            .await
+            .and_then(|answer| match answer {
+                Ok(_) | Err(StorageError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            })
+            .err()
+            .map(|why| ("object store", why))
     };
     let (p, r, s) = tokio::join!(postgres, redis, store);
     [p, r, s].into_iter().flatten().collect()

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 
-use crate::support::{TestApp, fast_queue, walk};
+use crate::support::{TestApp, eventually_every, fast_queue, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const MATHS_H: &str = "BAC26-MATHS-H";
@@ -207,8 +207,6 @@ async fn status(app: &TestApp, exam: &str) -> ExamStatus {
         .expect("known exam")
 }
 
-/// Waits until no closure job of the test is running or due: each has
-/// finished or waits for a backoff retry.
 /// The line of establishment `uai` in `s`.
 fn unit_of<'a>(s: &'a ExamStatus, uai: &Uai) -> &'a closure::status::UnitStatus {
     s.units
@@ -217,26 +215,17 @@ fn unit_of<'a>(s: &'a ExamStatus, uai: &Uai) -> &'a closure::status::UnitStatus 
         .unwrap_or_else(|| panic!("no unit {uai} in:\n{s}"))
 }
 
+/// Waits until no closure job of the test is running or due: each has
+/// finished or waits for a backoff retry.
 async fn settle(app: &TestApp, secs: u64) {
-    let pool = pool(app).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        let busy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE status = 'running'
-                OR (status = 'queued' AND run_at <= now() + interval '60 seconds')",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("busy jobs");
-        if busy == 0 {
-            return;
+    let every = Duration::from_millis(50);
+    eventually_every(Duration::from_secs(secs), every, || async {
+        match app.busy_jobs().await {
+            0 => Ok(()),
+            busy => Err(format!("{busy} jobs still running or due")),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{busy} jobs still running or due after {secs} s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 fn jobs_of(units: &[closure::UnitRequest]) -> Vec<uuid::Uuid> {
@@ -262,11 +251,36 @@ fn accepted_candidates(stub: &Stub, exam: &str) -> HashSet<String> {
 }
 
 async fn copies_of(app: &TestApp, exam: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM copies WHERE exam_code = $1")
-        .bind(exam)
-        .fetch_one(&pool(app).await)
+    exam_numeros(app, exam).await.len() as i64
+}
+
+/// The numéros of the candidates with a copy of `exam`, in order.
+async fn exam_numeros(app: &TestApp, exam: &str) -> Vec<String> {
+    copiste::db::closure::exam_copies(&app.db, exam, None, None)
         .await
         .expect("copies")
+        .into_iter()
+        .map(|c| c.numero)
+        .collect()
+}
+
+/// Every copy of `exam`, unit by unit.
+async fn unit_copies_of(app: &TestApp, exam: &str) -> Vec<copiste::db::closure::UnitCopy> {
+    let mut all = Vec::new();
+    for uai in copiste::db::closure::exam_establishments(&app.db, exam, None)
+        .await
+        .expect("establishments")
+    {
+        all.extend(unit_copies(app, exam, &uai).await);
+    }
+    all
+}
+
+/// The copies of (`exam`, `uai`), in copy order.
+async fn unit_copies(app: &TestApp, exam: &str, uai: &Uai) -> Vec<copiste::db::closure::UnitCopy> {
+    copiste::db::closure::unit_copies(&app.db, exam, uai.as_str())
+        .await
+        .expect("unit copies")
 }
 
 #[tokio::test]
@@ -297,6 +311,7 @@ async fn flaky_cyclades_ends_closed_with_errors_and_relaunches_converge_with_one
     });
     assert!(shown, "the errors are shown: {first}");
 
+    // Relaunches between checks, bounded by its rounds: not a wait.
     let mut rounds = 0;
     loop {
         let s = status(&app, PHILO).await;
@@ -341,14 +356,17 @@ async fn app_with_held_answers(stub: &Stub) -> TestApp {
 
 /// Waits until the stub has applied a first batch of grades.
 async fn first_grades_applied(stub: &Stub) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stub.effects("c:").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the stub never got the batch"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually_every(
+        Duration::from_secs(20),
+        Duration::from_millis(10),
+        || async {
+            if stub.effects("c:").is_empty() {
+                return Err("the stub never got the batch".to_owned());
+            }
+            Ok(())
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -394,16 +412,16 @@ async fn first_establishment(app: &TestApp, exam: &str) -> Uai {
     all[0].clone()
 }
 
+/// The numéros of the candidates of (`exam`, `uai`) not absent, in order.
 async fn numeros_of(app: &TestApp, exam: &str, uai: &Uai) -> Vec<String> {
-    sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2 AND NOT c.absent ORDER BY 1",
-    )
-    .bind(exam)
-    .bind(uai.as_str())
-    .fetch_all(&pool(app).await)
-    .await
-    .expect("numeros")
+    let mut numeros: Vec<String> = unit_copies(app, exam, uai)
+        .await
+        .into_iter()
+        .filter(|c| !c.absent)
+        .map(|c| c.numero)
+        .collect();
+    numeros.sort();
+    numeros
 }
 
 #[tokio::test]
@@ -582,14 +600,7 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
     );
 
     // Pass 1: a few copies of each establishment.
-    let all: Vec<String> = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 ORDER BY 1",
-    )
-    .bind(MATHS_H)
-    .fetch_all(&pool(&app).await)
-    .await
-    .expect("numeros");
+    let all = exam_numeros(&app, MATHS_H).await;
     let first_half: Vec<String> = all.iter().step_by(2).cloned().collect();
     let worker = app.worker().await;
     let pass1 = crate::ops::validate_harmonisation(
@@ -665,16 +676,12 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
     let s = status(&app, MATHS_H).await;
     assert_eq!(s.count(UnitState::Closed), s.units.len(), "{s}");
     // Imag'In's last word per grader is the total of corrected copies.
-    let totals: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
-        "SELECT grader_code, count(*) FROM copies
-         WHERE exam_code = $1 AND grade IS NOT NULL AND NOT absent GROUP BY 1",
-    )
-    .bind(MATHS_H)
-    .fetch_all(&pool(&app).await)
-    .await
-    .expect("totals")
-    .into_iter()
-    .collect();
+    let mut totals: HashMap<String, i64> = HashMap::new();
+    for c in unit_copies_of(&app, MATHS_H).await {
+        if c.grade.is_some() && !c.absent {
+            *totals.entry(c.grader.expect("grader")).or_default() += 1;
+        }
+    }
     let mut last: HashMap<String, (u32, i64)> = HashMap::new();
     for key in stub.effects(&format!("i:{MATHS_H}:")).keys() {
         let item = stub.item(key).expect("item");
@@ -711,14 +718,13 @@ async fn e3c_closes_like_ponctuel_and_absent_candidates_are_exported_as_absent()
     let s = status(&app, E3C).await;
     assert_eq!(s.count(UnitState::Closed), s.units.len(), "{s}");
 
-    let absent: Vec<String> = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND c.absent ORDER BY 1",
-    )
-    .bind(E3C)
-    .fetch_all(&pool(&app).await)
-    .await
-    .expect("absent");
+    let mut absent: Vec<String> = unit_copies_of(&app, E3C)
+        .await
+        .into_iter()
+        .filter(|c| c.absent)
+        .map(|c| c.numero)
+        .collect();
+    absent.sort();
     assert!(!absent.is_empty(), "the dataset has absent candidates");
     let sent: HashMap<String, Value> = stub
         .effects(&format!("c:{E3C}:"))
@@ -744,6 +750,7 @@ async fn ungraded_copies_refuse_their_establishment_with_the_list_and_unknown_na
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, PHILO).await;
     let numero = numeros_of(&app, PHILO, &uai).await[0].clone();
+    // An ungraded copy: no operation withdraws a grade.
     sqlx::query(
         "UPDATE copies SET grade = NULL FROM candidates ca
          WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
@@ -871,8 +878,8 @@ async fn a_relaunch_finishes_a_unit_whose_run_died_before_creating_every_item() 
     }
     let uai = first_establishment(&app, PHILO).await;
     let copies = unit_of(&status(&app, PHILO).await, &uai).copies;
-    // What the killed run left: three copies without an item, the unit
-    // `closing`, its job dead.
+    // What the killed run left (broken by hand): three copies without an
+    // item, the unit `closing`, its job dead.
     let pool = pool(&app).await;
     sqlx::query(
         "DELETE FROM grade_exports WHERE copy_id IN (
@@ -995,18 +1002,21 @@ async fn a_changed_copy_is_sent_again_under_a_new_key_and_a_grader_left_without_
 
     // A new export of the session marks every copy of one grader absent:
     // each copy gets its next version.
+    // The grader with the fewest graded copies (the first by code among
+    // equals).
+    let mut graded: HashMap<String, i64> = HashMap::new();
+    for c in unit_copies(&app, PHILO, &uai).await {
+        if let (Some(grader), Some(_), false) = (c.grader, c.grade, c.absent) {
+            *graded.entry(grader).or_default() += 1;
+        }
+    }
+    let (grader, _) = graded
+        .into_iter()
+        .min_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+        .expect("a grader");
+    // The export's change, written as the import would (no operation
+    // changes one copy).
     let db = pool(&app).await;
-    let grader: String = sqlx::query_scalar(
-        "SELECT c.grader_code FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2
-           AND c.grade IS NOT NULL AND NOT c.absent
-         GROUP BY 1 ORDER BY count(*), 1 LIMIT 1",
-    )
-    .bind(PHILO)
-    .bind(uai.as_str())
-    .fetch_one(&db)
-    .await
-    .expect("a grader");
     let changed: Vec<String> = sqlx::query_scalar(
         "UPDATE copies c SET absent = true, grade = NULL, version = c.version + 1
          FROM candidates ca
@@ -1075,7 +1085,8 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
     };
     let first = close().await;
     first_grades_applied(&stub).await;
-    // A new grade lands while the answer is on its way.
+    // A new grade lands while the answer is on its way (written as an
+    // import would: no operation changes one copy).
     let db = pool(&app).await;
     let (copy, numero): (i64, String) = sqlx::query_as(
         "UPDATE copies c SET grade = 19.5, absent = false, version = c.version + 1
@@ -1100,15 +1111,14 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
         row.progress_total
     );
 
-    let (revision, state): (i32, String) =
-        sqlx::query_as("SELECT revision, state FROM grade_exports WHERE copy_id = $1")
-            .bind(copy)
-            .fetch_one(&db)
-            .await
-            .expect("the copy's item");
+    let item = unit_copies(&app, PHILO, &uai)
+        .await
+        .into_iter()
+        .find(|c| c.copy_id == copy)
+        .expect("the copy");
     assert_eq!(
-        (revision, state.as_str()),
-        (1, "accepted"),
+        (item.item_revision, item.item_state),
+        (Some(1), Some(copiste::domain::ItemState::Accepted)),
         "the item records the version that was sent, not the one read after"
     );
     let grades_before = stub.effects("c:").len();
@@ -1135,7 +1145,8 @@ async fn a_copy_changed_while_its_grade_is_in_flight_is_recorded_at_the_version_
 }
 
 /// Withdraws the grade of candidate `numero`'s copy of `exam` (a new
-/// version of the copy, neither graded nor absent).
+/// version of the copy, neither graded nor absent), as a new import would:
+/// no operation changes one copy.
 async fn withdraw_grade(app: &TestApp, exam: &str, numero: &str) {
     sqlx::query(
         "UPDATE copies SET grade = NULL, absent = false, version = copies.version + 1

@@ -160,6 +160,8 @@ struct Rows {
     copies: i64,
 }
 
+/// For what the import stored that no `db` function reads (row counts of
+/// every table, grades as stored, candidates, content hashes).
 async fn pool(app: &TestApp) -> PgPool {
     PgPool::connect(app.config.database_url().as_str())
         .await
@@ -333,15 +335,10 @@ async fn valid_export_is_imported() {
         use sha2::Digest as _;
         assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha);
     }
-    let absent = sqlx::query!(
-        r#"SELECT c.absent, c.grade::text AS grade, c.page_keys
-           FROM copies c JOIN candidates k ON k.id = c.candidate_id
-           WHERE k.numero = $1"#,
-        numero(4)
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("absent copy");
+    let absent = copiste::db::render::copy(&app.db, PHILO, &numero(4))
+        .await
+        .expect("read the copy")
+        .expect("absent copy");
     assert!(absent.absent);
     assert_eq!(absent.grade, None);
     assert!(absent.page_keys.is_empty());
@@ -971,16 +968,11 @@ async fn free_text_keeps_newlines_and_tabs() {
     export.manifest["copies"][0]["appreciation"] = json!("Bonne copie.\n\tSuite.");
     export.manifest["copies"][0]["annotations"][0]["text"] = json!("Précis,\nmais court");
     export.import(&app).await.expect("import");
-    let pool = pool(&app).await;
-    let appreciation: Option<String> = sqlx::query_scalar(
-        "SELECT appreciation FROM copies WHERE exam_code = $1 AND appreciation IS NOT NULL",
-    )
-    .bind(PHILO)
-    .fetch_one(&pool)
-    .await
-    .expect("appreciation");
-    assert_eq!(appreciation.as_deref(), Some("Bonne copie.\n\tSuite."));
-    pool.close().await;
+    let copy = copiste::db::render::copy(&app.db, PHILO, &numero(1))
+        .await
+        .expect("read the copy")
+        .expect("the copy");
+    assert_eq!(copy.appreciation.as_deref(), Some("Bonne copie.\n\tSuite."));
 }
 
 #[tokio::test]

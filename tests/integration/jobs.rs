@@ -1,6 +1,6 @@
 //! The job ledger and its delivery through Redis.
 
-use std::{collections::HashSet, time::Duration};
+use std::{cell::Cell, collections::HashSet, time::Duration};
 
 use copiste::{
     db,
@@ -12,7 +12,7 @@ use copiste::{
 };
 use serde_json::json;
 
-use crate::support::{TestApp, fast_queue};
+use crate::support::{TestApp, eventually, eventually_every, fast_queue};
 
 fn by() -> EnqueueOptions {
     EnqueueOptions::by("test")
@@ -137,13 +137,22 @@ async fn a_worker_runs_at_most_its_concurrency_at_once() {
         .expect("enqueue");
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut most = 0;
-    while app.counts().await.get("succeeded") != Some(&12) {
-        most = most.max(worker.runner().running_count());
-        assert!(std::time::Instant::now() < deadline, "jobs did not finish");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    // Sampled every 5 ms while waiting.
+    let most = Cell::new(0);
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        || async {
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&12) {
+                return Ok(());
+            }
+            most.set(most.get().max(worker.runner().running_count()));
+            Err(format!("jobs did not finish: {counts:?}"))
+        },
+    )
+    .await;
+    let most = most.get();
     assert!(most <= 2, "{most} jobs ran at once with a concurrency of 2");
     assert!(most >= 1, "no running job was ever seen");
     for id in ids {
@@ -486,23 +495,19 @@ async fn progress_is_recorded() {
             by(),
         )
         .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut seen_partial = false;
-    loop {
+    let seen_partial = Cell::new(false);
+    let job = eventually(Duration::from_secs(20), || async {
         let job = app.job(id).await;
         if job.status.as_str() == "running"
             && matches!((job.progress_done, job.progress_total), (Some(d), Some(4)) if d < 4)
         {
-            seen_partial = true;
+            seen_partial.set(true);
         }
-        if job.status.as_str() == "succeeded" {
-            assert_eq!((job.progress_done, job.progress_total), (Some(4), Some(4)));
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "job did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(seen_partial, "progress was visible while running");
+        (job.status.as_str() == "succeeded").then_some(job)
+    })
+    .await;
+    assert_eq!((job.progress_done, job.progress_total), (Some(4), Some(4)));
+    assert!(seen_partial.get(), "progress was visible while running");
     worker
         .shutdown(Duration::from_secs(2))
         .await
@@ -523,21 +528,23 @@ async fn the_pump_keeps_at_most_a_window_of_ids_in_redis() {
     }
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut max_in_flight = 0;
-    loop {
-        let in_flight = db::bench::in_flight(&app.db).await.expect("in flight");
-        max_in_flight = max_in_flight.max(in_flight);
-        let counts = app.counts().await;
-        if counts.get("succeeded") == Some(&60) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs did not finish: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Sampled every 10 ms while waiting.
+    let max_in_flight = Cell::new(0);
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(10),
+        || async {
+            let in_flight = db::bench::in_flight(&app.db).await.expect("in flight");
+            max_in_flight.set(max_in_flight.get().max(in_flight));
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&60) {
+                return Ok(());
+            }
+            Err(format!("jobs did not finish: {counts:?}"))
+        },
+    )
+    .await;
+    let max_in_flight = max_in_flight.get();
     assert!(
         max_in_flight <= 5,
         "{max_in_flight} ids in Redis with a window of 5"
@@ -596,12 +603,20 @@ async fn flushall_mid_run_and_every_job_still_finishes() {
     tx.commit().await.expect("commit");
     let worker = app.worker().await;
     // Let some finish, then lose everything Redis holds.
-    loop {
-        if app.counts().await.get("succeeded").copied().unwrap_or(0) >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            let succeeded = app.counts().await.get("succeeded").copied().unwrap_or(0);
+            if succeeded >= 50 {
+                return Ok(());
+            }
+            Err(format!(
+                "only {succeeded} of 50 jobs succeeded before the flush"
+            ))
+        },
+    )
+    .await;
     let client = redis::Client::open(redis.redis_url.as_str()).expect("client");
     let mut conn = client
         .get_multiplexed_async_connection()
@@ -675,22 +690,26 @@ async fn ids_waiting_for_a_busy_worker_are_not_pushed_again() {
     tx.commit().await.expect("commit");
     let producer = Producer::connect(&app.config).await.expect("producer");
     let worker = app.worker().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    let (mut most_waiting, mut most) = (0, 0);
-    loop {
-        let held = producer.holdings().await.expect("holdings");
-        most_waiting = most_waiting.max(held.waiting);
-        most = most.max(held.total());
-        let counts = app.counts().await;
-        if counts.get("succeeded") == Some(&62) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs did not finish: {counts:?}, Redis holds {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Sampled every 100 ms while waiting.
+    let (most_waiting, most) = (Cell::new(0), Cell::new(0));
+    eventually_every(
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || async {
+            let held = producer.holdings().await.expect("holdings");
+            most_waiting.set(most_waiting.get().max(held.waiting));
+            most.set(most.get().max(held.total()));
+            let counts = app.counts().await;
+            if counts.get("succeeded") == Some(&62) {
+                return Ok(());
+            }
+            Err(format!(
+                "jobs did not finish: {counts:?}, Redis holds {held:?}"
+            ))
+        },
+    )
+    .await;
+    let (most_waiting, most) = (most_waiting.get(), most.get());
     assert!(
         most_waiting <= 20,
         "{most_waiting} ids waited in Redis with a window of 20"
@@ -753,7 +772,7 @@ async fn redis_stays_flat_while_jobs_run() {
     let worker = app.worker().await;
     app.wait_finished(2_000, 120).await;
     // The sweep runs every second.
-    let keys = crate::support::eventually(Duration::from_secs(10), || async {
+    let keys = eventually(Duration::from_secs(10), || async {
         let n = app.redis_keys().await;
         (n < 50).then_some(n)
     })
@@ -789,7 +808,7 @@ async fn job_notifications_come_back_after_postgres_restarts() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     pg.start_postgres_again().await.expect("start");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = crate::support::eventually(Duration::from_secs(20), || async {
+    let after = eventually(Duration::from_secs(20), || async {
         let mut tx = app.db.begin().await.ok()?;
         let id = copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
             .await

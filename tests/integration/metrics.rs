@@ -11,6 +11,7 @@ use crate::faults::{
     harness::Suite,
     stand_in::{Faults, StandIn},
 };
+use crate::support::eventually_every;
 
 const PHILO: &str = "BAC26-PHILO";
 
@@ -59,13 +60,17 @@ async fn get(url: &str) -> (u16, String) {
 }
 
 async fn wait_answering(url: &str) {
-    for _ in 0..150 {
-        if get(url).await.0 == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never answered 200");
+    eventually_every(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            match get(url).await {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("{url} never answered 200 ({status}: {body})")),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,18 +120,18 @@ async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis(
         .expect("links")
         .expect("allowed")
         .expect("a zip");
-    let entries: i64 = sqlx::query_scalar(
-        "SELECT copies::bigint FROM downloads WHERE exam_code = $1 AND establishment_uai = $2",
+    let options = copiste::render::RenderOptions::for_exam(
+        PHILO,
+        copiste::domain::ExamKind::Ponctuel,
+        RequestedOptions::default(),
     )
-    .bind(PHILO)
-    .bind(uai.as_str())
-    .fetch_one(
-        &sqlx::PgPool::connect(suite.app.config.database_url().as_str())
+    .expect("options");
+    let entries =
+        copiste::db::render::current_download(&suite.app.db, PHILO, uai.as_str(), &options.tag())
             .await
-            .expect("pool"),
-    )
-    .await
-    .expect("the download row");
+            .expect("read the download")
+            .expect("the download row")
+            .copies;
 
     let after = samples(&get(&format!("{worker_url}/metrics")).await.1);
     let runs = |kind: &str, outcome: &str| {
@@ -168,19 +173,25 @@ async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis(
 
     // The ledger's gauges, read every few seconds, and the server's own
     // request counts.
-    let mut served = HashMap::new();
-    for _ in 0..150 {
-        served = samples(&get(&format!("{serve_url}/metrics")).await.1);
-        if sum(
-            &served,
-            "copiste_jobs",
-            &["kind=\"closure\"", "state=\"succeeded\""],
-        ) > 0.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let served = eventually_every(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let served = samples(&get(&format!("{serve_url}/metrics")).await.1);
+            let closed = sum(
+                &served,
+                "copiste_jobs",
+                &["kind=\"closure\"", "state=\"succeeded\""],
+            );
+            if closed > 0.0 {
+                return Ok(served);
+            }
+            Err(format!(
+                "the server's gauges show no succeeded closure: {served:?}"
+            ))
+        },
+    )
+    .await;
     assert_eq!(
         sum(
             &served,

@@ -1,14 +1,13 @@
 //! Migrations that move stored data keep it.
+//!
+//! Raw SQL throughout: the database is at an old schema, which the `db`
+//! functions do not know, and what is checked is the schema's own tables.
 
-use copiste::{
-    config::Config,
-    db::Db,
-    demo_data::{self, DemoDataOptions},
-    import::import_dir,
-    storage::Storage,
-};
+use copiste::{config::Config, db::Db, demo_data::DemoDataOptions, storage::Storage};
 use serde_json::json;
 use sqlx::PgPool;
+
+use crate::support::Scans;
 
 /// The last migration before the Cyclades items left `export_items`.
 const BEFORE_GRADE_EXPORTS: i64 = 20261126000005;
@@ -40,10 +39,7 @@ async fn the_narrow_ledger_migration_keeps_every_export_item() {
         pages: 1,
         seed: 3,
     };
-    demo_data::generate_light(&session, &opts).expect("dataset");
-    import_dir(&db, &storage, &session, &|_| {})
-        .await
-        .expect("import");
+    crate::support::import_demo_into(&db, &storage, &session, &opts, Scans::Shared).await;
     let uai: String = sqlx::query_scalar(
         "SELECT min(ca.establishment_uai) FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
          WHERE c.exam_code = 'BAC26-PHILO'",

@@ -6,10 +6,10 @@ use std::{collections::HashSet, io::Read as _, time::Duration};
 
 use copiste::{
     closure::Refusal,
-    demo_data::{self, DemoDataOptions},
+    db::render::CopyRow,
+    demo_data::DemoDataOptions,
     domain::Uai,
     download::{self, Requested, token},
-    import::import_dir,
     op::OpError,
     render::{
         RenderOptions, RequestedOptions,
@@ -19,7 +19,7 @@ use copiste::{
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::support::{TestApp, fast_queue, walk};
+use crate::support::{Scans, TestApp, eventually, eventually_every, fast_queue, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const E3C: &str = "BAC26-E3C-HG";
@@ -33,22 +33,24 @@ fn config() -> serde_json::Value {
 /// A session with real, distinct scans (`light` = one shared scan).
 async fn app(light: bool) -> TestApp {
     let app = TestApp::with(config()).await;
-    let dir = app.dir.path().join("session");
-    let opts = DemoDataOptions {
+    let scans = if light {
+        Scans::Shared
+    } else {
+        Scans::Distinct
+    };
+    app.import_demo_with(session(), scans).await;
+    app
+}
+
+/// The session of these tests: 3 establishments of 8 candidates, 2 pages
+/// a copy.
+fn session() -> DemoDataOptions {
+    DemoDataOptions {
         establishments: 3,
         candidates: 8,
         pages: 2,
         seed: 2026,
-    };
-    if light {
-        demo_data::generate_light(&dir, &opts).expect("dataset");
-    } else {
-        demo_data::generate(&dir, &opts, &|_, _| {}).expect("dataset");
     }
-    import_dir(&app.db, &app.storage, &dir, &|_| {})
-        .await
-        .expect("import");
-    app
 }
 
 async fn pool(app: &TestApp) -> PgPool {
@@ -71,6 +73,9 @@ async fn close(app: &TestApp, exam: &str) {
     worker.shutdown(Duration::from_secs(5)).await.expect("stop");
 }
 
+/// The numéro and establishment of the first candidate named `nom`, in
+/// any exam. No `db` function answers this: the operations find
+/// candidates of one establishment and exam.
 async fn numero_of(app: &TestApp, nom: &str) -> (String, String) {
     sqlx::query_as(
         "SELECT numero, establishment_uai FROM candidates WHERE nom = $1 ORDER BY numero LIMIT 1",
@@ -79,6 +84,28 @@ async fn numero_of(app: &TestApp, nom: &str) -> (String, String) {
     .fetch_one(&pool(app).await)
     .await
     .unwrap_or_else(|e| panic!("candidate {nom}: {e}"))
+}
+
+/// The copy of candidate `numero` for `exam`, as the renderer reads it.
+async fn copy_row(app: &TestApp, exam: &str, numero: &str) -> CopyRow {
+    copiste::db::render::copy(&app.db, exam, numero)
+        .await
+        .expect("read the copy")
+        .unwrap_or_else(|| panic!("no copy of {exam} for {numero}"))
+}
+
+/// The first copy of `exam`, in numéro order, that `wanted` accepts.
+async fn first_copy(app: &TestApp, exam: &str, wanted: impl Fn(&CopyRow) -> bool) -> CopyRow {
+    let copies = copiste::db::closure::exam_copies(&app.db, exam, None, None)
+        .await
+        .expect("copies");
+    for c in copies {
+        let copy = copy_row(app, exam, &c.numero).await;
+        if wanted(&copy) {
+            return copy;
+        }
+    }
+    panic!("no such copy of {exam}")
 }
 
 /// Text of page `n` (1-based) as lopdf extracts it.
@@ -118,15 +145,8 @@ async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
             .expect("render")
             .expect("rendered");
         let pdf = lopdf::Document::load_mem(&bytes).expect("lopdf parses the PDF");
-        let keys: Vec<String> = sqlx::query_scalar(
-            "SELECT unnest(c.page_keys) FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-             WHERE ca.numero = $1 AND c.exam_code = $2",
-        )
-        .bind(&numero)
-        .bind(PHILO)
-        .fetch_all(&pool(&app).await)
-        .await
-        .expect("keys");
+        let copy = copy_row(&app, PHILO, &numero).await;
+        let keys = &copy.page_keys;
         let pages = pdf.get_pages();
         assert_eq!(
             pages.len(),
@@ -153,7 +173,7 @@ async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
             }
         }
         assert_eq!(images.len(), keys.len());
-        for key in &keys {
+        for key in keys {
             let scan = app.storage.get(key).await.expect("scan");
             assert!(
                 images.iter().any(|i| i.as_slice() == scan.as_ref()),
@@ -162,11 +182,7 @@ async fn a_copy_embeds_its_scans_byte_for_byte_and_renders_every_name() {
         }
         // WinAnsi names use Helvetica, built into viewers; others embed
         // a DejaVu subset of a few tens of KB.
-        let prenom: String = sqlx::query_scalar("SELECT prenom FROM candidates WHERE numero = $1")
-            .bind(&numero)
-            .fetch_one(&pool(&app).await)
-            .await
-            .expect("prenom");
+        let prenom = &copy.prenom;
         // Latin-1 is within WinAnsi (the cover's own words are too).
         let win_ansi = format!("{nom}{prenom}")
             .chars()
@@ -196,16 +212,13 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
     close(&app, PHILO).await;
     close(&app, E3C).await;
     let core = app.app();
-    let numero: String = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND NOT c.absent AND c.appreciation IS NOT NULL
-           AND jsonb_array_length(c.grading_details) > 0
-         ORDER BY 1 LIMIT 1",
-    )
-    .bind(PHILO)
-    .fetch_one(&pool(&app).await)
+    let numero = first_copy(&app, PHILO, |c| {
+        !c.absent
+            && c.appreciation.is_some()
+            && c.grading_details.as_array().is_some_and(|d| !d.is_empty())
+    })
     .await
-    .expect("a graded copy");
+    .numero;
     let cover = |bytes: Vec<u8>| {
         let pdf = lopdf::Document::load_mem(&bytes).expect("parse");
         page_text(&pdf, 1)
@@ -235,14 +248,7 @@ async fn switches_shape_the_cover_and_e3c_refuses_them() {
     );
     assert!(bare.contains("Note"), "{bare}");
 
-    let e3c: String = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND NOT c.absent ORDER BY 1 LIMIT 1",
-    )
-    .bind(E3C)
-    .fetch_one(&pool(&app).await)
-    .await
-    .expect("an E3C copy");
+    let e3c = first_copy(&app, E3C, |c| !c.absent).await.numero;
     let refused = crate::ops::copy_pdf(&core, E3C, &e3c, none)
         .await
         .expect("render");
@@ -281,7 +287,8 @@ async fn a_copy_opened_again_comes_from_memory_until_its_content_changes() {
         "the second request rendered nothing new"
     );
 
-    // The exam office corrects the appreciation: the next request shows it.
+    // The exam office corrects the appreciation (by hand: no operation
+    // changes one copy): the next request shows it.
     sqlx::query(
         "UPDATE copies c SET appreciation = 'Corrigée après relecture'
          FROM candidates ca WHERE ca.id = c.candidate_id AND ca.numero = $1 AND c.exam_code = $2",
@@ -367,7 +374,7 @@ async fn search_ignores_case_accents_and_punctuation() {
 async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link() {
     let app = app(true).await;
     close(&app, PHILO).await;
-    // Two copies fail: one scan is corrupt, one is missing.
+    // Two copies fail (broken by hand): one scan is corrupt, one is missing.
     let (corrupt, uai) = numero_of(&app, "Martin").await;
     app.storage
         .put(
@@ -386,17 +393,11 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     .execute(&p)
     .await
     .expect("corrupt");
-    let missing: String = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2 AND ca.numero <> $3 AND NOT c.absent
-         ORDER BY 1 LIMIT 1",
-    )
-    .bind(PHILO)
-    .bind(&uai)
-    .bind(&corrupt)
-    .fetch_one(&p)
+    let missing = first_copy(&app, PHILO, |c| {
+        c.establishment_uai.as_str() == uai && c.numero != corrupt && !c.absent
+    })
     .await
-    .expect("another copy");
+    .numero;
     sqlx::query(
         "UPDATE copies SET page_keys = ARRAY['scans/missing.jpg'] FROM candidates ca
          WHERE ca.id = copies.candidate_id AND ca.numero = $1 AND copies.exam_code = $2",
@@ -407,7 +408,8 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     .await
     .expect("missing");
 
-    // A candidate whose name a spreadsheet would run as a formula.
+    // A candidate whose name a spreadsheet would run as a formula (by
+    // hand: the import takes names as they come).
     let formula = "=HYPERLINK(\"http://evil.example/\",\"x\")";
     sqlx::query(
         "UPDATE candidates SET nom = $1 WHERE numero = (
@@ -534,10 +536,12 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     );
     // A validly signed token for anything but a finished download object
     // (a scan, a key with `..`, a build's staging part) is refused.
-    let scan: String = sqlx::query_scalar("SELECT page_keys[1] FROM copies LIMIT 1")
-        .fetch_one(&p)
-        .await
-        .expect("a scan");
+    let scan = first_copy(&app, PHILO, |c| {
+        !c.page_keys.is_empty() && c.numero != corrupt && c.numero != missing
+    })
+    .await
+    .page_keys[0]
+        .clone();
     assert!(app.storage.size(&scan).await.expect("head").is_some());
     app.storage
         .put(
@@ -617,15 +621,10 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
             }
         }
     }
-    let transmitted: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 AND ca.establishment_uai = $2",
-    )
-    .bind(PHILO)
-    .bind(uai.as_str())
-    .fetch_one(&p)
-    .await
-    .expect("count");
+    let transmitted = copiste::db::closure::unit_copies(&app.db, PHILO, uai.as_str())
+        .await
+        .expect("copies")
+        .len() as i64;
     assert_eq!(pdfs as i64, transmitted - 2);
     assert_eq!(
         manifest.lines().count() as i64,
@@ -776,6 +775,8 @@ async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
     // A recorded zip, and the staging folder of a build still queued.
     let recorded = format!("downloads/{PHILO}/{uai}/d1a1n1/recorded/X.zip");
     app.storage.put(&recorded, png.clone()).await.expect("put");
+    // Recorded without a job (`insert_download` takes the job that built
+    // it).
     sqlx::query(
         "INSERT INTO downloads (id, exam_code, establishment_uai, options, parts, copies, errors, expires_at)
          VALUES (gen_random_uuid(), $1, $2, 'd1a1n1', jsonb_build_array(jsonb_build_object(
@@ -835,11 +836,10 @@ async fn what_a_killed_zip_build_leaves_is_swept_after_the_delay() {
     );
 
     // Once the build is cancelled, its staging folder goes too.
-    sqlx::query("UPDATE jobs SET status = 'cancelled', finished_at = now() WHERE id = $1")
-        .bind(queued)
-        .execute(&pool(&app).await)
+    copiste::db::jobs::cancel(&app.db, queued, "test")
         .await
-        .expect("cancel");
+        .expect("cancel")
+        .expect("a known job");
     copiste::jobs::housekeeping::sweep_abandoned(&core, Duration::ZERO)
         .await
         .expect("sweep");
@@ -855,7 +855,8 @@ async fn a_zip_whose_key_is_invalid_dies_at_once() {
     let app = app(true).await;
     close(&app, PHILO).await;
     let (_, uai) = numero_of(&app, "Martin").await;
-    // An exam code that makes no valid object key, its copies transmitted.
+    // An exam code that makes no valid object key (written by hand: the
+    // import refuses it), its copies transmitted.
     let evil = "EVIL/../x";
     let p = pool(&app).await;
     sqlx::query(
@@ -916,13 +917,18 @@ async fn moto() -> Moto {
     let endpoint = format!("http://127.0.0.1:{port}");
     let moto = Moto { child, endpoint };
     let client = reqwest::Client::new();
-    for _ in 0..200 {
-        if client.get(&moto.endpoint).send().await.is_ok() {
-            return moto;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("moto did not start on {}", moto.endpoint);
+    eventually_every(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            match client.get(&moto.endpoint).send().await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("moto did not start on {}: {e}", moto.endpoint)),
+            }
+        },
+    )
+    .await;
+    moto
 }
 
 #[tokio::test]
@@ -1268,7 +1274,7 @@ async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
 
 /// Waits until job `id`'s checkpoint records `parts` staged parts.
 async fn wait_parts(app: &TestApp, id: uuid::Uuid, parts: usize) {
-    crate::support::eventually(Duration::from_secs(60), || async {
+    eventually(Duration::from_secs(60), || async {
         let checkpoint = copiste::db::jobs::checkpoint(&app.db, id)
             .await
             .expect("checkpoint")?;
@@ -1284,17 +1290,7 @@ async fn a_killed_zip_job_resumes_and_crashes_that_move_it_forward_do_not_bury_i
     let mut c = config();
     c["downloads"]["max_part_bytes"] = json!(1);
     let app = TestApp::with(c).await;
-    let dir = app.dir.path().join("session");
-    let opts = DemoDataOptions {
-        establishments: 3,
-        candidates: 8,
-        pages: 2,
-        seed: 2026,
-    };
-    demo_data::generate_light(&dir, &opts).expect("dataset");
-    import_dir(&app.db, &app.storage, &dir, &|_| {})
-        .await
-        .expect("import");
+    app.import_demo_with(session(), Scans::Shared).await;
     close(&app, PHILO).await;
     let (_, uai) = numero_of(&app, "Martin").await;
     let job = app
@@ -1398,7 +1394,7 @@ async fn a_zip_job_that_crashes_before_any_progress_uses_up_its_attempts() {
         // Fires as the run starts, before it stages anything.
         failpoint::arm(&staging_dir(job), 0, failpoint::Action::Hang);
         let worker = app.worker().await;
-        crate::support::eventually(Duration::from_secs(30), || async {
+        eventually(Duration::from_secs(30), || async {
             let row = app.job(job).await;
             (row.status.as_str() == "running" && row.attempts == attempt).then_some(())
         })

@@ -13,7 +13,7 @@ use copiste::{
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::support::{TestApp, fast_queue};
+use crate::support::{TestApp, eventually, eventually_every, fast_queue};
 
 fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).expect("write schedule");
@@ -180,40 +180,26 @@ async fn session(app: &TestApp) {
 async fn the_nightly_closure_selects_exactly_the_eligible_units() {
     let app = TestApp::with(fast_queue()).await;
     session(&app).await;
-    let p = pool(&app).await;
-    let units: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT c.exam_code, ca.establishment_uai FROM copies c
-         JOIN candidates ca ON ca.id = c.candidate_id ORDER BY 1, 2",
-    )
-    .fetch_all(&p)
-    .await
-    .expect("units");
-    let philo: Vec<&String> = units
-        .iter()
-        .filter(|(e, _)| e == "BAC26-PHILO")
-        .map(|(_, u)| u)
-        .collect();
-    // One PHILO unit has an ungraded copy; another is already closed; the
-    // E3C exam is published; the harmonised one is never eligible.
+    let philo = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+        .await
+        .expect("units");
+    // One PHILO unit has an ungraded copy (by hand: no operation withdraws
+    // a grade); another is already closed; the E3C exam is published; the
+    // harmonised one is never eligible.
     sqlx::query(
         "UPDATE copies SET grade = NULL, absent = false WHERE id = (
            SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
            WHERE c.exam_code = 'BAC26-PHILO' AND ca.establishment_uai = $1 LIMIT 1)",
     )
-    .bind(philo[0])
-    .execute(&p)
+    .bind(philo[0].as_str())
+    .execute(&pool(&app).await)
     .await
     .expect("ungrade");
     let worker = app.worker().await;
-    let closed = crate::ops::request_closure(
-        &app,
-        "BAC26-PHILO",
-        Some(&copiste::domain::Uai::parse(philo[1]).expect("uai")),
-        "test",
-    )
-    .await
-    .expect("request")
-    .expect("not refused");
+    let closed = crate::ops::request_closure(&app, "BAC26-PHILO", Some(&philo[1]), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
     let job = closed[0].outcome.clone().expect("ok").job().expect("job");
     app.wait_status(job, "succeeded", 30).await;
     crate::ops::publish(&app, "BAC26-E3C-HG", "rectorat")
@@ -226,10 +212,7 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
         .expect("eligible");
     assert_eq!(
         eligible,
-        vec![(
-            "BAC26-PHILO".to_owned(),
-            copiste::domain::Uai::parse(philo[2]).expect("uai")
-        )],
+        vec![("BAC26-PHILO".to_owned(), philo[2].clone())],
         "only the graded, never closed unit of an unpublished ponctuel/E3C exam"
     );
     let mut tx = app.db.begin().await.expect("begin");
@@ -285,23 +268,31 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
         }
     }
     // Every run fails to connect: the jobs wait for a retry in an hour.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE status = 'queued' AND attempts = 1 AND run_at > now() + interval '10 minutes'",
-        )
-        .fetch_one(&pool(&app).await)
-        .await
-        .expect("count");
-        if waiting == jobs.len() as i64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "closures did not fail as expected"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let queued = copiste::db::jobs::JobFilter {
+        status: Some("queued"),
+        ..Default::default()
+    };
+    eventually_every(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let later = Utc::now() + chrono::Duration::minutes(10);
+            let waiting = copiste::db::jobs::list_filtered(&app.db, &queued, 10_000, 0)
+                .await
+                .expect("queued jobs")
+                .iter()
+                .filter(|j| j.attempts == 1 && j.run_at > later)
+                .count();
+            if waiting == jobs.len() {
+                return Ok(());
+            }
+            Err(format!(
+                "closures did not fail as expected: {waiting} of {} wait for a retry",
+                jobs.len()
+            ))
+        },
+    )
+    .await;
     worker.shutdown(Duration::from_secs(5)).await.expect("stop");
     // While their retries are queued, nothing is due for the sweep.
     let now = Utc::now();
@@ -386,7 +377,7 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
     app.wait_finished(10_001, 300).await;
     // apalis keeps every finished task; the worker removes them every
     // second, so Redis does not grow with the backlog.
-    let grown = crate::support::eventually(Duration::from_secs(10), || async {
+    let grown = eventually(Duration::from_secs(10), || async {
         let n = app.redis_keys().await;
         (n <= before + 50).then_some(n)
     })
@@ -398,14 +389,21 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
         .await
         .expect("put");
     session(&app).await;
-    sqlx::query(
-        "INSERT INTO downloads (id, exam_code, establishment_uai, options, parts, copies, errors, expires_at)
-         SELECT gen_random_uuid(), 'BAC26-PHILO', min(uai), 'd1a1n1',
-                '[{\"key\": \"downloads/old/x.zip\", \"bytes\": 2, \"sha256\": \"-\"}]', 1, 0,
-                now() - interval '1 day'
-         FROM establishments",
+    let uai = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+        .await
+        .expect("establishments")[0]
+        .clone();
+    copiste::db::render::insert_download(
+        &app.db,
+        "BAC26-PHILO",
+        uai.as_str(),
+        "d1a1n1",
+        json!([{"key": "downloads/old/x.zip", "bytes": 2, "sha256": "-"}]),
+        1,
+        0,
+        warmup,
+        Utc::now() - chrono::Duration::days(1),
     )
-    .execute(&pool(&app).await)
     .await
     .expect("download");
 

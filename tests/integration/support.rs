@@ -169,20 +169,22 @@ impl TestApp {
         status: &str,
         secs: u64,
     ) -> copiste::db::jobs::JobRow {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            let job = self.job(id).await;
-            if job.status.as_str() == status {
-                return job;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "job {id} still {} after {secs} s (waiting for {status}); last error {:?}",
-                job.status,
-                job.last_error
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let every = std::time::Duration::from_millis(50);
+        eventually_every(
+            std::time::Duration::from_secs(secs),
+            every,
+            move || async move {
+                let job = self.job(id).await;
+                if job.status.as_str() == status {
+                    return Ok(job);
+                }
+                Err(format!(
+                    "job {id} still {} (waiting for {status}); last error {:?}",
+                    job.status, job.last_error
+                ))
+            },
+        )
+        .await
     }
 
     /// Counts of jobs by status.
@@ -197,23 +199,29 @@ impl TestApp {
 
     /// Waits until `n` jobs are in a final status.
     pub async fn wait_finished(&self, n: i64, secs: u64) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
-            let counts = self.counts().await;
-            let done: i64 = ["succeeded", "failed", "dead", "cancelled"]
-                .iter()
-                .map(|s| counts.get(*s).copied().unwrap_or(0))
-                .sum();
-            if done >= n {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "only {done} of {n} jobs finished after {secs} s: {counts:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let every = std::time::Duration::from_millis(100);
+        eventually_every(
+            std::time::Duration::from_secs(secs),
+            every,
+            move || async move {
+                let counts = self.counts().await;
+                let done = finished(&counts);
+                if done >= n {
+                    return Ok(());
+                }
+                Err(format!("only {done} of {n} jobs finished: {counts:?}"))
+            },
+        )
+        .await
     }
+}
+
+/// How many jobs of `counts` (by status) are in a final status.
+pub fn finished(counts: &std::collections::HashMap<String, i64>) -> i64 {
+    ["succeeded", "failed", "dead", "cancelled"]
+        .iter()
+        .map(|s| counts.get(*s).copied().unwrap_or(0))
+        .sum()
 }
 
 /// Fast settings for queue tests: short leases, quick reconciliation.
@@ -262,20 +270,66 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_every(within, std::time::Duration::from_millis(50), || {
+        let checked = check();
+        async move {
+            checked
+                .await
+                .ok_or_else(|| "the condition was not met".to_owned())
+        }
+    })
+    .await
+}
+
+/// The tests' one poller: calls `check` every `every` until it returns
+/// `Ok`, and returns that; fails the test once `within` has passed,
+/// saying what `check` last saw instead (its `Err`). Each call is also a
+/// sample: a `check` may record maxima or samples on its way (in a `Cell`
+/// or `RefCell` it borrows, or, before its future, in what it holds).
+pub async fn eventually_every<T, F, Fut>(
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = std::time::Instant::now() + within;
     loop {
-        if let Some(value) = check().await {
-            return value;
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                std::time::Instant::now() < deadline,
+                "{seen} (after {within:?})"
+            ),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the condition was not met within {within:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
 impl TestApp {
+    /// How many jobs are running, or queued and due within a minute (a
+    /// retry that backs off longer is not waited for).
+    pub async fn busy_jobs(&self) -> i64 {
+        let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
+        let mut busy = 0;
+        for status in ["running", "queued"] {
+            let filter = copiste::db::jobs::JobFilter {
+                status: Some(status),
+                ..Default::default()
+            };
+            let jobs = copiste::db::jobs::list_filtered(&self.db, &filter, i64::MAX, 0)
+                .await
+                .expect("busy jobs");
+            busy += jobs
+                .iter()
+                .filter(|j| status == "running" || j.run_at <= soon)
+                .count() as i64;
+        }
+        busy
+    }
+
     /// How many Redis keys this test's queue namespace has.
     pub async fn redis_keys(&self) -> usize {
         copiste::queue::key_count(&self.config)
@@ -284,22 +338,54 @@ impl TestApp {
     }
 }
 
+/// The scans of a generated demo session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scans {
+    /// One scan shared by every page (fast).
+    Shared,
+    /// Real, distinct scans.
+    Distinct,
+}
+
+/// Generates a demo session in `dir` and imports it into `db` and
+/// `storage`: the one way a test gets demo data (a [`TestApp`] through
+/// its `import_demo*` methods).
+pub async fn import_demo_into(
+    db: &copiste::db::Db,
+    storage: &copiste::storage::Storage,
+    dir: &std::path::Path,
+    opts: &copiste::demo_data::DemoDataOptions,
+    scans: Scans,
+) {
+    match scans {
+        Scans::Shared => copiste::demo_data::generate_light(dir, opts).map(drop),
+        Scans::Distinct => copiste::demo_data::generate(dir, opts, &|_, _| {}).map(drop),
+    }
+    .expect("dataset");
+    copiste::import::import_dir(db, storage, dir, &|_| {})
+        .await
+        .expect("import");
+}
+
 impl TestApp {
+    /// Generates the demo session `opts` with `scans` and imports it into
+    /// this test's database and store.
+    pub async fn import_demo_with(&self, opts: copiste::demo_data::DemoDataOptions, scans: Scans) {
+        let dir = self.dir.path().join("session");
+        import_demo_into(&self.db, &self.storage, &dir, &opts, scans).await;
+    }
+
     /// Generates a light demo session (one shared scan; 3 exams of the
     /// three kinds; `establishments` over two academies, `candidates` each,
     /// some absent) and imports it into this test's database and store.
     pub async fn import_demo_seeded(&self, establishments: u32, candidates: u32, seed: u64) {
-        let dir = self.dir.path().join("session");
         let opts = copiste::demo_data::DemoDataOptions {
             establishments,
             candidates,
             pages: 1,
             seed,
         };
-        copiste::demo_data::generate_light(&dir, &opts).expect("dataset");
-        copiste::import::import_dir(&self.db, &self.storage, &dir, &|_| {})
-            .await
-            .expect("import");
+        self.import_demo_with(opts, Scans::Shared).await;
     }
 
     /// [`TestApp::import_demo_seeded`] with a fixed seed.
@@ -310,23 +396,15 @@ impl TestApp {
 
 impl TestApp {
     /// The numéro of the first candidate (in numéro order) of `uai` with a
-    /// copy of `exam`. No `db` function answers this: the operations find
-    /// candidates by name.
+    /// copy of `exam`.
     pub async fn first_numero(&self, exam: &str, uai: &copiste::domain::Uai) -> String {
-        let pool = sqlx::PgPool::connect(self.config.database_url().as_str())
+        copiste::db::closure::unit_copies(&self.db, exam, uai.as_str())
             .await
-            .expect("pool");
-        let numero = sqlx::query_scalar(
-            "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-             WHERE c.exam_code = $1 AND ca.establishment_uai = $2 ORDER BY 1 LIMIT 1",
-        )
-        .bind(exam)
-        .bind(uai.as_str())
-        .fetch_one(&pool)
-        .await
-        .expect("a candidate");
-        pool.close().await;
-        numero
+            .expect("copies")
+            .into_iter()
+            .map(|c| c.numero)
+            .min()
+            .expect("a candidate")
     }
 }
 

@@ -59,6 +59,7 @@ async fn a_closure_survives_twenty_sigkills_of_a_worker() {
 
     let mut rng = StdRng::seed_from_u64(18);
     let mut effects_at_kills = Vec::new();
+    // The faults, at random moments: not a wait.
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(KILL_EVERY_MS))).await;
         victim.kill();
@@ -66,7 +67,7 @@ async fn a_closure_survives_twenty_sigkills_of_a_worker() {
         steady.assert_alive();
         victim = suite.worker();
     }
-    let busy_after_kills = harness::busy_jobs(&suite.app).await;
+    let busy_after_kills = suite.app.busy_jobs().await;
     let rounds = harness::close_every_unit(
         &suite,
         PHILO,

@@ -3,12 +3,16 @@
 //! empty one on the same port), once flushed (FLUSHALL). Every job
 //! succeeds; the time to recover is printed.
 
-use std::time::{Duration, Instant};
+use std::{
+    cell::{Cell, RefCell},
+    time::{Duration, Instant},
+};
 
 use copiste::jobs::{EnqueueOptions, noop::Noop};
 use serde_json::json;
 
-use super::harness::{Suite, report, secs};
+use super::harness::{self, Suite, report, secs};
+use crate::support::eventually_every;
 
 const JOBS: i64 = 5_000;
 const CONCURRENCY: i64 = 8;
@@ -42,10 +46,23 @@ async fn backlog_survives(loss: Loss) {
     let mut a = suite.worker();
     let mut b = suite.worker();
     let run_started = Instant::now();
-    while suite.count("succeeded").await < JOBS * 3 / 10 {
-        a.assert_alive();
-        b.assert_alive();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    {
+        let workers = RefCell::new([&mut a, &mut b]);
+        eventually_every(
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            || async {
+                let succeeded = suite.count("succeeded").await;
+                if succeeded >= JOBS * 3 / 10 {
+                    return Ok(());
+                }
+                harness::assert_alive(&mut *workers.borrow_mut());
+                Err(format!(
+                    "{succeeded} of {JOBS} jobs succeeded before the fault"
+                ))
+            },
+        )
+        .await;
     }
     let at_fault = suite.count("succeeded").await;
     match loss {
@@ -61,7 +78,8 @@ async fn backlog_survives(loss: Loss) {
     );
     // Recovered: no id handed to Redis before the loss is still taken for
     // waiting there (each ran, or was found lost and handed over again),
-    // and jobs succeed again after that.
+    // and jobs succeed again after that. Raw SQL: no `db` function reads
+    // the ids pushed before a moment.
     let pool = sqlx::PgPool::connect(suite.app.config.database_url().as_str())
         .await
         .expect("pool");
@@ -69,30 +87,30 @@ async fn backlog_survives(loss: Loss) {
         .fetch_one(&pool)
         .await
         .expect("now");
-    let deadline = fault_at + Duration::from_secs(60);
-    let mut handed_over = None;
-    loop {
-        let succeeded = suite.count("succeeded").await;
-        let stale: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE status = 'queued' AND pushed_at <= $1",
-        )
-        .bind(lost_at)
-        .fetch_one(&pool)
-        .await
-        .expect("stale ids");
-        match handed_over {
-            None if stale == 0 => handed_over = Some(succeeded),
-            Some(then) if succeeded > then || succeeded == JOBS => break,
-            _ => {}
-        }
-        a.assert_alive();
-        b.assert_alive();
-        assert!(
-            Instant::now() < deadline,
-            "{stale} lost ids: {:?}",
-            suite.counts().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let within = (fault_at + Duration::from_secs(60)).saturating_duration_since(Instant::now());
+    // The succeeded count once no lost id was left.
+    let handed_over = Cell::new(None);
+    {
+        let workers = RefCell::new([&mut a, &mut b]);
+        eventually_every(within, Duration::from_millis(50), || async {
+            let counts = suite.counts().await;
+            let succeeded = counts.get("succeeded").copied().unwrap_or(0);
+            let stale: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND pushed_at <= $1",
+            )
+            .bind(lost_at)
+            .fetch_one(&pool)
+            .await
+            .expect("stale ids");
+            match handed_over.get() {
+                None if stale == 0 => handed_over.set(Some(succeeded)),
+                Some(then) if succeeded > then || succeeded == JOBS => return Ok(()),
+                _ => {}
+            }
+            harness::assert_alive(&mut *workers.borrow_mut());
+            Err(format!("{stale} lost ids: {counts:?}"))
+        })
+        .await;
     }
     pool.close().await;
     let recovered = fault_at.elapsed();

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::support::eventually_every;
+
 use super::{
     harness::{self, Suite, report, secs},
     stand_in::{Faults, StandIn},
@@ -43,11 +45,17 @@ async fn c_postgres_crashes_during_a_closure() {
         .await
         .expect("request")
         .expect("not refused");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while stand_in.effects() < candidates.len() / 4 {
-        assert!(Instant::now() < deadline, "the closure does not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually_every(
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || async {
+            if stand_in.effects() < candidates.len() / 4 {
+                return Err("the closure does not start".to_owned());
+            }
+            Ok(())
+        },
+    )
+    .await;
     let effects_at_crash = stand_in.effects();
     suite.pg.stop_postgres().expect("pg_ctl stop -m immediate");
     tokio::time::sleep(DOWN).await;

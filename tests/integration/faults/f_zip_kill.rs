@@ -7,6 +7,7 @@
 //! remains under `downloads/` but the objects the two downloads name.
 
 use std::{
+    cell::RefCell,
     collections::HashSet,
     time::{Duration, Instant},
 };
@@ -15,6 +16,7 @@ use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use serde_json::json;
 
 use super::harness::{self, Suite, report, secs};
+use crate::support::eventually_every;
 
 const PHILO: &str = "BAC26-PHILO";
 const CANDIDATES: u32 = 800;
@@ -57,19 +59,27 @@ async fn f_zip_build_survives_three_sigkills_and_resumes() {
     let mut rng = StdRng::seed_from_u64(26);
     let mut staged_at_kills = Vec::new();
     let kills_started = Instant::now();
+    // The kills: not a wait.
     for k in 0..KILLS {
         let floor = staged_at_kills.last().copied().unwrap_or(0) + 1;
         // Up to three quarters of the parts: the last run has some left.
         let ceiling = (n * (k + 1) * 3 / (4 * KILLS)).max(floor);
         let target = rng.random_range(floor..=ceiling);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while harness::staged_parts(&suite.app, job).await < target {
-            worker.assert_alive();
-            assert!(
-                Instant::now() < deadline,
-                "the build did not stage {target} parts"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        {
+            let alive = RefCell::new(&mut worker);
+            eventually_every(
+                Duration::from_secs(30),
+                Duration::from_millis(10),
+                || async {
+                    let staged = harness::staged_parts(&suite.app, job).await;
+                    if staged >= target {
+                        return Ok(());
+                    }
+                    alive.borrow_mut().assert_alive();
+                    Err(format!("the build did not stage {target} parts ({staged})"))
+                },
+            )
+            .await;
         }
         let within = per_part.as_millis().max(1) as u64;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..within))).await;

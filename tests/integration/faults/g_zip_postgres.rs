@@ -7,6 +7,7 @@
 //! `downloads` row before all of its parts are at their final keys.
 
 use std::{
+    cell::RefCell,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -17,6 +18,7 @@ use std::{
 use serde_json::json;
 
 use super::harness::{self, Suite, report, secs};
+use crate::support::eventually_every;
 
 const PHILO: &str = "BAC26-PHILO";
 const CANDIDATES: u32 = 800;
@@ -82,6 +84,9 @@ async fn g_postgres_crashes_during_a_zip_build() {
                 .max_connections(1)
                 .acquire_timeout(Duration::from_millis(300));
             let pool = options.connect_lazy(url.as_str()).expect("pool");
+            // Watches until told to stop: not a wait. Raw SQL on a pool of
+            // its own that gives up at once (the `db` pools wait 10 s for a
+            // connection): a poll while the ledger is down must not hang.
             while !stop.load(Ordering::SeqCst) {
                 let row: Result<i64, _> =
                     sqlx::query_scalar("SELECT count(*) FROM downloads WHERE job_id = $1")
@@ -138,11 +143,20 @@ async fn g_postgres_crashes_during_a_zip_build() {
     };
 
     // PostgreSQL goes down once the build has staged a part.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while harness::staged_parts(&suite.app, job).await < 1 {
-        worker.assert_alive();
-        assert!(Instant::now() < deadline, "the build does not start");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    {
+        let alive = RefCell::new(&mut worker);
+        eventually_every(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || async {
+                if harness::staged_parts(&suite.app, job).await >= 1 {
+                    return Ok(());
+                }
+                alive.borrow_mut().assert_alive();
+                Err("the build does not start".to_owned())
+            },
+        )
+        .await;
     }
     suite.pg.stop_postgres().expect("pg_ctl stop -m immediate");
     let crashed = Instant::now();
@@ -181,6 +195,7 @@ async fn g_postgres_crashes_during_a_zip_build() {
     let pool = sqlx::PgPool::connect(suite.app.config.database_url().as_str())
         .await
         .expect("pool");
+    // Raw SQL: no `db` function counts a job's downloads rows.
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM downloads WHERE job_id = $1")
         .bind(job)
         .fetch_one(&pool)

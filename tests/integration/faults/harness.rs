@@ -4,6 +4,7 @@
 //! counts read from the ledger, and the report lines.
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     io::Write as _,
     path::PathBuf,
@@ -14,7 +15,7 @@ use std::{
 use copiste::{config::Config, local_services::LocalServices};
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, fast_queue};
+use crate::support::{TestApp, eventually_every, fast_queue, finished};
 
 /// One scenario's world: its own PostgreSQL and Redis, a migrated
 /// database (the server's `postgres` database) with its store, and the
@@ -116,25 +117,17 @@ impl Suite {
     /// Waits until `n` jobs are final, failing after `within`; the last
     /// counts on the way.
     pub async fn wait_final(&self, n: i64, within: Duration, workers: &mut [&mut WorkerProcess]) {
-        let deadline = Instant::now() + within;
-        loop {
+        let workers = RefCell::new(workers);
+        eventually_every(within, Duration::from_millis(200), || async {
             let counts = self.counts().await;
-            let done: i64 = ["succeeded", "failed", "dead", "cancelled"]
-                .iter()
-                .map(|s| counts.get(*s).copied().unwrap_or(0))
-                .sum();
+            let done = finished(&counts);
             if done >= n {
-                return;
+                return Ok(());
             }
-            for w in workers.iter_mut() {
-                w.assert_alive();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "only {done} of {n} jobs final after {within:?}: {counts:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            assert_alive(&mut workers.borrow_mut());
+            Err(format!("only {done} of {n} jobs final: {counts:?}"))
+        })
+        .await
     }
 
     /// Redis' DBSIZE (the suite's Redis holds only this scenario's keys).
@@ -189,6 +182,7 @@ impl WorkerProcess {
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+        // Not a wait that fails the test: past `within`, SIGKILL.
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -253,6 +247,14 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// Fails the test, showing the end of its log, when one of `workers`
+/// ended.
+pub fn assert_alive(workers: &mut [&mut WorkerProcess]) {
+    for w in workers.iter_mut() {
+        w.assert_alive();
+    }
+}
+
 /// Prints `faults | scenario | figures`, appends it to the suite's
 /// summary file and prints the table so far.
 pub fn report(scenario: &str, figures: &str) {
@@ -302,38 +304,20 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
-/// The candidates (numéros) with a copy of `exam`.
-pub async fn candidates_of(app: &TestApp, exam: &str) -> std::collections::HashSet<String> {
-    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+/// The copies of `exam`: numéro and establishment, in numéro order.
+async fn copies_of(app: &TestApp, exam: &str) -> Vec<copiste::db::closure::CandidateCopy> {
+    copiste::db::closure::exam_copies(&app.db, exam, None, None)
         .await
-        .expect("pool");
-    let numeros: Vec<String> = sqlx::query_scalar(
-        "SELECT ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1",
-    )
-    .bind(exam)
-    .fetch_all(&pool)
-    .await
-    .expect("candidates");
-    pool.close().await;
-    numeros.into_iter().collect()
+        .expect("copies")
 }
 
-/// Jobs running, or queued and due within a minute (retries back off
-/// for a second at most in the suite).
-pub async fn busy_jobs(app: &TestApp) -> i64 {
-    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+/// The candidates (numéros) with a copy of `exam`.
+pub async fn candidates_of(app: &TestApp, exam: &str) -> std::collections::HashSet<String> {
+    copies_of(app, exam)
         .await
-        .expect("pool");
-    let busy = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE status = 'running'
-            OR (status = 'queued' AND run_at <= now() + interval '60 seconds')",
-    )
-    .fetch_one(&pool)
-    .await
-    .expect("busy jobs");
-    pool.close().await;
-    busy
+        .into_iter()
+        .map(|c| c.numero)
+        .collect()
 }
 
 /// Waits until every closure job has ended, relaunches the units of
@@ -347,19 +331,22 @@ pub async fn close_every_unit(
 ) -> u32 {
     use copiste::closure::UnitState;
     let deadline = Instant::now() + within;
+    let workers = RefCell::new(workers);
     let mut rounds = 0;
+    // Relaunches between its waits, bounded by its rounds: not a wait.
     loop {
-        while busy_jobs(&suite.app).await > 0 {
-            for w in workers.iter_mut() {
-                w.assert_alive();
+        let left = deadline.saturating_duration_since(Instant::now());
+        eventually_every(left, Duration::from_millis(200), || async {
+            if suite.app.busy_jobs().await == 0 {
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "closure jobs of {exam} still busy after {within:?}: {:?}",
+            assert_alive(&mut workers.borrow_mut());
+            Err(format!(
+                "closure jobs of {exam} still busy, {within:?} in all: {:?}",
                 suite.counts().await
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            ))
+        })
+        .await;
         let status = crate::ops::exam_status(&suite.app, exam)
             .await
             .expect("status")
@@ -425,41 +412,36 @@ impl Suite {
         within: Duration,
         workers: &mut [&mut WorkerProcess],
     ) -> copiste::db::jobs::JobRow {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(Some(job)) = copiste::db::jobs::get(&self.app.db, id).await {
-                if job.status.as_str() == status {
-                    return job;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "job {id} still {} after {within:?} (waiting for {status}); last error {:?}",
-                    job.status,
-                    job.last_error
-                );
-            }
-            for w in workers.iter_mut() {
-                w.assert_alive();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let workers = RefCell::new(workers);
+        eventually_every(within, Duration::from_millis(50), || async {
+            let seen = match copiste::db::jobs::get(&self.app.db, id).await {
+                Ok(Some(job)) if job.status.as_str() == status => return Ok(job),
+                Ok(Some(job)) => format!(
+                    "job {id} still {} (waiting for {status}); last error {:?}",
+                    job.status, job.last_error
+                ),
+                Ok(None) => format!("no job {id}"),
+                // The ledger may be restarting: read again.
+                Err(e) => format!("job {id} unread (waiting for {status}): {e:#}"),
+            };
+            assert_alive(&mut workers.borrow_mut());
+            Err(seen)
+        })
+        .await
     }
 }
 
 /// The establishment with the most copies of `exam`.
 pub async fn busiest_establishment(app: &TestApp, exam: &str) -> copiste::domain::Uai {
-    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
-        .await
-        .expect("pool");
-    let uai: String = sqlx::query_scalar(
-        "SELECT ca.establishment_uai FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
-         WHERE c.exam_code = $1 GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
-    )
-    .bind(exam)
-    .fetch_one(&pool)
-    .await
-    .expect("an establishment");
-    pool.close().await;
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for c in copies_of(app, exam).await {
+        *copies.entry(c.establishment).or_default() += 1;
+    }
+    // The most copies; the first UAI among equals.
+    let (uai, _) = copies
+        .into_iter()
+        .min_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)))
+        .expect("an establishment");
     copiste::domain::Uai::parse(&uai).expect("uai")
 }
 
