@@ -71,18 +71,8 @@ async fn exact(app: &TestApp, after: &str) {
 /// Waits until no job is running or due: each has finished or waits for a
 /// retry an hour away.
 async fn settle(app: &TestApp) {
-    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
-        .await
-        .expect("pool");
     crate::support::eventually(Duration::from_secs(60), || async {
-        let busy: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE status = 'running'
-                OR (status = 'queued' AND run_at <= now() + interval '60 seconds')",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("busy jobs");
-        (busy == 0).then_some(())
+        (app.busy_jobs().await == 0).then_some(())
     })
     .await;
 }
