@@ -109,6 +109,14 @@ fn describe() {
         "Bytes of zips built."
     );
     describe_counter!("copiste_zip_entries_total", "Entries (copies) put in zips.");
+    describe_counter!(
+        "copiste_zip_chunks_resumed_total",
+        "Chunks of a zip part that an earlier run uploaded, kept by the run that finished the zip."
+    );
+    describe_counter!(
+        "copiste_zip_upload_restarts_total",
+        "Recorded zip uploads that could not be continued (gone, or other bytes): their part was uploaded again."
+    );
     describe_histogram!(
         "copiste_zip_duration_seconds",
         Unit::Seconds,
