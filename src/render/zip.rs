@@ -1321,7 +1321,7 @@ impl Builder<'_> {
         };
         let error = failed.unwrap_or_else(|| anyhow!("the zip build failed"));
         if let Some(open) = &current {
-            if let Some(GiveUpRecordedUpload(reason)) = error.downcast_ref() {
+            if let Some(GiveUpRecordedUpload(reason)) = error.downcast_ref::<GiveUpRecordedUpload>() {
                 return Err(Stopped::Restart {
                     upload: open.upload.clone(),
                     reason: reason.clone(),

@@ -1521,9 +1521,10 @@ async fn at_final_keys(app: &TestApp, stem: &str) -> Vec<String> {
 /// recorded chunks, continued by a second run that uploads only the
 /// chunks after them into the same upload, gives the bytes of an
 /// uninterrupted build, and nothing is at the zip's key before it is
-/// complete. Then, the upload gone, a run starts the part again with a
-/// new upload. Returns the id of the upload that was continued.
-async fn a_build_resumes_within_its_part(app: &TestApp, name: &str) -> String {
+/// complete. Then, when `gone_too`, the upload gone, a run starts the
+/// part again with a new upload. Returns the id of the upload that was
+/// continued.
+async fn a_build_resumes_within_its_part(app: &TestApp, name: &str, gone_too: bool) -> String {
     use copiste::render::zip::{Resume, write_zip_resumable};
     let (_, uai) = numero_of(app, "Martin").await;
     let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, &uai)
@@ -1641,6 +1642,9 @@ async fn a_build_resumes_within_its_part(app: &TestApp, name: &str) -> String {
         [outcome.parts[0].key.clone()]
     );
 
+    if !gone_too {
+        return upload.upload_id;
+    }
     // The same record again: its upload is complete, gone from the
     // store. The run starts the part again with a new upload and the
     // same bytes.
@@ -1779,7 +1783,7 @@ where
 async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
     let app = heavy_app(config(), 20).await;
     close(&app, PHILO).await;
-    let upload_id = a_build_resumes_within_its_part(&app, "within-local").await;
+    let upload_id = a_build_resumes_within_its_part(&app, "within-local", true).await;
     // The staging file of the continued upload became the part.
     let left: Vec<_> = walk(&app.dir.path().join("objects/downloads"))
         .into_iter()
@@ -1877,7 +1881,10 @@ async fn on_s3_a_zip_build_resumes_within_its_part_and_housekeeping_aborts_aband
             .await
             .expect("body")
     };
-    let upload_id = a_build_resumes_within_its_part(&app, "within-s3").await;
+    // moto answers a chunk sent to an upload it no longer has with a 500
+    // (real S3: 404 NoSuchUpload, which the build takes for "gone"), so
+    // the part started again is checked on the local store only.
+    let upload_id = a_build_resumes_within_its_part(&app, "within-s3", false).await;
     let listed = uploads().await;
     assert!(
         !listed.contains(&upload_id),
