@@ -1507,8 +1507,9 @@ async fn killed_after_chunks(
 
 /// The objects at the keys of the zip whose keys start with `stem`.
 async fn at_final_keys(app: &TestApp, stem: &str) -> Vec<String> {
+    let folder = stem.rsplit_once('/').map_or(stem, |(folder, _)| folder);
     app.storage
-        .list(stem)
+        .list(folder)
         .await
         .expect("list")
         .into_iter()
@@ -1584,10 +1585,13 @@ async fn a_build_resumes_within_its_part(app: &TestApp, name: &str, gone_too: bo
         move |_, _| -> futures::future::BoxFuture<'static, ()> {
             let (storage, seen, prefix) = (storage.clone(), seen.clone(), prefix.clone());
             Box::pin(async move {
-                let listed = storage.list(&prefix).await.expect("list");
-                seen.lock()
-                    .expect("lock")
-                    .extend(listed.into_iter().map(|l| l.key));
+                let listed = storage.list("downloads/test").await.expect("list");
+                seen.lock().expect("lock").extend(
+                    listed
+                        .into_iter()
+                        .map(|l| l.key)
+                        .filter(|k| k.starts_with(&format!("{prefix}.zip"))),
+                );
             })
         }
     };
