@@ -169,12 +169,21 @@ async fn f_zip_build_survives_three_sigkills_and_resumes_within_its_part() {
     assert_eq!(swept as usize, leftovers, "{listed:?}");
     assert!(worker.terminate(Duration::from_secs(10)), "clean stop");
 
+    // What each run kept of the recorded chunks and recorded itself.
+    let before: Vec<usize> = std::iter::once(0).chain(at_kills.iter().copied()).collect();
+    let recorded_by_run: Vec<usize> = before
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .chain(std::iter::once(uploaded))
+        .collect();
+    let kept_by_run = before;
     report(
         "f zip SIGKILL",
         &format!(
             "{} copies in one part of {n} chunks ({:.1} MB), built uninterrupted in {}, \
              {KILLS} kills at {at_kills:?} chunks recorded (attempts {}), one upload continued \
-             throughout: the last run resumed {resumed} chunks and uploaded {uploaded}, \
+             throughout: runs 1-{} resumed {kept_by_run:?} chunks and uploaded {recorded_by_run:?} \
+             (the last run resumed {resumed} and uploaded {uploaded}), \
              SHA-256 equal to the uninterrupted zip, nothing at the zip's key before it was \
              complete, done {} after the first kill's run began, {leftovers} leftovers swept \
              by housekeeping, total {}",
@@ -182,6 +191,7 @@ async fn f_zip_build_survives_three_sigkills_and_resumes_within_its_part() {
             parts[0].bytes as f64 / 1e6,
             secs(uninterrupted),
             row.attempts,
+            KILLS + 1,
             secs(resumed_in),
             secs(started.elapsed())
         ),
