@@ -259,7 +259,11 @@ fn local_write_chunk(file: &std::path::Path, offset: u64, chunk: &[Bytes]) -> st
 
 /// Cuts the local staging file `file` to `len` bytes, syncs it and renames
 /// it to `target`, then syncs the folder so that the rename lasts.
-fn local_complete(file: &std::path::Path, target: &std::path::Path, len: u64) -> std::io::Result<()> {
+fn local_complete(
+    file: &std::path::Path,
+    target: &std::path::Path,
+    len: u64,
+) -> std::io::Result<()> {
     let f = std::fs::OpenOptions::new().write(true).open(file)?;
     let found = f.metadata()?.len();
     if found < len {

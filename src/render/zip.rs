@@ -956,16 +956,15 @@ struct Builder<'a> {
     plan: &'a ZipPlan,
     progress: &'a (dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
     run: u32,
-    save: Option<&'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync)>,
+    save:
+        Option<&'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync)>,
 }
 
 impl Builder<'_> {
     /// Records `recorded` when the build has a checkpoint.
     async fn save(&self, recorded: &ZipProgress) -> anyhow::Result<()> {
         match self.save {
-            Some(save) => save(recorded)
-                .await
-                .context("recording the zip's progress"),
+            Some(save) => save(recorded).await.context("recording the zip's progress"),
             None => Ok(()),
         }
     }
@@ -1304,9 +1303,7 @@ impl Builder<'_> {
         let failed = match (upload_result, zipped) {
             (Err(e), _) => Some(e),
             (Ok(()), Err(e)) => Some(e),
-            (Ok(()), Ok(_)) if current.is_some() => {
-                Some(anyhow!("the zip writer ended mid-part"))
-            }
+            (Ok(()), Ok(_)) if current.is_some() => Some(anyhow!("the zip writer ended mid-part")),
             (Ok(()), Ok(zipped)) => match panicked {
                 Some(e) => Some(e),
                 None => {
@@ -1321,7 +1318,8 @@ impl Builder<'_> {
         };
         let error = failed.unwrap_or_else(|| anyhow!("the zip build failed"));
         if let Some(open) = &current {
-            if let Some(GiveUpRecordedUpload(reason)) = error.downcast_ref::<GiveUpRecordedUpload>() {
+            if let Some(GiveUpRecordedUpload(reason)) = error.downcast_ref::<GiveUpRecordedUpload>()
+            {
                 return Err(Stopped::Restart {
                     upload: open.upload.clone(),
                     reason: reason.clone(),

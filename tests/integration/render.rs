@@ -1448,7 +1448,9 @@ type Saved = std::sync::Arc<std::sync::Mutex<Vec<copiste::render::zip::ZipProgre
 
 fn recorder(
     saved: &Saved,
-) -> impl Fn(&copiste::render::zip::ZipProgress) -> futures::future::BoxFuture<'static, anyhow::Result<()>>
+) -> impl Fn(
+    &copiste::render::zip::ZipProgress,
+) -> futures::future::BoxFuture<'static, anyhow::Result<()>>
 + Send
 + Sync {
     let saved = saved.clone();
@@ -1557,8 +1559,10 @@ async fn a_build_resumes_within_its_part(app: &TestApp, name: &str, gone_too: bo
     assert!(after_1.parts.is_empty());
     let first = saved.lock().expect("lock")[0].clone();
     assert!(
-        first.upload.as_ref().is_some_and(|u| u.chunks.is_empty()
-            && u.upload_id == upload.upload_id),
+        first
+            .upload
+            .as_ref()
+            .is_some_and(|u| u.chunks.is_empty() && u.upload_id == upload.upload_id),
         "the upload is recorded before its first chunk: {first:?}"
     );
     assert!(upload.chunks.iter().enumerate().all(|(i, c)| c.index == i
@@ -1617,14 +1621,19 @@ async fn a_build_resumes_within_its_part(app: &TestApp, name: &str, gone_too: bo
     let uploads: Vec<_> = recorded.iter().filter_map(|p| p.upload.clone()).collect();
     assert!(!uploads.is_empty());
     assert!(
-        uploads.iter().all(|u| u.upload_id == upload.upload_id && u.run == 1),
+        uploads
+            .iter()
+            .all(|u| u.upload_id == upload.upload_id && u.run == 1),
         "run 2 continued run 1's upload"
     );
     let last_upload = uploads.last().expect("an upload");
     let runs: Vec<u32> = last_upload.chunks.iter().map(|c| c.run).collect();
     let mut expected_runs = vec![1; k];
     expected_runs.resize(total as usize, 2);
-    assert_eq!(runs, expected_runs, "run 2 uploaded only the chunks after {k}");
+    assert_eq!(
+        runs, expected_runs,
+        "run 2 uploaded only the chunks after {k}"
+    );
     let staged = last_saved(&saved).expect("recorded").parts;
     assert_eq!(staged.len(), 1);
     assert_eq!(
@@ -1808,10 +1817,17 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
         let mut from = killed_after_chunks(&app, &rows, case, 2, &saved).await;
         let upload = from.upload.clone().expect("recorded");
         if case == "short-local" {
-            let file = walk(&app.dir.path().join(format!("objects/downloads/.staging/{case}")))
-                .into_iter()
-                .find(|p| p.to_string_lossy().ends_with(&format!("#{}", upload.upload_id)))
-                .expect("the staging file");
+            let file = walk(
+                &app.dir
+                    .path()
+                    .join(format!("objects/downloads/.staging/{case}")),
+            )
+            .into_iter()
+            .find(|p| {
+                p.to_string_lossy()
+                    .ends_with(&format!("#{}", upload.upload_id))
+            })
+            .expect("the staging file");
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&file)
@@ -1842,7 +1858,10 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
             .into_iter()
             .filter(|p| p.to_string_lossy().contains('#'))
             .collect();
-        assert!(left.is_empty(), "{case}: the given-up upload is gone: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{case}: the given-up upload is gone: {left:?}"
+        );
     }
 
     housekeeping_aborts_recorded_uploads(&app, |key, id| {
@@ -1896,7 +1915,11 @@ async fn on_s3_a_zip_build_resumes_within_its_part_and_housekeeping_aborts_aband
     );
     housekeeping_aborts_recorded_uploads(&app, |_key, id| {
         let uploads = uploads();
-        async move { uploads.await.contains(&format!("<UploadId>{id}</UploadId>")) }
+        async move {
+            uploads
+                .await
+                .contains(&format!("<UploadId>{id}</UploadId>"))
+        }
     })
     .await;
 }
