@@ -189,6 +189,10 @@ pub struct UploadedChunk {
     pub run: u32,
 }
 
+/// Records a build's progress; an error stops the build.
+pub type SaveProgress<'a> =
+    dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'a;
+
 /// How a build continues an earlier one and records its own progress.
 pub struct Resume<'a> {
     /// What an earlier run recorded, if any.
@@ -197,7 +201,7 @@ pub struct Resume<'a> {
     pub run: u32,
     /// Records the progress after each staged part, each started upload
     /// and each chunk the store acknowledged; an error stops the build.
-    pub save: &'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync),
+    pub save: &'a SaveProgress<'a>,
 }
 
 /// A test seam: makes a build stop (fail, or hang as a killed process
@@ -956,8 +960,7 @@ struct Builder<'a> {
     plan: &'a ZipPlan,
     progress: &'a (dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
     run: u32,
-    save:
-        Option<&'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync)>,
+    save: Option<&'a SaveProgress<'a>>,
 }
 
 impl Builder<'_> {
