@@ -1,5 +1,6 @@
-//! Object storage adapter: scans in, exports, PDFs and zips out. The only
-//! module that names `object_store` types.
+//! Object storage adapter: scans in, exports, PDFs and zips out, the
+//! zips through resumable uploads. The only module that names
+//! `object_store` types.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -7,9 +8,10 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{StreamExt as _, stream::BoxStream};
 use object_store::{
-    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload,
     aws::{AmazonS3, AmazonS3Builder},
     local::LocalFileSystem,
+    multipart::{MultipartStore as _, PartId},
     path::Path,
     signer::Signer as _,
 };
@@ -29,6 +31,14 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write the local upload of {key}: {source}")]
+    Local {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid chunk of the upload of {key}: {reason}")]
+    Chunk { key: String, reason: String },
     #[error("object store error on {key}: {source}")]
     Backend {
         key: String,
@@ -56,9 +66,10 @@ pub struct Listed {
     pub key: String,
     pub size: u64,
     pub last_modified: chrono::DateTime<chrono::Utc>,
-    /// A local store's unfinished multipart upload (`<key>#<n>`, a file
-    /// `LocalFileSystem` writes before renaming it to its key, and leaves
-    /// behind when the process is killed).
+    /// A local store's unfinished upload (`<key>#<digits>`: the staging
+    /// file of a [`ResumableUpload`], or the file `LocalFileSystem` writes
+    /// before renaming it to its key), left behind by a process that was
+    /// killed or a build that was given up.
     pub partial: bool,
 }
 
@@ -73,49 +84,202 @@ pub struct Storage {
     description: String,
 }
 
-/// Parts of a multipart upload written at once, at most.
-const UPLOAD_CONCURRENCY: usize = 2;
-/// Size of each multipart part (S3's minimum is 5 MiB).
-const UPLOAD_PART: usize = 8 * 1024 * 1024;
+/// Chunks of a resumable upload that a caller should have in flight at
+/// once, at most (memory stays bounded by the chunk size times this).
+pub const UPLOAD_CONCURRENCY: usize = 2;
+/// The size of every chunk of a [`ResumableUpload`] but the last (S3's
+/// minimum for a part of a multipart upload is 5 MiB).
+pub const UPLOAD_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
-/// An object being written in parts: invisible at its key until
-/// [`Upload::finish`]; [`Upload::abort`] (or a crash) leaves nothing there.
-pub struct Upload {
+/// An object written chunk by chunk that a later process can continue:
+/// its key and its upload id are all it takes to find it again
+/// ([`Storage::reopen_resumable_upload`]). On S3 it is a multipart upload
+/// (object_store's `MultipartStore`), each chunk a part; on the local
+/// store, a staging file `<key>#<upload id>` next to the key that each
+/// chunk is written into at its place and synced to disk, renamed to the
+/// key when complete. Chunks are numbered from 0, and every chunk but the
+/// last is exactly [`UPLOAD_CHUNK_BYTES`] long. Nothing is visible at the
+/// key until [`ResumableUpload::complete`]; an upload given up
+/// ([`ResumableUpload::abort`], or one that no run continues) never
+/// appears there.
+#[derive(Clone, Debug)]
+pub struct ResumableUpload {
     key: String,
-    inner: WriteMultipart,
+    upload_id: String,
+    target: UploadTarget,
 }
 
-impl Upload {
-    /// Appends bytes, waiting while too many parts are in flight (memory
-    /// stays bounded by the part size times the concurrency).
-    /// The bytes are handed on as they are, not copied.
-    pub async fn write(&mut self, bytes: Bytes) -> Result<(), StorageError> {
-        self.inner
-            .wait_for_capacity(UPLOAD_CONCURRENCY)
-            .await
-            .map_err(|e| Storage::backend(&self.key, e))?;
-        self.inner.put(bytes);
-        Ok(())
+/// Where a [`ResumableUpload`]'s chunks go.
+#[derive(Clone, Debug)]
+enum UploadTarget {
+    /// An S3 multipart upload of the object at `path`.
+    S3 { store: Arc<AmazonS3>, path: Path },
+    /// The local store's staging file `file`, renamed to `target`.
+    Local { file: PathBuf, target: PathBuf },
+}
+
+impl ResumableUpload {
+    /// The key the object will have once complete.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
-    /// Completes the object: it appears at its key, whole.
-    pub async fn finish(self) -> Result<(), StorageError> {
-        let key = self.key;
-        self.inner
-            .finish()
-            .await
-            .map_err(|e| Storage::backend(&key, e))?;
-        Ok(())
+    /// The store's id of this upload: an S3 multipart upload id, or the
+    /// suffix of the local staging file `<key>#<upload id>`.
+    pub fn upload_id(&self) -> &str {
+        &self.upload_id
     }
 
-    /// Gives the upload up; nothing appears at the key.
+    /// Writes chunk `index` (its bytes are the pieces `chunk`, handed on
+    /// without copy) and returns the store's id of it (on S3 the part's
+    /// ETag; on the local store the file's length after the chunk), which
+    /// [`ResumableUpload::complete`] needs back. Writing a chunk again
+    /// replaces it. Fails with [`StorageError::NotFound`] when the upload
+    /// no longer exists (aborted, or removed by the store).
+    pub async fn put_chunk(&self, index: usize, chunk: Vec<Bytes>) -> Result<String, StorageError> {
+        let len: usize = chunk.iter().map(Bytes::len).sum();
+        if len > UPLOAD_CHUNK_BYTES {
+            return Err(StorageError::Chunk {
+                key: self.key.clone(),
+                reason: format!("chunk {index} has {len} bytes, more than {UPLOAD_CHUNK_BYTES}"),
+            });
+        }
+        match &self.target {
+            UploadTarget::S3 { store, path } => {
+                let part = store
+                    .put_part(
+                        path,
+                        &self.upload_id,
+                        index,
+                        chunk.into_iter().collect::<PutPayload>(),
+                    )
+                    .await
+                    .map_err(|e| Storage::backend(&self.key, e))?;
+                Ok(part.content_id)
+            }
+            UploadTarget::Local { file, .. } => {
+                let file = file.clone();
+                let offset = (index * UPLOAD_CHUNK_BYTES) as u64;
+                let end = offset + len as u64;
+                self.blocking(move || local_write_chunk(&file, offset, &chunk))
+                    .await?;
+                Ok(end.to_string())
+            }
+        }
+    }
+
+    /// Completes the upload with the ids of its chunks, in order: the
+    /// object appears at its key, whole. Fails with
+    /// [`StorageError::NotFound`] when the upload no longer exists.
+    pub async fn complete(self, chunk_ids: Vec<String>) -> Result<(), StorageError> {
+        match &self.target {
+            UploadTarget::S3 { store, path } => {
+                let parts = chunk_ids
+                    .into_iter()
+                    .map(|content_id| PartId { content_id })
+                    .collect();
+                store
+                    .complete_multipart(path, &self.upload_id, parts)
+                    .await
+                    .map_err(|e| Storage::backend(&self.key, e))?;
+                Ok(())
+            }
+            UploadTarget::Local { file, target } => {
+                // The last chunk's id is the object's length.
+                let len = match chunk_ids.last() {
+                    None => 0,
+                    Some(id) => id.parse::<u64>().map_err(|_| StorageError::Chunk {
+                        key: self.key.clone(),
+                        reason: format!("{id:?} is not the id of a local chunk"),
+                    })?,
+                };
+                let (file, target) = (file.clone(), target.clone());
+                self.blocking(move || local_complete(&file, &target, len))
+                    .await
+            }
+        }
+    }
+
+    /// Gives the upload up: what it wrote is removed, and nothing appears
+    /// at the key. Aborting an upload that no longer exists is not an
+    /// error.
     pub async fn abort(self) -> Result<(), StorageError> {
-        let key = self.key;
-        self.inner
-            .abort()
-            .await
-            .map_err(|e| Storage::backend(&key, e))
+        match &self.target {
+            UploadTarget::S3 { store, path } => {
+                match store.abort_multipart(path, &self.upload_id).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(Storage::backend(&self.key, e)),
+                }
+            }
+            UploadTarget::Local { file, .. } => {
+                let file = file.clone();
+                self.blocking(move || match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                })
+                .await
+            }
+        }
     }
+
+    /// Runs a file operation of the local store on a blocking thread; a
+    /// missing file is [`StorageError::NotFound`].
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let result = tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        result.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                StorageError::NotFound(self.key.clone())
+            } else {
+                StorageError::Local {
+                    key: self.key.clone(),
+                    source,
+                }
+            }
+        })
+    }
+}
+
+/// Writes the pieces of a chunk into the local staging file `file` from
+/// `offset`, and syncs them to disk before returning.
+fn local_write_chunk(file: &std::path::Path, offset: u64, chunk: &[Bytes]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    let mut at = offset;
+    for piece in chunk {
+        f.write_all_at(piece, at)?;
+        at += piece.len() as u64;
+    }
+    f.sync_data()
+}
+
+/// Cuts the local staging file `file` to `len` bytes, syncs it and renames
+/// it to `target`, then syncs the folder so that the rename lasts.
+fn local_complete(
+    file: &std::path::Path,
+    target: &std::path::Path,
+    len: u64,
+) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new().write(true).open(file)?;
+    let found = f.metadata()?.len();
+    if found < len {
+        return Err(std::io::Error::other(format!(
+            "the staging file {} has {found} bytes, fewer than the {len} written",
+            file.display()
+        )));
+    }
+    f.set_len(len)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(file, target)?;
+    if let Some(dir) = target.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// A byte range of an object being read.
@@ -314,18 +478,135 @@ impl Storage {
         }
     }
 
-    /// Starts a multipart upload to `key`.
-    pub async fn upload(&self, key: &str) -> Result<Upload, StorageError> {
-        let path = Self::path(key)?;
-        let upload = self
-            .store
-            .put_multipart(&path)
-            .await
-            .map_err(|e| Self::backend(key, e))?;
-        Ok(Upload {
+    /// The local file of `key` under the store's root `root` (the key's
+    /// segments are checked: no `.`, `..` or empty one).
+    fn local_file(root: &std::path::Path, key: &str) -> Result<PathBuf, StorageError> {
+        Self::check_key(key)?;
+        Ok(key.split('/').fold(root.to_path_buf(), |mut dir, part| {
+            dir.push(part);
+            dir
+        }))
+    }
+
+    /// The upload of `key` named `upload_id`, without checking that it
+    /// exists.
+    fn resumable(&self, key: &str, upload_id: &str) -> Result<ResumableUpload, StorageError> {
+        let target = match (&self.s3, &self.local_root) {
+            (Some(store), _) => UploadTarget::S3 {
+                store: store.clone(),
+                path: Self::path(key)?,
+            },
+            (None, Some(root)) => {
+                if upload_id.is_empty() || !upload_id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(StorageError::InvalidKey {
+                        key: key.to_owned(),
+                        reason: format!("{upload_id:?} is not the id of a local upload"),
+                    });
+                }
+                let target = Self::local_file(root, key)?;
+                let mut name = target.file_name().unwrap_or_default().to_os_string();
+                name.push(format!("#{upload_id}"));
+                UploadTarget::Local {
+                    file: target.with_file_name(name),
+                    target,
+                }
+            }
+            (None, None) => {
+                return Err(StorageError::InvalidKey {
+                    key: key.to_owned(),
+                    reason: "this store has no resumable uploads".into(),
+                });
+            }
+        };
+        Ok(ResumableUpload {
             key: key.to_owned(),
-            inner: WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART),
+            upload_id: upload_id.to_owned(),
+            target,
         })
+    }
+
+    /// Starts a resumable upload to `key`; record its
+    /// [`ResumableUpload::upload_id`] to continue it later.
+    pub async fn start_resumable_upload(&self, key: &str) -> Result<ResumableUpload, StorageError> {
+        if let Some(store) = &self.s3 {
+            let path = Self::path(key)?;
+            let upload_id = store
+                .create_multipart(&path)
+                .await
+                .map_err(|e| Self::backend(key, e))?;
+            return self.resumable(key, &upload_id);
+        }
+        // A local upload's id is digits, so that its staging file
+        // (`<key>#<digits>`) is listed as a partial file and swept.
+        let upload_id = uuid::Uuid::new_v4().as_u64_pair().0.to_string();
+        let upload = self.resumable(key, &upload_id)?;
+        if let UploadTarget::Local { file, .. } = &upload.target {
+            let file = file.clone();
+            upload
+                .blocking(move || {
+                    if let Some(dir) = file.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&file)?
+                        .sync_all()
+                })
+                .await?;
+        }
+        Ok(upload)
+    }
+
+    /// The upload `upload_id` of `key` that an earlier run started, to be
+    /// continued after its first `written` bytes (the chunks it recorded),
+    /// or `None` when it is no longer there. On the local store the
+    /// staging file must hold at least `written` bytes: it is cut back to
+    /// them (chunks written after the last one recorded are dropped); a
+    /// shorter or missing file is removed and `None` returned. On S3 an
+    /// upload is found gone only when it is used: its next
+    /// [`ResumableUpload::put_chunk`] or [`ResumableUpload::complete`]
+    /// fails with [`StorageError::NotFound`].
+    pub async fn reopen_resumable_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+        written: u64,
+    ) -> Result<Option<ResumableUpload>, StorageError> {
+        let upload = self.resumable(key, upload_id)?;
+        let UploadTarget::Local { file, .. } = &upload.target else {
+            return Ok(Some(upload));
+        };
+        let file = file.clone();
+        let there = upload
+            .blocking(move || {
+                let f = match std::fs::OpenOptions::new().write(true).open(&file) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(e),
+                };
+                if f.metadata()?.len() < written {
+                    drop(f);
+                    std::fs::remove_file(&file)?;
+                    return Ok(false);
+                }
+                f.set_len(written)?;
+                f.sync_all()?;
+                Ok(true)
+            })
+            .await?;
+        Ok(there.then_some(upload))
+    }
+
+    /// Aborts the upload `upload_id` of `key` (see
+    /// [`ResumableUpload::abort`]); aborting one that no longer exists is
+    /// not an error.
+    pub async fn abort_resumable_upload(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), StorageError> {
+        self.resumable(key, upload_id)?.abort().await
     }
 
     /// Streams an object, or the byte range `range` of it.

@@ -113,6 +113,14 @@ fn describe() {
         "copiste_unit_summary_corrections_total",
         "Rows of the closure table's unit summaries that housekeeping found wrong and recounted (should stay 0)."
     );
+    describe_counter!(
+        "copiste_zip_chunks_resumed_total",
+        "Chunks of a zip part that an earlier run uploaded, kept by the run that finished the zip."
+    );
+    describe_counter!(
+        "copiste_zip_upload_restarts_total",
+        "Recorded zip uploads that could not be continued (gone, or other bytes): their part was uploaded again."
+    );
     describe_histogram!(
         "copiste_zip_duration_seconds",
         Unit::Seconds,

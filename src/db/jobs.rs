@@ -448,6 +448,73 @@ pub async fn checkpoint(db: &Db, id: Uuid) -> anyhow::Result<Option<serde_json::
     Ok(row.flatten())
 }
 
+/// A named entry of the checkpoint of a job that no run holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleCheckpointEntry {
+    pub job: Uuid,
+    /// The job's status: neither queued nor running.
+    pub status: JobStatus,
+    /// The entry, a JSON object.
+    pub entry: serde_json::Value,
+}
+
+/// The entry `field` of the checkpoints of the jobs of `kind` that are
+/// neither queued nor running, wherever it is a JSON object.
+pub async fn idle_checkpoint_entries(
+    db: &Db,
+    kind: &str,
+    field: &str,
+) -> anyhow::Result<Vec<IdleCheckpointEntry>> {
+    let rows = sqlx::query!(
+        r#"
+        SELECT id, status, checkpoint -> $2::text AS "entry!"
+        FROM jobs
+        WHERE kind = $1 AND status NOT IN ('queued', 'running')
+          AND jsonb_typeof(checkpoint -> $2::text) = 'object'
+        "#,
+        kind,
+        field,
+    )
+    .fetch_all(&db.pool)
+    .await
+    .with_context(|| format!("reading the {field} entries of the checkpoints of {kind} jobs"))?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(IdleCheckpointEntry {
+                job: r.id,
+                status: decode("jobs.status", &r.status)?,
+                entry: r.entry,
+            })
+        })
+        .collect()
+}
+
+/// Removes the entry `field` from the checkpoint of job `id` if it still
+/// is `entry` and no run holds the job (neither queued nor running: a run
+/// that started meanwhile keeps it). Returns whether it was removed.
+pub async fn remove_idle_checkpoint_entry(
+    db: &Db,
+    id: Uuid,
+    field: &str,
+    entry: &serde_json::Value,
+) -> anyhow::Result<bool> {
+    let n = sqlx::query!(
+        r#"
+        UPDATE jobs SET checkpoint = checkpoint - $2::text
+        WHERE id = $1 AND status NOT IN ('queued', 'running')
+          AND checkpoint -> $2::text = $3
+        "#,
+        id,
+        field,
+        entry,
+    )
+    .execute(&db.pool)
+    .await
+    .with_context(|| format!("removing the {field} entry of the checkpoint of job {id}"))?
+    .rows_affected();
+    Ok(n == 1)
+}
+
 /// Records the checkpoint of a running job, fenced by `(worker, attempt)`:
 /// `units` says how much work it covers. When `units` is more than any
 /// earlier checkpoint recorded, the run moved the job forward and its

@@ -84,7 +84,9 @@ impl Job for BulkRender {
             Box::pin(async move { ctx.progress(done, total).await })
         };
         // What earlier runs staged, recorded with the job: this run goes
-        // on after their last complete part (checked still there).
+        // on after their last complete part (checked still there), and
+        // continues the upload of the part in progress after its last
+        // recorded chunk.
         let from = match ctx.checkpoint().await? {
             Some(value) => match serde_json::from_value::<ZipProgress>(value) {
                 Ok(from) => Some(from),
@@ -99,7 +101,7 @@ impl Job for BulkRender {
             |recorded: &ZipProgress| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
                 let ctx = ctx.clone();
                 let value = serde_json::to_value(recorded);
-                let units = recorded.parts.len() as u64;
+                let units = recorded.units();
                 Box::pin(async move { ctx.save_checkpoint(&value?, units).await })
             };
         let resume = Resume {
@@ -115,6 +117,9 @@ impl Job for BulkRender {
         metrics::counter!("copiste_zip_entries_total").increment(u64::from(outcome.copies));
         metrics::counter!("copiste_zip_bytes_total")
             .increment(outcome.parts.iter().map(|p| p.bytes).sum::<u64>());
+        metrics::counter!("copiste_zip_chunks_resumed_total").increment(outcome.resumed_chunks);
+        metrics::counter!("copiste_zip_upload_restarts_total")
+            .increment(u64::from(outcome.restarted_uploads));
         let ttl = chrono::Duration::seconds(
             i64::try_from(app.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
         );
@@ -138,6 +143,9 @@ impl Job for BulkRender {
             "copies": outcome.copies,
             "failures": outcome.failures,
             "resumed_parts": outcome.resumed_parts,
+            "resumed_chunks": outcome.resumed_chunks,
+            "uploaded_chunks": outcome.uploaded_chunks,
+            "restarted_uploads": outcome.restarted_uploads,
             "expires_at": expires_at,
         });
         if outcome.failures.is_empty() {

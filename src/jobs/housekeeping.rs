@@ -1,11 +1,12 @@
-//! `housekeeping`: deletes expired downloads and their objects, deletes
-//! the objects under `downloads/` that no download names once they are
-//! `downloads.abandoned_after_secs` old (what killed or cancelled zip
-//! builds leave), prunes finished jobs older than `jobs.retention_days`,
-//! removes what apalis leaves in Redis for finished deliveries, so that
-//! Redis stays flat, and recounts the closure table's unit summaries,
-//! correcting (and reporting) any that a write made outside the triggers
-//! left wrong.
+//! `housekeeping`: deletes expired downloads and their objects, aborts
+//! the zip uploads that finished `bulk-render` jobs recorded and no run
+//! will continue, deletes the objects under `downloads/` that no download
+//! names once they are `downloads.abandoned_after_secs` old (what killed
+//! or cancelled zip builds leave), prunes finished jobs older than
+//! `jobs.retention_days`, removes what apalis leaves in Redis for
+//! finished deliveries, so that Redis stays flat, and recounts the
+//! closure table's unit summaries, correcting (and reporting) any that a
+//! write made outside the triggers left wrong.
 
 use std::collections::HashSet;
 
@@ -14,7 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{Job, JobContext, JobError, Kind, Outcome, bulk_render::BulkRender};
 use crate::app::App;
-use crate::{db, render::zip::Part};
+use crate::{
+    db,
+    render::zip::{Part, PartUpload, UPLOAD_FIELD},
+};
 
 /// The `housekeeping` job's payload (no parameters).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +46,7 @@ impl Job for Housekeeping {
             }
             db::schedule::delete_download(&app.db, id).await?;
         }
+        let uploads = abort_abandoned_uploads(app).await?;
         let delay = std::time::Duration::from_secs(app.config.downloads.abandoned_after_secs);
         let abandoned = sweep_abandoned(app, delay).await?;
         let retention = chrono::Duration::days(i64::from(app.config.jobs.retention_days));
@@ -60,12 +65,52 @@ impl Job for Housekeeping {
         Ok(Outcome::Succeeded(serde_json::json!({
             "downloads_expired": downloads,
             "objects_deleted": objects,
+            "uploads_aborted": uploads,
             "abandoned_objects_deleted": abandoned,
             "jobs_pruned": pruned,
             "redis_keys_removed": redis,
             "unit_summaries_corrected": corrected,
         })))
     }
+}
+
+/// Aborts the zip uploads recorded in the checkpoints of `bulk-render`
+/// jobs that no run will continue (neither queued nor running: every
+/// other status is final, and a retry by hand would start such a part
+/// again), then removes their record, unless a run took the job again
+/// meanwhile. Whatever they had uploaded is gone (an S3 multipart upload
+/// aborted, a local staging file deleted); none was ever visible at a
+/// key. Returns how many were aborted.
+pub async fn abort_abandoned_uploads(app: &App) -> anyhow::Result<u64> {
+    let recorded =
+        db::jobs::idle_checkpoint_entries(&app.db, BulkRender::NAME, UPLOAD_FIELD).await?;
+    let mut aborted = 0;
+    for found in recorded {
+        let upload: PartUpload = match serde_json::from_value(found.entry.clone()) {
+            Ok(upload) => upload,
+            Err(e) => {
+                tracing::warn!(job.id = %found.job, error = %e, "unreadable recorded upload: left");
+                continue;
+            }
+        };
+        app.storage
+            .abort_resumable_upload(&upload.key, &upload.upload_id)
+            .await
+            .with_context(|| {
+                format!(
+                    "aborting the upload {} of {} (job {}, {})",
+                    upload.upload_id, upload.key, found.job, found.status
+                )
+            })?;
+        db::jobs::remove_idle_checkpoint_entry(&app.db, found.job, UPLOAD_FIELD, &found.entry)
+            .await?;
+        tracing::info!(
+            job.id = %found.job, key = %upload.key, upload_id = %upload.upload_id,
+            "aborted the upload of a finished zip job"
+        );
+        aborted += 1;
+    }
+    Ok(aborted)
 }
 
 /// Deletes every object under `downloads/` that no download record names

@@ -10,12 +10,17 @@
 //! back in 1 MiB chunks to the async side, which feeds the upload.
 //!
 //! Parts are uploaded under the plan's staging folder
-//! (`downloads/.staging/<job id>/` for the `bulk-render` job) and moved
-//! to their final keys only once every part is complete, so no final key
-//! ever shows a partial or unfinished zip. Any failure aborts every upload
-//! of the run and deletes the finished parts; what a killed process
-//! leaves under the staging folder, housekeeping deletes after
-//! `downloads.abandoned_after_secs`.
+//! (`downloads/.staging/<job id>/` for the `bulk-render` job), in chunks
+//! of a resumable upload, and moved to their final keys only once every
+//! part is complete, so no final key ever shows a partial or unfinished
+//! zip. A build with a checkpoint records each part it stages, the upload
+//! of the part in progress as soon as it starts, and each chunk the store
+//! acknowledges: a later run continues after the last part, and within
+//! the part after its last chunk, with the same bytes. Without a
+//! checkpoint, any failure aborts the open upload and deletes the
+//! finished parts. What no run will continue, housekeeping removes: the
+//! recorded uploads of finished jobs at once, the other leftovers under
+//! `downloads/` after `downloads.abandoned_after_secs`.
 
 use std::{
     collections::HashSet,
@@ -24,6 +29,7 @@ use std::{
 };
 
 use futures::future::BoxFuture;
+use tracing::Instrument as _;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
@@ -39,7 +45,7 @@ use super::{
 };
 use crate::{
     db::render::CopyRow,
-    storage::{Storage, StorageError},
+    storage::{ResumableUpload, Storage, StorageError, UPLOAD_CHUNK_BYTES, UPLOAD_CONCURRENCY},
 };
 
 /// Bytes handed from the zip writer to the uploader at a time.
@@ -70,6 +76,15 @@ pub struct ZipOutcome {
     pub failures: Vec<Failure>,
     /// Parts an earlier run had staged, found again and kept.
     pub resumed_parts: usize,
+    /// Chunks of a part in progress that an earlier run had uploaded,
+    /// built again with the same bytes and not uploaded again.
+    pub resumed_chunks: u64,
+    /// Chunks this run uploaded.
+    pub uploaded_chunks: u64,
+    /// Recorded uploads that could not be continued (gone from the store,
+    /// or their chunks not the bytes built again): their part was started
+    /// again with a new upload.
+    pub restarted_uploads: u32,
 }
 
 /// A part a build staged, and where the build stood once it was complete.
@@ -92,10 +107,22 @@ pub struct StagedPart {
     pub last: bool,
     /// The run that staged it (the job's attempt).
     pub run: u32,
+    /// The chunks of its upload.
+    #[serde(default)]
+    pub chunks: u32,
+    /// How many of those chunks an earlier run had uploaded (the run that
+    /// staged the part continued that run's upload).
+    #[serde(default)]
+    pub resumed_chunks: u32,
 }
 
+/// The name of [`ZipProgress::upload`] in a recorded checkpoint, which
+/// housekeeping reads to abort the uploads no run will continue.
+pub const UPLOAD_FIELD: &str = "upload";
+
 /// What a zip build has staged so far: enough for a later run to continue
-/// after its last complete part, producing the same bytes.
+/// after its last complete part, and within the part in progress after
+/// its last chunk the store acknowledged, producing the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ZipProgress {
     /// A digest of the build's inputs (copies, options, keys, part size):
@@ -107,7 +134,64 @@ pub struct ZipProgress {
     pub manifest: Vec<Vec<String>>,
     /// Every copy left out so far.
     pub failures: Vec<Failure>,
+    /// The upload of the part after the staged ones, from the moment it is
+    /// started until the part is staged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<PartUpload>,
 }
+
+impl ZipProgress {
+    /// The units of work this progress covers: the staged parts and every
+    /// chunk the store acknowledged (theirs and the open upload's). Each
+    /// recorded chunk adds one, so a run that uploaded one more chunk than
+    /// any run before moved the job forward.
+    pub fn units(&self) -> u64 {
+        let staged: u64 = self.parts.iter().map(|p| 1 + u64::from(p.chunks)).sum();
+        staged + self.upload.as_ref().map_or(0, |u| u.chunks.len() as u64)
+    }
+}
+
+/// The upload of a part in progress, recorded as soon as it is started
+/// and after each chunk the store acknowledges, so that a later run
+/// continues it instead of uploading the part again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartUpload {
+    /// The part's number (1 for the zip's first part).
+    pub part: usize,
+    /// The part's staging key, where the upload completes.
+    pub key: String,
+    /// The store's id of the upload: an S3 multipart upload id, or the
+    /// suffix of the local store's staging file `<key>#<upload id>`.
+    pub upload_id: String,
+    /// When the upload was started.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// The run that started it.
+    pub run: u32,
+    /// The chunks the store acknowledged, in order from the part's first
+    /// byte (each [`crate::storage::UPLOAD_CHUNK_BYTES`] long but the
+    /// last).
+    pub chunks: Vec<UploadedChunk>,
+}
+
+/// A chunk of a part's upload that the store acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedChunk {
+    /// Its index in the part's upload, from 0.
+    pub index: usize,
+    pub bytes: u64,
+    /// The SHA-256 of its bytes, in hex: a later run that builds the part
+    /// again keeps the chunk only if its bytes have this digest.
+    pub sha256: String,
+    /// The store's id of the chunk (on S3 the part's ETag), given back
+    /// when the upload completes.
+    pub part_id: String,
+    /// The run that uploaded it.
+    pub run: u32,
+}
+
+/// Records a build's progress; an error stops the build.
+pub type SaveProgress<'a> =
+    dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'a;
 
 /// How a build continues an earlier one and records its own progress.
 pub struct Resume<'a> {
@@ -115,13 +199,14 @@ pub struct Resume<'a> {
     pub from: Option<ZipProgress>,
     /// This run's number, recorded with the parts it stages.
     pub run: u32,
-    /// Records the progress after each staged part; an error stops the
-    /// build.
-    pub save: &'a (dyn Fn(&ZipProgress) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync),
+    /// Records the progress after each staged part, each started upload
+    /// and each chunk the store acknowledged; an error stops the build.
+    pub save: &'a SaveProgress<'a>,
 }
 
 /// A test seam: makes a build stop (fail, or hang as a killed process
-/// would) once a number of its parts are staged.
+/// would) once a number of its parts are staged, or a number of chunks of
+/// its part in progress are recorded.
 #[doc(hidden)]
 pub mod failpoint {
     use std::{
@@ -138,23 +223,44 @@ pub mod failpoint {
         Hang,
     }
 
-    static ARMED: LazyLock<Mutex<HashMap<String, (usize, Action)>>> =
+    /// When an armed failpoint fires.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Trigger {
+        /// Once this many parts are staged.
+        Parts(usize),
+        /// Once the upload of the part in progress has this many chunks
+        /// recorded.
+        Chunks(usize),
+    }
+
+    static ARMED: LazyLock<Mutex<HashMap<String, (Trigger, Action)>>> =
         LazyLock::new(|| Mutex::new(HashMap::new()));
+
+    fn set(staging_dir: &str, trigger: Trigger, action: Action) {
+        let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+        armed.insert(staging_dir.to_owned(), (trigger, action));
+    }
 
     /// Arms a failpoint, once, for the build staging in `staging_dir`:
     /// it fires when `parts` parts are staged (counting those resumed,
     /// checked when the run starts and after each part it stages).
     pub fn arm(staging_dir: &str, parts: usize, action: Action) {
-        let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
-        armed.insert(staging_dir.to_owned(), (parts, action));
+        set(staging_dir, Trigger::Parts(parts), action);
     }
 
-    /// Fires the failpoint of `staging_dir` if it is armed for `parts`.
-    pub(super) async fn check(staging_dir: &str, parts: usize) -> anyhow::Result<()> {
+    /// Arms a failpoint, once, for the build staging in `staging_dir`:
+    /// it fires when the upload of the part in progress has `chunks`
+    /// chunks recorded (counting those of an earlier run, checked after
+    /// each chunk this run records).
+    pub fn arm_after_chunks(staging_dir: &str, chunks: usize, action: Action) {
+        set(staging_dir, Trigger::Chunks(chunks), action);
+    }
+
+    async fn fire(staging_dir: &str, now: Trigger) -> anyhow::Result<()> {
         let action = {
             let mut armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
             match armed.get(staging_dir) {
-                Some(&(at, action)) if at == parts => {
+                Some(&(at, action)) if at == now => {
                     armed.remove(staging_dir);
                     Some(action)
                 }
@@ -163,11 +269,21 @@ pub mod failpoint {
         };
         match action {
             None => Ok(()),
-            Some(Action::Fail) => Err(anyhow::anyhow!(
-                "injected failure with {parts} parts staged"
-            )),
+            Some(Action::Fail) => Err(anyhow::anyhow!("injected failure at {now:?}")),
             Some(Action::Hang) => std::future::pending().await,
         }
+    }
+
+    /// Fires the failpoint of `staging_dir` if it is armed for `parts`
+    /// staged parts.
+    pub(super) async fn check(staging_dir: &str, parts: usize) -> anyhow::Result<()> {
+        fire(staging_dir, Trigger::Parts(parts)).await
+    }
+
+    /// Fires the failpoint of `staging_dir` if it is armed for `chunks`
+    /// recorded chunks of the part in progress.
+    pub(super) async fn check_chunks(staging_dir: &str, chunks: usize) -> anyhow::Result<()> {
+        fire(staging_dir, Trigger::Chunks(chunks)).await
     }
 }
 
@@ -503,10 +619,71 @@ async fn still_there(
     Ok(from)
 }
 
+/// Aborts an upload an earlier run recorded; a failure is only logged (an
+/// S3 bucket's lifecycle rule removes what is left, see
+/// docs/operations.md).
+async fn abort_recorded(storage: &Storage, upload: &PartUpload) {
+    if let Err(e) = storage
+        .abort_resumable_upload(&upload.key, &upload.upload_id)
+        .await
+    {
+        tracing::warn!(
+            key = %upload.key, upload_id = %upload.upload_id, error = %e,
+            "cannot abort a recorded upload"
+        );
+    }
+}
+
+/// The upload an earlier run recorded for the part after the staged ones,
+/// reopened to be continued, and whether a recorded upload had to be
+/// given up instead (not the next part's, or no longer in the store: its
+/// record is then dropped and the part starts again with a new upload).
+async fn reopen_recorded(
+    storage: &Storage,
+    plan: &ZipPlan,
+    recorded: &mut ZipProgress,
+) -> anyhow::Result<(Option<ResumableUpload>, bool)> {
+    let Some(upload) = recorded.upload.clone() else {
+        return Ok((None, false));
+    };
+    let part = recorded.parts.len() + 1;
+    let in_order = upload.chunks.iter().enumerate().all(|(i, c)| c.index == i);
+    if upload.part != part || upload.key != plan.staging_key(part) || !in_order {
+        tracing::warn!(
+            key = %upload.key, upload_id = %upload.upload_id,
+            "the recorded upload is not the next part's: aborted, the part starts again"
+        );
+        recorded.upload = None;
+        abort_recorded(storage, &upload).await;
+        return Ok((None, true));
+    }
+    let written = upload.chunks.iter().map(|c| c.bytes).sum();
+    let reopened = storage
+        .reopen_resumable_upload(&upload.key, &upload.upload_id, written)
+        .await
+        .with_context(|| format!("reopening the recorded upload of {}", upload.key))?;
+    if reopened.is_some() {
+        tracing::info!(
+            key = %upload.key, upload_id = %upload.upload_id, chunks = upload.chunks.len(),
+            "continuing the recorded upload of the part in progress"
+        );
+        Ok((reopened, false))
+    } else {
+        tracing::warn!(
+            key = %upload.key, upload_id = %upload.upload_id,
+            "the recorded upload is no longer in the store: the part starts again with a new upload"
+        );
+        recorded.upload = None;
+        Ok((None, true))
+    }
+}
+
 /// [`write_zip`], continuing what an earlier run staged when `resume`
-/// says so and recording the progress after each staged part. With
-/// `resume`, a failure leaves the staged parts (not their final keys) for
-/// the next run; housekeeping deletes them once the job is over.
+/// says so and recording the progress after each staged part, each
+/// started upload and each chunk the store acknowledged. With `resume`, a
+/// failure leaves the staged parts (not their final keys) and the
+/// recorded upload of the part in progress for the next run; housekeeping
+/// deletes and aborts them once the job is over.
 pub async fn write_zip_resumable(
     storage: &Storage,
     rows: Vec<CopyRow>,
@@ -525,8 +702,11 @@ pub async fn write_zip_resumable(
     let save = resume.as_ref().map(|r| r.save);
     let mut recorded = match resume.and_then(|r| r.from) {
         Some(from) if from.inputs == inputs => still_there(storage, plan, from).await?,
-        Some(_) => {
+        Some(from) => {
             tracing::info!("the copies changed since the last run: the zip is built anew");
+            if let Some(upload) = &from.upload {
+                abort_recorded(storage, upload).await;
+            }
             ZipProgress {
                 inputs,
                 ..ZipProgress::default()
@@ -541,216 +721,623 @@ pub async fn write_zip_resumable(
     failpoint::check(&plan.staging_dir, resumed_parts).await?;
     if recorded.parts.last().is_some_and(|p| p.last) {
         // Every part was staged: only the move to the final keys is left.
-        let staged: Vec<Part> = recorded
-            .parts
-            .iter()
-            .map(|p| Part {
-                key: p.key.clone(),
-                bytes: p.bytes,
-                sha256: p.sha256.clone(),
-            })
-            .collect();
         let copies = recorded.parts.last().map_or(0, |p| p.copies);
         progress(total, total).await;
-        let parts = publish(storage, plan, staged).await?;
+        let parts = publish(storage, plan, staged_parts(&recorded)).await?;
         return Ok(ZipOutcome {
             parts,
             copies,
             failures: recorded.failures,
             resumed_parts,
+            resumed_chunks: 0,
+            uploaded_chunks: 0,
+            restarted_uploads: 0,
         });
     }
-    let start = Start {
-        next: recorded.parts.last().map_or(0, |p| p.next),
-        copies: recorded.parts.last().map_or(0, |p| p.copies),
-        manifest: recorded.manifest.clone(),
-        failures: recorded.failures.clone(),
+    let (mut reopened, restarted) = reopen_recorded(storage, plan, &mut recorded).await?;
+    let mut restarted_uploads = u32::from(restarted);
+    let builder = Builder {
+        storage,
+        plan,
+        progress,
+        run,
+        save,
     };
-    let first = start.next;
-    let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>(4);
-    let (out_tx, out_rx) = mpsc::channel::<Out>(4);
-    let options = plan.options;
-    let max_part = plan.max_part_bytes;
-    let fail_after = plan.fail_after;
-    let raw_scans = plan.raw_scans;
-    // Entry dates come from the copies, never the clock: the same copies
-    // give the same zip. The CSV files take the latest copy's date.
-    let latest = rows
-        .iter()
-        .map(|r| r.updated_at)
-        .max()
-        .map_or_else(zip::DateTime::default, zip_date);
-    let span = tracing::Span::current();
-    // PDFs are rendered on several threads (they are independent); the
-    // zip thread puts them back in order.
-    let renderers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 4);
-    let (rendered_tx, rendered_rx) =
-        std::sync::mpsc::sync_channel::<(u64, Rendered)>(renderers * 2);
-    let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
-    let mut render_threads = Vec::with_capacity(renderers);
-    for _ in 0..renderers {
-        let job_rx = job_rx.clone();
-        let rendered_tx = rendered_tx.clone();
-        let span = span.clone();
-        render_threads.push(tokio::task::spawn_blocking(move || {
-            span.in_scope(|| render_thread(&job_rx, &rendered_tx, options, raw_scans))
-        }));
-    }
-    // Only the render threads hold the receiver: when they stop, the
-    // reader's sends fail instead of blocking.
-    drop(job_rx);
-    drop(rendered_tx);
-    let zipper = tokio::task::spawn_blocking(move || {
-        span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after, start, latest))
-    });
-
-    // The reader: scans of each copy, in order, into the zip thread,
-    // from the first copy no staged part holds.
-    let reader = {
-        let storage = storage.clone();
-        async move {
-            for (seq, row) in (first..).zip(rows.into_iter().skip(first as usize)) {
-                let job = match document(&storage, &row).await {
-                    Ok(doc) => Job::Copy {
-                        row: Box::new(row),
-                        doc: Box::new(doc),
-                    },
-                    Err(reason) => Job::Failed(Failure {
-                        numero: row.numero.clone(),
-                        nom: row.nom.clone(),
-                        prenom: row.prenom.clone(),
-                        reason,
-                    }),
-                };
-                if job_tx.send((seq, job)).await.is_err() {
-                    break;
+    // A second pass follows only a first one that gave up a reopened
+    // upload; it starts a new upload, so it cannot give one up again.
+    let built = loop {
+        match builder.build(&rows, &mut recorded, reopened.take()).await {
+            Ok(built) => break built,
+            Err(Stopped::Restart { upload, reason }) => {
+                restarted_uploads += 1;
+                tracing::warn!(
+                    key = %upload.key(), upload_id = %upload.upload_id(), %reason,
+                    "the recorded upload cannot be continued: aborted, the part starts again \
+                     with a new upload"
+                );
+                if let Err(e) = upload.abort().await {
+                    tracing::warn!(error = %e, "cannot abort the recorded upload");
+                }
+                recorded.upload = None;
+                if let Some(save) = save {
+                    save(&recorded)
+                        .await
+                        .context("recording the zip's progress")?;
                 }
             }
-        }
-    };
-
-    // The uploader: chunks into the current part's upload.
-    // The uploader owns the receiving end: if it stops on an error, the
-    // zip thread's sends fail instead of blocking.
-    let uploader = async move {
-        let mut out_rx = out_rx;
-        let mut parts: Vec<Part> = recorded
-            .parts
-            .iter()
-            .map(|p| Part {
-                key: p.key.clone(),
-                bytes: p.bytes,
-                sha256: p.sha256.clone(),
-            })
-            .collect();
-        let mut current: Option<(crate::storage::Upload, u64)> = None;
-        let mut done = first;
-        let mut last_progress = Instant::now() - Duration::from_secs(1);
-        let result: anyhow::Result<()> = async {
-            while let Some(msg) = out_rx.recv().await {
-                match msg {
-                    Out::Chunk(bytes) => {
-                        if current.is_none() {
-                            let key = plan.staging_key(parts.len() + 1);
-                            let upload = storage
-                                .upload(&key)
-                                .await
-                                .with_context(|| format!("starting the upload of {key}"))?;
-                            current = Some((upload, 0));
-                        }
-                        if let Some((upload, n)) = current.as_mut() {
-                            *n += bytes.len() as u64;
-                            upload.write(bytes).await.context("uploading the zip")?;
-                        }
-                    }
-                    Out::PartEnd(end) => {
-                        if let Some((upload, n)) = current.take() {
-                            let key = plan.staging_key(parts.len() + 1);
-                            upload
-                                .finish()
-                                .await
-                                .with_context(|| format!("completing the upload of {key}"))?;
-                            recorded.manifest.extend(end.manifest);
-                            recorded.failures.extend(end.failures);
-                            recorded.parts.push(StagedPart {
-                                key: key.clone(),
-                                bytes: n,
-                                sha256: end.sha256.clone(),
-                                next: end.next,
-                                copies: end.copies,
-                                manifest_rows: recorded.manifest.len(),
-                                failures: recorded.failures.len(),
-                                last: end.last,
-                                run,
-                            });
-                            parts.push(Part {
-                                key,
-                                bytes: n,
-                                sha256: end.sha256,
-                            });
-                            if let Some(save) = save {
-                                save(&recorded)
-                                    .await
-                                    .context("recording the zip's progress")?;
-                            }
-                            failpoint::check(&plan.staging_dir, parts.len()).await?;
-                        }
-                    }
-                    Out::Done => {
-                        done += 1;
-                        if done == total || last_progress.elapsed() >= Duration::from_millis(250) {
-                            progress(done, total).await;
-                            last_progress = Instant::now();
+            Err(Stopped::Failed(error)) => {
+                // Without a record of them, finished parts are deleted:
+                // nothing may remain. With one, they stay staged for the
+                // next run.
+                if save.is_none() {
+                    for part in &recorded.parts {
+                        if let Err(e) = storage.delete(&part.key).await {
+                            tracing::warn!(key = %part.key, error = %e, "cannot delete a zip part");
                         }
                     }
                 }
-            }
-            Ok(())
-        }
-        .await;
-        (result, parts, current)
-    };
-
-    let ((), (upload_result, parts, current)) = tokio::join!(reader, uploader);
-    let zipped = zipper.await.context("the zip writer panicked")?;
-    for thread in render_threads {
-        thread.await.context("a PDF renderer panicked")?;
-    }
-    let failed = match (&upload_result, &zipped) {
-        (Err(e), _) => Some(anyhow!("{e:#}")),
-        (Ok(()), Err(e)) => Some(anyhow!("{e:#}")),
-        (Ok(()), Ok(_)) if current.is_some() => Some(anyhow!("the zip writer ended mid-part")),
-        _ => None,
-    };
-    if let Some(error) = failed {
-        // Abort the open upload. Without a record of them, finished parts
-        // are deleted too: nothing may remain. With one, they stay staged
-        // for the next run.
-        if let Some((upload, _)) = current
-            && let Err(e) = upload.abort().await
-        {
-            tracing::warn!(error = %e, "cannot abort the zip upload");
-        }
-        if save.is_none() {
-            for part in &parts {
-                if let Err(e) = storage.delete(&part.key).await {
-                    tracing::warn!(key = %part.key, error = %e, "cannot delete a zip part");
-                }
+                return Err(error);
             }
         }
-        return Err(error);
-    }
-    let (copies, failures) = zipped?;
-    let parts = publish(storage, plan, parts).await?;
+    };
+    let parts = publish(storage, plan, staged_parts(&recorded)).await?;
     Ok(ZipOutcome {
         parts,
-        copies,
-        failures,
+        copies: built.copies,
+        failures: built.failures,
         resumed_parts,
+        resumed_chunks: built.resumed_chunks,
+        uploaded_chunks: built.uploaded_chunks,
+        restarted_uploads,
     })
+}
+
+/// The staged parts `recorded` names, in order.
+fn staged_parts(recorded: &ZipProgress) -> Vec<Part> {
+    recorded
+        .parts
+        .iter()
+        .map(|p| Part {
+            key: p.key.clone(),
+            bytes: p.bytes,
+            sha256: p.sha256.clone(),
+        })
+        .collect()
+}
+
+/// What a pass of a build that staged every part returns.
+struct Built {
+    copies: u32,
+    failures: Vec<Failure>,
+    resumed_chunks: u64,
+    uploaded_chunks: u64,
+}
+
+/// Why a pass of a build stopped without staging every part.
+enum Stopped {
+    /// The upload an earlier run recorded for the part in progress cannot
+    /// be continued: the store no longer has it, or a chunk built again is
+    /// not the bytes recorded. The caller aborts it and starts the part
+    /// again with a new upload.
+    Restart {
+        upload: ResumableUpload,
+        reason: String,
+    },
+    /// The build failed.
+    Failed(anyhow::Error),
+}
+
+/// The marker of an uploader error that is a [`Stopped::Restart`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct GiveUpRecordedUpload(String);
+
+/// Chunks counted by a pass of a build.
+#[derive(Default)]
+struct ChunkCounts {
+    /// Kept from a recorded upload (built again, the same bytes).
+    resumed: u64,
+    /// Uploaded by this run.
+    uploaded: u64,
+}
+
+/// The part a pass of a build is uploading.
+struct OpenPart {
+    upload: ResumableUpload,
+    /// Whether the checkpoint records this upload: a failure then leaves
+    /// it for the next run instead of aborting it.
+    recorded: bool,
+    /// Whether an earlier run started it: its recorded chunks are built
+    /// again and checked, not uploaded again.
+    reopened: bool,
+    /// Bytes received for the chunks not yet handed to the store.
+    pending: std::collections::VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// The index of the next chunk handed to the store.
+    next_chunk: usize,
+    /// The part's bytes so far.
+    bytes: u64,
+    /// Chunks this part kept from the recorded upload.
+    resumed: u32,
+    /// Chunks being checked or uploaded, in order.
+    in_flight: std::collections::VecDeque<tokio::task::JoinHandle<anyhow::Result<ChunkDone>>>,
+}
+
+impl OpenPart {
+    fn new(upload: ResumableUpload, recorded: bool, reopened: bool) -> Self {
+        Self {
+            upload,
+            recorded,
+            reopened,
+            pending: std::collections::VecDeque::new(),
+            pending_bytes: 0,
+            next_chunk: 0,
+            bytes: 0,
+            resumed: 0,
+            in_flight: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// The first `n` pending bytes (at most what is pending), as pieces
+    /// of the received chunks, without copy.
+    fn take_chunk(&mut self, n: usize) -> Vec<Bytes> {
+        let mut chunk = Vec::new();
+        let mut need = n.min(self.pending_bytes);
+        self.pending_bytes -= need;
+        while need > 0 {
+            let Some(mut piece) = self.pending.pop_front() else {
+                break;
+            };
+            if piece.len() > need {
+                let rest = piece.split_off(need);
+                self.pending.push_front(rest);
+            }
+            need -= piece.len();
+            chunk.push(piece);
+        }
+        chunk
+    }
+}
+
+impl Drop for OpenPart {
+    fn drop(&mut self) {
+        for task in &self.in_flight {
+            task.abort();
+        }
+    }
+}
+
+/// What became of a chunk handed to the store.
+enum ChunkDone {
+    /// Recorded by an earlier run, and built again with the same bytes.
+    Kept,
+    /// Recorded by an earlier run, but built again with other bytes.
+    Differs { index: usize },
+    /// Uploaded by this run and acknowledged by the store.
+    Uploaded(UploadedChunk),
+}
+
+/// Hashes chunk `index` of `upload`; when an earlier run recorded it
+/// (`expected`), compares, else uploads it.
+async fn chunk_task(
+    upload: ResumableUpload,
+    index: usize,
+    chunk: Vec<Bytes>,
+    expected: Option<UploadedChunk>,
+    run: u32,
+) -> anyhow::Result<ChunkDone> {
+    let bytes: u64 = chunk.iter().map(|b| b.len() as u64).sum();
+    let pieces = chunk.clone();
+    let sha256 = tokio::task::spawn_blocking(move || {
+        let mut hash = Sha256::new();
+        for piece in &pieces {
+            hash.update(piece);
+        }
+        hex::encode(hash.finalize())
+    })
+    .await
+    .context("the chunk hasher panicked")?;
+    if let Some(expected) = expected {
+        return Ok(if expected.sha256 == sha256 && expected.bytes == bytes {
+            ChunkDone::Kept
+        } else {
+            ChunkDone::Differs { index }
+        });
+    }
+    let part_id = upload.put_chunk(index, chunk).await?;
+    Ok(ChunkDone::Uploaded(UploadedChunk {
+        index,
+        bytes,
+        sha256,
+        part_id,
+        run,
+    }))
+}
+
+/// What a build needs besides its copies and its progress.
+struct Builder<'a> {
+    storage: &'a Storage,
+    plan: &'a ZipPlan,
+    progress: &'a (dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
+    run: u32,
+    save: Option<&'a SaveProgress<'a>>,
+}
+
+impl Builder<'_> {
+    /// Records `recorded` when the build has a checkpoint.
+    async fn save(&self, recorded: &ZipProgress) -> anyhow::Result<()> {
+        match self.save {
+            Some(save) => save(recorded).await.context("recording the zip's progress"),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the upload of the next part and records it before its first
+    /// chunk; or continues the upload an earlier run recorded.
+    async fn open_part(
+        &self,
+        recorded: &mut ZipProgress,
+        reopened: Option<ResumableUpload>,
+        current: &mut Option<OpenPart>,
+    ) -> anyhow::Result<()> {
+        if let Some(upload) = reopened {
+            *current = Some(OpenPart::new(upload, true, true));
+            return Ok(());
+        }
+        let part = recorded.parts.len() + 1;
+        let key = self.plan.staging_key(part);
+        let upload = self
+            .storage
+            .start_resumable_upload(&key)
+            .await
+            .with_context(|| format!("starting the upload of {key}"))?;
+        recorded.upload = Some(PartUpload {
+            part,
+            key,
+            upload_id: upload.upload_id().to_owned(),
+            started_at: chrono::Utc::now(),
+            run: self.run,
+            chunks: Vec::new(),
+        });
+        // Held before it is recorded: a failure to record it aborts it.
+        let open = current.insert(OpenPart::new(upload, false, false));
+        self.save(recorded).await?;
+        open.recorded = self.save.is_some();
+        Ok(())
+    }
+
+    /// Hands a chunk of the open part to the store, waiting while too many
+    /// are in flight.
+    async fn submit(
+        &self,
+        open: &mut OpenPart,
+        chunk: Vec<Bytes>,
+        recorded: &mut ZipProgress,
+        counts: &mut ChunkCounts,
+    ) -> anyhow::Result<()> {
+        while open.in_flight.len() >= UPLOAD_CONCURRENCY {
+            self.settle(open, recorded, counts).await?;
+        }
+        let index = open.next_chunk;
+        open.next_chunk += 1;
+        let expected = if open.reopened {
+            recorded
+                .upload
+                .as_ref()
+                .and_then(|u| u.chunks.get(index).cloned())
+        } else {
+            None
+        };
+        let task = chunk_task(open.upload.clone(), index, chunk, expected, self.run)
+            .instrument(tracing::Span::current());
+        open.in_flight.push_back(tokio::spawn(task));
+        Ok(())
+    }
+
+    /// Waits for the oldest chunk in flight and records it once the store
+    /// acknowledged it.
+    async fn settle(
+        &self,
+        open: &mut OpenPart,
+        recorded: &mut ZipProgress,
+        counts: &mut ChunkCounts,
+    ) -> anyhow::Result<()> {
+        let Some(task) = open.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let done = task.await.context("a chunk upload panicked")?;
+        match done {
+            Err(e) => {
+                if open.reopened
+                    && matches!(StorageError::find_in(&e), Some(StorageError::NotFound(_)))
+                {
+                    return Err(GiveUpRecordedUpload(format!(
+                        "the store no longer has the upload: {e:#}"
+                    ))
+                    .into());
+                }
+                Err(e.context("uploading the zip"))
+            }
+            Ok(ChunkDone::Kept) => {
+                counts.resumed += 1;
+                open.resumed += 1;
+                Ok(())
+            }
+            Ok(ChunkDone::Differs { index }) => Err(GiveUpRecordedUpload(format!(
+                "chunk {index} built again is not the bytes an earlier run uploaded"
+            ))
+            .into()),
+            Ok(ChunkDone::Uploaded(chunk)) => {
+                counts.uploaded += 1;
+                let upload = recorded
+                    .upload
+                    .as_mut()
+                    .ok_or_else(|| anyhow!("a chunk was uploaded without a recorded upload"))?;
+                anyhow::ensure!(
+                    chunk.index == upload.chunks.len(),
+                    "chunk {} acknowledged after {} chunks",
+                    chunk.index,
+                    upload.chunks.len()
+                );
+                upload.chunks.push(chunk);
+                let chunks = upload.chunks.len();
+                self.save(recorded).await?;
+                failpoint::check_chunks(&self.plan.staging_dir, chunks).await
+            }
+        }
+    }
+
+    /// Completes the open part once its last byte is handed over: uploads
+    /// what is pending, waits for every chunk, completes the upload and
+    /// records the staged part.
+    async fn finish_part(
+        &self,
+        current: &mut Option<OpenPart>,
+        end: PartEnd,
+        recorded: &mut ZipProgress,
+        counts: &mut ChunkCounts,
+    ) -> anyhow::Result<()> {
+        let open = current
+            .as_mut()
+            .ok_or_else(|| anyhow!("a zip part ended before its first byte"))?;
+        if open.pending_bytes > 0 {
+            let chunk = open.take_chunk(open.pending_bytes);
+            self.submit(open, chunk, recorded, counts).await?;
+        }
+        while !open.in_flight.is_empty() {
+            self.settle(open, recorded, counts).await?;
+        }
+        let upload = recorded
+            .upload
+            .as_ref()
+            .ok_or_else(|| anyhow!("a zip part ended without a recorded upload"))?;
+        if upload.chunks.len() != open.next_chunk {
+            let why = format!(
+                "{} chunks recorded, {} built",
+                upload.chunks.len(),
+                open.next_chunk
+            );
+            if open.reopened {
+                return Err(GiveUpRecordedUpload(why).into());
+            }
+            return Err(anyhow!("the upload of {}: {why}", upload.key));
+        }
+        let key = upload.key.clone();
+        let ids = upload.chunks.iter().map(|c| c.part_id.clone()).collect();
+        if let Err(e) = open.upload.clone().complete(ids).await {
+            if open.reopened && matches!(e, StorageError::NotFound(_)) {
+                return Err(GiveUpRecordedUpload(format!(
+                    "the store no longer has the upload: {e}"
+                ))
+                .into());
+            }
+            return Err(anyhow::Error::new(e).context(format!("completing the upload of {key}")));
+        }
+        let (bytes, chunks, resumed) = (open.bytes, open.next_chunk, open.resumed);
+        *current = None;
+        recorded.manifest.extend(end.manifest);
+        recorded.failures.extend(end.failures);
+        recorded.parts.push(StagedPart {
+            key,
+            bytes,
+            sha256: end.sha256,
+            next: end.next,
+            copies: end.copies,
+            manifest_rows: recorded.manifest.len(),
+            failures: recorded.failures.len(),
+            last: end.last,
+            run: self.run,
+            chunks: u32::try_from(chunks).unwrap_or(u32::MAX),
+            resumed_chunks: resumed,
+        });
+        recorded.upload = None;
+        self.save(recorded).await?;
+        failpoint::check(&self.plan.staging_dir, recorded.parts.len()).await
+    }
+
+    /// One pass of a build: renders and zips the copies from the first one
+    /// no part of `recorded` holds, uploads the parts and records them in
+    /// `recorded`. `reopened` is the upload of the part in progress that
+    /// an earlier run recorded: its recorded chunks are built again and
+    /// checked, not uploaded again. On a failure the open upload is
+    /// aborted, unless the checkpoint records it.
+    async fn build(
+        &self,
+        rows: &[CopyRow],
+        recorded: &mut ZipProgress,
+        reopened: Option<ResumableUpload>,
+    ) -> Result<Built, Stopped> {
+        let (storage, plan, progress) = (self.storage, self.plan, self.progress);
+        let total = rows.len() as u64;
+        let start = Start {
+            next: recorded.parts.last().map_or(0, |p| p.next),
+            copies: recorded.parts.last().map_or(0, |p| p.copies),
+            manifest: recorded.manifest.clone(),
+            failures: recorded.failures.clone(),
+        };
+        let first = start.next;
+        let (job_tx, job_rx) = mpsc::channel::<(u64, Job)>(4);
+        let (out_tx, out_rx) = mpsc::channel::<Out>(4);
+        let options = plan.options;
+        let max_part = plan.max_part_bytes;
+        let fail_after = plan.fail_after;
+        let raw_scans = plan.raw_scans;
+        // Entry dates come from the copies, never the clock: the same
+        // copies give the same zip. The CSV files take the latest copy's
+        // date.
+        let latest = rows
+            .iter()
+            .map(|r| r.updated_at)
+            .max()
+            .map_or_else(zip::DateTime::default, zip_date);
+        let span = tracing::Span::current();
+        // PDFs are rendered on several threads (they are independent); the
+        // zip thread puts them back in order.
+        let renderers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 4);
+        let (rendered_tx, rendered_rx) =
+            std::sync::mpsc::sync_channel::<(u64, Rendered)>(renderers * 2);
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let mut render_threads = Vec::with_capacity(renderers);
+        for _ in 0..renderers {
+            let job_rx = job_rx.clone();
+            let rendered_tx = rendered_tx.clone();
+            let span = span.clone();
+            render_threads.push(tokio::task::spawn_blocking(move || {
+                span.in_scope(|| render_thread(&job_rx, &rendered_tx, options, raw_scans))
+            }));
+        }
+        // Only the render threads hold the receiver: when they stop, the
+        // reader's sends fail instead of blocking.
+        drop(job_rx);
+        drop(rendered_tx);
+        let zipper = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after, start, latest))
+        });
+
+        // The reader: scans of each copy, in order, into the zip thread,
+        // from the first copy no staged part holds.
+        let reader = {
+            let storage = storage.clone();
+            async move {
+                for (seq, row) in (first..).zip(rows.iter().skip(first as usize)) {
+                    let job = match document(&storage, row).await {
+                        Ok(doc) => Job::Copy {
+                            row: Box::new(row.clone()),
+                            doc: Box::new(doc),
+                        },
+                        Err(reason) => Job::Failed(Failure {
+                            numero: row.numero.clone(),
+                            nom: row.nom.clone(),
+                            prenom: row.prenom.clone(),
+                            reason,
+                        }),
+                    };
+                    if job_tx.send((seq, job)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        };
+
+        // The uploader: the zip's bytes, cut into chunks, into the current
+        // part's upload. It owns the receiving end: if it stops on an
+        // error, the zip thread's sends fail instead of blocking.
+        let uploader = async {
+            let mut out_rx = out_rx;
+            let mut current: Option<OpenPart> = None;
+            let mut reopened = reopened;
+            let mut counts = ChunkCounts::default();
+            let mut done = first;
+            let mut last_progress = Instant::now() - Duration::from_secs(1);
+            let result: anyhow::Result<()> = async {
+                while let Some(msg) = out_rx.recv().await {
+                    match msg {
+                        Out::Chunk(bytes) => {
+                            if current.is_none() {
+                                self.open_part(recorded, reopened.take(), &mut current)
+                                    .await?;
+                            }
+                            let open = current
+                                .as_mut()
+                                .ok_or_else(|| anyhow!("no upload is open"))?;
+                            open.bytes += bytes.len() as u64;
+                            open.pending_bytes += bytes.len();
+                            open.pending.push_back(bytes);
+                            while open.pending_bytes >= UPLOAD_CHUNK_BYTES {
+                                let chunk = open.take_chunk(UPLOAD_CHUNK_BYTES);
+                                self.submit(open, chunk, recorded, &mut counts).await?;
+                            }
+                        }
+                        Out::PartEnd(end) => {
+                            self.finish_part(&mut current, end, recorded, &mut counts)
+                                .await?;
+                        }
+                        Out::Done => {
+                            done += 1;
+                            if done == total
+                                || last_progress.elapsed() >= Duration::from_millis(250)
+                            {
+                                progress(done, total).await;
+                                last_progress = Instant::now();
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            (result, current, counts)
+        };
+
+        let ((), (upload_result, current, counts)) = tokio::join!(reader, uploader);
+        let zipped = match zipper.await {
+            Ok(zipped) => zipped,
+            Err(e) => Err(anyhow!("the zip writer panicked: {e}")),
+        };
+        let mut panicked = None;
+        for thread in render_threads {
+            if let Err(e) = thread.await {
+                panicked = Some(anyhow!("a PDF renderer panicked: {e}"));
+            }
+        }
+        let failed = match (upload_result, zipped) {
+            (Err(e), _) => Some(e),
+            (Ok(()), Err(e)) => Some(e),
+            (Ok(()), Ok(_)) if current.is_some() => Some(anyhow!("the zip writer ended mid-part")),
+            (Ok(()), Ok(zipped)) => match panicked {
+                Some(e) => Some(e),
+                None => {
+                    return Ok(Built {
+                        copies: zipped.0,
+                        failures: zipped.1,
+                        resumed_chunks: counts.resumed,
+                        uploaded_chunks: counts.uploaded,
+                    });
+                }
+            },
+        };
+        let error = failed.unwrap_or_else(|| anyhow!("the zip build failed"));
+        if let Some(open) = &current {
+            if let Some(GiveUpRecordedUpload(reason)) = error.downcast_ref::<GiveUpRecordedUpload>()
+            {
+                return Err(Stopped::Restart {
+                    upload: open.upload.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            // An upload the checkpoint records stays for the next run;
+            // any other is aborted: nothing may remain of it.
+            if !open.recorded
+                && let Err(e) = open.upload.clone().abort().await
+            {
+                tracing::warn!(error = %e, "cannot abort the zip upload");
+            }
+        }
+        Err(Stopped::Failed(error))
+    }
 }
 
 /// A zip entry's date (UTC, to the even second as the format keeps it);

@@ -534,6 +534,22 @@ pub async fn staged_parts(app: &TestApp, id: uuid::Uuid) -> usize {
     }
 }
 
+/// How many chunks of its part in progress job `id` has recorded in its
+/// checkpoint, and the upload's id (0 and none when there is none or the
+/// ledger does not answer).
+pub async fn recorded_chunks(app: &TestApp, id: uuid::Uuid) -> (usize, Option<String>) {
+    match copiste::db::jobs::checkpoint(&app.db, id).await {
+        Ok(Some(checkpoint)) => {
+            let upload = &checkpoint["upload"];
+            (
+                upload["chunks"].as_array().map_or(0, Vec::len),
+                upload["upload_id"].as_str().map(str::to_owned),
+            )
+        }
+        _ => (0, None),
+    }
+}
+
 /// The SHA-256 of each stored part, read back from the store; checks
 /// each against its record (digest and size).
 pub async fn stored_digests(app: &TestApp, parts: &[copiste::render::zip::Part]) -> Vec<String> {
