@@ -165,56 +165,70 @@ CREATE TRIGGER unit_summaries_candidates AFTER UPDATE ON candidates
 
 -- Cyclades items: add what a statement added, take away what it removed,
 -- per unit and state. An update that keeps an item's state changes nothing.
-CREATE FUNCTION unit_summaries_grades_apply(p_copies bigint[], p_states text[], p_signs int[])
-RETURNS void
-LANGUAGE sql AS $$
-    WITH d AS (
-        SELECT c.exam_code, ca.establishment_uai,
-               sum(r.sign) FILTER (WHERE r.state = 'pending') AS pending,
-               sum(r.sign) FILTER (WHERE r.state = 'sent') AS sent,
-               sum(r.sign) FILTER (WHERE r.state = 'accepted') AS accepted,
-               sum(r.sign) FILTER (WHERE r.state = 'rejected') AS rejected
-        FROM UNNEST(p_copies, p_states, p_signs) AS r (copy_id, state, sign)
-        JOIN copies c ON c.id = r.copy_id
-        JOIN candidates ca ON ca.id = c.candidate_id
-        GROUP BY 1, 2
-    )
-    INSERT INTO unit_summaries AS s
-        (exam_code, establishment_uai, c_pending, c_sent, c_accepted, c_rejected)
-    SELECT exam_code, establishment_uai, coalesce(pending, 0), coalesce(sent, 0),
-           coalesce(accepted, 0), coalesce(rejected, 0)
-    FROM d
-    WHERE coalesce(pending, 0) <> 0 OR coalesce(sent, 0) <> 0
-       OR coalesce(accepted, 0) <> 0 OR coalesce(rejected, 0) <> 0
-    ORDER BY 1, 2
-    ON CONFLICT (exam_code, establishment_uai) DO UPDATE
-    SET c_pending = s.c_pending + EXCLUDED.c_pending,
-        c_sent = s.c_sent + EXCLUDED.c_sent,
-        c_accepted = s.c_accepted + EXCLUDED.c_accepted,
-        c_rejected = s.c_rejected + EXCLUDED.c_rejected;
-$$;
-
+-- This runs with every batch of answers a closure records (500 rows by
+-- default): written straight on the transition tables, it costs about
+-- 1 ms per 500 rows here (measured: the insert of 500 answers went from
+-- 2.4 to 3.4 ms), where going through arrays and a helper function cost
+-- 3.5 ms.
 CREATE FUNCTION unit_summaries_grades() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        PERFORM unit_summaries_grades_apply(array_agg(copy_id), array_agg(state),
-                                            array_agg(1))
-        FROM new_grades;
+        INSERT INTO unit_summaries AS s
+            (exam_code, establishment_uai, c_pending, c_sent, c_accepted, c_rejected)
+        SELECT c.exam_code, ca.establishment_uai,
+               count(*) FILTER (WHERE n.state = 'pending'),
+               count(*) FILTER (WHERE n.state = 'sent'),
+               count(*) FILTER (WHERE n.state = 'accepted'),
+               count(*) FILTER (WHERE n.state = 'rejected')
+        FROM new_grades n
+        JOIN copies c ON c.id = n.copy_id
+        JOIN candidates ca ON ca.id = c.candidate_id
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (exam_code, establishment_uai) DO UPDATE
+        SET c_pending = s.c_pending + EXCLUDED.c_pending,
+            c_sent = s.c_sent + EXCLUDED.c_sent,
+            c_accepted = s.c_accepted + EXCLUDED.c_accepted,
+            c_rejected = s.c_rejected + EXCLUDED.c_rejected;
     ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM unit_summaries_grades_apply(array_agg(copy_id), array_agg(state),
-                                            array_agg(sign))
-        FROM (SELECT n.copy_id, n.state, 1 AS sign
+        INSERT INTO unit_summaries AS s
+            (exam_code, establishment_uai, c_pending, c_sent, c_accepted, c_rejected)
+        SELECT c.exam_code, ca.establishment_uai,
+               count(*) FILTER (WHERE d.now = 'pending') - count(*) FILTER (WHERE d.was = 'pending'),
+               count(*) FILTER (WHERE d.now = 'sent') - count(*) FILTER (WHERE d.was = 'sent'),
+               count(*) FILTER (WHERE d.now = 'accepted') - count(*) FILTER (WHERE d.was = 'accepted'),
+               count(*) FILTER (WHERE d.now = 'rejected') - count(*) FILTER (WHERE d.was = 'rejected')
+        FROM (SELECT n.copy_id, n.state AS now, o.state AS was
               FROM new_grades n JOIN old_grades o USING (copy_id)
-              WHERE n.state <> o.state
-              UNION ALL
-              SELECT o.copy_id, o.state, -1
-              FROM new_grades n JOIN old_grades o USING (copy_id)
-              WHERE n.state <> o.state) changed;
+              WHERE n.state <> o.state) d
+        JOIN copies c ON c.id = d.copy_id
+        JOIN candidates ca ON ca.id = c.candidate_id
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (exam_code, establishment_uai) DO UPDATE
+        SET c_pending = s.c_pending + EXCLUDED.c_pending,
+            c_sent = s.c_sent + EXCLUDED.c_sent,
+            c_accepted = s.c_accepted + EXCLUDED.c_accepted,
+            c_rejected = s.c_rejected + EXCLUDED.c_rejected;
     ELSE
-        PERFORM unit_summaries_grades_apply(array_agg(copy_id), array_agg(state),
-                                            array_agg(-1))
-        FROM old_grades;
+        INSERT INTO unit_summaries AS s
+            (exam_code, establishment_uai, c_pending, c_sent, c_accepted, c_rejected)
+        SELECT c.exam_code, ca.establishment_uai,
+               -count(*) FILTER (WHERE o.state = 'pending'),
+               -count(*) FILTER (WHERE o.state = 'sent'),
+               -count(*) FILTER (WHERE o.state = 'accepted'),
+               -count(*) FILTER (WHERE o.state = 'rejected')
+        FROM old_grades o
+        JOIN copies c ON c.id = o.copy_id
+        JOIN candidates ca ON ca.id = c.candidate_id
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (exam_code, establishment_uai) DO UPDATE
+        SET c_pending = s.c_pending + EXCLUDED.c_pending,
+            c_sent = s.c_sent + EXCLUDED.c_sent,
+            c_accepted = s.c_accepted + EXCLUDED.c_accepted,
+            c_rejected = s.c_rejected + EXCLUDED.c_rejected;
     END IF;
     RETURN NULL;
 END;
