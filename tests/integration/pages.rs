@@ -123,6 +123,16 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
         "{body}"
     );
 
+    // What does not exist is said in French, its code kept.
+    let (status, body) = page(&base, &cookie, "/examens/BAC26-NOPE").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.contains("introuvable : l&#x27;examen BAC26-NOPE")
+            || body.contains("introuvable : l&#39;examen BAC26-NOPE")
+            || body.contains("introuvable : l'examen BAC26-NOPE"),
+        "{body}"
+    );
+
     let (status, body) = page(&base, &cookie, &format!("/examens/{PHILO}")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains(own.as_str()), "its unit is shown");
