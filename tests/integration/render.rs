@@ -930,15 +930,16 @@ async fn moto() -> Moto {
     moto
 }
 
-#[tokio::test]
-async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
-    // scripts/test installs moto and sets this, with dummy AWS credentials.
+/// A moto server with `bucket` created, and the test configuration that
+/// stores objects there; `None` (the test is skipped) outside
+/// scripts/test, which installs moto and sets `MOTO_S3_TESTS` with dummy
+/// AWS credentials.
+async fn on_moto(bucket: &str) -> Option<(Moto, serde_json::Value)> {
     if std::env::var_os("MOTO_S3_TESTS").is_none() {
         eprintln!("skipped: run through scripts/test (needs moto and MOTO_S3_TESTS=1)");
-        return;
+        return None;
     }
     let moto = moto().await;
-    let bucket = "copiste-test";
     let created = reqwest::Client::new()
         .put(format!("{}/{bucket}", moto.endpoint))
         .send()
@@ -950,6 +951,15 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
         "kind": "s3",
         "s3": {"bucket": bucket, "region": "us-east-1", "endpoint": moto.endpoint, "allow_http": true}
     });
+    Some((moto, config))
+}
+
+#[tokio::test]
+async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
+    let bucket = "copiste-test";
+    let Some((moto, config)) = on_moto(bucket).await else {
+        return;
+    };
     let app = TestApp::with(config).await;
     assert!(app.storage.describe().starts_with("s3://"));
     app.import_demo_seeded(3, 6, 5).await;
@@ -1865,24 +1875,11 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
 
 #[tokio::test]
 async fn on_s3_a_zip_build_resumes_within_its_part_and_housekeeping_aborts_abandoned_uploads() {
-    if std::env::var_os("MOTO_S3_TESTS").is_none() {
-        eprintln!("skipped: run through scripts/test (needs moto and MOTO_S3_TESTS=1)");
-        return;
-    }
-    let moto = moto().await;
     let bucket = "copiste-within";
+    let Some((moto, config)) = on_moto(bucket).await else {
+        return;
+    };
     let client = reqwest::Client::new();
-    let created = client
-        .put(format!("{}/{bucket}", moto.endpoint))
-        .send()
-        .await
-        .expect("create bucket");
-    assert!(created.status().is_success(), "{}", created.status());
-    let mut config = config();
-    config["storage"] = json!({
-        "kind": "s3",
-        "s3": {"bucket": bucket, "region": "us-east-1", "endpoint": moto.endpoint, "allow_http": true}
-    });
     let app = heavy_app(config, 20).await;
     close(&app, PHILO).await;
     // The bucket's multipart uploads in progress, as S3 lists them.
