@@ -4,12 +4,9 @@
 
 pub mod access;
 pub mod app;
-pub mod bench;
-pub mod cli;
 pub mod closure;
 pub mod config;
 pub mod db;
-pub mod demo_data;
 pub mod domain;
 pub mod download;
 pub mod export;

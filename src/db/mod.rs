@@ -3,7 +3,6 @@
 //! `sqlx` types; the rest of the crate sees [`Db`] and [`Tx`].
 
 pub mod access;
-pub mod bench;
 pub mod catalog;
 pub mod closure;
 pub mod jobs;
@@ -110,6 +109,13 @@ impl Db {
             .run(&self.pool)
             .await
             .context("applying migrations")
+    }
+
+    /// The connection pool, for the tools crate's own queries (the
+    /// benchmarks' statements, in `tools/src/queries.rs`): that module is
+    /// an adapter of its own, and the only user of this outside `db`.
+    pub fn pg_pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Starts a transaction.

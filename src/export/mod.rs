@@ -11,7 +11,6 @@
 
 pub mod http;
 pub mod outbox;
-pub mod stub;
 
 use std::sync::Arc;
 

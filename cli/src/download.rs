@@ -1,0 +1,132 @@
+//! `copiste download …` and `copiste serve`.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::{Args, Subcommand};
+
+use super::render::Switches;
+use copiste::{
+    app::App,
+    domain::Uai,
+    download::{self, Link, Requested, ZipInput},
+    op::Actor,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum DownloadCommand {
+    /// Ask for the zip of an establishment's transmitted copies of an exam
+    /// (prints the links when one is ready, else the job building it).
+    Request(DownloadArgs),
+    /// Print the links of the current zip; each expires
+    /// `downloads.link_ttl_secs` from now, but not after the zip does.
+    Link(DownloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// Exam code.
+    #[arg(long)]
+    pub exam: String,
+    /// The establishment (UAI).
+    #[arg(long, value_parser = super::parse_uai)]
+    pub establishment: Uai,
+    #[command(flatten)]
+    pub switches: Switches,
+    /// Print JSON: `{"status": "ready", "links": [{"url", "bytes", "sha256",
+    /// "expires_at"}…]}`, or `{"status": "building", "job", "new"}`.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DownloadArgs {
+    fn input(&self) -> ZipInput {
+        ZipInput {
+            exam: self.exam.clone(),
+            establishment: self.establishment.clone(),
+            options: self.switches.requested(),
+        }
+    }
+}
+
+fn print_links(links: &[Link], json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({"status": "ready", "links": links});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    for l in links {
+        println!(
+            "{}  ({} bytes, sha256 {}, until {})",
+            l.url,
+            l.bytes,
+            l.sha256,
+            l.expires_at.format("%Y-%m-%d %H:%M UTC")
+        );
+    }
+    Ok(())
+}
+
+fn print_building(job: uuid::Uuid, new: bool, json: bool) -> anyhow::Result<()> {
+    if json {
+        let value = serde_json::json!({"status": "building", "job": job, "new": new});
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else if new {
+        println!("enqueued job {job}; `copiste jobs show {job} --follow` shows its progress");
+    } else {
+        println!("already being built by job {job}");
+    }
+    Ok(())
+}
+
+impl DownloadCommand {
+    /// Runs the subcommand.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        let actor = Actor::admin(super::closure::default_by());
+        match self {
+            Self::Request(a) => {
+                let input = a.input();
+                match download::request(app, &actor, &input).await {
+                    Ok(Requested::Ready(links)) => print_links(&links, a.json)?,
+                    Ok(Requested::Building { job, new }) => print_building(job, new, a.json)?,
+                    Err(e) => return Ok(super::op_failed(&e)),
+                }
+            }
+            Self::Link(a) => match download::current_links(app, &actor, &a.input()).await {
+                Ok(Some(links)) => print_links(&links, a.json)?,
+                Ok(None) => {
+                    eprintln!(
+                        "no zip of {} for {} is ready with these options: `copiste download request` builds one",
+                        a.exam, a.establishment
+                    );
+                    return Ok(ExitCode::from(
+                        copiste::op::OpError::not_found("").exit_code(),
+                    ));
+                }
+                Err(e) => return Ok(super::op_failed(&e)),
+            },
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+}
+
+impl ServeArgs {
+    /// Serves the API and the download links until SIGTERM/SIGINT.
+    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
+        if app.config.downloads.signing_key.is_none() {
+            tracing::warn!(
+                "no links' signing key (COPISTE_DOWNLOADS__SIGNING_KEY): /downloads/ links are not served"
+            );
+        }
+        let router = copiste::web::router(app.clone());
+        let _sampler = copiste::telemetry::spawn_ledger_sampler(app.clone());
+        download::serve::serve(self.listen, router, super::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,457 @@
+//! Who may do what: every operation a person can ask for, asked by every
+//! kind of actor, is allowed (whatever else it answers) or `Forbidden`,
+//! as docs/domain.md ("Who may do what") says. The same table holds for
+//! every front door, since the scope lives in the operations.
+
+use copiste::{
+    app::App,
+    closure::{
+        self, Validation,
+        request::{PassInput, UnitsInput},
+    },
+    domain::Uai,
+    download::{
+        self, ZipInput,
+        search::{SearchInput, search_candidates},
+    },
+    jobs::admin::{self, EnqueueInput, ListInput},
+    op::{Actor, OpError},
+    render::{
+        RequestedOptions,
+        copy::{CopyInput, render_copy},
+    },
+    schedule,
+};
+use serde_json::json;
+
+use crate::support::{TestApp, TwoAcademies};
+
+const PHILO: &str = "BAC26-PHILO";
+const E3C: &str = "BAC26-E3C-HG";
+const MATHS_H: &str = "BAC26-MATHS-H";
+
+/// One operation with its input fixed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    CloseUnit,
+    RelaunchUnit,
+    Status,
+    Publish,
+    ValidateOwnAcademy,
+    ValidateAcademyA,
+    Search,
+    RenderCopy,
+    ZipRequest,
+    ZipLinks,
+    JobsList,
+    JobsShow,
+    JobsRetry,
+    JobsCancel,
+    JobsEnqueue,
+    ScheduleSlot,
+}
+
+const OPS: [Op; 16] = [
+    Op::CloseUnit,
+    Op::RelaunchUnit,
+    Op::Status,
+    Op::Publish,
+    Op::ValidateOwnAcademy,
+    Op::ValidateAcademyA,
+    Op::Search,
+    Op::RenderCopy,
+    Op::ZipRequest,
+    Op::ZipLinks,
+    Op::JobsList,
+    Op::JobsShow,
+    Op::JobsRetry,
+    Op::JobsCancel,
+    Op::JobsEnqueue,
+    Op::ScheduleSlot,
+];
+
+/// What the operations act on: establishment `uai` of academy `academy_a`,
+/// one of its candidates, and a job.
+struct World {
+    app: App,
+    uai: Uai,
+    academy_a: String,
+    numero: String,
+    job: uuid::Uuid,
+    schedules: Vec<schedule::Schedule>,
+}
+
+async fn ask(w: &World, actor: &Actor, op: Op) -> Result<(), OpError> {
+    let app = &w.app;
+    let unit = UnitsInput::unit(PHILO, w.uai.clone());
+    let zip = ZipInput {
+        exam: PHILO.into(),
+        establishment: w.uai.clone(),
+        options: RequestedOptions::default(),
+    };
+    let pass = |academy: Option<&str>| PassInput {
+        exam: MATHS_H.into(),
+        academy: academy.map(str::to_owned),
+        selection: Validation::All,
+    };
+    match op {
+        Op::CloseUnit => closure::request_closure(app, actor, &unit).await.map(drop),
+        Op::RelaunchUnit => closure::request_relaunch(app, actor, &unit).await.map(drop),
+        Op::Status => closure::status::exam_status(app, actor, PHILO)
+            .await
+            .map(drop),
+        Op::Publish => closure::publish(app, actor, E3C).await.map(drop),
+        Op::ValidateOwnAcademy => closure::validate_harmonisation(app, actor, &pass(None))
+            .await
+            .map(drop),
+        Op::ValidateAcademyA => {
+            closure::validate_harmonisation(app, actor, &pass(Some(&w.academy_a)))
+                .await
+                .map(drop)
+        }
+        Op::Search => {
+            let input = SearchInput {
+                exam: PHILO.into(),
+                establishment: w.uai.clone(),
+                query: "a".into(),
+                limit: 10,
+                offset: 0,
+            };
+            search_candidates(app, actor, &input).await.map(drop)
+        }
+        Op::RenderCopy => {
+            let input = CopyInput {
+                exam: PHILO.into(),
+                numero: w.numero.clone(),
+                options: RequestedOptions::default(),
+            };
+            render_copy(app, actor, &input).await.map(drop)
+        }
+        Op::ZipRequest => download::request(app, actor, &zip).await.map(drop),
+        Op::ZipLinks => download::current_links(app, actor, &zip).await.map(drop),
+        Op::JobsList => {
+            let input = ListInput {
+                limit: 10,
+                ..ListInput::default()
+            };
+            admin::list(app, actor, &input).await.map(drop)
+        }
+        Op::JobsShow => admin::show(app, actor, w.job).await.map(drop),
+        Op::JobsRetry => admin::retry(app, actor, w.job).await.map(drop),
+        Op::JobsCancel => admin::cancel(app, actor, w.job).await.map(drop),
+        Op::JobsEnqueue => {
+            let input = EnqueueInput {
+                kind: "noop".into(),
+                payload: json!({}),
+                key: None,
+            };
+            admin::enqueue(app, actor, &input).await.map(drop)
+        }
+        Op::ScheduleSlot => schedule::scheduler::run_slot(
+            app,
+            actor,
+            &w.schedules,
+            "housekeeping",
+            chrono::Utc::now(),
+        )
+        .await
+        .map(drop),
+    }
+}
+
+/// Whether `actor` may ask for `op` on establishment `w.uai` (academy A).
+fn allowed(actor: &Who, op: Op) -> bool {
+    use Op::*;
+    use Who::*;
+    match op {
+        // Everyone reads a status, scoped to what it reaches.
+        Status => true,
+        CloseUnit | RelaunchUnit => {
+            matches!(actor, Admin | CoordinatorA | Establishment | Scheduler)
+        }
+        Publish => matches!(actor, Admin),
+        // A coordinator validates its own academy's passes.
+        ValidateOwnAcademy => matches!(actor, Admin | CoordinatorA | CoordinatorB),
+        ValidateAcademyA => matches!(actor, Admin | CoordinatorA),
+        Search | RenderCopy | ZipRequest | ZipLinks => {
+            matches!(actor, Admin | CoordinatorA | Establishment)
+        }
+        // Everyone lists the jobs it reaches (scoped); the noop job names
+        // no establishment, so only the operators reach it.
+        JobsList => true,
+        JobsShow | JobsRetry | JobsCancel | JobsEnqueue | ScheduleSlot => {
+            matches!(actor, Admin | Scheduler)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Admin,
+    CoordinatorA,
+    CoordinatorB,
+    /// The establishment the operations name.
+    Establishment,
+    /// Another establishment, of the other academy.
+    OtherEstablishment,
+    Scheduler,
+}
+
+#[tokio::test]
+async fn every_operation_is_allowed_or_forbidden_by_who_asks() {
+    let test = TestApp::new().await;
+    test.import_demo(3, 6).await;
+    let app = test.app();
+    let TwoAcademies {
+        uai,
+        academy_a,
+        other,
+        academy_b,
+    } = test.two_academies(PHILO).await;
+    let numero = test.first_numero(PHILO, &uai).await;
+    let job = test
+        .enqueue(
+            &copiste::jobs::noop::Noop::default(),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let schedules =
+        schedule::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs"))
+            .expect("schedules");
+    let world = World {
+        app: app.clone(),
+        uai: uai.clone(),
+        academy_a: academy_a.clone(),
+        numero,
+        job,
+        schedules,
+    };
+    let actors = [
+        (Who::Admin, Actor::admin("test")),
+        (
+            Who::CoordinatorA,
+            Actor::Coordinator {
+                academy: academy_a.clone(),
+            },
+        ),
+        (Who::CoordinatorB, Actor::Coordinator { academy: academy_b }),
+        (
+            Who::Establishment,
+            Actor::Establishment { uai: uai.clone() },
+        ),
+        (Who::OtherEstablishment, Actor::Establishment { uai: other }),
+        (Who::Scheduler, Actor::Scheduler),
+    ];
+    let mut wrong = Vec::new();
+    let mut asked = 0;
+    // Admin last, so that what it changes (a publication, a cancelled
+    // job) comes after every other actor asked.
+    for (who, actor) in actors.iter().rev() {
+        for op in OPS {
+            asked += 1;
+            let answer = ask(&world, actor, op).await;
+            if let Err(OpError::Internal(e)) = &answer {
+                wrong.push(format!("{op:?} by {who:?}: internal error {e:#}"));
+                continue;
+            }
+            let forbidden = matches!(answer, Err(OpError::Forbidden { .. }));
+            if forbidden == allowed(who, op) {
+                wrong.push(format!(
+                    "{op:?} by {who:?}: expected {}, got {answer:?}",
+                    if allowed(who, op) {
+                        "allowed"
+                    } else {
+                        "forbidden"
+                    }
+                ));
+            }
+        }
+    }
+    assert_eq!(asked, 6 * OPS.len());
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[tokio::test]
+async fn a_status_shows_only_the_units_the_actor_reaches() {
+    let test = TestApp::new().await;
+    test.import_demo(3, 4).await;
+    let app = test.app();
+    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments");
+    assert_eq!(uais.len(), 3);
+    let all = closure::status::exam_status(&app, &Actor::admin("t"), PHILO)
+        .await
+        .expect("status");
+    assert_eq!(all.units.len(), 3);
+    let own = closure::status::exam_status(
+        &app,
+        &Actor::Establishment {
+            uai: uais[1].clone(),
+        },
+        PHILO,
+    )
+    .await
+    .expect("status");
+    assert_eq!(
+        own.units
+            .iter()
+            .map(|u| u.establishment.as_str())
+            .collect::<Vec<_>>(),
+        vec![uais[1].as_str()]
+    );
+    let academy = test.academy_of(&uais[0]).await;
+    let of_academy = closure::status::exam_status(
+        &app,
+        &Actor::Coordinator {
+            academy: academy.clone(),
+        },
+        PHILO,
+    )
+    .await
+    .expect("status");
+    let in_academy = copiste::db::closure::exam_establishments(&app.db, PHILO, Some(&academy))
+        .await
+        .expect("establishments");
+    assert!(
+        !in_academy.is_empty() && in_academy.len() < 3,
+        "{in_academy:?}"
+    );
+    assert_eq!(of_academy.units.len(), in_academy.len());
+    // A closure asked by a coordinator for the whole exam covers its
+    // academy's units only.
+    let units = closure::request_closure(
+        &app,
+        &Actor::Coordinator { academy },
+        &UnitsInput::exam(PHILO),
+    )
+    .await
+    .expect("closure");
+    let mut closed: Vec<Uai> = units.into_iter().map(|u| u.establishment).collect();
+    closed.sort();
+    assert_eq!(closed, in_academy);
+}
+
+#[test]
+fn each_error_has_its_own_exit_code() {
+    let errors = [
+        OpError::invalid("exam", "must not be empty"),
+        OpError::not_found("exam X"),
+        Actor::Scheduler.forbidden("render a copy"),
+        OpError::Refused(copiste::op::Refusal::Harmonised("X".into())),
+        OpError::conflict("job is running"),
+        OpError::Internal(anyhow::anyhow!("database down")),
+    ];
+    let codes: Vec<u8> = errors.iter().map(OpError::exit_code).collect();
+    assert_eq!(codes, vec![2, 3, 4, 5, 6, 1]);
+    assert_eq!(errors[0].to_string(), "invalid exam: must not be empty");
+    assert_eq!(errors[2].to_string(), "the scheduler may not render a copy");
+}
+
+#[tokio::test]
+async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
+    let test = TestApp::new().await;
+    test.import_demo(3, 2).await;
+    let app = test.app();
+    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments");
+    let mut ids = std::collections::HashMap::new();
+    for uai in &uais {
+        let id = test
+            .enqueue(
+                &copiste::jobs::export_retry::ExportRetry {
+                    exam: PHILO.into(),
+                    establishment: uai.clone(),
+                },
+                copiste::jobs::EnqueueOptions::by("test"),
+            )
+            .await;
+        ids.insert(uai.clone(), id);
+    }
+    test.enqueue(
+        &copiste::jobs::noop::Noop::default(),
+        copiste::jobs::EnqueueOptions::by("test"),
+    )
+    .await;
+    let listed = |actor: Actor, input: ListInput| {
+        let app = app.clone();
+        async move {
+            let list = admin::list(&app, &actor, &input).await.expect("list");
+            let mut ids: Vec<uuid::Uuid> = list.jobs.iter().map(|j| j.id).collect();
+            ids.sort();
+            (ids, list.more, list.counts)
+        }
+    };
+    let all = ListInput {
+        limit: 100,
+        ..ListInput::default()
+    };
+    let (everything, _, counts) = listed(Actor::admin("t"), all.clone()).await;
+    assert_eq!(everything.len(), 4);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 4);
+    // An establishment: its own job only.
+    let (own, _, counts) = listed(
+        Actor::Establishment {
+            uai: uais[0].clone(),
+        },
+        all.clone(),
+    )
+    .await;
+    assert_eq!(own, vec![ids[&uais[0]]]);
+    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 1);
+    // A coordinator: the jobs of its academy's establishments.
+    let academy = test.academy_of(&uais[0]).await;
+    let mut expected = Vec::new();
+    for u in &uais {
+        if test.academy_of(u).await == academy {
+            expected.push(ids[u]);
+        }
+    }
+    expected.sort();
+    let (of_academy, _, _) = listed(Actor::Coordinator { academy }, all.clone()).await;
+    assert_eq!(of_academy, expected);
+    assert!(of_academy.len() < 3);
+    // Filters and pages.
+    let (by_exam, _, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            exam: Some(PHILO.into()),
+            ..all.clone()
+        },
+    )
+    .await;
+    assert_eq!(by_exam.len(), 3, "the noop job names no exam");
+    let (first, more, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            limit: 3,
+            ..ListInput::default()
+        },
+    )
+    .await;
+    assert_eq!((first.len(), more), (3, true));
+    let (last, more, _) = listed(
+        Actor::admin("t"),
+        ListInput {
+            limit: 3,
+            offset: 3,
+            ..ListInput::default()
+        },
+    )
+    .await;
+    assert_eq!((last.len(), more), (1, false));
+    // Asking for another establishment's jobs is forbidden.
+    let other = admin::list(
+        &app,
+        &Actor::Establishment {
+            uai: uais[0].clone(),
+        },
+        &ListInput {
+            establishment: Some(uais[1].clone()),
+            ..all
+        },
+    )
+    .await;
+    assert!(matches!(other, Err(OpError::Forbidden { .. })), "{other:?}");
+}
