@@ -206,13 +206,12 @@ pub struct Claimed {
 
 /// Claims delivered jobs: each queued and due one becomes running with a
 /// lease, held by `worker`. At most one of any number of concurrent
-/// claims of the same id succeeds; rows are locked in id order, so that
-/// concurrent batches cannot deadlock. Returns the jobs claimed.
+/// claims of the same id succeeds; rows are locked in id order (the ids
+/// are sorted, and each is looked up in turn), so that concurrent batches
+/// cannot deadlock. Returns the jobs claimed.
 ///
-/// The rows are found by primary key from the list of ids (a join with
-/// `unnest`), whatever the table's statistics say: `id = ANY(…) AND
-/// status = 'queued'` let the planner of a young table combine the
-/// primary key with the status index and scan every queued row.
+/// Every row is reached through the primary key, whatever the table's
+/// statistics said when the plan was made (see `Db::runs`).
 pub async fn claim_many(
     db: &Db,
     ids: &[Uuid],
@@ -225,18 +224,19 @@ pub async fn claim_many(
     sqlx::query_as!(
         Claimed,
         r#"
-        WITH locked AS (
-            SELECT jobs.id FROM unnest($1::uuid[]) AS wanted (id) JOIN jobs USING (id)
-            WHERE jobs.status = 'queued' AND jobs.run_at <= now()
-            ORDER BY jobs.id
-            FOR UPDATE OF jobs
+        WITH locked AS MATERIALIZED (
+            SELECT job.id FROM unnest($1::uuid[]) AS wanted (id)
+            CROSS JOIN LATERAL (
+                SELECT jobs.id FROM jobs
+                WHERE jobs.id = wanted.id AND jobs.status = $4 AND jobs.run_at <= now()
+                FOR UPDATE
+            ) AS job
         ), claimed AS (
             UPDATE jobs
             SET status = 'running', attempts = attempts + 1, worker = $2,
                 lease_until = now() + make_interval(secs => $3),
                 started_at = coalesce(started_at, now()), pushed_at = NULL
-            FROM locked
-            WHERE jobs.id = locked.id AND jobs.status = 'queued' AND jobs.run_at <= now()
+            WHERE jobs.id = ANY ($1) AND jobs.id IN (SELECT id FROM locked)
             RETURNING jobs.id, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker)
@@ -249,6 +249,7 @@ pub async fn claim_many(
         &ids,
         worker,
         lease_secs,
+        JobStatus::Queued.as_str(),
     )
     .fetch_all(&db.runs)
     .await
@@ -269,7 +270,13 @@ pub struct Finished {
 /// statement. An earlier attempt's error is cleared (the job's events
 /// keep it): the run that finished is what the job shows. Returns the ids recorded: a run that no longer held its job
 /// (cancelled, or its lease lost to another run) is left out.
-pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::Result<Vec<Uuid>> {
+pub async fn finish_many(
+    db: &Db,
+    worker: &str,
+    mut runs: Vec<Finished>,
+) -> anyhow::Result<Vec<Uuid>> {
+    // Rows are locked in the order of the input (see [`claim_many`]).
+    runs.sort_unstable_by_key(|run| run.id);
     let n = runs.len();
     let mut ids = Vec::with_capacity(n);
     let mut attempts = Vec::with_capacity(n);
@@ -287,18 +294,21 @@ pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::
             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::jsonb[])
                 AS t(id, attempt, status, result)
             WHERE status IN ('succeeded', 'failed')
-        ), locked AS (
-            SELECT jobs.id FROM jobs JOIN input USING (id)
-            WHERE jobs.status = 'running' AND jobs.worker = $5 AND jobs.attempts = input.attempt
-            ORDER BY jobs.id
-            FOR UPDATE OF jobs
+        ), locked AS MATERIALIZED (
+            SELECT job.id FROM input
+            CROSS JOIN LATERAL (
+                SELECT jobs.id FROM jobs
+                WHERE jobs.id = input.id AND jobs.status = $6 AND jobs.worker = $5
+                  AND jobs.attempts = input.attempt
+                FOR UPDATE
+            ) AS job
         ), done AS (
             UPDATE jobs
             SET status = input.status, result = input.result, finished_at = now(),
                 lease_until = NULL, last_error = NULL
-            FROM input JOIN locked USING (id)
-            WHERE jobs.id = input.id AND jobs.status = 'running' AND jobs.worker = $5
-              AND jobs.attempts = input.attempt
+            FROM input
+            WHERE jobs.id = ANY ($1) AND jobs.id IN (SELECT id FROM locked)
+              AND jobs.id = input.id
             RETURNING jobs.id, jobs.attempts, jobs.status
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker)
@@ -311,6 +321,7 @@ pub async fn finish_many(db: &Db, worker: &str, runs: Vec<Finished>) -> anyhow::
         &statuses as &[&str],
         &results,
         worker,
+        JobStatus::Running.as_str(),
     )
     .fetch_all(&db.runs)
     .await
@@ -393,22 +404,27 @@ pub async fn extend_leases(
     worker: &str,
     lease_secs: f64,
 ) -> anyhow::Result<Vec<Uuid>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     sqlx::query_scalar!(
         r#"
-        WITH locked AS (
-            SELECT jobs.id FROM unnest($1::uuid[]) AS held (id) JOIN jobs USING (id)
-            WHERE jobs.status = 'running' AND jobs.worker = $2
-            ORDER BY jobs.id
-            FOR UPDATE OF jobs
+        WITH locked AS MATERIALIZED (
+            SELECT job.id FROM unnest($1::uuid[]) AS held (id)
+            CROSS JOIN LATERAL (
+                SELECT jobs.id FROM jobs
+                WHERE jobs.id = held.id AND jobs.status = $4 AND jobs.worker = $2
+                FOR UPDATE
+            ) AS job
         )
         UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
-        FROM locked
-        WHERE jobs.id = locked.id AND jobs.status = 'running' AND jobs.worker = $2
+        WHERE jobs.id = ANY ($1) AND jobs.id IN (SELECT id FROM locked)
         RETURNING jobs.id
         "#,
-        ids,
+        &ids,
         worker,
         lease_secs,
+        JobStatus::Running.as_str(),
     )
     .fetch_all(&db.runs)
     .await

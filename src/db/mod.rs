@@ -29,7 +29,18 @@ pub struct Db {
     /// Connections for the claims, lease extensions and outcomes of runs,
     /// with cached generic plans (`plan_cache_mode = force_generic_plan`)
     /// and commits that do not wait for the WAL to reach the disk
-    /// (`synchronous_commit = off`). A Postgres crash may forget the last
+    /// (`synchronous_commit = off`).
+    ///
+    /// A connection keeps the plan it made at a statement's first
+    /// execution, typically while the ledger holds no queued job: a plan
+    /// that trusts those statistics (scan the few queued or running jobs
+    /// of the `jobs_active` index, or the whole small table) would scan
+    /// every queued job at each claim once a backlog arrives. So these
+    /// statements look each job up by primary key (a lateral lookup per
+    /// id, then `id = ANY(ids)`), compare the status with a parameter (a
+    /// generic plan cannot prove a partial index's predicate from it), and
+    /// their connections have `enable_seqscan = off`: the primary key is
+    /// their only way to the rows. A Postgres crash may forget the last
     /// fraction of a second of them; the jobs concerned then run again
     /// after their lease, as after a worker crash, which every job
     /// tolerates (jobs are idempotent). Enqueues and every domain write
@@ -74,6 +85,9 @@ impl Db {
                 // left to choose, Postgres planned them anew at every
                 // execution (about a fifth of a claim's time).
                 ("plan_cache_mode", "force_generic_plan"),
+                // A plan made on a young or idle ledger must not scan the
+                // table (see `runs` above).
+                ("enable_seqscan", "off"),
             ]));
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

@@ -10,25 +10,49 @@ use uuid::Uuid;
 use copiste::db::Db;
 
 /// Runs single-row UPDATE transactions on `connections` connections (each
-/// on its own row) for `duration`; returns how many committed.
-pub async fn update_baseline(db: &Db, connections: u32, duration: Duration) -> anyhow::Result<u64> {
+/// on its own row) for `duration`; returns how many committed. With
+/// `flushed`, each commit waits for its WAL to reach the disk, as every
+/// write of the library's pool does; without, the connections (of their own)
+/// have `synchronous_commit = off`, as the worker's claims and outcomes
+/// do: the two rates show how much of the baseline is the disk's.
+pub async fn update_baseline(
+    db: &Db,
+    connections: u32,
+    duration: Duration,
+    flushed: bool,
+) -> anyhow::Result<u64> {
+    let pool = if flushed {
+        db.pg_pool().clone()
+    } else {
+        let options = db
+            .pg_pool()
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("synchronous_commit", "off")]);
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(connections)
+            .connect_with(options)
+            .await
+            .context("connecting the baseline's unflushed connections")?
+    };
     // The baseline's table exists only in bench databases, so these
     // statements cannot be checked at compile time against the schema.
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS bench_counters (id integer PRIMARY KEY, n bigint NOT NULL)",
     )
-    .execute(db.pg_pool())
+    .execute(&pool)
     .await
     .context("creating the baseline table")?;
     sqlx::query("INSERT INTO bench_counters SELECT g, 0 FROM generate_series(1, $1) g ON CONFLICT DO NOTHING")
         .bind(connections as i32)
-    .execute(db.pg_pool())
+    .execute(&pool)
     .await
     .context("filling the baseline table")?;
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for row in 1..=connections as i32 {
-        let pool = db.pg_pool().clone();
+        let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
             while Instant::now() < deadline {
@@ -47,6 +71,9 @@ pub async fn update_baseline(db: &Db, connections: u32, duration: Duration) -> a
             .await
             .context("baseline task")?
             .context("baseline update")?;
+    }
+    if !flushed {
+        pool.close().await;
     }
     Ok(total)
 }

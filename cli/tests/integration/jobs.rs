@@ -832,3 +832,98 @@ async fn job_notifications_come_back_after_postgres_restarts() {
         .await
         .expect("shutdown");
 }
+
+/// Rows of `jobs` read by any scan other than the primary key's, as the
+/// statistics of the database show them.
+async fn rows_read_besides_the_primary_key(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables WHERE relname = 'jobs')
+              + (SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes
+                 WHERE relname = 'jobs' AND indexrelname <> 'jobs_pkey')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read the table's statistics")
+}
+
+/// A worker's connections for claims, lease extensions and outcomes keep
+/// the plans they made at their first statements, typically on an empty
+/// or quiet ledger (no queued job in the statistics). Once a backlog
+/// arrives, those plans must still reach each job by its primary key.
+/// Before, they scanned every queued or running job (the `jobs_active`
+/// index) at each claim and each outcome: a lone worker process started
+/// on a fresh ledger, as the bench's is, ran at a fifth of its speed.
+#[tokio::test]
+async fn claims_planned_on_an_empty_ledger_still_reach_jobs_by_primary_key() {
+    const JOBS: usize = 2000;
+    let app = TestApp::new().await;
+    let mut url = app.config.database_url();
+    url.query_pairs_mut()
+        .append_pair("application_name", "plans_on_empty");
+    let runs = db::Db::connect(&url, 2).await.expect("connect");
+    // The statements' first executions (their plans) on the empty ledger.
+    let nobody = uuid::Uuid::new_v4();
+    let none = db::jobs::claim_many(&runs, &[nobody], "w", 60.0)
+        .await
+        .expect("claim");
+    assert!(none.is_empty());
+    db::jobs::extend_leases(&runs, &[nobody], "w", 60.0)
+        .await
+        .expect("extend");
+    let outcome = |id| db::jobs::Finished {
+        id,
+        attempt: 1,
+        status: db::jobs::JobStatus::Succeeded,
+        result: json!(null),
+    };
+    db::jobs::finish_many(&runs, "w", vec![outcome(nobody)])
+        .await
+        .expect("finish");
+    // A backlog.
+    let mut tx = app.db.begin().await.expect("begin");
+    let mut ids = Vec::with_capacity(JOBS);
+    for _ in 0..JOBS {
+        let job = copiste::jobs::enqueue(&mut tx, &Noop::default(), by())
+            .await
+            .expect("enqueue");
+        ids.push(job.id());
+    }
+    tx.commit().await.expect("commit");
+    // Claimed, extended and finished 64 at a time, as a busy worker does.
+    for batch in ids.chunks(64) {
+        let claimed = db::jobs::claim_many(&runs, batch, "w", 60.0)
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), batch.len());
+        let held = db::jobs::extend_leases(&runs, batch, "w", 60.0)
+            .await
+            .expect("extend");
+        assert_eq!(held.len(), batch.len());
+        let finished =
+            db::jobs::finish_many(&runs, "w", batch.iter().map(|&id| outcome(id)).collect())
+                .await
+                .expect("finish");
+        assert_eq!(finished.len(), batch.len());
+    }
+    // A backend's table statistics reach the server by the time it has
+    // left (flushed on exit).
+    runs.close().await;
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("connect");
+    eventually(Duration::from_secs(30), || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'plans_on_empty'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("read the server's activity");
+        (left == 0).then_some(())
+    })
+    .await;
+    let read = rows_read_besides_the_primary_key(&pool).await;
+    assert!(
+        read < JOBS as i64,
+        "claiming, extending and finishing {JOBS} jobs read {read} rows besides the primary key"
+    );
+}
