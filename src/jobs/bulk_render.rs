@@ -45,6 +45,7 @@ impl Kind for BulkRender {
 impl Job for BulkRender {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let app = &ctx.app;
+        let loading = std::time::Instant::now();
         let exam = db::closure::exam(&app.db, &self.exam)
             .await?
             .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
@@ -109,10 +110,12 @@ impl Job for BulkRender {
             run: ctx.attempt,
             save: &save,
         };
+        let load_ms = loading.elapsed().as_millis() as u64;
         let started = std::time::Instant::now();
         let outcome = write_zip_resumable(&app.storage, rows, &plan, &progress, Some(resume))
             .await
             .map_err(classify)?;
+        let zip_ms = started.elapsed().as_millis() as u64;
         metrics::histogram!("copiste_zip_duration_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("copiste_zip_entries_total").increment(u64::from(outcome.copies));
         metrics::counter!("copiste_zip_bytes_total")
@@ -137,6 +140,12 @@ impl Job for BulkRender {
             expires_at,
         )
         .await?;
+        tracing::info!(
+            load_ms,
+            zip_ms,
+            record_ms = started.elapsed().as_millis() as u64 - zip_ms,
+            "zip job stages"
+        );
         let result = serde_json::json!({
             "download": download,
             "parts": parts,

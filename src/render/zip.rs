@@ -25,6 +25,10 @@
 use std::{
     collections::HashSet,
     io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,6 +54,52 @@ use crate::{
 
 /// Bytes handed from the zip writer to the uploader at a time.
 const CHUNK: usize = 1024 * 1024;
+
+/// Where a build's time went, logged when it ends (`zip stages`): the
+/// time the uploader waited on each thing (its waits hold back the zip
+/// thread, whose channel fills), and the time chunk tasks spent hashing
+/// and writing (alongside the build).
+#[derive(Default, Debug)]
+struct Stages {
+    /// Checkpoint writes awaited, and how many.
+    save_us: AtomicU64,
+    saves: AtomicU64,
+    /// Progress writes awaited, and how many.
+    progress_us: AtomicU64,
+    progress: AtomicU64,
+    /// Waits for the oldest chunk in flight.
+    settle_us: AtomicU64,
+    /// Chunk tasks hashing, and writing to the store.
+    chunk_hash_us: AtomicU64,
+    chunk_put_us: AtomicU64,
+    /// Moving the parts to their final keys.
+    publish_us: AtomicU64,
+}
+
+impl Stages {
+    /// Adds the time since `since` to `counter`.
+    fn add(counter: &AtomicU64, since: Instant) {
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counter.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Logs the stages of a build that took `total`.
+    fn log(&self, total: Duration) {
+        let ms = |c: &AtomicU64| c.load(Ordering::Relaxed) / 1000;
+        tracing::info!(
+            duration_ms = total.as_millis() as u64,
+            save_wait_ms = ms(&self.save_us),
+            saves = self.saves.load(Ordering::Relaxed),
+            progress_wait_ms = ms(&self.progress_us),
+            progress_writes = self.progress.load(Ordering::Relaxed),
+            settle_wait_ms = ms(&self.settle_us),
+            chunk_hash_ms = ms(&self.chunk_hash_us),
+            chunk_put_ms = ms(&self.chunk_put_us),
+            publish_ms = ms(&self.publish_us),
+            "zip stages"
+        );
+    }
+}
 
 /// One stored part of a zip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -742,7 +792,9 @@ pub async fn write_zip_resumable(
         progress,
         run,
         save,
+        stages: Arc::new(Stages::default()),
     };
+    let building = Instant::now();
     // A second pass follows only a first one that gave up a reopened
     // upload; it starts a new upload, so it cannot give one up again.
     let built = loop {
@@ -780,7 +832,10 @@ pub async fn write_zip_resumable(
             }
         }
     };
+    let publishing = Instant::now();
     let parts = publish(storage, plan, staged_parts(&recorded)).await?;
+    Stages::add(&builder.stages.publish_us, publishing);
+    builder.stages.log(building.elapsed());
     Ok(ZipOutcome {
         parts,
         copies: built.copies,
@@ -925,9 +980,11 @@ async fn chunk_task(
     chunk: Vec<Bytes>,
     expected: Option<UploadedChunk>,
     run: u32,
+    stages: Arc<Stages>,
 ) -> anyhow::Result<ChunkDone> {
     let bytes: u64 = chunk.iter().map(|b| b.len() as u64).sum();
     let pieces = chunk.clone();
+    let hashing = Instant::now();
     let sha256 = tokio::task::spawn_blocking(move || {
         let mut hash = Sha256::new();
         for piece in &pieces {
@@ -937,6 +994,7 @@ async fn chunk_task(
     })
     .await
     .context("the chunk hasher panicked")?;
+    Stages::add(&stages.chunk_hash_us, hashing);
     if let Some(expected) = expected {
         return Ok(if expected.sha256 == sha256 && expected.bytes == bytes {
             ChunkDone::Kept
@@ -944,7 +1002,9 @@ async fn chunk_task(
             ChunkDone::Differs { index }
         });
     }
+    let putting = Instant::now();
     let part_id = upload.put_chunk(index, chunk).await?;
+    Stages::add(&stages.chunk_put_us, putting);
     Ok(ChunkDone::Uploaded(UploadedChunk {
         index,
         bytes,
@@ -961,13 +1021,20 @@ struct Builder<'a> {
     progress: &'a (dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
     run: u32,
     save: Option<&'a SaveProgress<'a>>,
+    stages: Arc<Stages>,
 }
 
 impl Builder<'_> {
     /// Records `recorded` when the build has a checkpoint.
     async fn save(&self, recorded: &ZipProgress) -> anyhow::Result<()> {
         match self.save {
-            Some(save) => save(recorded).await.context("recording the zip's progress"),
+            Some(save) => {
+                let saving = Instant::now();
+                let saved = save(recorded).await.context("recording the zip's progress");
+                Stages::add(&self.stages.save_us, saving);
+                self.stages.saves.fetch_add(1, Ordering::Relaxed);
+                saved
+            }
             None => Ok(()),
         }
     }
@@ -1028,8 +1095,15 @@ impl Builder<'_> {
         } else {
             None
         };
-        let task = chunk_task(open.upload.clone(), index, chunk, expected, self.run)
-            .instrument(tracing::Span::current());
+        let task = chunk_task(
+            open.upload.clone(),
+            index,
+            chunk,
+            expected,
+            self.run,
+            self.stages.clone(),
+        )
+        .instrument(tracing::Span::current());
         open.in_flight.push_back(tokio::spawn(task));
         Ok(())
     }
@@ -1045,7 +1119,9 @@ impl Builder<'_> {
         let Some(task) = open.in_flight.pop_front() else {
             return Ok(());
         };
+        let waiting = Instant::now();
         let done = task.await.context("a chunk upload panicked")?;
+        Stages::add(&self.stages.settle_us, waiting);
         match done {
             Err(e) => {
                 if open.reopened
@@ -1280,7 +1356,10 @@ impl Builder<'_> {
                             if done == total
                                 || last_progress.elapsed() >= Duration::from_millis(250)
                             {
+                                let writing = Instant::now();
                                 progress(done, total).await;
+                                Stages::add(&self.stages.progress_us, writing);
+                                self.stages.progress.fetch_add(1, Ordering::Relaxed);
                                 last_progress = Instant::now();
                             }
                         }
