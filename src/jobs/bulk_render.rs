@@ -46,15 +46,19 @@ impl Job for BulkRender {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let app = &ctx.app;
         let loading = std::time::Instant::now();
-        let exam = db::closure::exam(&app.db, &self.exam)
-            .await?
-            .ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
+        // The exam, its copies and the checkpoint, read side by side (one
+        // round trip's wait instead of three).
+        let (exam, rows, checkpoint) = tokio::try_join!(
+            db::closure::exam(&app.db, &self.exam),
+            db::render::transmitted_copies(&app.db, &self.exam, self.establishment.as_str()),
+            ctx.checkpoint(),
+        )?;
+        let exam =
+            exam.ok_or_else(|| JobError::permanent(anyhow!("unknown exam {}", self.exam)))?;
         let kind = exam.kind;
         // Options read back from a payload are checked again.
         let options = RenderOptions::for_exam(&exam.code, kind, self.options.requested())
             .map_err(JobError::permanent)?;
-        let rows = db::render::transmitted_copies(&app.db, &exam.code, self.establishment.as_str())
-            .await?;
         if rows.is_empty() {
             return Err(JobError::permanent(anyhow!(
                 "establishment {} has no copy of exam {} transmitted to Cyclades",
@@ -88,7 +92,7 @@ impl Job for BulkRender {
         // on after their last complete part (checked still there), and
         // continues the upload of the part in progress after its last
         // recorded chunk.
-        let from = match ctx.checkpoint().await? {
+        let from = match checkpoint {
             Some(value) => match serde_json::from_value::<ZipProgress>(value) {
                 Ok(from) => Some(from),
                 Err(e) => {
