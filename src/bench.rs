@@ -659,10 +659,12 @@ fn reset_peak_rss() -> bool {
 }
 
 /// Runs the render benchmark: one establishment's zip of PDFs (cover and
-/// annotations on) from the local store into the local store, against
-/// the raw floor (the same scan bytes streamed into a stored zip through
-/// the same path) and, when installed, the `img2pdf` library in one
-/// Python process over all candidates plus a
+/// annotations on) from the local store into the local store, alone and
+/// as the whole `bulk-render` job (ledger, in-process worker, claim to
+/// download row), against the raw floor (the same scan bytes streamed
+/// into a stored zip through the same path) and the same scans zipped raw
+/// by Python's `zipfile`, in alternated rounds; and, when installed, the
+/// `img2pdf` library in one Python process over all candidates plus a
 /// stored zip; with the peak resident memory of each.
 pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()> {
     use crate::render::{
