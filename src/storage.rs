@@ -96,8 +96,11 @@ pub const UPLOAD_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// ([`Storage::reopen_resumable_upload`]). On S3 it is a multipart upload
 /// (object_store's `MultipartStore`), each chunk a part; on the local
 /// store, a staging file `<key>#<upload id>` next to the key that each
-/// chunk is written into at its place and synced to disk, renamed to the
-/// key when complete. Chunks are numbered from 0, and every chunk but the
+/// chunk is written into at its place, synced to disk once complete, then
+/// renamed to the key (a chunk acknowledged is in the system's cache, which
+/// a killed process does not lose; after a crash of the machine,
+/// [`ResumableUpload::written_sha256`] tells whether the file still holds
+/// what was acknowledged). Chunks are numbered from 0, and every chunk but the
 /// last is exactly [`UPLOAD_CHUNK_BYTES`] long. Nothing is visible at the
 /// key until [`ResumableUpload::complete`]; an upload given up
 /// ([`ResumableUpload::abort`], or one that no run continues) never
@@ -200,6 +203,22 @@ impl ResumableUpload {
         }
     }
 
+    /// The SHA-256, in hex, of the first `len` bytes this upload holds, read
+    /// back from the local store's staging file, whose chunks are not
+    /// synced to disk one by one: after a crash of the machine, it may have
+    /// lost some of what it acknowledged. `None` on S3, which keeps every
+    /// part it acknowledged.
+    pub async fn written_sha256(&self, len: u64) -> Result<Option<String>, StorageError> {
+        match &self.target {
+            UploadTarget::S3 { .. } => Ok(None),
+            UploadTarget::Local { file, .. } => {
+                let file = file.clone();
+                self.blocking(move || local_sha256(&file, len).map(Some))
+                    .await
+            }
+        }
+    }
+
     /// Gives the upload up: what it wrote is removed, and nothing appears
     /// at the key. Aborting an upload that no longer exists is not an
     /// error.
@@ -245,7 +264,8 @@ impl ResumableUpload {
 }
 
 /// Writes the pieces of a chunk into the local staging file `file` from
-/// `offset`, and syncs them to disk before returning.
+/// `offset`. They are not synced to disk here: the whole file is, once,
+/// when the upload completes ([`local_complete`]).
 fn local_write_chunk(file: &std::path::Path, offset: u64, chunk: &[Bytes]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let f = std::fs::OpenOptions::new().write(true).open(file)?;
@@ -254,7 +274,33 @@ fn local_write_chunk(file: &std::path::Path, offset: u64, chunk: &[Bytes]) -> st
         f.write_all_at(piece, at)?;
         at += piece.len() as u64;
     }
-    f.sync_data()
+    Ok(())
+}
+
+/// The SHA-256, in hex, of the first `len` bytes of the local staging file
+/// `file`.
+fn local_sha256(file: &std::path::Path, len: u64) -> std::io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(file)?.take(len);
+    let mut hash = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read < len {
+        return Err(std::io::Error::other(format!(
+            "the staging file {} has {read} bytes, fewer than {len}",
+            file.display()
+        )));
+    }
+    Ok(hex::encode(hash.finalize()))
 }
 
 /// Cuts the local staging file `file` to `len` bytes, syncs it and renames

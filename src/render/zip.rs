@@ -25,6 +25,10 @@
 use std::{
     collections::HashSet,
     io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -50,6 +54,57 @@ use crate::{
 
 /// Bytes handed from the zip writer to the uploader at a time.
 const CHUNK: usize = 1024 * 1024;
+
+/// Where a build's time went, logged when it ends (`zip stages`): the
+/// time the uploader waited on each thing (its waits hold back the zip
+/// thread, whose channel fills), and the time chunk tasks spent hashing
+/// and writing (alongside the build).
+#[derive(Default, Debug)]
+struct Stages {
+    /// Checkpoints handed to the writer (waiting only when it is behind),
+    /// and how many.
+    save_us: AtomicU64,
+    saves: AtomicU64,
+    /// Waits until every checkpoint handed over was written (after a
+    /// part's upload is started and once it is staged).
+    flush_us: AtomicU64,
+    /// Progress writes made, and the wait for the last one at the end.
+    progress_us: AtomicU64,
+    progress: AtomicU64,
+    /// Waits for the oldest chunk in flight.
+    settle_us: AtomicU64,
+    /// Chunk tasks hashing, and writing to the store.
+    chunk_hash_us: AtomicU64,
+    chunk_put_us: AtomicU64,
+    /// Moving the parts to their final keys.
+    publish_us: AtomicU64,
+}
+
+impl Stages {
+    /// Adds the time since `since` to `counter`.
+    fn add(counter: &AtomicU64, since: Instant) {
+        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        counter.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Logs the stages of a build that took `total`.
+    fn log(&self, total: Duration) {
+        let ms = |c: &AtomicU64| c.load(Ordering::Relaxed) / 1000;
+        tracing::info!(
+            duration_ms = total.as_millis() as u64,
+            save_wait_ms = ms(&self.save_us),
+            saves = self.saves.load(Ordering::Relaxed),
+            flush_wait_ms = ms(&self.flush_us),
+            progress_wait_ms = ms(&self.progress_us),
+            progress_writes = self.progress.load(Ordering::Relaxed),
+            settle_wait_ms = ms(&self.settle_us),
+            chunk_hash_ms = ms(&self.chunk_hash_us),
+            chunk_put_ms = ms(&self.chunk_put_us),
+            publish_ms = ms(&self.publish_us),
+            "zip stages"
+        );
+    }
+}
 
 /// One stored part of a zip.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -179,9 +234,16 @@ pub struct UploadedChunk {
     /// Its index in the part's upload, from 0.
     pub index: usize,
     pub bytes: u64,
-    /// The SHA-256 of its bytes, in hex: a later run that builds the part
-    /// again keeps the chunk only if its bytes have this digest.
+    /// A SHA-256 in hex: when `from_start`, of the part's bytes from its
+    /// first byte through this chunk's last (the part's hash as it stood
+    /// then, so that one pass over the bytes gives the part's SHA-256 and
+    /// every chunk's); in records of earlier versions, of this chunk's
+    /// bytes alone. A later run that builds the part again keeps the
+    /// chunk only if its bytes give this digest.
     pub sha256: String,
+    /// Whether `sha256` covers the part from its first byte.
+    #[serde(default)]
+    pub from_start: bool,
     /// The store's id of the chunk (on S3 the part's ETag), given back
     /// when the upload completes.
     pub part_id: String,
@@ -278,6 +340,14 @@ pub mod failpoint {
     /// staged parts.
     pub(super) async fn check(staging_dir: &str, parts: usize) -> anyhow::Result<()> {
         fire(staging_dir, Trigger::Parts(parts)).await
+    }
+
+    /// Whether the failpoint of `staging_dir` is armed for `chunks`
+    /// recorded chunks of the part in progress (the build then waits for
+    /// that record to be written before it fires).
+    pub(super) fn armed_at_chunks(staging_dir: &str, chunks: usize) -> bool {
+        let armed = ARMED.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(armed.get(staging_dir), Some(&(Trigger::Chunks(n), _)) if n == chunks)
     }
 
     /// Fires the failpoint of `staging_dir` if it is armed for `chunks`
@@ -426,23 +496,45 @@ struct Sink {
 
 /// The SHA-256 of a part, computed on a thread of its own: hashing costs
 /// as much CPU as the rest of the zip's path, and alongside it takes no
-/// time.
+/// time. The same pass gives each upload chunk's record its digest: at
+/// the end of every [`UPLOAD_CHUNK_BYTES`] of the part, and at the part's
+/// end, the hash of the part so far goes to `digests`, in order, one per
+/// upload chunk (the part's bytes are hashed once, not once for the part
+/// and again for each chunk).
 struct Hasher {
     chunks: std::sync::mpsc::SyncSender<Bytes>,
     thread: std::thread::JoinHandle<String>,
 }
 
 impl Hasher {
-    fn start() -> std::io::Result<Hasher> {
+    fn start(digests: mpsc::UnboundedSender<String>) -> std::io::Result<Hasher> {
         let (chunks, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
         let thread = std::thread::Builder::new()
             .name("zip-sha256".into())
             .spawn(move || {
                 let mut hash = Sha256::new();
+                // Bytes hashed since the last upload chunk's end.
+                let mut in_chunk = 0usize;
                 for chunk in rx {
-                    hash.update(&chunk);
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        let take = rest.len().min(UPLOAD_CHUNK_BYTES - in_chunk);
+                        hash.update(&rest[..take]);
+                        rest = &rest[take..];
+                        in_chunk += take;
+                        if in_chunk == UPLOAD_CHUNK_BYTES {
+                            // The uploader may have stopped: then nobody
+                            // needs the digest.
+                            let _ = digests.send(hex::encode(hash.clone().finalize()));
+                            in_chunk = 0;
+                        }
+                    }
                 }
-                hex::encode(hash.finalize())
+                let digest = hex::encode(hash.finalize());
+                if in_chunk > 0 {
+                    let _ = digests.send(digest.clone());
+                }
+                digest
             })?;
         Ok(Hasher { chunks, thread })
     }
@@ -662,6 +754,27 @@ async fn reopen_recorded(
         .reopen_resumable_upload(&upload.key, &upload.upload_id, written)
         .await
         .with_context(|| format!("reopening the recorded upload of {}", upload.key))?;
+    // The local store writes chunks without syncing each to disk (the part
+    // is synced once complete): after a crash of the machine, a staging
+    // file may have its length but not the bytes recorded. Its recorded
+    // bytes are hashed again and must give the last recorded chunk's
+    // digest, which covers the part from its first byte.
+    if let (Some(open), Some(last)) = (&reopened, upload.chunks.last())
+        && last.from_start
+        && let Some(found) = open
+            .written_sha256(written)
+            .await
+            .with_context(|| format!("reading back the recorded upload of {}", upload.key))?
+        && found != last.sha256
+    {
+        tracing::warn!(
+            key = %upload.key, upload_id = %upload.upload_id,
+            "the recorded upload does not hold the bytes recorded: the part starts again with a new upload"
+        );
+        recorded.upload = None;
+        abort_recorded(storage, &upload).await;
+        return Ok((None, true));
+    }
     if reopened.is_some() {
         tracing::info!(
             key = %upload.key, upload_id = %upload.upload_id, chunks = upload.chunks.len(),
@@ -742,7 +855,10 @@ pub async fn write_zip_resumable(
         progress,
         run,
         save,
+        writer: save.map(|_| CheckpointWriter::start()),
+        stages: Arc::new(Stages::default()),
     };
+    let building = Instant::now();
     // A second pass follows only a first one that gave up a reopened
     // upload; it starts a new upload, so it cannot give one up again.
     let built = loop {
@@ -759,13 +875,14 @@ pub async fn write_zip_resumable(
                     tracing::warn!(error = %e, "cannot abort the recorded upload");
                 }
                 recorded.upload = None;
-                if let Some(save) = save {
-                    save(&recorded)
-                        .await
-                        .context("recording the zip's progress")?;
-                }
+                builder.record(&recorded).await?;
             }
             Err(Stopped::Failed(error)) => {
+                // What was acknowledged is still recorded, so that the
+                // next run does not upload it again.
+                if let Err(e) = builder.flush().await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot record the zip's progress");
+                }
                 // Without a record of them, finished parts are deleted:
                 // nothing may remain. With one, they stay staged for the
                 // next run.
@@ -780,7 +897,10 @@ pub async fn write_zip_resumable(
             }
         }
     };
+    let publishing = Instant::now();
     let parts = publish(storage, plan, staged_parts(&recorded)).await?;
+    Stages::add(&builder.stages.publish_us, publishing);
+    builder.stages.log(building.elapsed());
     Ok(ZipOutcome {
         parts,
         copies: built.copies,
@@ -909,6 +1029,10 @@ impl Drop for OpenPart {
 
 /// What became of a chunk handed to the store.
 enum ChunkDone {
+    /// Recorded by an earlier run with its digest from the part's first
+    /// byte, built again with as many bytes: kept if the part's hash
+    /// through it is the one recorded.
+    Recorded(UploadedChunk),
     /// Recorded by an earlier run, and built again with the same bytes.
     Kept,
     /// Recorded by an earlier run, but built again with other bytes.
@@ -917,41 +1041,156 @@ enum ChunkDone {
     Uploaded(UploadedChunk),
 }
 
-/// Hashes chunk `index` of `upload`; when an earlier run recorded it
-/// (`expected`), compares, else uploads it.
+/// Uploads chunk `index` of `upload`, or, when an earlier run recorded it
+/// (`expected`), checks it instead. Its digest comes from the part's
+/// hasher (see [`Hasher`]), which the uploader reads in order when the
+/// chunk settles; only a record of an earlier version, the digest of the
+/// chunk alone, has the chunk hashed here.
 async fn chunk_task(
     upload: ResumableUpload,
     index: usize,
     chunk: Vec<Bytes>,
     expected: Option<UploadedChunk>,
     run: u32,
+    stages: Arc<Stages>,
 ) -> anyhow::Result<ChunkDone> {
     let bytes: u64 = chunk.iter().map(|b| b.len() as u64).sum();
-    let pieces = chunk.clone();
-    let sha256 = tokio::task::spawn_blocking(move || {
-        let mut hash = Sha256::new();
-        for piece in &pieces {
-            hash.update(piece);
-        }
-        hex::encode(hash.finalize())
-    })
-    .await
-    .context("the chunk hasher panicked")?;
     if let Some(expected) = expected {
-        return Ok(if expected.sha256 == sha256 && expected.bytes == bytes {
+        if expected.bytes != bytes {
+            return Ok(ChunkDone::Differs { index });
+        }
+        if expected.from_start {
+            return Ok(ChunkDone::Recorded(expected));
+        }
+        let hashing = Instant::now();
+        let sha256 = tokio::task::spawn_blocking(move || {
+            let mut hash = Sha256::new();
+            for piece in &chunk {
+                hash.update(piece);
+            }
+            hex::encode(hash.finalize())
+        })
+        .await
+        .context("the chunk hasher panicked")?;
+        Stages::add(&stages.chunk_hash_us, hashing);
+        return Ok(if expected.sha256 == sha256 {
             ChunkDone::Kept
         } else {
             ChunkDone::Differs { index }
         });
     }
+    let putting = Instant::now();
     let part_id = upload.put_chunk(index, chunk).await?;
+    Stages::add(&stages.chunk_put_us, putting);
     Ok(ChunkDone::Uploaded(UploadedChunk {
         index,
         bytes,
-        sha256,
+        // Set when the chunk settles, from the part's hasher.
+        sha256: String::new(),
+        from_start: true,
         part_id,
         run,
     }))
+}
+
+/// What the checkpoint writer is handed.
+enum Record {
+    /// A checkpoint to write after the ones handed before it.
+    Save(BoxFuture<'static, anyhow::Result<()>>),
+    /// Answered once every checkpoint handed before it is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Writes a build's checkpoints on a task of its own, one after the
+/// other in the order they were made, so that the uploader does not wait
+/// for PostgreSQL's commit after each chunk: it hands the checkpoint over
+/// and goes on. What a checkpoint records is already true when it is made
+/// (a chunk is recorded once the store acknowledged it), so a checkpoint
+/// written a little later is still true; a run killed before it was
+/// written uploads that chunk again. The build waits for the writes
+/// ([`CheckpointWriter::flush`]) where the order with the store matters:
+/// a part's upload is recorded before its first chunk, a staged part
+/// before the next part or the move to the final keys. The first write
+/// that fails stops the writer, and the build with it at its next
+/// checkpoint. Memory stays bounded: at most [`CheckpointWriter::BACKLOG`]
+/// checkpoints wait.
+struct CheckpointWriter {
+    tx: mpsc::Sender<Record>,
+    /// The error of the write that failed, until the build reads it.
+    failed: Arc<std::sync::Mutex<Option<anyhow::Error>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CheckpointWriter {
+    /// Checkpoints waiting to be written, at most.
+    const BACKLOG: usize = 8;
+
+    fn start() -> Self {
+        let (tx, mut rx) = mpsc::channel::<Record>(Self::BACKLOG);
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let task = {
+            let failed = failed.clone();
+            tokio::spawn(
+                async move {
+                    while let Some(record) = rx.recv().await {
+                        match record {
+                            Record::Save(write) => {
+                                if let Err(e) = write.await {
+                                    let mut failed =
+                                        failed.lock().unwrap_or_else(|p| p.into_inner());
+                                    *failed = Some(e.context("recording the zip's progress"));
+                                    return;
+                                }
+                            }
+                            Record::Flush(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                }
+                .instrument(tracing::Span::current()),
+            )
+        };
+        Self { tx, failed, task }
+    }
+
+    /// Why the writer stopped.
+    fn error(&self) -> anyhow::Error {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        failed
+            .take()
+            .unwrap_or_else(|| anyhow!("the checkpoint writer stopped"))
+    }
+
+    /// Hands a checkpoint's write over, waiting only while
+    /// [`CheckpointWriter::BACKLOG`] writes wait; fails when an earlier
+    /// write failed.
+    async fn save(&self, write: BoxFuture<'static, anyhow::Result<()>>) -> anyhow::Result<()> {
+        if self.task.is_finished() {
+            return Err(self.error());
+        }
+        self.tx
+            .send(Record::Save(write))
+            .await
+            .map_err(|_| self.error())
+    }
+
+    /// Waits until every checkpoint handed over is written; fails when
+    /// one of them failed.
+    async fn flush(&self) -> anyhow::Result<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Record::Flush(done))
+            .await
+            .map_err(|_| self.error())?;
+        written.await.map_err(|_| self.error())
+    }
+}
+
+impl Drop for CheckpointWriter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What a build needs besides its copies and its progress.
@@ -961,15 +1200,41 @@ struct Builder<'a> {
     progress: &'a (dyn Fn(u64, u64) -> BoxFuture<'static, ()> + Send + Sync),
     run: u32,
     save: Option<&'a SaveProgress<'a>>,
+    /// Writes the checkpoints `save` makes (when the build has one).
+    writer: Option<CheckpointWriter>,
+    stages: Arc<Stages>,
 }
 
 impl Builder<'_> {
-    /// Records `recorded` when the build has a checkpoint.
+    /// Hands `recorded` to the checkpoint writer when the build has a
+    /// checkpoint: it is written after the checkpoints before it, while
+    /// the build goes on ([`Builder::flush`] waits for it).
     async fn save(&self, recorded: &ZipProgress) -> anyhow::Result<()> {
-        match self.save {
-            Some(save) => save(recorded).await.context("recording the zip's progress"),
-            None => Ok(()),
-        }
+        let (Some(save), Some(writer)) = (self.save, &self.writer) else {
+            return Ok(());
+        };
+        let saving = Instant::now();
+        let handed = writer.save(save(recorded)).await;
+        Stages::add(&self.stages.save_us, saving);
+        self.stages.saves.fetch_add(1, Ordering::Relaxed);
+        handed
+    }
+
+    /// Waits until every checkpoint handed to the writer is written.
+    async fn flush(&self) -> anyhow::Result<()> {
+        let Some(writer) = &self.writer else {
+            return Ok(());
+        };
+        let waiting = Instant::now();
+        let flushed = writer.flush().await;
+        Stages::add(&self.stages.flush_us, waiting);
+        flushed
+    }
+
+    /// Records `recorded` and waits until it is written.
+    async fn record(&self, recorded: &ZipProgress) -> anyhow::Result<()> {
+        self.save(recorded).await?;
+        self.flush().await
     }
 
     /// Starts the upload of the next part and records it before its first
@@ -1001,7 +1266,7 @@ impl Builder<'_> {
         });
         // Held before it is recorded: a failure to record it aborts it.
         let open = current.insert(OpenPart::new(upload, false, false));
-        self.save(recorded).await?;
+        self.record(recorded).await?;
         open.recorded = self.save.is_some();
         Ok(())
     }
@@ -1014,9 +1279,10 @@ impl Builder<'_> {
         chunk: Vec<Bytes>,
         recorded: &mut ZipProgress,
         counts: &mut ChunkCounts,
+        digests: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<()> {
         while open.in_flight.len() >= UPLOAD_CONCURRENCY {
-            self.settle(open, recorded, counts).await?;
+            self.settle(open, recorded, counts, digests).await?;
         }
         let index = open.next_chunk;
         open.next_chunk += 1;
@@ -1028,24 +1294,62 @@ impl Builder<'_> {
         } else {
             None
         };
-        let task = chunk_task(open.upload.clone(), index, chunk, expected, self.run)
-            .instrument(tracing::Span::current());
+        let task = chunk_task(
+            open.upload.clone(),
+            index,
+            chunk,
+            expected,
+            self.run,
+            self.stages.clone(),
+        )
+        .instrument(tracing::Span::current());
         open.in_flight.push_back(tokio::spawn(task));
         Ok(())
     }
 
     /// Waits for the oldest chunk in flight and records it once the store
-    /// acknowledged it.
+    /// acknowledged it, with its digest from the part's hasher (`digests`,
+    /// one per chunk, in order).
     async fn settle(
         &self,
         open: &mut OpenPart,
         recorded: &mut ZipProgress,
         counts: &mut ChunkCounts,
+        digests: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<()> {
         let Some(task) = open.in_flight.pop_front() else {
             return Ok(());
         };
+        let waiting = Instant::now();
         let done = task.await.context("a chunk upload panicked")?;
+        // The hasher has every byte of this chunk (the zip thread hands
+        // each piece to it before the uploader), so its digest comes.
+        let through = match &done {
+            Ok(_) => Some(
+                digests
+                    .recv()
+                    .await
+                    .ok_or_else(|| anyhow!("the part's hasher stopped"))?,
+            ),
+            Err(_) => None,
+        };
+        Stages::add(&self.stages.settle_us, waiting);
+        let done = match (done, through) {
+            (Ok(ChunkDone::Recorded(expected)), Some(through)) => {
+                if expected.sha256 == through {
+                    Ok(ChunkDone::Kept)
+                } else {
+                    Ok(ChunkDone::Differs {
+                        index: expected.index,
+                    })
+                }
+            }
+            (Ok(ChunkDone::Uploaded(mut chunk)), Some(through)) => {
+                chunk.sha256 = through;
+                Ok(ChunkDone::Uploaded(chunk))
+            }
+            (done, _) => done,
+        };
         match done {
             Err(e) => {
                 if open.reopened
@@ -1058,6 +1362,7 @@ impl Builder<'_> {
                 }
                 Err(e.context("uploading the zip"))
             }
+            Ok(ChunkDone::Recorded(_)) => Err(anyhow!("a recorded chunk was not checked")),
             Ok(ChunkDone::Kept) => {
                 counts.resumed += 1;
                 open.resumed += 1;
@@ -1082,6 +1387,9 @@ impl Builder<'_> {
                 upload.chunks.push(chunk);
                 let chunks = upload.chunks.len();
                 self.save(recorded).await?;
+                if failpoint::armed_at_chunks(&self.plan.staging_dir, chunks) {
+                    self.flush().await?;
+                }
                 failpoint::check_chunks(&self.plan.staging_dir, chunks).await
             }
         }
@@ -1096,16 +1404,17 @@ impl Builder<'_> {
         end: PartEnd,
         recorded: &mut ZipProgress,
         counts: &mut ChunkCounts,
+        digests: &mut mpsc::UnboundedReceiver<String>,
     ) -> anyhow::Result<()> {
         let open = current
             .as_mut()
             .ok_or_else(|| anyhow!("a zip part ended before its first byte"))?;
         if open.pending_bytes > 0 {
             let chunk = open.take_chunk(open.pending_bytes);
-            self.submit(open, chunk, recorded, counts).await?;
+            self.submit(open, chunk, recorded, counts, digests).await?;
         }
         while !open.in_flight.is_empty() {
-            self.settle(open, recorded, counts).await?;
+            self.settle(open, recorded, counts, digests).await?;
         }
         let upload = recorded
             .upload
@@ -1151,7 +1460,7 @@ impl Builder<'_> {
             resumed_chunks: resumed,
         });
         recorded.upload = None;
-        self.save(recorded).await?;
+        self.record(recorded).await?;
         failpoint::check(&self.plan.staging_dir, recorded.parts.len()).await
     }
 
@@ -1199,6 +1508,9 @@ impl Builder<'_> {
             .clamp(1, 4);
         let (rendered_tx, rendered_rx) =
             std::sync::mpsc::sync_channel::<(u64, Rendered)>(renderers * 2);
+        // Each part's hasher sends the digest of every upload chunk, in
+        // order (a handful of short strings per part).
+        let (digest_tx, digest_rx) = mpsc::unbounded_channel::<String>();
         let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
         let mut render_threads = Vec::with_capacity(renderers);
         for _ in 0..renderers {
@@ -1214,7 +1526,17 @@ impl Builder<'_> {
         drop(job_rx);
         drop(rendered_tx);
         let zipper = tokio::task::spawn_blocking(move || {
-            span.in_scope(|| zip_thread(rendered_rx, out_tx, max_part, fail_after, start, latest))
+            span.in_scope(|| {
+                zip_thread(
+                    rendered_rx,
+                    out_tx,
+                    &digest_tx,
+                    max_part,
+                    fail_after,
+                    start,
+                    latest,
+                )
+            })
         });
 
         // The reader: scans of each copy, in order, into the zip thread,
@@ -1247,11 +1569,16 @@ impl Builder<'_> {
         // error, the zip thread's sends fail instead of blocking.
         let uploader = async {
             let mut out_rx = out_rx;
+            let mut digests = digest_rx;
             let mut current: Option<OpenPart> = None;
             let mut reopened = reopened;
             let mut counts = ChunkCounts::default();
             let mut done = first;
             let mut last_progress = Instant::now() - Duration::from_secs(1);
+            // Progress is written on a task of its own, one write at a
+            // time, in order; the build does not wait for it (only for
+            // the last, before it ends).
+            let mut progress_write: Option<tokio::task::JoinHandle<()>> = None;
             let result: anyhow::Result<()> = async {
                 while let Some(msg) = out_rx.recv().await {
                     match msg {
@@ -1268,23 +1595,47 @@ impl Builder<'_> {
                             open.pending.push_back(bytes);
                             while open.pending_bytes >= UPLOAD_CHUNK_BYTES {
                                 let chunk = open.take_chunk(UPLOAD_CHUNK_BYTES);
-                                self.submit(open, chunk, recorded, &mut counts).await?;
+                                self.submit(open, chunk, recorded, &mut counts, &mut digests)
+                                    .await?;
                             }
                         }
                         Out::PartEnd(end) => {
-                            self.finish_part(&mut current, end, recorded, &mut counts)
-                                .await?;
+                            self.finish_part(
+                                &mut current,
+                                end,
+                                recorded,
+                                &mut counts,
+                                &mut digests,
+                            )
+                            .await?;
                         }
                         Out::Done => {
                             done += 1;
+                            let busy = progress_write.as_ref().is_some_and(|w| !w.is_finished());
                             if done == total
-                                || last_progress.elapsed() >= Duration::from_millis(250)
+                                || (!busy && last_progress.elapsed() >= Duration::from_millis(250))
                             {
-                                progress(done, total).await;
+                                let before = progress_write.take();
+                                let write = progress(done, total);
+                                progress_write = Some(tokio::spawn(
+                                    async move {
+                                        if let Some(before) = before {
+                                            let _ = before.await;
+                                        }
+                                        write.await;
+                                    }
+                                    .instrument(tracing::Span::current()),
+                                ));
+                                self.stages.progress.fetch_add(1, Ordering::Relaxed);
                                 last_progress = Instant::now();
                             }
                         }
                     }
+                }
+                if let Some(write) = progress_write.take() {
+                    let writing = Instant::now();
+                    let _ = write.await;
+                    Stages::add(&self.stages.progress_us, writing);
                 }
                 Ok(())
             }
@@ -1449,6 +1800,7 @@ fn render_thread(
 fn zip_thread(
     rendered: std::sync::mpsc::Receiver<(u64, Rendered)>,
     out: mpsc::Sender<Out>,
+    digests: &mpsc::UnboundedSender<String>,
     max_part: u64,
     fail_after: Option<u32>,
     start: Start,
@@ -1462,7 +1814,7 @@ fn zip_thread(
             buf: Vec::with_capacity(CHUNK),
             tx: out.clone(),
             written: 0,
-            hash: Hasher::start().context("starting the hasher")?,
+            hash: Hasher::start(digests.clone()).context("starting the hasher")?,
         }))
     };
     let mut zip = new_zip()?;

@@ -642,6 +642,10 @@ pub struct RenderBenchArgs {
     /// Jobs run at once by each worker process (with --workers above 1).
     #[arg(long, default_value_t = 2)]
     pub concurrency: u32,
+    /// Measured rounds: each runs the floor, the zip, the whole job and
+    /// the raw Python zip once, alternated; figures are their medians.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// A run's peak resident size and how much of it the run added, in bytes.
@@ -669,10 +673,12 @@ fn reset_peak_rss() -> bool {
 }
 
 /// Runs the render benchmark: one establishment's zip of PDFs (cover and
-/// annotations on) from the local store into the local store, against
-/// the raw floor (the same scan bytes streamed into a stored zip through
-/// the same path) and, when installed, the `img2pdf` library in one
-/// Python process over all candidates plus a
+/// annotations on) from the local store into the local store, alone and
+/// as the whole `bulk-render` job (ledger, in-process worker, claim to
+/// download row), against the raw floor (the same scan bytes streamed
+/// into a stored zip through the same path) and the same scans zipped raw
+/// by Python's `zipfile`, in alternated rounds; and, when installed, the
+/// `img2pdf` library in one Python process over all candidates plus a
 /// stored zip; with the peak resident memory of each.
 pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()> {
     use copiste::render::{
@@ -768,38 +774,146 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
             )
         })
     };
-    // A warm-up pass reads every scan once (page cache), then the floor
-    // and the render alternate; each figure is the median of the rounds.
+    // The whole job: a `bulk-render` job enqueued in the ledger and run by
+    // a worker in this process, timed from its claim (`jobs.started_at`)
+    // to its download row (`downloads.created_at`), both PostgreSQL's
+    // clock; and, for reference, from its enqueue to its final status as
+    // the bench sees it.
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
+    let job = async || -> anyhow::Result<(f64, f64, u64, Option<Rss>)> {
+        use crate::download::BulkRender;
+        let resettable = reset_peak_rss();
+        let start_rss = current_rss().unwrap_or(0);
+        let started = Instant::now();
+        let mut tx = db.begin().await?;
+        let id = jobs::enqueue(
+            &mut tx,
+            &BulkRender {
+                exam: exam.to_owned(),
+                establishment: uai.clone(),
+                options,
+            },
+            EnqueueOptions::by("bench"),
+        )
+        .await?
+        .id();
+        tx.commit().await?;
+        let counts =
+            jobs::wait_final(&db, &[id], Duration::from_secs(900), "the zip job", &|_| {}).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let peak = peak_rss().map(|peak| (peak, peak.saturating_sub(start_rss)));
+        anyhow::ensure!(
+            counts
+                .iter()
+                .all(|(status, _)| *status == jobs::JobStatus::Succeeded),
+            "the zip job did not succeed: {counts:?}"
+        );
+        let row = db::jobs::get(&db, id)
+            .await?
+            .context("the zip job is gone")?;
+        let claimed = row
+            .started_at
+            .context("a finished job without started_at")?;
+        let download = db::render::current_download(&db, exam, uai.as_str(), &options.tag())
+            .await?
+            .filter(|d| d.job_id == Some(id))
+            .context("the zip job wrote no download row")?;
+        let secs = (download.created_at - claimed)
+            .num_microseconds()
+            .context("a job of more than 292 000 years")? as f64
+            / 1e6;
+        let bytes = row
+            .result
+            .as_ref()
+            .and_then(|r| r["parts"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["bytes"].as_u64())
+            .sum();
+        // The zip is deleted before the next run (dirty pages).
+        for listed in storage.list(crate::download::DOWNLOADS_PREFIX).await? {
+            storage.delete_listed(&listed).await?;
+        }
+        Ok((secs, wall, bytes, if resettable { peak } else { None }))
+    };
+    // The same scans zipped raw (stored) by Python's `zipfile`, reading
+    // the store's files and writing into the store's folder: the figure
+    // of a script, for reference. Timed inside Python (no start-up).
+    let python = python_raw_zip(&app.config.storage.root, &rows).await?;
+    let python_run = async |round: usize| -> anyhow::Result<Option<f64>> {
+        match &python {
+            Some(list) => {
+                let out = app
+                    .config
+                    .storage
+                    .root
+                    .join(format!("bench/python{round}.zip"));
+                let secs = run_python_raw_zip(list, &out).await?;
+                std::fs::remove_file(&out).context("removing the Python zip")?;
+                Ok(Some(secs))
+            }
+            None => Ok(None),
+        }
+    };
+    // A warm-up pass reads every scan once (page cache) and runs a job
+    // (connections opened, statements prepared), then the floor, the
+    // render, the job and Python's raw zip alternate; each figure is the
+    // median of the rounds.
     measure("warmup", true).await?;
-    const ROUNDS: usize = 5;
+    job().await?;
+    let rounds = args.rounds.max(1);
     let mut floors = Vec::new();
     let mut renders = Vec::new();
-    let (mut floor_bytes, mut zip_bytes) = (0, 0);
-    let (mut floor_rss, mut rss) = (None, None);
-    for round in 0..ROUNDS {
+    let mut job_secs = Vec::new();
+    let mut job_walls = Vec::new();
+    let mut pythons = Vec::new();
+    let (mut floor_bytes, mut zip_bytes, mut job_bytes) = (0, 0, 0);
+    let (mut floor_rss, mut rss, mut job_rss) = (None, None, None);
+    for round in 0..rounds {
         let (secs, bytes, peak) = measure(&format!("floor{round}"), true).await?;
         floors.push(secs);
         floor_bytes = bytes;
         floor_rss = floor_rss.max(peak);
+        let floor_secs = secs;
         let (secs, bytes, peak) = measure(&format!("render{round}"), false).await?;
         renders.push(secs);
         zip_bytes = bytes;
         rss = rss.max(peak);
+        let (secs, wall, bytes, peak) = job().await?;
+        job_secs.push(secs);
+        job_walls.push(wall);
+        job_bytes = bytes;
+        job_rss = job_rss.max(peak);
+        let py = python_run(round).await?;
+        if let Some(py) = py {
+            pythons.push(py);
+        }
+        println!(
+            "round {}: floor {floor_secs:.3} s, zip {:.3} s, job {secs:.3} s ({:.2} x the floor), python raw {}",
+            round + 1,
+            renders[round],
+            secs / floor_secs,
+            py.map_or("-".to_owned(), |p| format!("{p:.3} s"))
+        );
     }
+    worker.shutdown(Duration::from_secs(5)).await?;
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    const ROUNDS: &str = "median of the rounds";
     let floor = median(&mut floors);
     let rendered = median(&mut renders);
+    let job_median = median(&mut job_secs);
+    let job_wall = median(&mut job_walls);
     println!(
-        "floor:    scans streamed into a stored zip in {floor:.2} s (median of {ROUNDS}; {:.0} MB, {:.0} MB/s), peak RSS {}",
+        "floor:    scans streamed into a stored zip in {floor:.3} s ({ROUNDS}; {:.0} MB, {:.0} MB/s), peak RSS {}",
         floor_bytes as f64 / 1e6,
         floor_bytes as f64 / 1e6 / floor,
         mib(floor_rss)
     );
     println!(
-        "render:   {} PDFs (cover, details, appreciation, annotations) zipped in {rendered:.2} s (median of {ROUNDS}; {:.0} MB), peak RSS {}",
+        "render:   {} PDFs (cover, details, appreciation, annotations) zipped in {rendered:.3} s ({ROUNDS}; {:.0} MB), peak RSS {}",
         rows.len(),
         zip_bytes as f64 / 1e6,
         mib(rss)
@@ -809,6 +923,28 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
         "ratio:    {ratio:.2} x the floor (goal <= 1.15) {}",
         if ratio <= 1.15 { "OK" } else { "ABOVE GOAL" }
     );
+    println!(
+        "job:      the bulk-render job, claim to download row, in {job_median:.3} s ({ROUNDS}; {:.0} MB; enqueue to final status {job_wall:.3} s), peak RSS {}",
+        job_bytes as f64 / 1e6,
+        mib(job_rss)
+    );
+    let job_ratio = job_median / floor;
+    println!(
+        "job ratio: {job_ratio:.2} x the floor (goal <= 1.15) {}",
+        if job_ratio <= 1.15 {
+            "OK"
+        } else {
+            "ABOVE GOAL"
+        }
+    );
+    if !pythons.is_empty() {
+        let py = median(&mut pythons);
+        println!(
+            "python:   the same scans zipped raw (zipfile, stored) in {py:.3} s ({ROUNDS}); the floor is {:.2} x that, the job {:.2} x",
+            floor / py,
+            job_median / py
+        );
+    }
     if let Some((peak, _)) = rss {
         let ok = peak <= 128 * 1024 * 1024;
         println!(
@@ -985,6 +1121,71 @@ async fn img2pdf_pipeline(
     );
     Ok(Some(started.elapsed().as_secs_f64()))
 }
+
+/// Lists the scans of `rows` for [`run_python_raw_zip`] (one line per
+/// scan: the entry name, a tab, the store's file) in the local store's
+/// root `root`; `None` when `python3` is missing.
+async fn python_raw_zip(
+    root: &std::path::Path,
+    rows: &[crate::db::render::CopyRow],
+) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let found = tokio::process::Command::new("python3")
+        .args(["-c", "import zipfile"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !found {
+        return Ok(None);
+    }
+    let mut list = String::new();
+    for row in rows {
+        let stem = crate::render::zip::entry_name(&row.numero, &row.nom, &row.prenom);
+        let stem = stem.trim_end_matches(".pdf");
+        for (i, key) in row.page_keys.iter().enumerate() {
+            let path = key.split('/').fold(root.to_path_buf(), |p, s| p.join(s));
+            list.push_str(&format!("{stem}-{}.jpg\t{}\n", i + 1, path.display()));
+        }
+    }
+    let path = root.join("bench/python-scans.tsv");
+    std::fs::create_dir_all(root.join("bench")).context("the bench folder")?;
+    std::fs::write(&path, list).context("writing the list of scans")?;
+    Ok(Some(path))
+}
+
+/// Zips the scans listed in `list` raw (stored) into `out` with Python's
+/// `zipfile`; the seconds Python took, interpreter start-up excluded.
+async fn run_python_raw_zip(list: &std::path::Path, out: &std::path::Path) -> anyhow::Result<f64> {
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_RAW_SCRIPT)
+        .arg(list)
+        .arg(out)
+        .output()
+        .await
+        .context("running python3")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the raw zip script failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .context("reading the raw zip script's time")
+}
+
+/// The raw zip: `python3 -c SCRIPT scans.tsv out.zip`, printing seconds.
+const PYTHON_RAW_SCRIPT: &str = r#"
+import sys, time, zipfile
+started = time.perf_counter()
+with open(sys.argv[1]) as lines, zipfile.ZipFile(sys.argv[2], "w", zipfile.ZIP_STORED) as z:
+    for line in lines:
+        name, path = line.rstrip("\n").split("\t")
+        z.write(path, name)
+print(time.perf_counter() - started)
+"#;
 
 /// The img2pdf pipeline: `python3 -c SCRIPT candidates.tsv out.zip`.
 const IMG2PDF_SCRIPT: &str = r#"

@@ -1807,18 +1807,20 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
     assert!(left.is_empty(), "{upload_id}: {left:?}");
 
     // A recorded upload whose staging file is shorter than its chunks,
-    // and one whose chunk built again is not the bytes recorded, are
-    // given up: their part starts again with a new upload.
+    // one whose chunk built again is not the bytes recorded, and one whose
+    // staging file lost recorded bytes but not its length (chunks are not
+    // synced one by one: a crash of the machine), are given up: their
+    // part starts again with a new upload.
     let (_, uai) = numero_of(&app, "Martin").await;
     let rows = copiste::db::render::transmitted_copies(&app.db, PHILO, &uai)
         .await
         .expect("rows");
-    for case in ["short-local", "other-local"] {
+    for case in ["short-local", "other-local", "garbled-local"] {
         use copiste::render::zip::{Resume, write_zip_resumable};
         let saved: Saved = Default::default();
         let mut from = killed_after_chunks(&app, &rows, case, 2, &saved).await;
         let upload = from.upload.clone().expect("recorded");
-        if case == "short-local" {
+        if case != "other-local" {
             let file = walk(
                 &app.dir
                     .path()
@@ -1830,12 +1832,16 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
                     .ends_with(&format!("#{}", upload.upload_id))
             })
             .expect("the staging file");
-            std::fs::OpenOptions::new()
+            let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&file)
-                .expect("open")
-                .set_len(1000)
-                .expect("cut");
+                .expect("open");
+            if case == "short-local" {
+                f.set_len(1000).expect("cut");
+            } else {
+                use std::os::unix::fs::FileExt as _;
+                f.write_all_at(&[0; 4096], 1 << 20).expect("garble");
+            }
         } else if let Some(u) = from.upload.as_mut() {
             u.chunks[1].sha256 = "0".repeat(64);
         }
