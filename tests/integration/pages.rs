@@ -198,12 +198,13 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
             .expect("body")
             .contains("travail lancé")
     );
-    let jobs = copiste::db::jobs::list_filtered(
+    let jobs = copiste::db::jobs::list_page(
         &app.db,
         &copiste::db::jobs::JobFilter {
             kind: Some("closure"),
             ..Default::default()
         },
+        None,
         10,
         0,
     )
