@@ -118,11 +118,12 @@ async fn ledger(pool: &sqlx::PgPool) -> Vec<Fixture> {
     jobs
 }
 
-/// Every page of a listing, following `next` from the first page.
+/// Every page of a listing from its cursor on (the first page when it
+/// has none), following `next`.
 async fn every_page(app: &TestApp, actor: &Actor, input: &ListInput) -> Vec<JobList> {
     let app = app.app();
     let mut pages = Vec::new();
-    let mut cursor = None;
+    let mut cursor = input.cursor.clone();
     loop {
         let page = admin::list(
             &app,
