@@ -9,6 +9,7 @@ use uuid::Uuid;
 use copiste::{
     app::App,
     db::{self, Db, jobs::JobRow},
+    domain::Uai,
     jobs::{
         admin::{self, EnqueueInput, JobDetail, JobList, ListInput},
         registry,
@@ -27,9 +28,19 @@ pub enum JobsCommand {
         /// Only jobs of this kind (e.g. noop).
         #[arg(long)]
         kind: Option<String>,
+        /// Only jobs whose payload names this exam.
+        #[arg(long)]
+        exam: Option<String>,
+        /// Only jobs whose payload names this establishment (UAI).
+        #[arg(long, value_parser = super::parse_uai)]
+        establishment: Option<Uai>,
         /// At most this many jobs (1 to 10000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// The page after this cursor (printed at the end of the previous
+        /// page); the newest jobs when absent.
+        #[arg(long, value_name = "CURSOR")]
+        after: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -78,7 +89,10 @@ impl JobsCommand {
             Self::List {
                 status,
                 kind,
+                exam,
+                establishment,
                 limit,
+                after,
                 json,
             } => admin::list(
                 app,
@@ -86,8 +100,11 @@ impl JobsCommand {
                 &ListInput {
                     status,
                     kind,
+                    exam,
+                    establishment,
                     limit,
-                    ..ListInput::default()
+                    cursor: after,
+                    offset: 0,
                 },
             )
             .await
@@ -161,16 +178,34 @@ fn print_list(list: &JobList, json: bool) -> anyhow::Result<()> {
         let counts: serde_json::Map<String, serde_json::Value> = list
             .counts
             .iter()
-            .map(|(s, n)| (s.as_str().to_owned(), (*n).into()))
+            .map(|(s, c)| (s.as_str().to_owned(), c.n.into()))
             .collect();
-        let value = serde_json::json!({"jobs": list.jobs, "counts": counts});
+        let capped: Vec<&str> = list
+            .counts
+            .iter()
+            .filter(|(_, c)| c.capped)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        let value = serde_json::json!({
+            "jobs": list.jobs,
+            "counts": counts,
+            "capped": capped,
+            "next": list.next,
+        });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_table(&list.jobs);
         println!();
-        println!("all jobs by status:");
+        println!(
+            "all jobs by status (each counted up to {}):",
+            admin::COUNT_CAP
+        );
         for (s, n) in &list.counts {
-            println!("  {:<9}  {n:>8}", s.as_str());
+            println!("  {:<9}  {:>8}", s.as_str(), n.to_string());
+        }
+        if let Some(next) = &list.next {
+            println!();
+            println!("next page: --after {next}");
         }
     }
     Ok(())

@@ -71,7 +71,16 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
     // academy's units only, an establishment's its own.
     let scope = actor.scope();
     let own = scope.establishment().map(|u| u.as_str());
-    let errors = db::closure::errors(db, exam, own).await?;
+    // Grouped by establishment once: a national exam has 4 600 units and
+    // as many groups of errors.
+    let mut errors: std::collections::HashMap<String, Vec<db::closure::ErrorCount>> =
+        std::collections::HashMap::new();
+    for error in db::closure::errors(db, exam, own).await? {
+        errors
+            .entry(error.establishment.clone())
+            .or_default()
+            .push(error);
+    }
     let units = db::closure::unit_rows(db, exam, scope.academy(), own)
         .await?
         .into_iter()
@@ -82,11 +91,7 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
                 u.state
             };
             UnitStatus {
-                errors: errors
-                    .iter()
-                    .filter(|e| e.establishment == u.establishment)
-                    .cloned()
-                    .collect(),
+                errors: errors.remove(&u.establishment).unwrap_or_default(),
                 establishment: u.establishment,
                 name: u.name,
                 state,

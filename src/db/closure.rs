@@ -1033,17 +1033,42 @@ pub async fn validated_establishments(
 /// [`unit_rows`]) from copies and both ledgers, writing those that
 /// differ; returns how many it wrote. The triggers keep them exact, so
 /// anything but 0 means a write escaped them.
-pub async fn recount_summaries(db: &Db) -> anyhow::Result<u64> {
-    let written = sqlx::query_scalar!(
-        r#"SELECT unit_summaries_recount(array_agg(exam_code), array_agg(uai), true, true, true)
-                  AS "written!"
+///
+/// The units are recounted `units_per_statement` at a time, each batch in
+/// a statement (and a transaction) of its own: a recount locks the
+/// summary rows it compares until it commits, and the night's writers
+/// (whose triggers update the same rows) wait for those locks. One
+/// statement over the 46 000 units of a national night held them all for
+/// the whole recount; a batch holds a few hundred for a fraction of a
+/// second (docs/performance.md, "Reads at national size").
+pub async fn recount_summaries(db: &Db, units_per_statement: usize) -> anyhow::Result<u64> {
+    let units = sqlx::query!(
+        r#"SELECT exam_code AS "exam!", uai AS "uai!"
            FROM (SELECT DISTINCT c.exam_code, ca.establishment_uai AS uai
                  FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
                  UNION
-                 SELECT exam_code, establishment_uai FROM unit_summaries) u"#
+                 SELECT exam_code, establishment_uai FROM unit_summaries) u
+           ORDER BY 1, 2"#
     )
-    .fetch_one(&db.pool)
+    .fetch_all(&db.pool)
     .await
-    .context("recounting the unit summaries")?;
-    Ok(u64::try_from(written).unwrap_or(0))
+    .context("listing the units to recount")?;
+    let mut written = 0;
+    for batch in units.chunks(units_per_statement.max(1)) {
+        let (exams, uais): (Vec<String>, Vec<String>) = batch
+            .iter()
+            .map(|u| (u.exam.clone(), u.uai.clone()))
+            .unzip();
+        let n = sqlx::query_scalar!(
+            r#"SELECT unit_summaries_recount($1::text[], $2::text[], true, true, true)
+                      AS "written!""#,
+            &exams,
+            &uais
+        )
+        .fetch_one(&db.pool)
+        .await
+        .context("recounting the unit summaries")?;
+        written += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(written)
 }

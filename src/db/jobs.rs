@@ -882,13 +882,54 @@ pub struct JobFilter<'a> {
     pub academy: Option<&'a str>,
 }
 
-/// The newest jobs that pass `filter`, `limit` of them from `offset` on.
-pub async fn list_filtered(
+/// Where a page of the jobs list starts: after the job created at
+/// `created_at` with id `id`, in the order newest first, ties broken by
+/// the greater id first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl After {
+    /// Before every job: the start of the first page.
+    fn start() -> Self {
+        Self {
+            created_at: DateTime::<Utc>::MAX_UTC,
+            id: Uuid::max(),
+        }
+    }
+}
+
+/// Runs the statements of the jobs list with custom plans: planned for
+/// the filters given, so that those not set fold away and the planner
+/// reads the index of the one that is, in order, from the cursor on
+/// (migration 13). A generic plan cannot tell which filters are set: at
+/// national size it scanned every job's index entry and sorted them
+/// (docs/performance.md, "Reads at national size").
+async fn custom_plans(tx: &mut Tx) -> anyhow::Result<()> {
+    sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *tx.inner)
+        .await
+        .context("asking for custom plans")?;
+    Ok(())
+}
+
+/// The newest jobs that pass `filter`, `limit` of them, after `after`
+/// (from the newest when `None`), skipping `offset` first. A page reads
+/// the index of its most selective filter from the cursor on, so its cost
+/// does not grow with the ledger nor with the page's depth (but for
+/// `offset`, which the caller bounds).
+pub async fn list_page(
     db: &Db,
     filter: &JobFilter<'_>,
+    after: Option<After>,
     limit: i64,
     offset: i64,
 ) -> anyhow::Result<Vec<JobRow>> {
+    let after = after.unwrap_or_else(After::start);
+    let mut tx = db.begin().await?;
+    custom_plans(&mut tx).await?;
     let rows = sqlx::query_as!(
         StoredJob,
         r#"
@@ -896,15 +937,18 @@ pub async fn list_filtered(
                lease_until, worker, progress_done, progress_total, result, last_error,
                idempotency_key, created_by, created_at, started_at, finished_at
         FROM jobs j
-        WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2)
-          AND ($3::text IS NULL OR payload->>'exam' = $3)
-          AND ($4::text IS NULL OR payload->>'establishment' = $4)
-          AND ($5::text IS NULL OR payload->>'academy' = $5
-               OR EXISTS (SELECT 1 FROM establishments e
-                          WHERE e.uai = j.payload->>'establishment' AND e.academy_code = $5))
+        WHERE (created_at, id) < ($1, $2)
+          AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR kind = $4)
+          AND ($5::text IS NULL OR payload->>'exam' = $5)
+          AND ($6::text IS NULL OR payload->>'establishment' = $6)
+          AND ($7::text IS NULL OR payload->>'academy' = $7
+               OR payload->>'establishment'
+                  = ANY (ARRAY(SELECT uai FROM establishments WHERE academy_code = $7)))
         ORDER BY created_at DESC, id DESC
-        LIMIT $6 OFFSET $7
+        LIMIT $8 OFFSET $9
         "#,
+        after.created_at,
+        after.id,
         filter.status,
         filter.kind,
         filter.exam,
@@ -913,31 +957,64 @@ pub async fn list_filtered(
         limit,
         offset
     )
-    .fetch_all(&db.pool)
+    .fetch_all(&mut *tx.inner)
     .await
     .context("listing jobs")?;
+    tx.commit().await?;
     rows.into_iter().map(JobRow::try_from).collect()
 }
 
 /// The number of jobs per status among those `filter` selects (its status
-/// filter ignored).
-pub async fn count_filtered(
+/// filter ignored), each status counted up to `cap` jobs: a count equal
+/// to `cap` means "at least". A count reads at most `cap` entries of the
+/// status's index, or the jobs of the filter's own index (an exam's, an
+/// establishment's, an academy's), never the whole ledger.
+pub async fn count_capped(
     db: &Db,
     filter: &JobFilter<'_>,
+    cap: i64,
 ) -> anyhow::Result<Vec<(JobStatus, i64)>> {
+    let statuses: Vec<String> = JobStatus::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    let mut tx = db.begin().await?;
+    custom_plans(&mut tx).await?;
     let rows = sqlx::query!(
-        r#"SELECT status, count(*) AS "n!" FROM jobs j
-           WHERE ($1::text IS NULL OR kind = $1)
-             AND ($2::text IS NULL OR payload->>'exam' = $2)
-             AND ($3::text IS NULL OR payload->>'establishment' = $3)
-             AND ($4::text IS NULL OR payload->>'academy' = $4
-                  OR EXISTS (SELECT 1 FROM establishments e
-                             WHERE e.uai = j.payload->>'establishment' AND e.academy_code = $4))
-           GROUP BY status ORDER BY status"#,
+        r#"SELECT s.status AS "status!",
+                  (SELECT count(*) FROM (
+                       SELECT 1 FROM jobs j
+                       WHERE j.status = s.status
+                         AND ($2::text IS NULL OR kind = $2)
+                         AND ($3::text IS NULL OR payload->>'exam' = $3)
+                         AND ($4::text IS NULL OR payload->>'establishment' = $4)
+                         AND ($5::text IS NULL OR payload->>'academy' = $5
+                              OR payload->>'establishment'
+                                 = ANY (ARRAY(SELECT uai FROM establishments
+                                              WHERE academy_code = $5)))
+                       LIMIT $6) AS capped) AS "n!"
+           FROM unnest($1::text[]) AS s (status)"#,
+        &statuses,
         filter.kind,
         filter.exam,
         filter.establishment,
-        filter.academy
+        filter.academy,
+        cap
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .context("counting jobs")?;
+    tx.commit().await?;
+    rows.into_iter()
+        .map(|r| Ok((decode("jobs.status", &r.status)?, r.n)))
+        .collect()
+}
+
+/// Every job counted by status, exactly (tests and checks: it reads the
+/// whole ledger; the jobs list uses [`count_capped`]).
+pub async fn count_all(db: &Db) -> anyhow::Result<Vec<(JobStatus, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "n!" FROM jobs GROUP BY status ORDER BY status"#
     )
     .fetch_all(&db.pool)
     .await

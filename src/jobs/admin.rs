@@ -4,6 +4,7 @@
 //! establishment (or an academy) is listed and shown to that establishment
 //! and its coordinator, who may retry or cancel it.
 
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -22,6 +23,13 @@ use crate::{
 /// The most jobs one listing shows.
 pub const MAX_LIST: i64 = 10_000;
 
+/// The largest `offset` accepted (deprecated: pages are read by cursor).
+pub const MAX_OFFSET: i64 = 10_000;
+
+/// Each status's count stops at this many jobs ("10 000+"), so that the
+/// counts read a bounded part of the ledger however large it grows.
+pub const COUNT_CAP: i64 = 10_000;
+
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListInput {
@@ -32,7 +40,73 @@ pub struct ListInput {
     /// Jobs whose payload names this establishment.
     pub establishment: Option<Uai>,
     pub limit: i64,
+    /// Where the page starts: the `next` cursor of the previous page, as
+    /// given (opaque to callers); the newest jobs when `None`.
+    pub cursor: Option<String>,
+    /// Deprecated: jobs to skip before the page (at most [`MAX_OFFSET`],
+    /// and not with a cursor).
     pub offset: i64,
+}
+
+/// Where the next page of a listing starts: the creation instant and id
+/// of the last job shown. Callers see it only as an opaque string
+/// ([`Cursor::encode`]), which stays valid whatever jobs arrive later:
+/// pages are ordered newest first and a new job is newer than any shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(db::jobs::After);
+
+impl Cursor {
+    /// The cursor that starts after `job`.
+    pub fn after(job: &JobRow) -> Self {
+        Self(db::jobs::After {
+            created_at: job.created_at,
+            id: job.id,
+        })
+    }
+
+    /// The cursor as callers hold it: base64url of the instant in
+    /// microseconds since the epoch (8 bytes, big-endian) and the id.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::with_capacity(24);
+        bytes.extend_from_slice(&self.0.created_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(self.0.id.as_bytes());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// Reads a cursor given back by a caller; anything that
+    /// [`Cursor::encode`] did not make is invalid input naming `cursor`.
+    pub fn parse(text: &str) -> Result<Self, OpError> {
+        let invalid = || {
+            OpError::invalid(
+                "cursor",
+                format!("{text:?} is not a cursor of the jobs list (give back a page's `next`)"),
+            )
+        };
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
+        let (micros, id) = bytes.split_at_checked(8).ok_or_else(invalid)?;
+        let micros = i64::from_be_bytes(micros.try_into().map_err(|_| invalid())?);
+        let id = Uuid::from_slice(id).map_err(|_| invalid())?;
+        // Jobs are created within years 1 to 9999; PostgreSQL refuses
+        // some instants that chrono accepts.
+        let created_at = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
+            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
+            .ok_or_else(invalid)?;
+        Ok(Self(db::jobs::After { created_at, id }))
+    }
+}
+
+/// One status's count in a listing: `n` jobs, or at least `n` when
+/// `capped` (the count stopped at [`COUNT_CAP`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StatusCount {
+    pub n: i64,
+    pub capped: bool,
+}
+
+impl std::fmt::Display for StatusCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.n, if self.capped { "+" } else { "" })
+    }
 }
 
 /// A page of jobs, and every status's count among the jobs the listing
@@ -40,14 +114,17 @@ pub struct ListInput {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobList {
     pub jobs: Vec<JobRow>,
-    pub counts: Vec<(JobStatus, i64)>,
+    pub counts: Vec<(JobStatus, StatusCount)>,
     /// Whether jobs remain after this page.
     pub more: bool,
+    /// The cursor of the next page, when jobs remain.
+    pub next: Option<String>,
 }
 
 /// Lists the newest jobs the actor reaches: every job for admin and the
 /// scheduler; those whose payload names the coordinator's academy (or one
-/// of its establishments); those naming the establishment.
+/// of its establishments); those naming the establishment. A page starts
+/// after its cursor; the counts stop at [`COUNT_CAP`] per status.
 pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
     if !(1..=MAX_LIST).contains(&input.limit) {
         return Err(OpError::invalid(
@@ -55,8 +132,21 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
             format!("must be 1 to {MAX_LIST}, got {}", input.limit),
         ));
     }
-    if input.offset < 0 {
-        return Err(OpError::invalid("offset", "must not be negative"));
+    if !(0..=MAX_OFFSET).contains(&input.offset) {
+        return Err(OpError::invalid(
+            "offset",
+            format!(
+                "must be 0 to {MAX_OFFSET}, got {} (deprecated: give the previous page's `next` as `cursor`)",
+                input.offset
+            ),
+        ));
+    }
+    let after = input.cursor.as_deref().map(Cursor::parse).transpose()?;
+    if after.is_some() && input.offset != 0 {
+        return Err(OpError::invalid(
+            "offset",
+            "cannot be given with a cursor (the cursor says where the page starts)",
+        ));
     }
     if let Some(kind) = &input.kind {
         registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
@@ -82,19 +172,45 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
             .or(own.as_deref()),
         academy: scope.academy(),
     };
-    let mut jobs = db::jobs::list_filtered(&app.db, &filter, input.limit + 1, input.offset).await?;
+    let mut jobs = db::jobs::list_page(
+        &app.db,
+        &filter,
+        after.map(|c| c.0),
+        input.limit + 1,
+        input.offset,
+    )
+    .await?;
     let more = jobs.len() as i64 > input.limit;
     jobs.truncate(input.limit as usize);
+    let next = if more {
+        jobs.last().map(|job| Cursor::after(job).encode())
+    } else {
+        None
+    };
     let counts: std::collections::HashMap<JobStatus, i64> =
-        db::jobs::count_filtered(&app.db, &filter)
+        db::jobs::count_capped(&app.db, &filter, COUNT_CAP)
             .await?
             .into_iter()
             .collect();
     let counts = JobStatus::ALL
         .into_iter()
-        .map(|s| (s, counts.get(&s).copied().unwrap_or(0)))
+        .map(|s| {
+            let n = counts.get(&s).copied().unwrap_or(0);
+            (
+                s,
+                StatusCount {
+                    n,
+                    capped: n >= COUNT_CAP,
+                },
+            )
+        })
         .collect();
-    Ok(JobList { jobs, counts, more })
+    Ok(JobList {
+        jobs,
+        counts,
+        more,
+        next,
+    })
 }
 
 /// One job and its history.

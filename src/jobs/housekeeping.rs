@@ -20,6 +20,14 @@ use crate::{
     render::zip::{Part, PartUpload, UPLOAD_FIELD},
 };
 
+/// Finished jobs deleted per statement (with their events): each batch
+/// is a short transaction of its own.
+pub const PRUNE_BATCH: i64 = 1_000;
+
+/// Units recounted per statement: each batch locks its summary rows only
+/// until it commits.
+pub const RECOUNT_BATCH: usize = 500;
+
 /// The `housekeeping` job's payload (no parameters).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,9 +58,10 @@ impl Job for Housekeeping {
         let delay = std::time::Duration::from_secs(app.config.downloads.abandoned_after_secs);
         let abandoned = sweep_abandoned(app, delay).await?;
         let retention = chrono::Duration::days(i64::from(app.config.jobs.retention_days));
-        let pruned = db::schedule::prune_jobs(&app.db, chrono::Utc::now() - retention).await?;
+        let pruned =
+            db::schedule::prune_jobs(&app.db, chrono::Utc::now() - retention, PRUNE_BATCH).await?;
         let redis = crate::queue::sweep_finished(&app.config).await?;
-        let corrected = db::closure::recount_summaries(&app.db).await?;
+        let corrected = db::closure::recount_summaries(&app.db, RECOUNT_BATCH).await?;
         if corrected > 0 {
             // The triggers keep the summaries exact; a difference means a
             // write escaped them (see migration 10).

@@ -528,10 +528,17 @@ async fn zip_links(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobListAnswer {
     pub jobs: Vec<crate::db::jobs::JobRow>,
-    /// Per status, the jobs the filters (but the status) select.
+    /// Per status, the jobs the filters (but the status) select, each
+    /// counted up to 10 000: a status named in `capped` has at least that
+    /// many.
     pub counts: std::collections::BTreeMap<String, i64>,
-    /// Whether jobs remain after this page (`offset` + `limit`).
+    /// The statuses whose count stopped at 10 000 ("10 000+").
+    pub capped: Vec<String>,
+    /// Whether jobs remain after this page.
     pub more: bool,
+    /// When jobs remain, the `cursor` that asks for the next page (an
+    /// opaque string, valid however many jobs arrive meanwhile).
+    pub next: Option<String>,
 }
 
 /// Filters of the job list.
@@ -546,6 +553,10 @@ pub struct JobsQuery {
     pub establishment: Option<String>,
     #[serde(default = "default_jobs_limit")]
     pub limit: i64,
+    /// Where the page starts: the previous page's `next`, as given.
+    pub cursor: Option<String>,
+    /// Deprecated (use `cursor`): jobs to skip, at most 10 000, not with
+    /// a cursor.
     #[serde(default)]
     pub offset: i64,
 }
@@ -578,6 +589,7 @@ async fn jobs_list(
             .map(|u| uai("establishment", u))
             .transpose()?,
         limit: q.limit,
+        cursor: q.cursor,
         offset: q.offset,
     };
     let list = admin::list(&s.app, &actor, &input).await?;
@@ -585,10 +597,17 @@ async fn jobs_list(
         counts: list
             .counts
             .iter()
-            .map(|(s, n)| (s.as_str().to_owned(), *n))
+            .map(|(s, c)| (s.as_str().to_owned(), c.n))
+            .collect(),
+        capped: list
+            .counts
+            .iter()
+            .filter(|(_, c)| c.capped)
+            .map(|(s, _)| s.as_str().to_owned())
             .collect(),
         jobs: list.jobs,
         more: list.more,
+        next: list.next,
     })
     .into_response())
 }

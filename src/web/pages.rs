@@ -889,8 +889,10 @@ struct JobsForm {
     exam: String,
     #[serde(default)]
     uai: String,
+    /// The cursor of the page: the previous page's `next` (empty: the
+    /// newest jobs).
     #[serde(default)]
-    page: i64,
+    apres: String,
 }
 
 /// Jobs per page of the jobs list.
@@ -908,14 +910,15 @@ async fn jobs(
                 .map_err(|e| PageError::of(OpError::invalid("status", e), &actor))?,
         ),
     };
-    let page = form.page.max(0);
+    let cursor = Some(form.apres.trim().to_owned()).filter(|c| !c.is_empty());
     let input = ListInput {
         status,
         kind: Some(form.kind.trim().to_owned()).filter(|k| !k.is_empty()),
         exam: Some(form.exam.trim().to_owned()).filter(|k| !k.is_empty()),
         establishment: form_uai(&actor, Some(&form.uai))?,
         limit: JOBS_PER_PAGE,
-        offset: page * JOBS_PER_PAGE,
+        cursor: cursor.clone(),
+        offset: 0,
     };
     let list = admin::list(&s.app, &actor, &input)
         .await
@@ -933,8 +936,10 @@ async fn jobs(
                 .map(|(s, n)| format!("{s} : {n}"))
                 .collect::<Vec<_>>()
                 .join(" · "),
-            previous: (page > 0).then(|| jobs_query(&form, page - 1)),
-            next: list.more.then(|| jobs_query(&form, page + 1)),
+            // Pages are read by key, newest first: the way back is to the
+            // newest jobs.
+            previous: cursor.is_some().then(|| jobs_query(&form, None)),
+            next: list.next.as_deref().map(|c| jobs_query(&form, Some(c))),
             kind: form.kind.clone(),
             exam: form.exam.clone(),
             uai: form.uai.clone(),
@@ -967,13 +972,14 @@ async fn jobs(
 }
 
 /// The jobs list's query string for page `page` with the same filters.
-fn jobs_query(form: &JobsForm, page: i64) -> String {
+fn jobs_query(form: &JobsForm, cursor: Option<&str>) -> String {
     format!(
-        "?status={}&kind={}&exam={}&uai={}&page={page}",
+        "?status={}&kind={}&exam={}&uai={}&apres={}",
         urlencoding(&form.status),
         urlencoding(&form.kind),
         urlencoding(&form.exam),
-        urlencoding(&form.uai)
+        urlencoding(&form.uai),
+        urlencoding(cursor.unwrap_or_default())
     )
 }
 

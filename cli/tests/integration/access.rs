@@ -389,7 +389,7 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     };
     let (everything, _, counts) = listed(Actor::admin("t"), all.clone()).await;
     assert_eq!(everything.len(), 4);
-    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 4);
+    assert_eq!(counts.iter().map(|(_, c)| c.n).sum::<i64>(), 4);
     // An establishment: its own job only.
     let (own, _, counts) = listed(
         Actor::Establishment {
@@ -399,7 +399,7 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     )
     .await;
     assert_eq!(own, vec![ids[&uais[0]]]);
-    assert_eq!(counts.iter().map(|(_, n)| n).sum::<i64>(), 1);
+    assert_eq!(counts.iter().map(|(_, c)| c.n).sum::<i64>(), 1);
     // A coordinator: the jobs of its academy's establishments.
     let academy = test.academy_of(&uais[0]).await;
     let mut expected = Vec::new();

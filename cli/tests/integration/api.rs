@@ -471,3 +471,66 @@ async fn the_openapi_document_lists_every_route() {
         );
     }
 }
+
+/// The jobs list through the API: pages follow `next` as `cursor`, each
+/// job once; counts say which are capped; a malformed cursor is a 422
+/// naming the cursor, and the deprecated `offset` still pages.
+#[tokio::test]
+async fn the_jobs_list_pages_by_cursor() {
+    let app = TestApp::new().await;
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool");
+    // 12 jobs at one instant, 13 at another: ties are the rule.
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, status, max_attempts, created_by, created_at)
+         SELECT gen_random_uuid(), 'noop', '{}', 'succeeded', 1, 'test',
+                CASE WHEN g <= 12 THEN now() ELSE now() - interval '1 minute' END
+         FROM generate_series(1, 25) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("jobs");
+    let addr = serve(&app).await;
+    let admin = token(&app, Role::Admin).await;
+    let client = reqwest::Client::new();
+    let get = |query: String| {
+        let request = client
+            .get(format!("http://{addr}/api/v1/jobs?{query}"))
+            .bearer_auth(&admin);
+        async move {
+            let response = request.send().await.expect("answer");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("JSON"))
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut query = "limit=10".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, body) = get(query.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        pages += 1;
+        for job in body["jobs"].as_array().expect("jobs") {
+            assert!(seen.insert(job["id"].clone()), "{job} came twice");
+        }
+        assert_eq!(body["counts"]["succeeded"], 25, "{body}");
+        assert_eq!(body["capped"], json!([]), "{body}");
+        assert_eq!(body["more"], body["next"].is_string(), "{body}");
+        match body["next"].as_str() {
+            Some(next) => query = format!("limit=10&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!((seen.len(), pages), (25, 3));
+    let (status, body) = get("limit=10&cursor=%25%25nonsense".into()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "cursor", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap_or("").contains("cursor"),
+        "{body}"
+    );
+    let (status, body) = get("limit=10&offset=20".into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(5), "{body}");
+}

@@ -461,7 +461,7 @@ async fn each_kind_of_failure_exits_with_its_own_code() {
         "{\"sleep_ms\": 60000}",
     ]);
     assert_eq!(c, Some(0));
-    let queued = copiste::db::jobs::list_filtered(&app.db, &Default::default(), 1, 0)
+    let queued = copiste::db::jobs::list_page(&app.db, &Default::default(), None, 1, 0)
         .await
         .expect("jobs")
         .remove(0);

@@ -10,6 +10,7 @@ mod demo_data;
 mod faults;
 mod import;
 mod jobs;
+mod jobs_list;
 mod layers;
 mod metrics;
 mod migrations;

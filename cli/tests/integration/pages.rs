@@ -198,12 +198,13 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
             .expect("body")
             .contains("travail lancé")
     );
-    let jobs = copiste::db::jobs::list_filtered(
+    let jobs = copiste::db::jobs::list_page(
         &app.db,
         &copiste::db::jobs::JobFilter {
             kind: Some("closure"),
             ..Default::default()
         },
+        None,
         10,
         0,
     )
@@ -275,4 +276,63 @@ async fn logout_ends_the_session_and_assets_are_served() {
                 .starts_with(kind)
         );
     }
+}
+
+/// The jobs page pages by cursor: "plus anciens" carries the next page's
+/// cursor, the last page has none, and a cursor the list did not make is
+/// refused as invalid input.
+#[tokio::test]
+async fn the_jobs_page_links_to_the_next_page_by_cursor() {
+    let app = TestApp::new().await;
+    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
+        .await
+        .expect("pool");
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, payload, status, max_attempts, created_by, created_at)
+         SELECT gen_random_uuid(), 'noop', '{}', 'succeeded', 1, 'test', now()
+         FROM generate_series(1, 60)",
+    )
+    .execute(&pool)
+    .await
+    .expect("jobs");
+    let base = serve(&app).await;
+    let (_, token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &token).await;
+    let (status, first) = page(&base, &cookie, "/travaux").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        first.matches("href=\"/travaux/").count(),
+        50,
+        "a page of 50"
+    );
+    let next = first
+        .split("href=\"/travaux?")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        // The template escapes `&` (askama writes `&#38;`).
+        .map(|query| {
+            format!(
+                "/travaux?{}",
+                query.replace("&#38;", "&").replace("&amp;", "&")
+            )
+        })
+        .expect("a link to the next page");
+    assert!(
+        next.contains("apres=") && first.contains("plus anciens"),
+        "{next}"
+    );
+    let (status, second) = page(&base, &cookie, &next).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(
+        second.matches("href=\"/travaux/").count(),
+        10,
+        "the last 10"
+    );
+    assert!(!second.contains("plus anciens"), "no page after the last");
+    assert!(
+        second.contains("les plus récents"),
+        "a way back to the newest"
+    );
+    let (status, body) = page(&base, &cookie, "/travaux?apres=nonsense").await;
+    assert!(status.is_client_error(), "{status} {body}");
 }

@@ -277,7 +277,7 @@ async fn the_sweep_takes_only_due_units_and_never_after_publication() {
         Duration::from_millis(100),
         || async {
             let later = Utc::now() + chrono::Duration::minutes(10);
-            let waiting = copiste::db::jobs::list_filtered(&app.db, &queued, 10_000, 0)
+            let waiting = copiste::db::jobs::list_page(&app.db, &queued, None, 10_000, 0)
                 .await
                 .expect("queued jobs")
                 .iter()
@@ -429,12 +429,13 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
 
 /// Every job of `kind`, newest first.
 async fn jobs_of_kind(app: &TestApp, kind: &str) -> Vec<copiste::db::jobs::JobRow> {
-    copiste::db::jobs::list_filtered(
+    copiste::db::jobs::list_page(
         &app.db,
         &copiste::db::jobs::JobFilter {
             kind: Some(kind),
             ..Default::default()
         },
+        None,
         10_000,
         0,
     )

@@ -67,7 +67,7 @@ impl Respond for Target {
 
 /// The recount finds every summary right.
 async fn exact(app: &TestApp, after: &str) {
-    let corrected = db::closure::recount_summaries(&app.app().db)
+    let corrected = db::closure::recount_summaries(&app.app().db, 500)
         .await
         .expect("recount");
     assert_eq!(
@@ -183,7 +183,7 @@ async fn the_closure_table_counts_stay_exact_through_every_kind_of_write() {
         .await
         .expect("spoil a summary");
     assert_eq!(
-        db::closure::recount_summaries(&app.app().db)
+        db::closure::recount_summaries(&app.app().db, 500)
             .await
             .expect("recount"),
         1

@@ -189,7 +189,7 @@ impl TestApp {
 
     /// Counts of jobs by status.
     pub async fn counts(&self) -> std::collections::HashMap<String, i64> {
-        copiste::db::jobs::count_filtered(&self.db, &Default::default())
+        copiste::db::jobs::count_all(&self.db)
             .await
             .expect("counts")
             .into_iter()
@@ -319,7 +319,7 @@ impl TestApp {
                 status: Some(status),
                 ..Default::default()
             };
-            let jobs = copiste::db::jobs::list_filtered(&self.db, &filter, i64::MAX, 0)
+            let jobs = copiste::db::jobs::list_page(&self.db, &filter, None, i64::MAX, 0)
                 .await
                 .expect("busy jobs");
             busy += jobs
