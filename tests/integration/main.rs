@@ -20,3 +20,4 @@ mod schedule;
 mod summaries;
 mod support;
 mod uai;
+mod zips;
