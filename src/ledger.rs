@@ -177,7 +177,7 @@ pub async fn enqueue_raw(
 
 /// Writes many jobs of one kind inside the caller's transaction, in one
 /// statement; returns their ids in order. A batch takes no idempotency
-/// key: enqueue keyed jobs one by one with [`enqueue`].
+/// key: enqueue keyed jobs with [`enqueue`] or [`enqueue_many_keyed`].
 pub async fn enqueue_many<J: Kind>(
     tx: &mut Tx,
     jobs: &[J],
@@ -212,6 +212,61 @@ pub async fn enqueue_many<J: Kind>(
     )
     .await?;
     Ok(ids)
+}
+
+/// Writes many jobs of one kind, each with its own idempotency key,
+/// inside the caller's transaction, in one statement; returns one
+/// [`Enqueued`] per job, in order: `Existing` when its key was already
+/// known (whatever that job's state), as [`enqueue`] does. `opts` must
+/// not carry a key of its own; keys must be distinct within the batch.
+pub async fn enqueue_many_keyed<J: Kind>(
+    tx: &mut Tx,
+    jobs: &[(J, String)],
+    opts: EnqueueOptions,
+) -> Result<Vec<Enqueued>, EnqueueError> {
+    if opts.idempotency_key.is_some() {
+        return Err(EnqueueError::Invalid(
+            "a keyed batch takes its keys with its jobs, not in the options".into(),
+        ));
+    }
+    let max_attempts = opts.checked_max_attempts(J::MAX_ATTEMPTS)?;
+    let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+    for (_, key) in jobs {
+        if key.is_empty() || key.len() > 400 {
+            return Err(EnqueueError::Invalid(
+                "an idempotency key is 1 to 400 bytes".into(),
+            ));
+        }
+        if !seen.insert(key.as_str()) {
+            return Err(EnqueueError::Invalid(format!(
+                "the idempotency key {key} appears twice in one batch"
+            )));
+        }
+    }
+    let payloads = jobs
+        .iter()
+        .map(|(job, _)| serde_json::to_value(job))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| EnqueueError::Payload {
+            kind: J::NAME,
+            source,
+        })?;
+    let keys: Vec<String> = jobs.iter().map(|(_, key)| key.clone()).collect();
+    let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
+    Ok(db::jobs::insert_many_keyed(
+        tx,
+        db::jobs::NewKeyedJobs {
+            ids: &ids,
+            kind: J::NAME,
+            payloads,
+            keys: &keys,
+            priority: opts.priority.unwrap_or(J::PRIORITY),
+            max_attempts,
+            run_at: opts.run_at,
+            created_by: &opts.created_by,
+        },
+    )
+    .await?)
 }
 
 /// Waits until every job of `ids` is in a final status, calling

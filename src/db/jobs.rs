@@ -194,6 +194,99 @@ pub async fn insert_many(tx: &mut Tx, jobs: NewJobs<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keyed job rows of one kind to insert together.
+#[derive(Debug)]
+pub struct NewKeyedJobs<'a> {
+    pub ids: &'a [Uuid],
+    pub kind: &'a str,
+    /// One per id.
+    pub payloads: Vec<serde_json::Value>,
+    /// One per id, each unique within the batch.
+    pub keys: &'a [String],
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub created_by: &'a str,
+}
+
+/// Inserts jobs with idempotency keys in one statement; a row whose key
+/// is already known is not written, and the existing job is returned in
+/// its place. Returns one [`Enqueued`] per id, in order.
+pub async fn insert_many_keyed(
+    tx: &mut Tx,
+    jobs: NewKeyedJobs<'_>,
+) -> anyhow::Result<Vec<Enqueued>> {
+    anyhow::ensure!(
+        jobs.ids.len() == jobs.payloads.len() && jobs.ids.len() == jobs.keys.len(),
+        "{} job ids for {} payloads and {} keys",
+        jobs.ids.len(),
+        jobs.payloads.len(),
+        jobs.keys.len()
+    );
+    let inserted = sqlx::query_scalar!(
+        r#"
+        WITH ins AS (
+            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
+                              idempotency_key, created_by)
+            SELECT id, $2, payload, $5, $6, coalesce($7, now()), key, $8
+            FROM unnest($1::uuid[], $3::jsonb[], $4::text[]) AS t(id, payload, key)
+            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING id
+        ), ev AS (
+            INSERT INTO job_events (job_id, event, attempt, detail)
+            SELECT id, 'enqueued', 0, 'by ' || $8 FROM ins
+        )
+        SELECT id AS "id!" FROM ins
+        "#,
+        jobs.ids,
+        jobs.kind,
+        &jobs.payloads,
+        jobs.keys,
+        jobs.priority,
+        jobs.max_attempts,
+        jobs.run_at,
+        jobs.created_by,
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .with_context(|| format!("inserting {} keyed {} jobs", jobs.ids.len(), jobs.kind))?;
+    let inserted: std::collections::HashSet<Uuid> = inserted.into_iter().collect();
+    let missing: Vec<String> = jobs
+        .ids
+        .iter()
+        .zip(jobs.keys)
+        .filter(|(id, _)| !inserted.contains(id))
+        .map(|(_, key)| key.clone())
+        .collect();
+    let mut existing = std::collections::HashMap::new();
+    if !missing.is_empty() {
+        // Those keys exist; their rows are committed (ON CONFLICT waited
+        // for them).
+        let rows = sqlx::query!(
+            r#"SELECT idempotency_key AS "key!", id FROM jobs WHERE idempotency_key = ANY($1)"#,
+            &missing
+        )
+        .fetch_all(&mut *tx.inner)
+        .await
+        .context("reading the jobs of existing idempotency keys")?;
+        existing.extend(rows.into_iter().map(|r| (r.key, r.id)));
+    }
+    jobs.ids
+        .iter()
+        .zip(jobs.keys)
+        .map(|(id, key)| {
+            if inserted.contains(id) {
+                Ok(Enqueued::Created(*id))
+            } else {
+                existing
+                    .get(key)
+                    .map(|id| Enqueued::Existing(*id))
+                    .with_context(|| format!("no job holds the idempotency key {key}"))
+            }
+        })
+        .collect()
+}
+
 /// A job claimed by a worker.
 #[derive(Debug, Clone)]
 pub struct Claimed {

@@ -416,3 +416,92 @@ pub async fn active_job(
     .await
     .context("looking for a job in progress")
 }
+
+/// Serialises the zip requests of one exam until `tx` ends: a single
+/// request takes it shared (many run at once), a request for every
+/// establishment takes it exclusive, so that neither enqueues a zip the
+/// other is enqueuing (an advisory transaction lock on the exam code).
+pub async fn lock_exam_zips(tx: &mut super::Tx, exam: &str, exclusive: bool) -> anyhow::Result<()> {
+    let locked = if exclusive {
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 7310003))",
+            exam
+        )
+        .execute(&mut *tx.inner)
+        .await
+    } else {
+        sqlx::query!(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 7310003))",
+            exam
+        )
+        .execute(&mut *tx.inner)
+        .await
+    };
+    locked.context("locking the exam's zip requests")?;
+    Ok(())
+}
+
+/// The establishments (of `academy`, when given) with at least one
+/// transmitted copy of `exam`, in UAI order.
+pub async fn transmitted_establishments(
+    tx: &mut super::Tx,
+    exam: &str,
+    academy: Option<&str>,
+) -> anyhow::Result<Vec<Uai>> {
+    let uais = sqlx::query_scalar!(
+        r#"SELECT DISTINCT ca.establishment_uai AS "uai!"
+           FROM copies c
+           JOIN candidates ca ON ca.id = c.candidate_id
+           JOIN establishments e ON e.uai = ca.establishment_uai
+           JOIN grade_exports g ON g.copy_id = c.id
+           WHERE c.exam_code = $1 AND ($2::text IS NULL OR e.academy_code = $2)
+             AND g.state = 'accepted' AND g.revision = c.version
+           ORDER BY 1"#,
+        exam,
+        academy
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .context("listing the establishments with transmitted copies")?;
+    uais.iter()
+        .map(|u| decode_uai("candidates.establishment_uai", u))
+        .collect()
+}
+
+/// The establishments with an unexpired download of (`exam`, `options`).
+pub async fn ready_establishments(
+    tx: &mut super::Tx,
+    exam: &str,
+    options: &str,
+) -> anyhow::Result<Vec<Uai>> {
+    let uais = sqlx::query_scalar!(
+        "SELECT DISTINCT establishment_uai FROM downloads
+         WHERE exam_code = $1 AND options = $2 AND expires_at > now()",
+        exam,
+        options
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .context("listing the ready zips")?;
+    uais.iter()
+        .map(|u| decode_uai("downloads.establishment_uai", u))
+        .collect()
+}
+
+/// The payloads of the queued or running jobs of `kind` whose payload
+/// names `exam`.
+pub async fn active_exam_jobs(
+    tx: &mut super::Tx,
+    kind: &str,
+    exam: &str,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    sqlx::query_scalar!(
+        "SELECT payload FROM jobs
+         WHERE kind = $1 AND status IN ('queued', 'running') AND payload->>'exam' = $2",
+        kind,
+        exam
+    )
+    .fetch_all(&mut *tx.inner)
+    .await
+    .context("listing the zip jobs in progress")
+}

@@ -132,3 +132,52 @@ pub async fn prune_jobs(db: &Db, before: DateTime<Utc>, batch: i64) -> anyhow::R
         }
     }
 }
+
+/// (exam, establishment) units to pre-build a zip for: those whose latest
+/// transmitted copy (accepted by Cyclades at its current version) was
+/// accepted after `since`, and after the start of the newest succeeded
+/// job of `kind` with these `options` for the unit (a zip built from
+/// copies read after that start), in (exam, UAI) order. A unit whose
+/// build failed, or was never asked for, stays listed until a build
+/// succeeds; units transmitted before `since` are left alone, so that
+/// builds pruned from the ledger are not made again.
+pub async fn units_to_prebuild(
+    db: &Db,
+    kind: &str,
+    options: &serde_json::Value,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, Uai)>> {
+    let rows = sqlx::query!(
+        r#"WITH latest AS MATERIALIZED (
+               SELECT c.exam_code, ca.establishment_uai AS uai,
+                      max(coalesce(g.accepted_at, g.updated_at)) AS at
+               FROM grade_exports g
+               JOIN copies c ON c.id = g.copy_id
+               JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE g.state = 'accepted' AND g.revision = c.version
+                 AND coalesce(g.accepted_at, g.updated_at) > $3
+               GROUP BY 1, 2
+           ), built AS (
+               SELECT j.payload->>'exam' AS exam_code, j.payload->>'establishment' AS uai,
+                      max(j.started_at) AS at
+               FROM jobs j
+               WHERE j.kind = $1 AND j.status = 'succeeded' AND j.finished_at > $3
+                 AND j.payload->'options' = $2
+               GROUP BY 1, 2
+           )
+           SELECT l.exam_code AS "exam!", l.uai AS "uai!"
+           FROM latest l
+           LEFT JOIN built b ON b.exam_code = l.exam_code AND b.uai = l.uai
+           WHERE b.at IS NULL OR b.at <= l.at
+           ORDER BY 1, 2"#,
+        kind,
+        options,
+        since
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the units whose zips to pre-build")?;
+    rows.into_iter()
+        .map(|r| Ok((r.exam, decode_uai("candidates.establishment_uai", &r.uai)?)))
+        .collect()
+}

@@ -16,12 +16,13 @@ pub mod nightly_closure;
 pub mod noop;
 pub mod registry;
 pub mod sweep;
+pub mod zip_prebuild;
 
 use std::future::Future;
 
 pub use crate::ledger::{
     DEFAULT_MAX_ATTEMPTS, EnqueueError, EnqueueOptions, Enqueued, JobStatus, Kind, enqueue,
-    enqueue_many, enqueue_raw, non_empty, wait_final,
+    enqueue_many, enqueue_many_keyed, enqueue_raw, non_empty, wait_final,
 };
 pub use context::JobContext;
 

@@ -11,7 +11,7 @@ use super::{
     EnqueueError, EnqueueOptions, Job, JobContext, JobError, Outcome, bulk_render::BulkRender,
     closure::Closure, export_retry::ExportRetry, harmonisation_validation::HarmonisationValidation,
     housekeeping::Housekeeping, nightly_closure::NightlyClosure, noop::Noop,
-    sweep::ExportRetrySweep,
+    sweep::ExportRetrySweep, zip_prebuild::ZipPrebuild,
 };
 
 type RunFuture = Pin<Box<dyn Future<Output = Result<Outcome, JobError>> + Send>>;
@@ -129,6 +129,7 @@ pub fn all() -> Vec<Handler> {
         handler::<NightlyClosure>(),
         handler::<ExportRetrySweep>(),
         handler::<Housekeeping>(),
+        handler::<ZipPrebuild>(),
     ]
 }
 

@@ -33,7 +33,7 @@ use crate::{
     },
     domain::Uai,
     download::{
-        self, Requested, ZipInput,
+        self, AllZipsInput, Requested, RequestedAll, ZipInput,
         search::{SearchInput, search_candidates},
     },
     jobs::admin::{self, ListInput},
@@ -92,6 +92,7 @@ pub fn routes() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .routes(routes!(candidates))
         .routes(routes!(copy_pdf))
         .routes(routes!(zip_links, zip_request))
+        .routes(routes!(zips_request))
         .routes(routes!(jobs_list))
         .routes(routes!(job_show))
         .routes(routes!(job_retry))
@@ -502,6 +503,25 @@ async fn zip_request(
             Requested::Building { job, new } => ZipAnswer::Building { job, new },
         },
     ))
+}
+
+#[utoipa::path(post, path = "/api/v1/exams/{exam}/zips", tag = "downloads",
+    params(("exam" = String, Path, description = "Exam code"), Switches),
+    responses((status = 200, body = RequestedAll, description = "The zip of every establishment with transmitted copies in the caller's scope, in one transaction: how many were enqueued, already being built or already ready, and the jobs enqueued"),
+        (status = 401, body = Problem), (status = 403, body = Problem, description = "An establishment (it asks for its own zip)"),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "E3C switches turned off")))]
+async fn zips_request(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    Path(exam): Path<String>,
+    switches: Result<Query<Switches>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<RequestedAll>> {
+    let Query(switches) = switches.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let input = AllZipsInput {
+        exam,
+        options: switches.requested(),
+    };
+    Ok(Json(download::request_all(&s.app, &actor, &input).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/exams/{exam}/establishments/{uai}/zip", tag = "downloads",

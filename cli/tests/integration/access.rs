@@ -11,7 +11,7 @@ use copiste::{
     },
     domain::Uai,
     download::{
-        self, ZipInput,
+        self, AllZipsInput, PrebuildInput, ZipInput,
         search::{SearchInput, search_candidates},
     },
     jobs::admin::{self, EnqueueInput, ListInput},
@@ -43,6 +43,8 @@ enum Op {
     RenderCopy,
     ZipRequest,
     ZipLinks,
+    ZipRequestAll,
+    ZipPrebuild,
     JobsList,
     JobsShow,
     JobsRetry,
@@ -51,7 +53,7 @@ enum Op {
     ScheduleSlot,
 }
 
-const OPS: [Op; 16] = [
+const OPS: [Op; 18] = [
     Op::CloseUnit,
     Op::RelaunchUnit,
     Op::Status,
@@ -62,6 +64,8 @@ const OPS: [Op; 16] = [
     Op::RenderCopy,
     Op::ZipRequest,
     Op::ZipLinks,
+    Op::ZipRequestAll,
+    Op::ZipPrebuild,
     Op::JobsList,
     Op::JobsShow,
     Op::JobsRetry,
@@ -129,6 +133,20 @@ async fn ask(w: &World, actor: &Actor, op: Op) -> Result<(), OpError> {
         }
         Op::ZipRequest => download::request(app, actor, &zip).await.map(drop),
         Op::ZipLinks => download::current_links(app, actor, &zip).await.map(drop),
+        Op::ZipRequestAll => {
+            let input = AllZipsInput {
+                exam: PHILO.into(),
+                options: RequestedOptions::default(),
+            };
+            download::request_all(app, actor, &input).await.map(drop)
+        }
+        Op::ZipPrebuild => {
+            let input = PrebuildInput {
+                since: chrono::Utc::now() - chrono::Duration::days(7),
+                options: RequestedOptions::default(),
+            };
+            download::prebuild(app, actor, &input).await.map(drop)
+        }
         Op::JobsList => {
             let input = ListInput {
                 limit: 10,
@@ -176,6 +194,11 @@ fn allowed(actor: &Who, op: Op) -> bool {
         Search | RenderCopy | ZipRequest | ZipLinks => {
             matches!(actor, Admin | CoordinatorA | Establishment)
         }
+        // Every establishment's zip of an exam: admin, and a coordinator
+        // for its own academy; an establishment asks for its own zip.
+        ZipRequestAll => matches!(actor, Admin | CoordinatorA | CoordinatorB),
+        // Pre-building zips: the operators.
+        ZipPrebuild => matches!(actor, Admin | Scheduler),
         // Everyone lists the jobs it reaches (scoped); the noop job names
         // no establishment, so only the operators reach it.
         JobsList => true,

@@ -574,3 +574,99 @@ async fn tokens_are_made_listed_and_revoked_from_the_command_line() {
         copiste::access::Authenticated::Refused(_)
     ));
 }
+
+#[test]
+fn download_request_takes_one_establishment_or_all() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        Cli::try_parse_from(std::iter::once("copiste").chain(args.iter().copied()))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let uai = copiste::domain::Uai::from_number(750_001).to_string();
+    parse(&["download", "request", "--exam", "X", "--all", "--json"]).expect("--all");
+    parse(&[
+        "download",
+        "request",
+        "--exam",
+        "X",
+        "--establishment",
+        &uai,
+    ])
+    .expect("one");
+    let e = parse(&[
+        "download",
+        "request",
+        "--exam",
+        "X",
+        "--all",
+        "--establishment",
+        &uai,
+    ])
+    .expect_err("both");
+    assert!(e.contains("--all") && e.contains("--establishment"), "{e}");
+    let e = parse(&["download", "request", "--exam", "X"]).expect_err("neither");
+    assert!(e.contains("--establishment") && e.contains("--all"), "{e}");
+    let e = parse(&["download", "link", "--exam", "X", "--all"]).expect_err("link takes one");
+    assert!(e.contains("--all"), "{e}");
+}
+
+#[tokio::test]
+async fn download_request_all_enqueues_every_zip_once_and_prints_the_counts() {
+    let mut config = crate::support::fast_queue();
+    config["downloads"] = json!({"signing_key": "test-signing-key"});
+    let app = crate::support::TestApp::with(config).await;
+    app.import_demo(3, 2).await;
+    let uais = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+        .await
+        .expect("establishments");
+    crate::zips::close(&app, "BAC26-PHILO", &uais).await;
+    let before = job_count(&app).await;
+
+    let (ok, out, err) = output(copiste(&app).args([
+        "download",
+        "request",
+        "--exam",
+        "BAC26-PHILO",
+        "--all",
+        "--json",
+    ]));
+    assert!(ok, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(answer["establishments"], 3, "{answer}");
+    assert_eq!(answer["enqueued"], 3, "{answer}");
+    assert_eq!(answer["already_building"], 0, "{answer}");
+    let jobs = answer["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 3);
+    for (job, uai) in jobs.iter().zip(&uais) {
+        assert_eq!(job["establishment"], uai.as_str());
+        let id: uuid::Uuid = job["job"].as_str().expect("an id").parse().expect("a uuid");
+        let row = app.job(id).await;
+        assert_eq!(row.kind, "bulk-render");
+        assert_eq!(row.payload["establishment"], uai.as_str());
+        assert!(
+            row.idempotency_key
+                .as_deref()
+                .is_some_and(|k| k.starts_with(&format!("bulk-render:BAC26-PHILO:{uai}:d1a1n1:"))),
+            "{:?}",
+            row.idempotency_key
+        );
+    }
+    assert_eq!(job_count(&app).await, before + 3);
+
+    let (ok, out, err) =
+        output(copiste(&app).args(["download", "request", "--exam", "BAC26-PHILO", "--all"]));
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("0 zips enqueued, 3 already being built, 0 already ready"),
+        "{out}"
+    );
+    assert_eq!(job_count(&app).await, before + 3, "nothing enqueued again");
+
+    // Unknown exam: exit code 3.
+    let out = copiste(&app)
+        .args(["download", "request", "--exam", "BAC26-NOPE", "--all"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -21,3 +21,4 @@ mod schedule;
 mod summaries;
 mod support;
 mod uai;
+mod zips;

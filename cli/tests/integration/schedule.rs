@@ -32,7 +32,12 @@ fn the_shipped_schedules_load() {
     let names: Vec<_> = schedules.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["export-retry-sweep", "housekeeping", "nightly-closure"]
+        [
+            "export-retry-sweep",
+            "housekeeping",
+            "nightly-closure",
+            "zip-prebuild"
+        ]
     );
     let nightly = &schedules[2];
     assert_eq!(nightly.timezone, chrono_tz::Europe::Paris);
