@@ -53,7 +53,7 @@ const CACHE_ENTRIES: usize = 100_000;
 /// the scans already checked, by (relative path, size, modification time),
 /// and the object keys already known to be stored, with their size. Both
 /// are bounded; a scan forgotten is only checked again. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct ScanCache {
     inner: Option<Arc<CacheInner>>,
 }

@@ -1106,6 +1106,7 @@ async fn timed_import(app: &TestApp, dir: &Path, label: &str) -> ImportSummary {
             ImportStep::Checking { .. } => "checking scans",
             ImportStep::Uploading { .. } => "uploading scans",
             ImportStep::Writing { .. } => "writing rows",
+            ImportStep::Pieces { .. } => "pieces",
             ImportStep::Done => "done",
         };
         let mut phases = phases.borrow_mut();
@@ -1498,21 +1499,21 @@ async fn an_interrupted_import_resumes_after_the_committed_pieces() {
     // Interrupted after the first piece: the others are not there yet.
     let lyon = uai(691234);
     let aside = tempfile::tempdir().expect("tempdir");
-    for uai in [uai(751234), uai(9_991_234)] {
-        let name = format!("pieces/{uai}.json");
+    let later = [uai(751234), uai(9_991_234)];
+    for code in &later {
         std::fs::rename(
-            pieced.path().join(&name),
-            aside.path().join(format!("{uai}.json")),
+            pieced.path().join(format!("pieces/{code}.json")),
+            aside.path().join(format!("{code}.json")),
         )
         .expect("move aside");
     }
     let summary = pieced.import(&app).await.expect("first piece");
     assert_eq!(pieces_of(&summary), piece_counts(1, 0, 0));
     assert_eq!(summary.copies.inserted, 2);
-    for uai in [uai(751234), uai(9_991_234)] {
+    for code in &later {
         std::fs::rename(
-            aside.path().join(format!("{uai}.json")),
-            pieced.path().join(format!("pieces/{uai}.json")),
+            aside.path().join(format!("{code}.json")),
+            pieced.path().join(format!("pieces/{code}.json")),
         )
         .expect("move back");
     }
