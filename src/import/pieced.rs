@@ -73,6 +73,7 @@ pub(super) async fn import(
         cache: ScanCache::new(),
         max_scan_bytes: options.max_scan_bytes,
         parsing: Semaphore::new(1),
+        uploading: Semaphore::new(1),
     };
     let preparer = &preparer;
     let (sender, mut receiver) = mpsc::channel::<Result<Prepared, ImportError>>(1);
@@ -114,13 +115,14 @@ pub(super) async fn import(
     let ((), written) = tokio::join!(producer, consumer);
     let (counts, failed) = written?;
     summary.pieces = Some(counts);
+    // Every piece is done: the progress bar goes, whatever the outcome.
+    progress(ImportStep::Done);
     if !failed.is_empty() {
         return Err(ImportError::PiecesFailed {
             failed,
             summary: Box::new(summary),
         });
     }
-    progress(ImportStep::Done);
     Ok(summary)
 }
 
@@ -264,6 +266,11 @@ struct Preparer<'a> {
     max_scan_bytes: u64,
     /// Held while a piece is parsed and checked: one at a time.
     parsing: Semaphore,
+    /// Held while a piece's scans are uploaded: one piece at a time, so
+    /// that a scan named by two pieces prepared together is uploaded by the
+    /// first and found stored (in the cache) by the second, instead of
+    /// being looked up and uploaded by both at once.
+    uploading: Semaphore,
 }
 
 impl Preparer<'_> {
@@ -330,9 +337,17 @@ impl Preparer<'_> {
         let body = value
             .with_context(|| format!("{piece} was rejected without a problem being reported"))
             .map_err(ImportError::Read)?;
-        let uploaded = scans::upload(self.storage, &self.dir, &scans, &self.cache, &|_| {})
-            .await
-            .map_err(ImportError::Storage)?;
+        let uploaded = {
+            let _uploading = self
+                .uploading
+                .acquire()
+                .await
+                .context("waiting to upload the scans of a piece")
+                .map_err(ImportError::Read)?;
+            scans::upload(self.storage, &self.dir, &scans, &self.cache, &|_| {})
+                .await
+                .map_err(ImportError::Storage)?
+        };
         let rows = tokio::task::spawn_blocking(move || {
             let copies = copy_rows(&body.copies, &scans)?;
             anyhow::Ok((
