@@ -314,6 +314,54 @@ pub async fn upsert_copies(
     Ok(Upserted::from_counts(row.inserted, row.updated))
 }
 
+/// The pieces of `session` already imported (format 2), by file name,
+/// with the SHA-256 of the content imported.
+pub async fn imported_pieces(
+    db: &super::Db,
+    session: &str,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let rows = sqlx::query!(
+        "SELECT piece, sha256 FROM import_pieces WHERE session_code = $1",
+        session
+    )
+    .fetch_all(&db.pool)
+    .await
+    .with_context(|| format!("reading the pieces of session {session} already imported"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.piece, row.sha256))
+        .collect())
+}
+
+/// Records that piece `piece` of `session`, of content `sha256`, is
+/// imported with its `candidates` and `copies`: in the transaction that
+/// writes its rows, so that the record and the rows commit together.
+pub async fn record_piece(
+    tx: &mut Tx,
+    session: &str,
+    piece: &str,
+    sha256: &str,
+    candidates: i64,
+    copies: i64,
+) -> anyhow::Result<()> {
+    sqlx::query!(
+        "INSERT INTO import_pieces (session_code, piece, sha256, candidates, copies)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (session_code, piece) DO UPDATE
+         SET sha256 = EXCLUDED.sha256, candidates = EXCLUDED.candidates,
+             copies = EXCLUDED.copies, imported_at = now()",
+        session,
+        piece,
+        sha256,
+        candidates,
+        copies
+    )
+    .execute(&mut *tx.inner)
+    .await
+    .with_context(|| format!("recording piece {piece} as imported"))?;
+    Ok(())
+}
+
 /// The number of copies in the catalogue.
 pub async fn count_copies(db: &super::Db) -> anyhow::Result<i64> {
     sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM copies"#)

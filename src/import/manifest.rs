@@ -1,7 +1,8 @@
-//! The session export format read by `copiste import` and written by
-//! `copiste demo-data`: a directory holding `manifest.json` and the JPEG
-//! scans it names by relative path. The format is documented in
-//! `docs/import-format.md`.
+//! The session export formats read by `copiste import`: format 1 (written
+//! by `copiste demo-data`), a directory holding `manifest.json` and the
+//! JPEG scans it names by relative path, and format 2 ("pieced"), the same
+//! content split into `session.json` and any number of `pieces/*.json`.
+//! The formats are documented in `docs/import-format.md`.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,9 @@ use crate::domain::{ExamKind, Uai};
 
 /// The version of the format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The version of the pieced format (`session.json` and `pieces/*.json`).
+pub const PIECED_FORMAT_VERSION: u32 = 2;
 
 /// The whole `manifest.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -21,6 +25,54 @@ pub struct Manifest {
     pub establishments: Vec<Establishment>,
     pub exams: Vec<Exam>,
     pub graders: Vec<Grader>,
+    pub candidates: Vec<Candidate>,
+    pub copies: Vec<Copy>,
+}
+
+impl Manifest {
+    /// The manifest as the two halves of format 2: what `session.json`
+    /// holds and what a piece holds (all of it in one piece).
+    pub fn split(self) -> (SessionFile, Piece) {
+        let session = SessionFile {
+            format: self.format,
+            session: self.session,
+            academies: self.academies,
+            establishments: self.establishments,
+            exams: self.exams,
+            graders: self.graders,
+        };
+        let piece = Piece {
+            format: self.format,
+            candidates: self.candidates,
+            copies: self.copies,
+        };
+        (session, piece)
+    }
+}
+
+/// The `session.json` of a pieced export (format 2): the session and what
+/// its pieces reference.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Always [`PIECED_FORMAT_VERSION`] in a `session.json`.
+    pub format: u32,
+    pub session: Session,
+    pub academies: Vec<Academy>,
+    pub establishments: Vec<Establishment>,
+    pub exams: Vec<Exam>,
+    pub graders: Vec<Grader>,
+}
+
+/// One `pieces/*.json` of a pieced export (format 2): candidates and their
+/// copies. Its candidates name establishments of `session.json`; its
+/// copies name exams and graders of `session.json` and candidates of the
+/// same piece.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Piece {
+    /// Always [`PIECED_FORMAT_VERSION`] in a piece.
+    pub format: u32,
     pub candidates: Vec<Candidate>,
     pub copies: Vec<Copy>,
 }

@@ -1,7 +1,10 @@
 //! `copiste import DIR`: validates a session export and loads it.
 //!
-//! An import runs in four steps, and writes nothing unless the export is
-//! valid as a whole:
+//! The format is picked from what `DIR` holds (both or neither is an
+//! error), and is documented in `docs/import-format.md`.
+//!
+//! **Format 1**, one `manifest.json`, is imported in four steps, and
+//! nothing is written unless the export is valid as a whole:
 //!
 //! 1. `manifest.json` is read and every field checked, collecting all the
 //!    problems with their JSON paths (see `validate`).
@@ -13,9 +16,18 @@
 //! 4. The catalogue rows are upserted in one transaction with bulk
 //!    statements (see [`crate::db::catalog`]).
 //!
-//! The format is documented in `docs/import-format.md`.
+//! **Format 2**, "pieced" (`session.json` and `pieces/*.json`), streams a
+//! session of any size with bounded memory (see `pieced`): `session.json`
+//! is checked and committed first, in its own transaction; then each piece,
+//! in file-name order, goes through the four steps above on its own and is
+//! committed in its own transaction with a record of its name and content
+//! hash (table `import_pieces`). A bad piece is reported and skipped while
+//! the others go on ([`ImportError::PiecesFailed`] at the end); a piece
+//! already recorded with the same content is skipped without reading its
+//! scans, so that an interrupted import resumes where it stopped.
 
 pub mod manifest;
+mod pieced;
 mod scans;
 mod validate;
 
@@ -27,8 +39,9 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use self::{
-    manifest::{AnnotationKind, Copy, Manifest},
-    scans::Scan,
+    manifest::{AnnotationKind, Candidate, Copy, Exam, SessionFile},
+    scans::{Scan, ScanCache},
+    validate::ScanRef,
 };
 use crate::{
     config::ImportConfig,
@@ -39,8 +52,23 @@ use crate::{
     storage::Storage,
 };
 
-/// The name of the manifest inside an export directory.
+/// The name of the manifest inside a format-1 export directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// The name of the session file inside a format-2 export directory.
+pub const SESSION_FILE: &str = "session.json";
+
+/// The directory of the pieces inside a format-2 export directory.
+pub const PIECES_DIR: &str = "pieces";
+
+/// The largest piece file accepted, in bytes (64 MiB, some 100 000 copies):
+/// a piece is parsed whole, and two are in memory at once, so this bounds
+/// the memory of an import.
+pub const MAX_PIECE_BYTES: u64 = 64 << 20;
+
+/// The largest `session.json` accepted, in bytes (64 MiB; a national
+/// session's is well under 10 MiB).
+pub const MAX_SESSION_BYTES: u64 = 64 << 20;
 
 /// Rows written by one bulk statement for the large tables.
 const BATCH: usize = 10_000;
@@ -49,7 +77,7 @@ const BATCH: usize = 10_000;
 /// (e.g. `$.copies[3].pages[1]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// Where the problem is, as a JSON path from the manifest's root `$`.
+    /// Where the problem is, as a JSON path from the file's root `$`.
     pub path: String,
     /// What is wrong, as a sentence fragment.
     pub message: String,
@@ -61,13 +89,76 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Why an import failed; in every case nothing was written to the
-/// database.
+/// A piece of a format-2 export that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedPiece {
+    /// The piece's path in the export, e.g. `pieces/0750001A.json`.
+    pub piece: String,
+    /// The problems found in it (the first ones only when
+    /// [`FailedPiece::unlisted`] is not 0).
+    pub problems: Vec<Problem>,
+    /// Problems found but not kept, once the import holds
+    /// [`MAX_LISTED_PROBLEMS`] of them.
+    pub unlisted: usize,
+}
+
+/// The problems of failed pieces an import keeps to report, all pieces
+/// together; beyond, only their number is kept, so that memory stays
+/// bounded whatever the export.
+pub const MAX_LISTED_PROBLEMS: usize = 10_000;
+
+impl fmt::Display for FailedPiece {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for problem in &self.problems {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{}: {problem}", self.piece)?;
+        }
+        if self.unlisted > 0 {
+            if !first {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "{}: {} more problem(s), not listed (fix those above first)",
+                self.piece, self.unlisted
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an import failed. For format 1, nothing was written to the
+/// database in every case; for format 2, `session.json` and the pieces
+/// committed before the failure stay committed, and running the import
+/// again resumes after them.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The export is invalid; every problem found is listed, one per line.
     #[error("{}", list_problems(.0))]
     Invalid(Vec<Problem>),
+    /// A file of a format-2 export (`session.json`) is invalid; every
+    /// problem found is listed, one per line, after the file's name.
+    #[error("{}", list_file_problems(file, problems))]
+    InvalidFile {
+        /// The file's path in the export.
+        file: String,
+        problems: Vec<Problem>,
+    },
+    /// Some pieces of a format-2 export were not imported; the others are
+    /// committed, and `summary` says what was imported.
+    #[error("{}", list_failed_pieces(failed, summary))]
+    PiecesFailed {
+        failed: Vec<FailedPiece>,
+        summary: Box<ImportSummary>,
+    },
+    /// The export directory holds both formats, or its layout is otherwise
+    /// ambiguous; the message names the files.
+    #[error("{0}")]
+    Layout(String),
     /// The export directory or its manifest could not be read.
     #[error("cannot read the export")]
     Read(#[source] anyhow::Error),
@@ -92,10 +183,37 @@ fn list_problems(problems: &[Problem]) -> String {
     text
 }
 
+fn list_file_problems(file: &str, problems: &[Problem]) -> String {
+    let mut text = match problems.len() {
+        1 => format!("{file} has 1 problem:"),
+        n => format!("{file} has {n} problems:"),
+    };
+    for problem in problems {
+        text.push('\n');
+        text.push_str(&format!("{file}: {problem}"));
+    }
+    text
+}
+
+fn list_failed_pieces(failed: &[FailedPiece], summary: &ImportSummary) -> String {
+    let mut text = format!(
+        "{} piece(s) failed and were not imported; the other pieces are committed, \
+         and running the import again imports only what is missing or changed:",
+        failed.len()
+    );
+    for piece in failed {
+        text.push('\n');
+        text.push_str(&piece.to_string());
+    }
+    text.push_str("\nimported:\n");
+    text.push_str(&summary.to_string());
+    text
+}
+
 /// Progress of an import, reported as it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImportStep {
-    /// `manifest.json` is being read and checked.
+    /// `manifest.json` (or `session.json`) is being read and checked.
     Manifest,
     /// Scan files read, checked and hashed, out of all distinct paths.
     Checking { done: u64, total: u64 },
@@ -103,7 +221,9 @@ pub enum ImportStep {
     Uploading { done: u64, total: u64 },
     /// Catalogue rows written, out of all (every table together).
     Writing { done: u64, total: u64 },
-    /// The transaction is committed.
+    /// Format 2: pieces done (imported, skipped or failed), out of all.
+    Pieces { done: u64, total: u64 },
+    /// The transaction is committed (format 2: every piece is done).
     Done,
 }
 
@@ -145,6 +265,18 @@ impl fmt::Display for Counts {
     }
 }
 
+/// What happened to the pieces of a format-2 export.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PieceCounts {
+    /// Pieces whose rows were committed by this import.
+    pub imported: u64,
+    /// Pieces skipped because they were already imported with the same
+    /// content.
+    pub skipped: u64,
+    /// Pieces that were not imported because of problems.
+    pub failed: u64,
+}
+
 /// What an import did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportSummary {
@@ -156,12 +288,16 @@ pub struct ImportSummary {
     pub graders: Counts,
     pub candidates: Counts,
     pub copies: Counts,
-    /// Distinct scans written to the object store.
+    /// Distinct scans written to the object store (for format 2: summed
+    /// over the pieces).
     pub scans_uploaded: u64,
-    /// Distinct scans found already stored with the same size.
+    /// Distinct scans found already stored with the same size (for format
+    /// 2: summed over the pieces).
     pub scans_already_stored: u64,
     /// Bytes written to the object store.
     pub bytes_uploaded: u64,
+    /// For format 2, what happened to the pieces.
+    pub pieces: Option<PieceCounts>,
 }
 
 impl ImportSummary {
@@ -181,6 +317,13 @@ impl ImportSummary {
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "session {}", self.session)?;
+        if let Some(pieces) = &self.pieces {
+            writeln!(
+                f,
+                "  {:<15} {} imported, {} skipped (already imported), {} failed",
+                "pieces", pieces.imported, pieces.skipped, pieces.failed
+            )?;
+        }
         for (name, counts) in self.tables() {
             writeln!(f, "  {name:<15} {counts}")?;
         }
@@ -231,16 +374,52 @@ pub async fn import_dir(
     import_dir_with(db, storage, dir, &ImportOptions::default(), progress).await
 }
 
-/// Imports the export in `dir` (its `manifest.json` and the scans it
-/// names) within the limits of `options`, reporting progress to
-/// `progress`.
+/// Imports the export in `dir` within the limits of `options`, reporting
+/// progress to `progress`: format 1 when `dir` holds `manifest.json`,
+/// format 2 when it holds `session.json` (both is
+/// [`ImportError::Layout`]; neither is [`ImportError::Read`]).
 ///
-/// The export is validated entirely first; when anything is wrong the
-/// result is [`ImportError::Invalid`] with every problem, and nothing is
-/// written anywhere. Importing the same export again changes nothing;
-/// importing it with some copies changed updates those copies and bumps
-/// their version.
+/// A format-1 export is validated entirely first; when anything is wrong
+/// the result is [`ImportError::Invalid`] with every problem, and nothing
+/// is written anywhere. A format-2 export is committed piece by piece (see
+/// the module's documentation). Importing the same export again changes
+/// nothing; importing it with some copies changed updates those copies and
+/// bumps their version.
 pub async fn import_dir_with(
+    db: &Db,
+    storage: &Storage,
+    dir: &Path,
+    options: &ImportOptions,
+    progress: &dyn Fn(ImportStep),
+) -> Result<ImportSummary, ImportError> {
+    let exists = |name: &str| {
+        let path = dir.join(name);
+        async move {
+            tokio::fs::try_exists(&path)
+                .await
+                .with_context(|| format!("looking for {}", path.display()))
+                .map_err(ImportError::Read)
+        }
+    };
+    let manifest = exists(MANIFEST_FILE).await?;
+    let session = exists(SESSION_FILE).await?;
+    match (manifest, session) {
+        (true, true) => Err(ImportError::Layout(format!(
+            "{} holds both {MANIFEST_FILE} (format 1) and {SESSION_FILE} (format 2): \
+             keep only the one of the export to import",
+            dir.display()
+        ))),
+        (false, true) => pieced::import(db, storage, dir, options, progress).await,
+        (true, false) => import_manifest(db, storage, dir, options, progress).await,
+        (false, false) => Err(ImportError::Read(anyhow::anyhow!(
+            "{} holds neither {MANIFEST_FILE} (format 1) nor {SESSION_FILE} (format 2)",
+            dir.display()
+        ))),
+    }
+}
+
+/// Imports a format-1 export: `manifest.json` and the scans it names.
+async fn import_manifest(
     db: &Db,
     storage: &Storage,
     dir: &Path,
@@ -254,26 +433,113 @@ pub async fn import_dir_with(
         .with_context(|| format!("reading {}", manifest_path.display()))
         .map_err(ImportError::Read)?;
     // Parsing and checking a large manifest takes a while: off the runtime.
-    let checked = tokio::task::spawn_blocking(move || {
+    let checked = parse_and_check(bytes, validate::check)
+        .await?
+        .map_err(|problem| ImportError::Invalid(vec![problem]))?;
+    let validate::Checked {
+        value: manifest,
+        mut problems,
+        scans: references,
+    } = checked;
+
+    let cache = ScanCache::disabled();
+    let (scans, scan_problems) =
+        check_scans(dir, references, options.max_scan_bytes, &cache, progress).await?;
+    problems.extend(scan_problems);
+    if !problems.is_empty() {
+        return Err(ImportError::Invalid(problems));
+    }
+    let (head, body) = manifest
+        .context("the manifest was rejected without a problem being reported")
+        .map_err(ImportError::Read)?
+        .split();
+
+    // Refuse an exam of another session before uploading anything.
+    let mut tx = db.begin().await.map_err(ImportError::Database)?;
+    check_exam_sessions(&mut tx, &head.session.code, &head.exams).await?;
+    drop(tx);
+
+    // Scans go to the store before the rows that name them. If the
+    // transaction then fails, the uploaded objects are orphans, which is
+    // harmless: keys are the content's hash, so a retry finds them already
+    // stored and nothing ever points at a wrong object.
+    let uploaded = scans::upload(storage, dir, &scans, &cache, progress)
+        .await
+        .map_err(ImportError::Storage)?;
+
+    let copies = copy_rows(&body.copies, &scans).map_err(ImportError::Read)?;
+    let total = (head.academies.len()
+        + head.establishments.len()
+        + head.exams.len()
+        + head.graders.len()
+        + body.candidates.len()
+        + body.copies.len()) as u64;
+    let mut done = 0;
+    let mut advance = |rows: usize| {
+        done += rows as u64;
+        progress(ImportStep::Writing { done, total });
+    };
+    advance(0);
+
+    let mut summary = ImportSummary {
+        session: head.session.code.clone(),
+        ..ImportSummary::default()
+    };
+    let mut tx = db.begin().await.map_err(ImportError::Database)?;
+    // Again inside the transaction, in case another import ran meanwhile.
+    check_exam_sessions(&mut tx, &head.session.code, &head.exams).await?;
+    write_head(&mut tx, &head, &mut summary, &mut advance).await?;
+    let candidates = candidate_rows(&body.candidates);
+    drop(body);
+    write_body(
+        &mut tx,
+        &head.session.code,
+        &candidates,
+        &copies,
+        &mut summary,
+        &mut advance,
+    )
+    .await?;
+    tx.commit().await.map_err(ImportError::Database)?;
+
+    summary.scans_uploaded = uploaded.uploaded;
+    summary.scans_already_stored = uploaded.already_stored;
+    summary.bytes_uploaded = uploaded.bytes;
+    progress(ImportStep::Done);
+    Ok(summary)
+}
+
+/// Parses `bytes` as JSON and checks them with `check`, off the runtime;
+/// a file that is not JSON at all is one problem at `$`.
+async fn parse_and_check<T: Send + 'static>(
+    bytes: Vec<u8>,
+    check: impl FnOnce(serde_json::Value) -> T + Send + 'static,
+) -> Result<Result<T, Problem>, ImportError> {
+    tokio::task::spawn_blocking(move || {
         serde_json::from_slice(&bytes)
-            .map(validate::check)
+            .map(check)
             .map_err(|error| Problem {
                 path: "$".to_owned(),
                 message: format!("not valid JSON: {error}"),
             })
     })
     .await
-    .context("checking the manifest")
-    .map_err(ImportError::Read)?
-    .map_err(|problem| ImportError::Invalid(vec![problem]))?;
-    let validate::Checked {
-        manifest,
-        mut problems,
-        scans: references,
-    } = checked;
+    .context("checking an export file")
+    .map_err(ImportError::Read)
+}
 
+/// Checks the scans of `references` (see [`scans::check`]): the scans
+/// usable, by relative path, and a problem for each page naming an
+/// unusable one, in page order.
+async fn check_scans(
+    dir: &Path,
+    references: Vec<(String, Vec<ScanRef>)>,
+    max_scan_bytes: u64,
+    cache: &ScanCache,
+    progress: &dyn Fn(ImportStep),
+) -> Result<(HashMap<String, Scan>, Vec<Problem>), ImportError> {
     let paths = references.iter().map(|(path, _)| path.clone()).collect();
-    let mut checked_scans = scans::check(dir, paths, options.max_scan_bytes, progress)
+    let mut checked_scans = scans::check(dir, paths, max_scan_bytes, cache, progress)
         .await
         .map_err(ImportError::Read)?;
     let mut scans = HashMap::with_capacity(checked_scans.len());
@@ -290,46 +556,25 @@ pub async fn import_dir_with(
         }
     }
     scan_problems.sort_by_key(|(page, _)| *page);
-    problems.extend(
-        scan_problems
-            .into_iter()
-            .map(|((copy, page), message)| Problem {
-                path: validate::page_path(copy, page),
-                message,
-            }),
-    );
-    if !problems.is_empty() {
-        return Err(ImportError::Invalid(problems));
-    }
-    let manifest = manifest
-        .context("the manifest was rejected without a problem being reported")
-        .map_err(ImportError::Read)?;
-
-    // Refuse an exam of another session before uploading anything.
-    let mut tx = db.begin().await.map_err(ImportError::Database)?;
-    check_exam_sessions(&mut tx, &manifest).await?;
-    drop(tx);
-
-    // Scans go to the store before the rows that name them. If the
-    // transaction then fails, the uploaded objects are orphans, which is
-    // harmless: keys are the content's hash, so a retry finds them already
-    // stored and nothing ever points at a wrong object.
-    let uploaded = scans::upload(storage, dir, &scans, progress)
-        .await
-        .map_err(ImportError::Storage)?;
-
-    let mut summary = write_catalogue(db, &manifest, &scans, progress).await?;
-    summary.scans_uploaded = uploaded.uploaded;
-    summary.scans_already_stored = uploaded.already_stored;
-    summary.bytes_uploaded = uploaded.bytes;
-    progress(ImportStep::Done);
-    Ok(summary)
+    let problems = scan_problems
+        .into_iter()
+        .map(|((copy, page), message)| Problem {
+            path: validate::page_path(copy, page),
+            message,
+        })
+        .collect();
+    Ok((scans, problems))
 }
 
-/// Reports the exams of the export that already belong to another session.
-async fn check_exam_sessions(tx: &mut Tx, manifest: &Manifest) -> Result<(), ImportError> {
-    let codes: Vec<String> = manifest.exams.iter().map(|e| e.code.clone()).collect();
-    let others = catalog::exams_of_other_sessions(tx, &manifest.session.code, &codes)
+/// Reports the exams of `exams` that already belong to a session other
+/// than `session`.
+async fn check_exam_sessions(
+    tx: &mut Tx,
+    session: &str,
+    exams: &[Exam],
+) -> Result<(), ImportError> {
+    let codes: Vec<String> = exams.iter().map(|e| e.code.clone()).collect();
+    let others = catalog::exams_of_other_sessions(tx, session, &codes)
         .await
         .map_err(ImportError::Database)?;
     if others.is_empty() {
@@ -342,14 +587,11 @@ async fn check_exam_sessions(tx: &mut Tx, manifest: &Manifest) -> Result<(), Imp
         .collect();
     let mut problems: Vec<(usize, Problem)> = others
         .into_iter()
-        .map(|(code, session)| {
+        .map(|(code, other)| {
             let at = index.get(code.as_str()).copied().unwrap_or_default();
             let problem = Problem {
                 path: format!("$.exams[{at}].code"),
-                message: format!(
-                    "exam {code} already belongs to session {session}, not {}",
-                    manifest.session.code
-                ),
+                message: format!("exam {code} already belongs to session {other}, not {session}"),
             };
             (at, problem)
         })
@@ -360,124 +602,123 @@ async fn check_exam_sessions(tx: &mut Tx, manifest: &Manifest) -> Result<(), Imp
     ))
 }
 
-/// Upserts every row of the export in one transaction.
-async fn write_catalogue(
-    db: &Db,
-    manifest: &Manifest,
-    scans: &HashMap<String, Scan>,
-    progress: &dyn Fn(ImportStep),
-) -> Result<ImportSummary, ImportError> {
-    let copies = copy_rows(manifest, scans).map_err(ImportError::Read)?;
-    let session = manifest.session.code.as_str();
-    let total = (manifest.academies.len()
-        + manifest.establishments.len()
-        + manifest.exams.len()
-        + manifest.graders.len()
-        + manifest.candidates.len()
-        + manifest.copies.len()) as u64;
-    let mut done = 0;
-    let mut advance = |rows: usize| {
-        done += rows as u64;
-        progress(ImportStep::Writing { done, total });
-    };
-    advance(0);
-
-    let mut tx = db.begin().await.map_err(ImportError::Database)?;
-    // Again inside the transaction, in case another import ran meanwhile.
-    check_exam_sessions(&mut tx, manifest).await?;
-    let mut summary = ImportSummary {
-        session: session.to_owned(),
-        ..ImportSummary::default()
-    };
+/// Upserts the session and what candidates and copies reference
+/// (academies, establishments, exams, graders) in `tx`, counting them in
+/// `summary` and reporting the rows written to `advance`.
+async fn write_head(
+    tx: &mut Tx,
+    head: &SessionFile,
+    summary: &mut ImportSummary,
+    advance: &mut impl FnMut(usize),
+) -> Result<(), ImportError> {
+    let session = head.session.code.as_str();
     let database = ImportError::Database;
-
-    catalog::upsert_session(&mut tx, session, &manifest.session.name)
+    catalog::upsert_session(tx, session, &head.session.name)
         .await
         .map_err(database)?;
 
-    let (codes, names) = manifest
+    let (codes, names) = head
         .academies
         .iter()
         .map(|a| (a.code.clone(), a.name.clone()))
         .unzip::<_, _, Vec<_>, Vec<_>>();
-    let upserted = catalog::upsert_academies(&mut tx, &codes, &names)
+    let upserted = catalog::upsert_academies(tx, &codes, &names)
         .await
         .map_err(database)?;
     summary.academies = Counts::of(upserted, codes.len());
     advance(codes.len());
 
     let mut rows = EstablishmentRows::default();
-    for e in &manifest.establishments {
+    for e in &head.establishments {
         rows.uais.push(e.uai.as_str().to_owned());
         rows.names.push(e.name.clone());
         rows.academies.push(e.academy.clone());
         rows.abroad.push(e.abroad);
     }
-    let upserted = catalog::upsert_establishments(&mut tx, &rows)
+    let upserted = catalog::upsert_establishments(tx, &rows)
         .await
         .map_err(database)?;
     summary.establishments = Counts::of(upserted, rows.uais.len());
     advance(rows.uais.len());
 
-    let codes: Vec<String> = manifest.exams.iter().map(|e| e.code.clone()).collect();
-    let subjects: Vec<String> = manifest.exams.iter().map(|e| e.subject.clone()).collect();
-    let kinds: Vec<String> = manifest
+    let codes: Vec<String> = head.exams.iter().map(|e| e.code.clone()).collect();
+    let subjects: Vec<String> = head.exams.iter().map(|e| e.subject.clone()).collect();
+    let kinds: Vec<String> = head
         .exams
         .iter()
         .map(|e| e.kind.as_str().to_owned())
         .collect();
-    let upserted = catalog::upsert_exams(&mut tx, session, &codes, &subjects, &kinds)
+    let upserted = catalog::upsert_exams(tx, session, &codes, &subjects, &kinds)
         .await
         .map_err(database)?;
     summary.exams = Counts::of(upserted, codes.len());
     advance(codes.len());
 
     let mut rows = GraderRows::default();
-    for g in &manifest.graders {
+    for g in &head.graders {
         rows.codes.push(g.code.clone());
         rows.noms.push(g.nom.clone());
         rows.prenoms.push(g.prenom.clone());
         rows.academies.push(g.academy.clone());
     }
-    let upserted = catalog::upsert_graders(&mut tx, &rows)
-        .await
-        .map_err(database)?;
+    let upserted = catalog::upsert_graders(tx, &rows).await.map_err(database)?;
     summary.graders = Counts::of(upserted, rows.codes.len());
     advance(rows.codes.len());
+    Ok(())
+}
 
-    for chunk in manifest.candidates.chunks(BATCH) {
-        let mut rows = CandidateRows::default();
-        for c in chunk {
-            rows.numeros.push(c.numero.clone());
-            rows.noms.push(c.nom.clone());
-            rows.prenoms.push(c.prenom.clone());
-            rows.establishments
-                .push(c.establishment.as_str().to_owned());
-        }
-        let upserted = catalog::upsert_candidates(&mut tx, session, &rows)
+/// The candidates as rows, in batches of [`BATCH`].
+fn candidate_rows(candidates: &[Candidate]) -> Vec<CandidateRows> {
+    candidates
+        .chunks(BATCH)
+        .map(|chunk| {
+            let mut rows = CandidateRows::default();
+            for c in chunk {
+                rows.numeros.push(c.numero.clone());
+                rows.noms.push(c.nom.clone());
+                rows.prenoms.push(c.prenom.clone());
+                rows.establishments
+                    .push(c.establishment.as_str().to_owned());
+            }
+            rows
+        })
+        .collect()
+}
+
+/// Upserts candidates and copies of `session` in `tx`, adding their
+/// counts to `summary` and reporting the rows written to `advance`.
+async fn write_body(
+    tx: &mut Tx,
+    session: &str,
+    candidates: &[CandidateRows],
+    copies: &[CopyRows],
+    summary: &mut ImportSummary,
+    advance: &mut impl FnMut(usize),
+) -> Result<(), ImportError> {
+    let database = ImportError::Database;
+    for rows in candidates {
+        let count = rows.numeros.len();
+        let upserted = catalog::upsert_candidates(tx, session, rows)
             .await
             .map_err(database)?;
-        summary.candidates.add(Counts::of(upserted, chunk.len()));
-        advance(chunk.len());
+        summary.candidates.add(Counts::of(upserted, count));
+        advance(count);
     }
-
     for rows in copies {
         let count = rows.exams.len();
-        let upserted = catalog::upsert_copies(&mut tx, session, &rows)
+        let upserted = catalog::upsert_copies(tx, session, rows)
             .await
             .map_err(database)?;
         summary.copies.add(Counts::of(upserted, count));
         advance(count);
     }
-
-    tx.commit().await.map_err(database)?;
-    Ok(summary)
+    Ok(())
 }
 
 /// The copies as rows, in batches of [`BATCH`].
-fn copy_rows(manifest: &Manifest, scans: &HashMap<String, Scan>) -> anyhow::Result<Vec<CopyRows>> {
-    let mut batches = Vec::with_capacity(manifest.copies.len().div_ceil(BATCH));
-    for chunk in manifest.copies.chunks(BATCH) {
+fn copy_rows(copies: &[Copy], scans: &HashMap<String, Scan>) -> anyhow::Result<Vec<CopyRows>> {
+    let mut batches = Vec::with_capacity(copies.len().div_ceil(BATCH));
+    for chunk in copies.chunks(BATCH) {
         let mut rows = CopyRows::default();
         for copy in chunk {
             let content = CopyContent::of(copy, scans)?;
@@ -620,6 +861,7 @@ pub fn progress_bar() -> impl Fn(ImportStep) {
             ImportStep::Checking { done, total } => ("checking scans", done, total),
             ImportStep::Uploading { done, total } => ("uploading scans", done, total),
             ImportStep::Writing { done, total } => ("writing rows", done, total),
+            ImportStep::Pieces { done, total } => ("importing pieces", done, total),
             ImportStep::Done => {
                 bar.finish_and_clear();
                 return;

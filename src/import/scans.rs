@@ -6,11 +6,14 @@ use std::{
     fs::OpenOptions,
     io::{ErrorKind, Read as _},
     path::{Path, PathBuf},
+    sync::Arc,
+    time::SystemTime,
 };
 
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
+use quick_cache::sync::Cache;
 use sha2::{Digest as _, Sha256};
 use zune_jpeg::{
     JpegDecoder,
@@ -40,6 +43,87 @@ const READ_AHEAD: usize = 16;
 /// 600 dpi is about 100 MiB): one check decodes one image at a time, so
 /// this bounds the memory of the scan check to this times the cores.
 const MAX_DECODED_BYTES: usize = 256 << 20;
+
+/// The scans a cache remembers at most, checked and stored alike (about
+/// 200 bytes each: some 20 MiB for each of the two).
+const CACHE_ENTRIES: usize = 100_000;
+
+/// What an import remembers from one piece to the next, so that a scan
+/// named by many pieces is decoded once and looked up in the store once:
+/// the scans already checked, by (relative path, size, modification time),
+/// and the object keys already known to be stored, with their size. Both
+/// are bounded; a scan forgotten is only checked again. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct ScanCache {
+    inner: Option<Arc<CacheInner>>,
+}
+
+struct CacheInner {
+    checked: Cache<(String, u64, SystemTime), Scan>,
+    stored: Cache<String, u64>,
+}
+
+impl ScanCache {
+    /// A cache of [`CACHE_ENTRIES`] scans of each kind.
+    pub fn new() -> Self {
+        Self {
+            inner: Some(Arc::new(CacheInner {
+                checked: Cache::new(CACHE_ENTRIES),
+                stored: Cache::new(CACHE_ENTRIES),
+            })),
+        }
+    }
+
+    /// A cache that remembers nothing (a format-1 manifest is checked as a
+    /// whole, each path once).
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    /// Whether `key` is known to be stored with `size` bytes.
+    fn is_stored(&self, key: &str, size: u64) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|inner| inner.stored.get(key) == Some(size))
+    }
+
+    /// Remembers that `key` is stored with `size` bytes.
+    fn stored(&self, key: String, size: u64) {
+        if let Some(inner) = &self.inner {
+            inner.stored.insert(key, size);
+        }
+    }
+
+    /// Checks one scan (see [`check_one`]) unless the same file, by path,
+    /// size and modification time, was checked already.
+    fn check(&self, dir: &Path, relative: &str, max_bytes: u64) -> Result<Scan, String> {
+        let file = dir.join(relative);
+        let Some(inner) = &self.inner else {
+            return check_one(&file, relative, max_bytes);
+        };
+        let stamp = |file: &Path| {
+            let metadata = std::fs::metadata(file).ok().filter(|m| m.is_file())?;
+            Some((metadata.len(), metadata.modified().ok()?))
+        };
+        let before = stamp(&file);
+        if let Some((size, modified)) = before
+            && let Some(scan) = inner.checked.get(&(relative.to_owned(), size, modified))
+        {
+            return Ok(scan);
+        }
+        let result = check_one(&file, relative, max_bytes);
+        // Remembered only when the file did not change while it was read.
+        if let (Ok(scan), Some((size, modified))) = (&result, before)
+            && scan.size == size
+            && stamp(&file) == before
+        {
+            inner
+                .checked
+                .insert((relative.to_owned(), size, modified), scan.clone());
+        }
+        result
+    }
+}
 
 /// A checked scan.
 #[derive(Debug, Clone)]
@@ -73,6 +157,7 @@ pub(super) async fn check(
     dir: &Path,
     paths: Vec<String>,
     max_bytes: u64,
+    cache: &ScanCache,
     progress: &dyn Fn(ImportStep),
 ) -> anyhow::Result<HashMap<String, Result<Scan, String>>> {
     let total = paths.len() as u64;
@@ -83,11 +168,12 @@ pub(super) async fn check(
     let mut checked = stream::iter(chunks)
         .map(|chunk| {
             let dir = dir.to_path_buf();
+            let cache = cache.clone();
             tokio::task::spawn_blocking(move || {
                 chunk
                     .into_iter()
                     .map(|relative| {
-                        let result = check_one(&dir.join(&relative), &relative, max_bytes);
+                        let result = cache.check(&dir, &relative, max_bytes);
                         (relative, result)
                     })
                     .collect::<Vec<_>>()
@@ -358,6 +444,49 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_does_not_check_a_known_file_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a.jpg");
+        let whole = noise(64, false);
+        std::fs::write(&file, &whole).expect("write");
+        let cache = ScanCache::new();
+        let first = cache
+            .check(dir.path(), "a.jpg", 1 << 20)
+            .expect("a whole JPEG");
+        let modified = std::fs::metadata(&file)
+            .and_then(|m| m.modified())
+            .expect("mtime");
+        // Same size and modification time, content no longer a JPEG: only
+        // a check answered from the cache passes.
+        let mut corrupt = whole.clone();
+        corrupt[..3].copy_from_slice(&[0, 0, 0]);
+        let set = |bytes: &[u8], time: SystemTime| {
+            std::fs::write(&file, bytes).expect("write");
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .and_then(|f| f.set_modified(time))
+                .expect("set mtime");
+        };
+        set(&corrupt, modified);
+        let cached = cache.check(dir.path(), "a.jpg", 1 << 20).expect("cached");
+        assert_eq!(cached.sha256, first.sha256);
+        assert!(
+            ScanCache::disabled()
+                .check(dir.path(), "a.jpg", 1 << 20)
+                .is_err()
+        );
+        // Another modification time is another file.
+        set(&corrupt, modified + std::time::Duration::from_secs(1));
+        assert_eq!(
+            cache
+                .check(dir.path(), "a.jpg", 1 << 20)
+                .map(|scan| scan.size),
+            Err("a.jpg is not a JPEG file".to_owned())
+        );
+    }
+
+    #[test]
     fn truncated_jpegs_are_refused() {
         for whole in [noise(256, false), noise(200, true), progressive(256)] {
             let n = whole.len();
@@ -404,6 +533,7 @@ pub(super) async fn upload(
     storage: &Storage,
     dir: &Path,
     scans: &HashMap<String, Scan>,
+    cache: &ScanCache,
     progress: &dyn Fn(ImportStep),
 ) -> anyhow::Result<Uploaded> {
     let mut seen = HashSet::new();
@@ -419,7 +549,7 @@ pub(super) async fn upload(
     let mut outcome = Uploaded::default();
     let mut done = 0;
     let mut uploads = stream::iter(distinct)
-        .map(|(file, scan)| upload_one(storage, file, scan))
+        .map(|(file, scan)| upload_one(storage, file, scan, cache))
         .buffer_unordered(UPLOAD_CONCURRENCY);
     while let Some(result) = uploads.try_next().await? {
         match result {
@@ -437,13 +567,22 @@ pub(super) async fn upload(
 
 /// Uploads one scan unless an object of the same size is already at its
 /// key; returns the bytes uploaded, or `None` when it was already stored.
-async fn upload_one(storage: &Storage, file: PathBuf, scan: &Scan) -> anyhow::Result<Option<u64>> {
+async fn upload_one(
+    storage: &Storage,
+    file: PathBuf,
+    scan: &Scan,
+    cache: &ScanCache,
+) -> anyhow::Result<Option<u64>> {
     let key = scan.key();
+    if cache.is_stored(&key, scan.size) {
+        return Ok(None);
+    }
     let existing = storage
         .size(&key)
         .await
         .with_context(|| format!("looking up {key}"))?;
     if existing == Some(scan.size) {
+        cache.stored(key, scan.size);
         return Ok(None);
     }
     // Read again with the checks of the first read, and never more than
@@ -470,5 +609,6 @@ async fn upload_one(storage: &Storage, file: PathBuf, scan: &Scan) -> anyhow::Re
         .put(&key, Bytes::from(bytes))
         .await
         .with_context(|| format!("storing {} as {key}", file.display()))?;
+    cache.stored(key, size);
     Ok(Some(size))
 }

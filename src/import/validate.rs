@@ -1,10 +1,18 @@
-//! Structural validation of `manifest.json`: every field is read on its own
-//! so that each problem carries its exact JSON path, and every problem is
-//! collected instead of stopping at the first.
+//! Structural validation of the export files: every field is read on its
+//! own so that each problem carries its exact JSON path, and every problem
+//! is collected instead of stopping at the first.
+//!
+//! Both formats share the same checks. Format 1 is one `manifest.json`
+//! ([`check`]); format 2 splits it into `session.json` ([`check_session`]:
+//! the session, academies, establishments, exams and graders) and pieces
+//! ([`check_piece`]: candidates and copies), whose references to the
+//! session's establishments, exams and graders resolve through the
+//! [`SessionKeys`] of `session.json`.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Component, Path},
+    sync::Arc,
 };
 
 use serde::de::DeserializeOwned;
@@ -14,7 +22,7 @@ use super::{
     Problem,
     manifest::{
         Academy, Annotation, AnnotationKind, Candidate, Copy, Establishment, Exam, FORMAT_VERSION,
-        Grader, Manifest, QuestionMark, Session,
+        Grader, Manifest, PIECED_FORMAT_VERSION, Piece, QuestionMark, Session, SessionFile,
     },
 };
 use crate::domain::{ExamKind, Uai};
@@ -25,10 +33,10 @@ const MAX_GRADE: f64 = 20.0;
 /// Where a scan path is referenced: copy index and page index.
 pub(super) type ScanRef = (usize, usize);
 
-/// The outcome of reading the manifest.
-pub(super) struct Checked {
-    /// The manifest, when no problem was found in it.
-    pub manifest: Option<Manifest>,
+/// The outcome of reading one file of an export.
+pub(super) struct Checked<T> {
+    /// What the file holds, when no problem was found in it.
+    pub value: Option<T>,
     /// Every problem found, in document order within each section.
     pub problems: Vec<Problem>,
     /// Every lexically valid scan path, with the pages that name it, in the
@@ -36,39 +44,59 @@ pub(super) struct Checked {
     pub scans: Vec<(String, Vec<ScanRef>)>,
 }
 
+/// The keys of a format-2 `session.json` that its pieces may reference.
+#[derive(Debug, Default)]
+pub(super) struct SessionKeys {
+    establishments: HashSet<Uai>,
+    exams: HashSet<String>,
+    graders: HashSet<String>,
+}
+
 /// The JSON path of page `page` of copy `copy`.
 pub(super) fn page_path(copy: usize, page: usize) -> String {
     format!("$.copies[{copy}].pages[{page}]")
 }
 
-/// Reads and checks a parsed `manifest.json` without touching the disk or
-/// the database.
-pub(super) fn check(value: Value) -> Checked {
+/// Reads and checks a parsed format-1 `manifest.json` without touching the
+/// disk or the database.
+pub(super) fn check(value: Value) -> Checked<Manifest> {
     let mut checker = Checker::default();
     let manifest = checker.manifest(value);
-    let scans = checker
-        .scan_order
-        .into_iter()
-        .filter_map(|path| {
-            let refs = checker.scan_refs.remove(&path)?;
-            Some((path, refs))
-        })
-        .collect();
-    Checked {
-        manifest: if checker.problems.is_empty() {
-            manifest
-        } else {
-            None
-        },
-        problems: checker.problems,
-        scans,
-    }
+    checker.into_checked(manifest)
+}
+
+/// Reads and checks a parsed format-2 `session.json`; returns, with the
+/// outcome, the keys its pieces may reference.
+pub(super) fn check_session(value: Value) -> (Checked<SessionFile>, SessionKeys) {
+    let mut checker = Checker::default();
+    let session = checker.session_file(value);
+    let keys = SessionKeys {
+        establishments: std::mem::take(&mut checker.establishments)
+            .into_keys()
+            .collect(),
+        exams: std::mem::take(&mut checker.exams).into_keys().collect(),
+        graders: std::mem::take(&mut checker.graders).into_keys().collect(),
+    };
+    (checker.into_checked(session), keys)
+}
+
+/// Reads and checks a parsed format-2 piece, whose establishments, exams
+/// and graders are those of `keys` (from `session.json`).
+pub(super) fn check_piece(value: Value, keys: Arc<SessionKeys>) -> Checked<Piece> {
+    let mut checker = Checker {
+        session_keys: Some(keys),
+        ..Checker::default()
+    };
+    let piece = checker.piece(value);
+    checker.into_checked(piece)
 }
 
 /// The state of one validation: the problems so far and the keys seen, to
 /// detect duplicates and resolve references.
 #[derive(Default)]
 struct Checker {
+    /// For a piece of format 2: the keys of its `session.json`.
+    session_keys: Option<Arc<SessionKeys>>,
     problems: Vec<Problem>,
     academies: HashMap<String, usize>,
     establishments: HashMap<Uai, usize>,
@@ -95,43 +123,141 @@ impl Checker {
         });
     }
 
+    /// The outcome: `value` only when no problem was found.
+    fn into_checked<T>(mut self, value: Option<T>) -> Checked<T> {
+        let scans = std::mem::take(&mut self.scan_order)
+            .into_iter()
+            .filter_map(|path| {
+                let refs = self.scan_refs.remove(&path)?;
+                Some((path, refs))
+            })
+            .collect();
+        Checked {
+            value: if self.problems.is_empty() {
+                value
+            } else {
+                None
+            },
+            problems: self.problems,
+            scans,
+        }
+    }
+
+    /// Reads `format`, which must be `expected`; `None` when it is
+    /// missing or mistyped (reported), and `Err` when it is another
+    /// version, which ends the reading: another version may be laid out
+    /// differently, so anything else reported would be noise.
+    fn format(&mut self, root: &mut Fields, expected: u32, hint: &str) -> Result<Option<u32>, ()> {
+        let format = self.required::<u32>(root, "format");
+        match format {
+            Some(other) if other != expected => {
+                self.problem(
+                    "$.format",
+                    format!("format {other} is not supported ({hint})"),
+                );
+                Err(())
+            }
+            _ => Ok(format),
+        }
+    }
+
     /// Reads the whole manifest; returns it only when every element parsed.
     fn manifest(&mut self, value: Value) -> Option<Manifest> {
         let mut root = self.object(value, "$")?;
-        let format = self.required::<u32>(&mut root, "format");
-        match format {
-            Some(FORMAT_VERSION) => {}
-            Some(other) => {
-                // Another version may be laid out differently: anything else
-                // reported would be noise.
-                self.problem(
-                    "$.format",
-                    format!(
-                        "format {other} is not supported (this build reads format {FORMAT_VERSION})"
-                    ),
-                );
-                return None;
-            }
-            None => {}
-        }
-        let session = self.session(&mut root);
-        let academies = self.list(&mut root, "academies", Self::academy);
-        let establishments = self.list(&mut root, "establishments", Self::establishment);
-        let exams = self.list(&mut root, "exams", Self::exam);
-        let graders = self.list(&mut root, "graders", Self::grader);
-        let candidates = self.list(&mut root, "candidates", Self::candidate);
-        let copies = self.list(&mut root, "copies", Self::copy);
+        let hint = format!("this build reads format {FORMAT_VERSION}");
+        let format = self.format(&mut root, FORMAT_VERSION, &hint).ok()?;
+        let head = self.head(&mut root, format);
+        let body = self.body(&mut root, format);
         self.finish(root);
+        let (head, body) = (head?, body?);
         Some(Manifest {
+            format: head.format,
+            session: head.session,
+            academies: head.academies,
+            establishments: head.establishments,
+            exams: head.exams,
+            graders: head.graders,
+            candidates: body.candidates,
+            copies: body.copies,
+        })
+    }
+
+    /// Reads a format-2 `session.json`.
+    fn session_file(&mut self, value: Value) -> Option<SessionFile> {
+        let mut root = self.object(value, "$")?;
+        let hint = format!(
+            "session.json is format {PIECED_FORMAT_VERSION}; format {FORMAT_VERSION} is a single manifest.json"
+        );
+        let format = self.format(&mut root, PIECED_FORMAT_VERSION, &hint).ok()?;
+        let head = self.head(&mut root, format);
+        self.finish(root);
+        head
+    }
+
+    /// Reads a format-2 piece.
+    fn piece(&mut self, value: Value) -> Option<Piece> {
+        let mut root = self.object(value, "$")?;
+        let hint = format!("pieces are format {PIECED_FORMAT_VERSION}");
+        let format = self.format(&mut root, PIECED_FORMAT_VERSION, &hint).ok()?;
+        let body = self.body(&mut root, format);
+        self.finish(root);
+        body
+    }
+
+    /// Reads the session and what the candidates and copies reference:
+    /// academies, establishments, exams and graders.
+    fn head(&mut self, root: &mut Fields, format: Option<u32>) -> Option<SessionFile> {
+        let session = self.session(root);
+        let academies = self.list(root, "academies", Self::academy);
+        let establishments = self.list(root, "establishments", Self::establishment);
+        let exams = self.list(root, "exams", Self::exam);
+        let graders = self.list(root, "graders", Self::grader);
+        Some(SessionFile {
             format: format?,
             session: session?,
             academies: academies?,
             establishments: establishments?,
             exams: exams?,
             graders: graders?,
+        })
+    }
+
+    /// Reads the candidates and their copies.
+    fn body(&mut self, root: &mut Fields, format: Option<u32>) -> Option<Piece> {
+        let candidates = self.list(root, "candidates", Self::candidate);
+        let copies = self.list(root, "copies", Self::copy);
+        Some(Piece {
+            format: format?,
             candidates: candidates?,
             copies: copies?,
         })
+    }
+
+    /// Whether `uai` is an establishment of this file or of the session.
+    fn knows_establishment(&self, uai: &Uai) -> bool {
+        self.establishments.contains_key(uai)
+            || self
+                .session_keys
+                .as_ref()
+                .is_some_and(|keys| keys.establishments.contains(uai))
+    }
+
+    /// Whether `code` is an exam of this file or of the session.
+    fn knows_exam(&self, code: &str) -> bool {
+        self.exams.contains_key(code)
+            || self
+                .session_keys
+                .as_ref()
+                .is_some_and(|keys| keys.exams.contains(code))
+    }
+
+    /// Whether `code` is a grader of this file or of the session.
+    fn knows_grader(&self, code: &str) -> bool {
+        self.graders.contains_key(code)
+            || self
+                .session_keys
+                .as_ref()
+                .is_some_and(|keys| keys.graders.contains(code))
     }
 
     fn session(&mut self, root: &mut Fields) -> Option<Session> {
@@ -287,7 +413,7 @@ impl Checker {
             );
         }
         if let Some(uai) = &establishment
-            && !self.establishments.contains_key(uai)
+            && !self.knows_establishment(uai)
         {
             self.problem(
                 fields.field_path("establishment"),
@@ -323,7 +449,7 @@ impl Checker {
         let pages = self.pages(&mut fields, index);
 
         if let Some(exam) = &exam
-            && !self.exams.contains_key(exam)
+            && !self.knows_exam(exam)
         {
             self.problem(fields.field_path("exam"), format!("unknown exam {exam}"));
         }
@@ -336,7 +462,7 @@ impl Checker {
             );
         }
         if let Some(Some(grader)) = &grader
-            && !self.graders.contains_key(grader)
+            && !self.knows_grader(grader)
         {
             self.problem(
                 fields.field_path("grader"),
@@ -843,7 +969,7 @@ mod tests {
         let by_serde: Manifest = serde_json::from_value(value.clone()).expect("serde");
         let checked = check(value);
         assert!(checked.problems.is_empty(), "{:?}", checked.problems);
-        let ours = checked.manifest.expect("manifest");
+        let ours = checked.value.expect("manifest");
         assert_eq!(
             serde_json::to_value(&ours).expect("ours"),
             serde_json::to_value(&by_serde).expect("theirs")
@@ -870,7 +996,52 @@ mod tests {
                 "$.copies[0].grade: invalid type: string \"twelve\", expected f64",
             ]
         );
-        assert!(checked.manifest.is_none());
+        assert!(checked.value.is_none());
+    }
+
+    /// `valid()` split into a `session.json` and a piece.
+    fn pieced() -> (Value, Value) {
+        let mut whole = valid();
+        let root = whole.as_object_mut().expect("object");
+        let candidates = root.remove("candidates").expect("candidates");
+        let copies = root.remove("copies").expect("copies");
+        root.insert("format".to_owned(), json!(2));
+        let piece = json!({"format": 2, "candidates": candidates, "copies": copies});
+        (whole, piece)
+    }
+
+    #[test]
+    fn pieces_reference_their_session() {
+        let (session, piece) = pieced();
+        let (checked, keys) = check_session(session);
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        assert!(checked.value.is_some());
+        let keys = Arc::new(keys);
+        let checked = check_piece(piece.clone(), Arc::clone(&keys));
+        assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+        assert_eq!(checked.value.expect("piece").copies.len(), 1);
+        assert_eq!(checked.scans.len(), 2);
+
+        let mut bad = piece;
+        bad["candidates"][0]["establishment"] = json!(Uai::from_number(751236).as_str());
+        bad["copies"][0]["exam"] = json!("BAC2026-MATHS");
+        bad["copies"][0]["grader"] = json!("G2");
+        bad["academies"] = json!([]);
+        let checked = check_piece(bad, keys);
+        let lines: Vec<String> = checked.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "$.candidates[0].establishment: unknown establishment {}",
+                    Uai::from_number(751236)
+                ),
+                "$.copies[0].exam: unknown exam BAC2026-MATHS".to_owned(),
+                "$.copies[0].grader: unknown grader G2".to_owned(),
+                "$.academies: unknown field".to_owned(),
+            ]
+        );
+        assert!(checked.value.is_none());
     }
 
     #[test]

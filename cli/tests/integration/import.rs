@@ -1106,6 +1106,7 @@ async fn timed_import(app: &TestApp, dir: &Path, label: &str) -> ImportSummary {
             ImportStep::Checking { .. } => "checking scans",
             ImportStep::Uploading { .. } => "uploading scans",
             ImportStep::Writing { .. } => "writing rows",
+            ImportStep::Pieces { .. } => "pieces",
             ImportStep::Done => "done",
         };
         let mut phases = phases.borrow_mut();
@@ -1121,4 +1122,584 @@ async fn timed_import(app: &TestApp, dir: &Path, label: &str) -> ImportSummary {
     }
     eprintln!("{summary}");
     summary
+}
+
+/// A format-2 (pieced) export: `session.json`, `pieces/*.json` and scans.
+struct Pieced {
+    dir: TempDir,
+}
+
+impl Pieced {
+    /// The format-1 `export` split into `session.json` and one piece per
+    /// establishment (`pieces/<uai>.json`, with its candidates and their
+    /// copies), with a copy of its scans.
+    fn from(export: &Export) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pieced = Self { dir };
+        for file in crate::support::walk(&export.path().join("scans")) {
+            let relative = file.strip_prefix(export.path()).expect("inside");
+            pieced.file(
+                relative.to_str().expect("UTF-8"),
+                &std::fs::read(&file).expect("scan"),
+            );
+        }
+        let m = &export.manifest;
+        let session = json!({
+            "format": 2,
+            "session": m["session"],
+            "academies": m["academies"],
+            "establishments": m["establishments"],
+            "exams": m["exams"],
+            "graders": m["graders"],
+        });
+        pieced.file(
+            "session.json",
+            &serde_json::to_vec_pretty(&session).expect("json"),
+        );
+        for establishment in m["establishments"].as_array().expect("establishments") {
+            let uai = establishment["uai"].as_str().expect("uai");
+            let candidates: Vec<Value> = m["candidates"]
+                .as_array()
+                .expect("candidates")
+                .iter()
+                .filter(|c| c["establishment"] == uai)
+                .cloned()
+                .collect();
+            let copies: Vec<Value> = m["copies"]
+                .as_array()
+                .expect("copies")
+                .iter()
+                .filter(|copy| candidates.iter().any(|c| c["numero"] == copy["candidate"]))
+                .cloned()
+                .collect();
+            pieced.write_piece(
+                uai,
+                &json!({"format": 2, "candidates": candidates, "copies": copies}),
+            );
+        }
+        pieced
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, relative: &str, bytes: &[u8]) {
+        let path = self.path().join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, bytes).expect("write file");
+    }
+
+    /// The piece of establishment `uai`.
+    fn piece(&self, uai: &str) -> Value {
+        let bytes = std::fs::read(self.path().join(format!("pieces/{uai}.json"))).expect("piece");
+        serde_json::from_slice(&bytes).expect("piece json")
+    }
+
+    fn write_piece(&self, uai: &str, piece: &Value) {
+        self.file(
+            &format!("pieces/{uai}.json"),
+            &serde_json::to_vec_pretty(piece).expect("json"),
+        );
+    }
+
+    async fn import(&self, app: &TestApp) -> Result<ImportSummary, ImportError> {
+        import_dir(&app.db, &app.storage, self.path(), &|_| {}).await
+    }
+}
+
+/// Every copy as stored, with its candidate, in a stable order: what two
+/// imports of the same session must agree on.
+async fn copy_dump(app: &TestApp) -> Vec<String> {
+    let pool = pool(app).await;
+    let rows = sqlx::query!(
+        r#"SELECT c.exam_code, k.numero, k.nom, k.prenom, k.establishment_uai, c.version,
+                  c.grade::text AS grade, c.grader_code, c.absent, c.appreciation,
+                  c.grading_details, c.annotations, c.page_keys, c.content_sha256
+           FROM copies c JOIN candidates k ON k.id = c.candidate_id
+           ORDER BY c.exam_code, k.numero"#
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("copies");
+    pool.close().await;
+    rows.into_iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} v{} {:?} {:?} {} {:?} {} {} {:?} {}",
+                r.exam_code,
+                r.numero,
+                r.nom,
+                r.prenom,
+                r.establishment_uai,
+                r.version,
+                r.grade,
+                r.grader_code,
+                r.absent,
+                r.appreciation,
+                r.grading_details,
+                r.annotations,
+                r.page_keys,
+                r.content_sha256
+            )
+        })
+        .collect()
+}
+
+/// The pieces recorded as imported: (piece, sha256, candidates, copies,
+/// imported_at as text), by piece.
+async fn recorded_pieces(app: &TestApp) -> Vec<(String, String, i64, i64, String)> {
+    let pool = pool(app).await;
+    let rows = sqlx::query!(
+        r#"SELECT piece, sha256, candidates, copies, imported_at::text AS "imported_at!"
+           FROM import_pieces ORDER BY piece"#
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("pieces");
+    pool.close().await;
+    rows.into_iter()
+        .map(|r| (r.piece, r.sha256, r.candidates, r.copies, r.imported_at))
+        .collect()
+}
+
+fn pieces_of(summary: &ImportSummary) -> copiste::import::PieceCounts {
+    summary.pieces.expect("a pieced import counts its pieces")
+}
+
+fn piece_counts(imported: u64, skipped: u64, failed: u64) -> copiste::import::PieceCounts {
+    copiste::import::PieceCounts {
+        imported,
+        skipped,
+        failed,
+    }
+}
+
+const ALL_ROWS: Rows = Rows {
+    sessions: 1,
+    academies: 2,
+    establishments: 3,
+    exams: 2,
+    graders: 2,
+    candidates: 4,
+    copies: 6,
+};
+
+#[tokio::test]
+async fn pieced_export_imports_the_same_rows_as_its_manifest() {
+    let export = Export::valid();
+    let pieced = Pieced::from(&export);
+    let whole = TestApp::new().await;
+    export.import(&whole).await.expect("format 1");
+
+    let app = TestApp::new().await;
+    let steps = std::cell::RefCell::new(Vec::new());
+    let summary = import_dir(&app.db, &app.storage, pieced.path(), &|step| {
+        steps.borrow_mut().push(step);
+    })
+    .await
+    .expect("format 2");
+    assert_eq!(pieces_of(&summary), piece_counts(3, 0, 0));
+    assert_eq!(summary.session, "BAC2026");
+    assert_eq!(summary.establishments.inserted, 3);
+    assert_eq!(summary.candidates.inserted, 4);
+    assert_eq!(summary.copies.inserted, 6);
+    assert_eq!(summary.scans_uploaded, 8, "9 files, two alike");
+    assert_eq!(rows(&app).await, ALL_ROWS);
+    assert_eq!(rows(&whole).await, ALL_ROWS);
+    assert_eq!(copy_dump(&app).await, copy_dump(&whole).await);
+    assert_eq!(objects(&app).len(), 8);
+
+    let recorded = recorded_pieces(&app).await;
+    let names: Vec<_> = recorded.iter().map(|r| r.0.clone()).collect();
+    let mut expected = vec![
+        format!("{}.json", uai(751234)),
+        format!("{}.json", uai(691234)),
+        format!("{}.json", uai(9_991_234)),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
+    let counts: Vec<_> = recorded.iter().map(|r| (r.2, r.3)).collect();
+    // Sorted by file name: 0691234 (1 candidate, 2 copies), 0751234 (2, 3),
+    // 9991234 (1, 1).
+    assert_eq!(counts, [(1, 2), (2, 3), (1, 1)]);
+
+    let steps = steps.into_inner();
+    assert_eq!(steps.first(), Some(&ImportStep::Manifest));
+    assert_eq!(steps.last(), Some(&ImportStep::Done));
+    assert!(steps.contains(&ImportStep::Pieces { done: 3, total: 3 }));
+}
+
+#[tokio::test]
+async fn a_bad_piece_is_reported_and_the_others_are_committed() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    let pieced = Pieced::from(&export);
+    let paris = uai(751234);
+    let lyon = uai(691234);
+    // A copy of Paris naming Lyon's candidate: not in its piece.
+    let mut piece = pieced.piece(&paris);
+    piece["copies"][1]["candidate"] = json!(numero(3));
+    pieced.write_piece(&paris, &piece);
+    // A truncated scan of Lyon's.
+    let whole = noisy_jpeg();
+    pieced.file("scans/3-philo-2.jpg", &whole[..whole.len() / 2]);
+
+    let result = pieced.import(&app).await;
+    let Err(ImportError::PiecesFailed { failed, summary }) = &result else {
+        panic!("expected failed pieces, got {result:#?}");
+    };
+    assert_eq!(pieces_of(summary), piece_counts(1, 0, 2));
+    let listed: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        listed,
+        [
+            format!(
+                "pieces/{lyon}.json: $.copies[0].pages[1]: scans/3-philo-2.jpg is truncated: \
+                 it does not end with the JPEG end-of-image marker"
+            ),
+            format!(
+                "pieces/{paris}.json: $.copies[1].candidate: unknown candidate {}",
+                numero(3)
+            ),
+        ]
+    );
+    let message = result.expect_err("failed").to_string();
+    assert!(message.contains(&listed[0]), "{message}");
+    assert!(message.contains(&listed[1]), "{message}");
+    // The session and the good piece (Rabat: one candidate, one copy).
+    assert_eq!(
+        rows(&app).await,
+        Rows {
+            candidates: 1,
+            copies: 1,
+            ..ALL_ROWS
+        }
+    );
+    let recorded = recorded_pieces(&app).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].0, format!("{}.json", uai(9_991_234)));
+
+    // Fixed, the import goes on with the failed pieces only.
+    pieced.write_piece(&paris, &Pieced::from(&export).piece(&paris));
+    pieced.file("scans/3-philo-2.jpg", &jpeg(50));
+    let summary = pieced.import(&app).await.expect("fixed");
+    assert_eq!(pieces_of(&summary), piece_counts(2, 1, 0));
+    assert_eq!(summary.copies.inserted, 5);
+    assert_eq!(rows(&app).await, ALL_ROWS);
+}
+
+#[tokio::test]
+async fn a_piece_that_is_not_json_or_too_large_fails_alone() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    let pieced = Pieced::from(&export);
+    pieced.file("pieces/0-broken.json", b"{\"format\": 2, \"candidates\": [");
+    let big = std::fs::File::create(pieced.path().join("pieces/1-big.json")).expect("create");
+    big.set_len(copiste::import::MAX_PIECE_BYTES + 1)
+        .expect("sparse file");
+    pieced.file(
+        "pieces/2-format.json",
+        br#"{"format": 1, "candidates": []}"#,
+    );
+
+    let result = pieced.import(&app).await;
+    let Err(ImportError::PiecesFailed { failed, summary }) = result else {
+        panic!("expected failed pieces, got {result:#?}");
+    };
+    assert_eq!(pieces_of(&summary), piece_counts(3, 0, 3));
+    let listed: Vec<String> = failed.iter().map(ToString::to_string).collect();
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert!(
+        listed[0].starts_with("pieces/0-broken.json: $: not valid JSON: "),
+        "{}",
+        listed[0]
+    );
+    assert_eq!(
+        listed[1],
+        format!(
+            "pieces/1-big.json: $: the piece has {} bytes, more than the limit of {} MiB: \
+             split it into smaller pieces",
+            copiste::import::MAX_PIECE_BYTES + 1,
+            copiste::import::MAX_PIECE_BYTES >> 20
+        )
+    );
+    assert_eq!(
+        listed[2],
+        "pieces/2-format.json: $.format: format 1 is not supported (pieces are format 2)"
+    );
+    assert_eq!(rows(&app).await, ALL_ROWS);
+}
+
+#[tokio::test]
+async fn reimporting_skips_committed_pieces_without_reading_their_scans() {
+    let app = TestApp::new().await;
+    let pieced = Pieced::from(&Export::valid());
+    pieced.import(&app).await.expect("first import");
+    let recorded = recorded_pieces(&app).await;
+    let dump = copy_dump(&app).await;
+    let objects_before = objects(&app);
+
+    // Without its scans, a piece that were read again would fail.
+    std::fs::remove_dir_all(pieced.path().join("scans")).expect("remove scans");
+    let summary = pieced.import(&app).await.expect("second import");
+    assert_eq!(pieces_of(&summary), piece_counts(0, 3, 0));
+    assert_eq!(summary.candidates, Default::default());
+    assert_eq!(summary.copies, Default::default());
+    assert_eq!(summary.scans_uploaded + summary.scans_already_stored, 0);
+    assert_eq!(summary.exams.unchanged, 2, "session.json is read again");
+    assert_eq!(recorded_pieces(&app).await, recorded, "no record rewritten");
+    assert_eq!(copy_dump(&app).await, dump);
+    assert_eq!(objects(&app), objects_before);
+}
+
+#[tokio::test]
+async fn a_changed_piece_is_imported_again() {
+    let app = TestApp::new().await;
+    let pieced = Pieced::from(&Export::valid());
+    pieced.import(&app).await.expect("first import");
+    let recorded = recorded_pieces(&app).await;
+    let lyon = uai(691234);
+    let mut piece = pieced.piece(&lyon);
+    assert_eq!(piece["copies"][0]["candidate"], numero(3));
+    piece["copies"][0]["grade"] = json!(11.5);
+    pieced.write_piece(&lyon, &piece);
+
+    let summary = pieced.import(&app).await.expect("second import");
+    assert_eq!(pieces_of(&summary), piece_counts(1, 2, 0));
+    assert_eq!(summary.copies.updated, 1);
+    assert_eq!(summary.copies.unchanged, 1);
+    assert_eq!(summary.candidates.unchanged, 1);
+    let versions = copy_versions(&app).await;
+    let philo_3 = versions
+        .iter()
+        .find(|(exam, numero_, _, _)| exam == PHILO && *numero_ == numero(3))
+        .expect("copy");
+    assert_eq!(philo_3.2, 2, "version bumped");
+    assert_eq!(philo_3.3.as_deref(), Some("11.50"));
+    assert_eq!(
+        versions.iter().filter(|v| v.2 == 1).count(),
+        5,
+        "{versions:?}"
+    );
+    let now = recorded_pieces(&app).await;
+    let name = format!("{lyon}.json");
+    let before = recorded.iter().find(|r| r.0 == name).expect("recorded");
+    let after = now.iter().find(|r| r.0 == name).expect("recorded");
+    assert_ne!(before.1, after.1, "new content hash");
+    for (before, after) in recorded.iter().zip(&now).filter(|(r, _)| r.0 != name) {
+        assert_eq!(before, after);
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_import_resumes_after_the_committed_pieces() {
+    let app = TestApp::new().await;
+    let pieced = Pieced::from(&Export::valid());
+    // Interrupted after the first piece: the others are not there yet.
+    let lyon = uai(691234);
+    let aside = tempfile::tempdir().expect("tempdir");
+    let later = [uai(751234), uai(9_991_234)];
+    for code in &later {
+        std::fs::rename(
+            pieced.path().join(format!("pieces/{code}.json")),
+            aside.path().join(format!("{code}.json")),
+        )
+        .expect("move aside");
+    }
+    let summary = pieced.import(&app).await.expect("first piece");
+    assert_eq!(pieces_of(&summary), piece_counts(1, 0, 0));
+    assert_eq!(summary.copies.inserted, 2);
+    for code in &later {
+        std::fs::rename(
+            aside.path().join(format!("{code}.json")),
+            pieced.path().join(format!("pieces/{code}.json")),
+        )
+        .expect("move back");
+    }
+    // The first piece's own scans are gone: it must not be read again.
+    for scan in ["3-philo-1", "3-philo-2", "3-maths-1", "3-maths-copy"] {
+        std::fs::remove_file(pieced.path().join(format!("scans/{scan}.jpg"))).expect("remove");
+    }
+    let summary = pieced.import(&app).await.expect("resumed");
+    assert_eq!(pieces_of(&summary), piece_counts(2, 1, 0));
+    assert_eq!(summary.copies.inserted, 4);
+    assert_eq!(summary.copies.updated + summary.copies.unchanged, 0);
+    assert_eq!(rows(&app).await, ALL_ROWS);
+    let recorded = recorded_pieces(&app).await;
+    assert_eq!(recorded.len(), 3);
+    assert!(recorded.iter().any(|r| r.0 == format!("{lyon}.json")));
+}
+
+#[tokio::test]
+async fn an_export_with_both_formats_is_refused() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    export.write();
+    export.file("session.json", br#"{"format": 2}"#);
+    let result = import_dir(&app.db, &app.storage, export.path(), &|_| {}).await;
+    let Err(ImportError::Layout(message)) = result else {
+        panic!("expected a layout error, got {result:#?}");
+    };
+    assert!(
+        message.contains("both manifest.json (format 1) and session.json (format 2)"),
+        "{message}"
+    );
+    assert_eq!(rows(&app).await, NO_ROWS);
+
+    // Neither: a read error naming both.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let result = import_dir(&app.db, &app.storage, empty.path(), &|_| {}).await;
+    let Err(ImportError::Read(error)) = result else {
+        panic!("expected a read error, got {result:#?}");
+    };
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("neither manifest.json (format 1) nor session.json (format 2)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn session_json_is_checked_before_any_piece() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+    export.import(&app).await.expect("format 1");
+    let pieced = Pieced::from(&export);
+    let mut session: Value =
+        serde_json::from_slice(&std::fs::read(pieced.path().join("session.json")).expect("read"))
+            .expect("json");
+    session["session"] = json!({"code": "BAC2027", "name": "Baccalauréat 2027"});
+    pieced.file("session.json", &serde_json::to_vec(&session).expect("json"));
+    let result = pieced.import(&app).await;
+    let Err(ImportError::InvalidFile { file, problems }) = &result else {
+        panic!("expected an invalid session.json, got {result:#?}");
+    };
+    assert_eq!(file, "session.json");
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "$.exams[0].code: exam BAC26-PHILO already belongs to session BAC2026, not BAC2027",
+            "$.exams[1].code: exam BAC26-MATHS already belongs to session BAC2026, not BAC2027",
+        ]
+    );
+    let message = result.expect_err("invalid").to_string();
+    assert!(
+        message.contains("session.json: $.exams[0].code: exam BAC26-PHILO"),
+        "{message}"
+    );
+    assert_eq!(rows(&app).await.sessions, 1);
+    assert!(recorded_pieces(&app).await.is_empty());
+
+    // A field problem is reported with its path, and nothing is written.
+    session["session"] = json!({"code": "BAC2027", "name": "Baccalauréat 2027"});
+    session["graders"][1]["academy"] = json!("A99");
+    session["exams"] = json!([]);
+    session["copies"] = json!([]);
+    pieced.file("session.json", &serde_json::to_vec(&session).expect("json"));
+    let result = pieced.import(&app).await;
+    let Err(ImportError::InvalidFile { problems, .. }) = &result else {
+        panic!("expected an invalid session.json, got {result:#?}");
+    };
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        problems,
+        [
+            "$.graders[1].academy: unknown academy A99",
+            "$.copies: unknown field",
+        ]
+    );
+    assert_eq!(rows(&app).await.sessions, 1);
+}
+
+/// Writes a pieced (format-2) export for timing `copiste import` on the
+/// release binary: `COPISTE_PIECED_PIECES` pieces (default 50) of
+/// `COPISTE_PIECED_CANDIDATES` candidates each (default 152) with one
+/// copy of each of 5 exams, 1 page each, the pages drawn from a pool of
+/// 300 distinct small JPEGs, into `COPISTE_PIECED_DIR`. Run with
+/// `COPISTE_PIECED_DIR=/var/tmp/pieced cargo test --test integration
+/// write_pieced_export -- --ignored --nocapture`.
+#[test]
+#[ignore = "generator for timing the import; writes to COPISTE_PIECED_DIR"]
+fn write_pieced_export() {
+    let var = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let out = PathBuf::from(std::env::var("COPISTE_PIECED_DIR").expect("COPISTE_PIECED_DIR"));
+    let pieces = var("COPISTE_PIECED_PIECES", 50);
+    let per_piece = var("COPISTE_PIECED_CANDIDATES", 152);
+    let started = Instant::now();
+    const EXAMS: usize = 5;
+    const POOL: usize = 300;
+    const ACADEMIES: usize = 30;
+    std::fs::create_dir_all(out.join("scans")).expect("mkdir scans");
+    std::fs::create_dir_all(out.join("pieces")).expect("mkdir pieces");
+    for n in 0..POOL {
+        let mut pixels = [128u8; 256];
+        for (bit, pixel) in pixels.iter_mut().step_by(7).take(12).enumerate() {
+            *pixel = if n >> bit & 1 == 1 { 255 } else { 0 };
+        }
+        std::fs::write(out.join(format!("scans/{n:03}.jpg")), jpeg_of(&pixels)).expect("scan");
+    }
+    let establishment = |e: usize| uai(100_000 + e as u32);
+    let session = json!({
+        "format": 2,
+        "session": {"code": "NAT26", "name": "Session nationale"},
+        "academies": (0..ACADEMIES)
+            .map(|a| json!({"code": format!("A{a:02}"), "name": format!("Académie {a}")}))
+            .collect::<Vec<_>>(),
+        "establishments": (0..pieces)
+            .map(|e| json!({"uai": establishment(e), "name": format!("Lycée {e}"),
+                            "academy": format!("A{:02}", e % ACADEMIES)}))
+            .collect::<Vec<_>>(),
+        "exams": (0..EXAMS)
+            .map(|x| json!({"code": format!("NAT26-{x}"), "subject": format!("Matière {x}"), "kind": "ponctuel"}))
+            .collect::<Vec<_>>(),
+        "graders": (0..POOL)
+            .map(|g| json!({"code": format!("G{g:04}"), "nom": format!("Nom{g}"), "prenom": "Anne",
+                            "academy": format!("A{:02}", g % ACADEMIES)}))
+            .collect::<Vec<_>>(),
+    });
+    std::fs::write(
+        out.join("session.json"),
+        serde_json::to_vec(&session).expect("json"),
+    )
+    .expect("session.json");
+    for e in 0..pieces {
+        let uai = establishment(e);
+        let mut candidates = Vec::with_capacity(per_piece);
+        let mut copies = Vec::with_capacity(per_piece * EXAMS);
+        for c in 0..per_piece {
+            let n = e * per_piece + c;
+            let numero = format!("N{n:09}");
+            candidates.push(json!({"numero": numero, "nom": format!("Nom{n}"),
+                                   "prenom": "Prénom", "establishment": uai}));
+            for x in 0..EXAMS {
+                let i = n * EXAMS + x;
+                copies.push(json!({
+                    "exam": format!("NAT26-{x}"), "candidate": numero,
+                    "grader": format!("G{:04}", i % POOL), "grade": (i % 2001) as f64 / 100.0,
+                    "grading_details": [{"question": "1", "mark": 1, "max": 2}],
+                    "annotations": [{"page": 1, "x": 0.5, "y": 0.5, "kind": "comment", "text": "ok"}],
+                    "pages": [format!("scans/{:03}.jpg", (i * 7919) % POOL)]
+                }));
+            }
+        }
+        let piece = json!({"format": 2, "candidates": candidates, "copies": copies});
+        std::fs::write(
+            out.join(format!("pieces/{uai}.json")),
+            serde_json::to_vec(&piece).expect("json"),
+        )
+        .expect("piece");
+    }
+    eprintln!(
+        "wrote {pieces} pieces, {} copies, to {} in {:?}",
+        pieces * per_piece * EXAMS,
+        out.display(),
+        started.elapsed()
+    );
 }
