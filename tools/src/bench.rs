@@ -90,7 +90,7 @@ pub async fn queue(mut config: Config, args: QueueBenchArgs) -> anyhow::Result<(
     );
     // Not the goal's baseline: what the same transactions do when they
     // do not wait for the disk, as the worker's claims and outcomes.
-    let unflushed = db::bench::update_baseline(
+    let unflushed = crate::queries::update_baseline(
         &db,
         args.concurrency,
         Duration::from_secs_f64(baseline_secs),
@@ -781,7 +781,7 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
     // the bench sees it.
     let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
     let job = async || -> anyhow::Result<(f64, f64, u64, Option<Rss>)> {
-        use crate::download::BulkRender;
+        use copiste::download::BulkRender;
         let resettable = reset_peak_rss();
         let start_rss = current_rss().unwrap_or(0);
         let started = Instant::now();
@@ -831,7 +831,7 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
             .filter_map(|p| p["bytes"].as_u64())
             .sum();
         // The zip is deleted before the next run (dirty pages).
-        for listed in storage.list(crate::download::DOWNLOADS_PREFIX).await? {
+        for listed in storage.list(copiste::download::DOWNLOADS_PREFIX).await? {
             storage.delete_listed(&listed).await?;
         }
         Ok((secs, wall, bytes, if resettable { peak } else { None }))
@@ -1127,7 +1127,7 @@ async fn img2pdf_pipeline(
 /// root `root`; `None` when `python3` is missing.
 async fn python_raw_zip(
     root: &std::path::Path,
-    rows: &[crate::db::render::CopyRow],
+    rows: &[copiste::db::render::CopyRow],
 ) -> anyhow::Result<Option<std::path::PathBuf>> {
     let found = tokio::process::Command::new("python3")
         .args(["-c", "import zipfile"])
@@ -1141,7 +1141,7 @@ async fn python_raw_zip(
     }
     let mut list = String::new();
     for row in rows {
-        let stem = crate::render::zip::entry_name(&row.numero, &row.nom, &row.prenom);
+        let stem = copiste::render::zip::entry_name(&row.numero, &row.nom, &row.prenom);
         let stem = stem.trim_end_matches(".pdf");
         for (i, key) in row.page_keys.iter().enumerate() {
             let path = key.split('/').fold(root.to_path_buf(), |p, s| p.join(s));
