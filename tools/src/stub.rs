@@ -88,7 +88,7 @@ async fn receive(
     if let Some(n) = state.fail_one_in {
         let mut accepted = lock(&state.accepted);
         accepted.requests += 1;
-        if accepted.requests % n == 0 {
+        if accepted.requests.is_multiple_of(n) {
             accepted.failed += 1;
             return Err((
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,

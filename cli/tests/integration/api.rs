@@ -427,6 +427,7 @@ async fn the_openapi_document_lists_every_route() {
         "GET /api/v1/exams/{exam}/closure",
         "POST /api/v1/exams/{exam}/closure",
         "POST /api/v1/exams/{exam}/relaunch",
+        "POST /api/v1/exams/{exam}/zips",
         "POST /api/v1/exams/{exam}/publication",
         "POST /api/v1/exams/{exam}/harmonisation-passes",
         "GET /api/v1/exams/{exam}/establishments/{uai}/candidates",

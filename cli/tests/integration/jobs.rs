@@ -922,8 +922,12 @@ async fn claims_planned_on_an_empty_ledger_still_reach_jobs_by_primary_key() {
     })
     .await;
     let read = rows_read_besides_the_primary_key(&pool).await;
+    // The defect read every queued job at each claim: 193 222 rows for
+    // 2 000 jobs. A lookup by id reads about one row of another index per
+    // job at most (2 112 once the jobs list's indexes of migration 13
+    // exist): linear, far from quadratic.
     assert!(
-        read < JOBS as i64,
+        read < 2 * JOBS as i64,
         "claiming, extending and finishing {JOBS} jobs read {read} rows besides the primary key"
     );
 }

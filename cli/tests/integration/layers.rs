@@ -263,5 +263,5 @@ fn the_module_graph_sees_grouped_and_plain_paths() {
         closure.contains("db") && closure.contains("ledger"),
         "{closure:?}"
     );
-    assert!(graph["cli"].contains("op"), "{:?}", graph["cli"]);
+    assert!(graph["web"].contains("op"), "{:?}", graph["web"]);
 }

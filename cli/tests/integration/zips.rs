@@ -488,7 +488,7 @@ fn zip_prebuild_checks_its_parameters() {
         .expect_err("unknown field");
     assert!(e.contains("unknown field"), "{e}");
     let schedule = copiste::schedule::Schedule::load(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/zip-prebuild.toml"),
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../jobs/zip-prebuild.toml"),
     )
     .expect("the shipped schedule loads");
     assert_eq!(schedule.kind, "zip-prebuild");
