@@ -212,13 +212,16 @@ impl StubTarget {
         (accepted.effects, accepted.duplicates)
     }
 
-    /// Subjects (copies for grades, graders for counts) that took effect
-    /// more than once, under different keys: 0 when exactly once holds.
-    pub fn doubled_subjects(&self) -> usize {
+    /// Subjects whose key starts with `prefix` that took effect more than
+    /// once, under different keys. For grades (`c:`) of copies that never
+    /// changed, 0 is exactly once; a grader's count (`i:`) rightly takes
+    /// effect again under a new revision when it changes (a second
+    /// harmonisation pass).
+    pub fn doubled_subjects(&self, prefix: &str) -> usize {
         lock(&self.state.accepted)
             .subjects
-            .values()
-            .filter(|&&n| n > 1)
+            .iter()
+            .filter(|(k, n)| k.starts_with(prefix) && **n > 1)
             .count()
     }
 

@@ -610,10 +610,12 @@ impl Night<'_> {
 
     /// Fails on an effect taken twice at the targets.
     fn check_effects(&self, stub: &StubTarget, phase: &str) -> anyhow::Result<()> {
-        let doubled = stub.doubled_subjects();
+        // A grade is keyed by its copy's version; no copy changes during
+        // the night, so a copy with two accepted grades took effect twice.
+        let doubled = stub.doubled_subjects("c:");
         ensure!(
             doubled == 0,
-            "{phase}: {doubled} copies or counts took effect twice at the targets"
+            "{phase}: {doubled} copies' grades took effect twice at the targets"
         );
         Ok(())
     }
