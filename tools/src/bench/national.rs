@@ -429,7 +429,7 @@ impl Night<'_> {
         let serve_rss = stop_all(vec![serve]).await?;
         outcome?;
         if let Some(last) = rows.last_mut() {
-            last.rss = format!("serve {serve_rss}");
+            last.rss = serve_rss;
         }
         self.print_last(&rows);
 
