@@ -121,10 +121,14 @@ async fn units(
     if let Some(uai) = establishment {
         actor.reach(app, uai, what).await?;
     }
-    let all = db::closure::exam_establishments(&app.db, exam, scope.academy()).await?;
+    // One unit is looked up alone: the nightly closure asks unit by unit,
+    // and listing the exam's establishments each time made its cost grow
+    // with the square of the session (2026-12-06, `bench national`).
     match establishment {
-        None => Ok(all),
-        Some(uai) if all.contains(uai) => Ok(vec![uai.clone()]),
+        None => Ok(db::closure::exam_establishments(&app.db, exam, scope.academy()).await?),
+        Some(uai) if db::closure::unit_exists(&app.db, exam, uai.as_str()).await? => {
+            Ok(vec![uai.clone()])
+        }
         Some(uai) => {
             if db::closure::establishment_exists(&app.db, uai.as_str()).await? {
                 Err(OpError::not_found(format!(
@@ -157,7 +161,16 @@ pub async fn request_closure(
     if let Some(r) = published_refusal(&exam) {
         return Err(r.into());
     }
-    let mut ungraded = db::closure::ungraded_by_establishment(&app.db, &exam.code).await?;
+    let mut ungraded = match units.as_slice() {
+        // One unit: its own copies only (see `units`).
+        [uai] => {
+            let numeros = db::closure::unit_ungraded(&app.db, &exam.code, uai.as_str()).await?;
+            std::collections::HashMap::from_iter(
+                (!numeros.is_empty()).then(|| (uai.to_string(), numeros)),
+            )
+        }
+        _ => db::closure::ungraded_by_establishment(&app.db, &exam.code).await?,
+    };
     let by = actor.label();
     // One transaction for every unit: all are enqueued, or none.
     let mut tx = app.db.begin().await?;

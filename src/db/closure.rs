@@ -175,6 +175,43 @@ pub async fn ungraded_by_establishment(
         .collect())
 }
 
+/// The numéros of the candidates of one unit (`exam`, `uai`) whose copy
+/// is neither graded nor absent, in order. Reads the unit's copies only
+/// (through its candidates), whatever the size of the exam: the nightly
+/// closure asks unit by unit.
+pub async fn unit_ungraded(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        r#"SELECT ca.numero AS "numero!"
+           FROM candidates ca JOIN copies c ON c.candidate_id = ca.id
+           WHERE ca.establishment_uai = $2 AND c.exam_code = $1
+             AND c.grade IS NULL AND NOT c.absent
+           ORDER BY ca.numero"#,
+        exam,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the unit's ungraded copies")
+}
+
+/// Whether establishment `uai` has a copy of `exam` (a closure unit),
+/// read through its candidates: the cost is the establishment's, not the
+/// exam's.
+pub async fn unit_exists(db: &Db, exam: &str, uai: &str) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM candidates ca JOIN copies c ON c.candidate_id = ca.id
+               WHERE ca.establishment_uai = $2 AND c.exam_code = $1
+           ) AS "found!""#,
+        exam,
+        uai
+    )
+    .fetch_one(&db.pool)
+    .await
+    .context("looking up the closure unit")?;
+    Ok(found)
+}
+
 /// The job last enqueued for a unit, as its lock found it.
 #[derive(Debug, Clone)]
 pub struct ActiveJob {

@@ -1367,3 +1367,71 @@ async fn a_closure_dead_of_unanswered_items_does_not_promise_a_retry() {
         "a dead job promises a retry: {error}"
     );
 }
+
+/// Rows of `copies` read so far in this database (sequential scans and
+/// index fetches), as the statistics collector has them.
+async fn copies_rows_read(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = 'copies'",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read the table's statistics")
+}
+
+/// The nightly closure asks unit by unit. Each request must read its
+/// unit's copies, not the exam's: before, every request listed the exam's
+/// establishments and every ungraded copy of the exam, so a night cost
+/// the square of the session (at 1/10 of a national session, ~1 s per
+/// unit and 3 000 units).
+#[tokio::test]
+async fn closing_one_unit_reads_that_unit_not_the_whole_exam() {
+    let test = TestApp::new().await;
+    test.import_demo(30, 6).await;
+    let pool = pool(&test).await;
+    let exam_copies = copies_of(&test, PHILO).await;
+    let uai = first_establishment(&test, PHILO).await;
+    let unit_copies = unit_copies(&test, PHILO, &uai).await.len() as i64;
+    assert!(
+        exam_copies >= 20 * unit_copies,
+        "{exam_copies} vs {unit_copies}"
+    );
+
+    // One connection, whose statistics are flushed on demand.
+    let db = copiste::db::Db::connect(&test.config.database_url(), 1)
+        .await
+        .expect("connect");
+    let app = copiste::app::App::new(test.config.clone(), db.clone(), test.storage.clone())
+        .expect("application");
+    let flush = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(db.pg_pool())
+            .await
+            .expect("flush");
+        // The flush happens when that statement's transaction ends.
+        sqlx::query("SELECT 1")
+            .execute(db.pg_pool())
+            .await
+            .expect("ping");
+    };
+    flush().await;
+    let before = copies_rows_read(&pool).await;
+    let asked = closure::request_closure(
+        &app,
+        &Actor::Scheduler,
+        &closure::request::UnitsInput {
+            exam: PHILO.to_owned(),
+            establishment: Some(uai.clone()),
+        },
+    )
+    .await
+    .expect("request");
+    assert_eq!(asked.len(), 1);
+    flush().await;
+    let read = copies_rows_read(&pool).await - before;
+    assert!(
+        read <= 4 * unit_copies,
+        "closing one unit of {unit_copies} copies read {read} rows of copies (the exam has {exam_copies})"
+    );
+}
