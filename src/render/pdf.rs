@@ -685,6 +685,115 @@ mod tests {
         }
     }
 
+    /// Copies that between them reach every branch of the cover and of
+    /// the three faces: Helvetica, the Latin subset and the full font,
+    /// with annotations, details, appreciation, absence and no grade, and
+    /// characters the fonts lack or that share a glyph.
+    fn varied_copies() -> Vec<(String, CopyDocument, RenderOptions)> {
+        let all = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options");
+        let none = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions {
+                details: false,
+                appreciation: false,
+                annotations: false,
+            },
+        )
+        .expect("options");
+        let full = |nom: &str, appreciation: &str, note: &str| {
+            let mut c = copy(nom);
+            c.details = vec![
+                QuestionMark {
+                    question: "1".into(),
+                    mark: 4.5,
+                    max: 6.0,
+                },
+                QuestionMark {
+                    question: "2 b)".into(),
+                    mark: 8.0,
+                    max: 14.0,
+                },
+            ];
+            c.appreciation = Some(appreciation.into());
+            c.annotations = vec![
+                Annotation {
+                    page: 1,
+                    x: 0.25,
+                    y: 0.5,
+                    kind: "tick".into(),
+                    text: None,
+                },
+                Annotation {
+                    page: 2,
+                    x: 0.8,
+                    y: 0.1,
+                    kind: "comment".into(),
+                    text: Some(note.into()),
+                },
+            ];
+            c
+        };
+        let long = "Un devoir solide, bien construit ; la deuxième partie manque d'exemples \
+                    précis et la conclusion reste un peu rapide. Continuez ainsi.\nSecond paragraphe.";
+        let mut absent = copy("Martin");
+        absent.absent = true;
+        absent.grade = None;
+        let mut ungraded = copy("Œdipe-Ÿvon");
+        ungraded.grade = None;
+        ungraded.appreciation = None;
+        vec![
+            (
+                "builtin-all".into(),
+                full("Lefèvre", long, "Très « bien » — 3€"),
+                all,
+            ),
+            (
+                "builtin-none".into(),
+                full("Lefèvre", long, "Très bien"),
+                none,
+            ),
+            ("builtin-absent".into(), absent, all),
+            ("builtin-ungraded".into(), ungraded, all),
+            (
+                "latin-all".into(),
+                full("Şahin", long, "Nguyễn\u{a0}: bien\tvu"),
+                all,
+            ),
+            ("latin-none".into(), full("Łukasz", "Bien.", "ok"), none),
+            (
+                "full-all".into(),
+                full("Дмитриев", "Хорошо, Дмитрий.", "Верно ✓ 😀"),
+                all,
+            ),
+            (
+                "full-none".into(),
+                full("Дмитриев", "Хорошо.", "Верно"),
+                none,
+            ),
+        ]
+    }
+
+    /// Renders [`varied_copies`] and, when `COPISTE_PDF_DUMP` names a
+    /// folder, writes each PDF there, to compare two builds byte for byte.
+    #[test]
+    fn varied_copies_render() {
+        let dump = std::env::var_os("COPISTE_PDF_DUMP").map(std::path::PathBuf::from);
+        for (name, copy, options) in varied_copies() {
+            let bytes = render(copy, options).expect("rendered");
+            let read = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
+            assert_eq!(read.get_pages().len(), 3, "{name}");
+            if let Some(dir) = &dump {
+                std::fs::write(dir.join(format!("{name}.pdf")), &bytes).expect("written");
+            }
+        }
+    }
+
     #[test]
     fn a_prepared_pdf_knows_its_length_and_reads_back() {
         let options = RenderOptions::for_exam(
