@@ -897,18 +897,70 @@ mod tests {
         ]
     }
 
-    /// Renders [`varied_copies`] and, when `COPISTE_PDF_DUMP` names a
-    /// folder, writes each PDF there, to compare two builds byte for byte.
+    /// SHA-256 of each of [`varied_copies`]' PDFs, as printpdf rendered
+    /// them with its `text_layout` feature (feb464c), before copiste cut
+    /// the fonts itself: the same bytes since.
+    const VARIED_COPIES_SHA256: &[(&str, &str)] = &[
+        (
+            "builtin-all",
+            "71ab7b5d5234c4eb98175a5c3d7fccb17ec03c62ea559b830ac7a73ca6457328",
+        ),
+        (
+            "builtin-none",
+            "06fa862884826295d0b0ec092215b4da8704be378ec4cded3176349e994b8c1a",
+        ),
+        (
+            "builtin-absent",
+            "fe54d6eb96c673334b6524cd69b877fc3246fc1fe2a5574f1ec680109773be2c",
+        ),
+        (
+            "builtin-ungraded",
+            "6579769b8a0cd732c80ceadb8328995c72163b23fa74e11ba73435f0cb14b411",
+        ),
+        (
+            "latin-all",
+            "237bfc6738d85b7e9f03447f02ec77586e7d1b6186355b93b86acaa15dcf280d",
+        ),
+        (
+            "latin-none",
+            "674ef4c8ecb04cd93e8d3fadb46350d62a364d262ea69e5ade0d9e7bd0e61eab",
+        ),
+        (
+            "full-all",
+            "494dbc89f3a47c358661b431c6943929fe6f7d76ed7f139bc16c14c7ba1d5f1d",
+        ),
+        (
+            "full-none",
+            "bd5854eda25b3b57814594a0b217a0a07eed9f308e9bae531adc31efaabad8e3",
+        ),
+    ];
+
+    /// Renders [`varied_copies`] and checks each PDF's bytes against
+    /// [`VARIED_COPIES_SHA256`]. When `COPISTE_PDF_DUMP` names a folder,
+    /// the PDFs are also written there, to compare two builds with `cmp`
+    /// when a change is meant to alter them (and then to record the new
+    /// digests).
     #[test]
-    fn varied_copies_render() {
+    fn varied_copies_render_to_the_recorded_bytes() {
         let dump = std::env::var_os("COPISTE_PDF_DUMP").map(std::path::PathBuf::from);
-        for (name, copy, options) in varied_copies() {
+        let copies = varied_copies();
+        assert_eq!(copies.len(), VARIED_COPIES_SHA256.len());
+        for (name, copy, options) in copies {
             let bytes = render(copy, options).expect("rendered");
-            let read = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
-            assert_eq!(read.get_pages().len(), 3, "{name}");
             if let Some(dir) = &dump {
                 std::fs::write(dir.join(format!("{name}.pdf")), &bytes).expect("written");
             }
+            let read = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
+            assert_eq!(read.get_pages().len(), 3, "{name}");
+            let recorded = VARIED_COPIES_SHA256
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, digest)| *digest);
+            assert_eq!(
+                Some(hex::encode(Sha256::digest(&bytes)).as_str()),
+                recorded,
+                "{name}: the PDF's bytes changed"
+            );
         }
     }
 
