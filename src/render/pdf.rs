@@ -14,8 +14,19 @@
 //! that every name renders (Łukasz, Nguyễn, Şahin, Дмитриев) for some
 //! 30 KB a PDF.
 
-use std::{collections::BTreeMap, ops::RangeInclusive, sync::OnceLock};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ops::RangeInclusive,
+    sync::OnceLock,
+};
 
+use allsorts::{
+    binary::read::ReadScope,
+    font_data::FontData,
+    subset::{CmapTarget, SubsetProfile},
+    tables::{FontTableProvider as _, NameTable},
+    tag,
+};
 use printpdf::{
     BuiltinFont, Color, ExternalStream, ExternalXObject, FontId, Line, LinePoint, Mm, Op,
     ParsedFont, PdfDocument, PdfFont, PdfFontHandle, PdfPage, PdfSaveOptions, Point, Pt, Px, Rgb,
@@ -91,18 +102,109 @@ const DEFAULT_DPI: f32 = 150.0;
 const A4: (f32, f32) = (210.0, 297.0);
 const MARGIN: f32 = 20.0;
 
-fn font_bytes() -> &'static [u8] {
-    dejavu::sans::regular()
+/// A typeface copiste embeds: the font as printpdf's own reader parses it
+/// (its cmap, advances and metrics), and its PostScript name.
+///
+/// The fonts are cut down here, through allsorts (the subsetter printpdf
+/// itself is built on), rather than by printpdf: its subsetting sits behind
+/// its `text_layout` feature, which compiles a whole layout engine
+/// (`azul-layout`, `azul-css`, `rust-fontconfig`) that the covers do not
+/// use. The cut is the one printpdf made, glyph for glyph, so the PDFs are
+/// the same bytes.
+struct Font {
+    parsed: ParsedFont,
+    name: Option<String>,
 }
 
-/// The parsed font, shared by every render of the process.
-fn full_font() -> Option<&'static ParsedFont> {
-    static FONT: OnceLock<Option<ParsedFont>> = OnceLock::new();
-    FONT.get_or_init(|| {
+impl Font {
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
         let mut warnings = Vec::new();
-        ParsedFont::from_bytes(font_bytes(), 0, &mut warnings)
-    })
-    .as_ref()
+        let parsed = ParsedFont::from_bytes(bytes, 0, &mut warnings)?;
+        Some(Self {
+            parsed,
+            name: postscript_name(bytes),
+        })
+    }
+
+    /// The glyph showing the character `cp`, if the font has one.
+    fn glyph(&self, cp: u32) -> Option<u16> {
+        self.parsed.lookup_glyph_index(cp)
+    }
+
+    /// The font cut down to `glyphs` (sorted, without duplicates), which
+    /// are renumbered in that order after `.notdef`, glyph 0, as allsorts
+    /// requires.
+    fn cut(&self, glyphs: &BTreeSet<u16>) -> Option<Subset> {
+        let ids: Vec<u16> = std::iter::once(0)
+            .chain(glyphs.iter().copied().filter(|g| *g != 0))
+            .collect();
+        let data = ReadScope::new(&self.parsed.original_bytes)
+            .read::<FontData<'_>>()
+            .ok()?;
+        let provider = data.table_provider(0).ok()?;
+        let bytes =
+            allsorts::subset::subset(&provider, &ids, &SubsetProfile::Pdf, CmapTarget::Unicode)
+                .ok()?;
+        Some(Subset { bytes, ids })
+    }
+
+    /// The font to embed in a PDF whose texts use `glyphs`: cut down to
+    /// them, each character mapped to its glyph's new number, and named
+    /// and measured as printpdf names and measures a subset (the tag, then
+    /// the source's name; the source's bounding box and style).
+    fn embedded(&self, glyphs: &BTreeSet<u16>) -> Option<ParsedFont> {
+        let subset = self.cut(glyphs)?;
+        let mut warnings = Vec::new();
+        let mut font = ParsedFont::from_bytes(&subset.bytes, 0, &mut warnings)?;
+        let renumbered: BTreeMap<u16, u16> = subset
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, old)| glyphs.contains(old))
+            .filter_map(|(new, old)| Some((*old, u16::try_from(new).ok()?)))
+            .collect();
+        font.codepoint_to_glyph = self
+            .parsed
+            .codepoint_to_glyph
+            .iter()
+            .filter_map(|(cp, old)| Some((*cp, *renumbered.get(old)?)))
+            .collect();
+        font.pdf_font_metrics = self.parsed.pdf_font_metrics.clone();
+        font.font_name = Some(format!(
+            "{FONT_TAG}+{}",
+            self.name.as_deref().unwrap_or(FONT_TAG)
+        ));
+        Some(font)
+    }
+}
+
+/// A font's bytes cut down to some glyphs, and the old number of each new
+/// glyph, in order.
+struct Subset {
+    bytes: Vec<u8>,
+    ids: Vec<u16>,
+}
+
+/// The font's PostScript name (`name` table, id 6), if it has one.
+fn postscript_name(bytes: &[u8]) -> Option<String> {
+    let data = ReadScope::new(bytes).read::<FontData<'_>>().ok()?;
+    let provider = data.table_provider(0).ok()?;
+    let table = provider.table_data(tag::NAME).ok()??;
+    ReadScope::new(&table)
+        .read::<NameTable<'_>>()
+        .ok()?
+        .string_for_id(NameTable::POSTSCRIPT_NAME)
+}
+
+/// The embedded font's resource name, also its subset tag (six capital
+/// letters, ISO 32000-1, 9.6.4).
+const FONT_TAG: &str = "CPSTDJ";
+
+/// DejaVu Sans, parsed once per process.
+fn full_font() -> Option<&'static Font> {
+    static FONT: OnceLock<Option<Font>> = OnceLock::new();
+    FONT.get_or_init(|| Font::from_bytes(dejavu::sans::regular()))
+        .as_ref()
 }
 
 /// Whether `c` is in WinAnsiEncoding, the only encoding of the PDF
@@ -128,34 +230,29 @@ const LATIN: &[RangeInclusive<u32>] = &[
 /// Each PDF embeds only the glyphs it uses, and cutting that subset is
 /// most of a PDF's CPU cost, in proportion to the font it is cut from:
 /// ~1 000 glyphs here instead of ~6 000.
-fn latin_font() -> Option<&'static ParsedFont> {
-    static FONT: OnceLock<Option<ParsedFont>> = OnceLock::new();
+fn latin_font() -> Option<&'static Font> {
+    static FONT: OnceLock<Option<Font>> = OnceLock::new();
     FONT.get_or_init(|| {
         let full = full_font()?;
-        let glyphs: BTreeMap<u16, String> = LATIN
+        let glyphs: BTreeSet<u16> = LATIN
             .iter()
             .flat_map(|r| r.clone())
-            .filter_map(|cp| {
-                let c = char::from_u32(cp)?;
-                let gid = full.lookup_glyph_index(cp)?;
-                Some((gid, c.to_string()))
-            })
+            .filter(|cp| char::from_u32(*cp).is_some())
+            .filter_map(|cp| full.glyph(cp))
             .collect();
-        let subset = printpdf::font::subset_font(full, &glyphs).ok()?;
-        let mut warnings = Vec::new();
-        ParsedFont::from_bytes(&subset.bytes, 0, &mut warnings)
+        Font::from_bytes(&full.cut(&glyphs)?.bytes)
     })
     .as_ref()
 }
 
 /// The typeface of a copy's texts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 enum Face {
     /// Helvetica, built into every PDF viewer: nothing to embed or cut,
     /// for texts all in WinAnsi (nearly every French name and comment).
     Builtin,
     /// A DejaVu Sans subset, embedded, for the others.
-    Embedded(&'static ParsedFont),
+    Embedded(&'static Font),
 }
 
 /// The cheapest face that shows every character of `texts`: Helvetica,
@@ -177,6 +274,25 @@ fn face_for<'a>(texts: impl Iterator<Item = &'a str>) -> Option<Face> {
         1 => latin_font().or_else(full_font).map(Face::Embedded),
         _ => full_font().map(Face::Embedded),
     }
+}
+
+/// The glyphs of `font` that the texts of `pages` show.
+fn used_glyphs(pages: &[PdfPage], font: &Font) -> BTreeSet<u16> {
+    pages
+        .iter()
+        .flat_map(|page| &page.ops)
+        .filter_map(|op| match op {
+            Op::ShowText { items } => Some(items),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|item| match item {
+            TextItem::Text(s) => Some(s),
+            _ => None,
+        })
+        .flat_map(|s| s.chars())
+        .filter_map(|c| font.glyph(u32::from(c)))
+        .collect()
 }
 
 /// Every text a copy's PDF may show.
@@ -282,18 +398,11 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
     // Resource names are fixed here rather than drawn by printpdf from a
     // process-wide sequence (`add_font`, `add_xobject`), whose numbers
     // depend on what other threads rendered before: the same copy gives
-    // the same bytes. The font's name is also its subset tag (six capital
-    // letters, ISO 32000-1, 9.6.4).
-    let font = match face_for(texts(&copy)).ok_or(RenderError::Font)? {
+    // the same bytes.
+    let face = face_for(texts(&copy)).ok_or(RenderError::Font)?;
+    let font = match face {
         Face::Builtin => PdfFontHandle::Builtin(BuiltinFont::Helvetica),
-        Face::Embedded(font) => {
-            let id = FontId("CPSTDJ".into());
-            doc.resources
-                .fonts
-                .map
-                .insert(id.clone(), PdfFont::new(font.clone()));
-            PdfFontHandle::External(id)
-        }
+        Face::Embedded(_) => PdfFontHandle::External(FontId(FONT_TAG.into())),
     };
 
     let mut pages = vec![cover(&copy, options, &font)];
@@ -326,6 +435,15 @@ pub fn prepare(copy: CopyDocument, options: RenderOptions) -> Result<PreparedPdf
             Mm(h_pt * 25.4 / 72.0),
             ops,
         ));
+    }
+    if let Face::Embedded(source) = face {
+        let embedded = source
+            .embedded(&used_glyphs(&pages, source))
+            .ok_or(RenderError::Font)?;
+        doc.resources
+            .fonts
+            .map
+            .insert(FontId(FONT_TAG.into()), PdfFont::new(embedded));
     }
     doc.with_pages(pages);
     let mut warnings = Vec::new();
@@ -643,7 +761,7 @@ mod tests {
         let full = full_font().expect("DejaVu parses");
         for c in ['A', 'é', 'Ł', 'ễ', 'ş', '—', '°'] {
             assert!(
-                latin.lookup_glyph_index(u32::from(c)).is_some(),
+                latin.glyph(u32::from(c)).is_some(),
                 "{c} is in the Latin subset"
             );
         }
@@ -682,6 +800,167 @@ mod tests {
             }
             let again = render(copy(nom), options).expect("rendered");
             assert!(again == first, "{nom}: a second render differs");
+        }
+    }
+
+    /// Copies that between them reach every branch of the cover and of
+    /// the three faces: Helvetica, the Latin subset and the full font,
+    /// with annotations, details, appreciation, absence and no grade, and
+    /// characters the fonts lack or that share a glyph.
+    fn varied_copies() -> Vec<(String, CopyDocument, RenderOptions)> {
+        let all = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions::default(),
+        )
+        .expect("options");
+        let none = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            ExamKind::Ponctuel,
+            RequestedOptions {
+                details: false,
+                appreciation: false,
+                annotations: false,
+            },
+        )
+        .expect("options");
+        let full = |nom: &str, appreciation: &str, note: &str| {
+            let mut c = copy(nom);
+            c.details = vec![
+                QuestionMark {
+                    question: "1".into(),
+                    mark: 4.5,
+                    max: 6.0,
+                },
+                QuestionMark {
+                    question: "2 b)".into(),
+                    mark: 8.0,
+                    max: 14.0,
+                },
+            ];
+            c.appreciation = Some(appreciation.into());
+            c.annotations = vec![
+                Annotation {
+                    page: 1,
+                    x: 0.25,
+                    y: 0.5,
+                    kind: "tick".into(),
+                    text: None,
+                },
+                Annotation {
+                    page: 2,
+                    x: 0.8,
+                    y: 0.1,
+                    kind: "comment".into(),
+                    text: Some(note.into()),
+                },
+            ];
+            c
+        };
+        let long = "Un devoir solide, bien construit ; la deuxième partie manque d'exemples \
+                    précis et la conclusion reste un peu rapide. Continuez ainsi.\nSecond paragraphe.";
+        let mut absent = copy("Martin");
+        absent.absent = true;
+        absent.grade = None;
+        let mut ungraded = copy("Œdipe-Ÿvon");
+        ungraded.grade = None;
+        ungraded.appreciation = None;
+        vec![
+            (
+                "builtin-all".into(),
+                full("Lefèvre", long, "Très « bien » — 3€"),
+                all,
+            ),
+            (
+                "builtin-none".into(),
+                full("Lefèvre", long, "Très bien"),
+                none,
+            ),
+            ("builtin-absent".into(), absent, all),
+            ("builtin-ungraded".into(), ungraded, all),
+            (
+                "latin-all".into(),
+                full("Şahin", long, "Nguyễn\u{a0}: bien\tvu"),
+                all,
+            ),
+            ("latin-none".into(), full("Łukasz", "Bien.", "ok"), none),
+            (
+                "full-all".into(),
+                full("Дмитриев", "Хорошо, Дмитрий.", "Верно ✓ 😀"),
+                all,
+            ),
+            (
+                "full-none".into(),
+                full("Дмитриев", "Хорошо.", "Верно"),
+                none,
+            ),
+        ]
+    }
+
+    /// SHA-256 of each of [`varied_copies`]' PDFs, as printpdf rendered
+    /// them with its `text_layout` feature (feb464c), before copiste cut
+    /// the fonts itself: the same bytes since.
+    const VARIED_COPIES_SHA256: &[(&str, &str)] = &[
+        (
+            "builtin-all",
+            "71ab7b5d5234c4eb98175a5c3d7fccb17ec03c62ea559b830ac7a73ca6457328",
+        ),
+        (
+            "builtin-none",
+            "06fa862884826295d0b0ec092215b4da8704be378ec4cded3176349e994b8c1a",
+        ),
+        (
+            "builtin-absent",
+            "fe54d6eb96c673334b6524cd69b877fc3246fc1fe2a5574f1ec680109773be2c",
+        ),
+        (
+            "builtin-ungraded",
+            "6579769b8a0cd732c80ceadb8328995c72163b23fa74e11ba73435f0cb14b411",
+        ),
+        (
+            "latin-all",
+            "237bfc6738d85b7e9f03447f02ec77586e7d1b6186355b93b86acaa15dcf280d",
+        ),
+        (
+            "latin-none",
+            "674ef4c8ecb04cd93e8d3fadb46350d62a364d262ea69e5ade0d9e7bd0e61eab",
+        ),
+        (
+            "full-all",
+            "494dbc89f3a47c358661b431c6943929fe6f7d76ed7f139bc16c14c7ba1d5f1d",
+        ),
+        (
+            "full-none",
+            "bd5854eda25b3b57814594a0b217a0a07eed9f308e9bae531adc31efaabad8e3",
+        ),
+    ];
+
+    /// Renders [`varied_copies`] and checks each PDF's bytes against
+    /// [`VARIED_COPIES_SHA256`]. When `COPISTE_PDF_DUMP` names a folder,
+    /// the PDFs are also written there, to compare two builds with `cmp`
+    /// when a change is meant to alter them (and then to record the new
+    /// digests).
+    #[test]
+    fn varied_copies_render_to_the_recorded_bytes() {
+        let dump = std::env::var_os("COPISTE_PDF_DUMP").map(std::path::PathBuf::from);
+        let copies = varied_copies();
+        assert_eq!(copies.len(), VARIED_COPIES_SHA256.len());
+        for (name, copy, options) in copies {
+            let bytes = render(copy, options).expect("rendered");
+            if let Some(dir) = &dump {
+                std::fs::write(dir.join(format!("{name}.pdf")), &bytes).expect("written");
+            }
+            let read = lopdf::Document::load_mem(&bytes).expect("lopdf reads it");
+            assert_eq!(read.get_pages().len(), 3, "{name}");
+            let recorded = VARIED_COPIES_SHA256
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, digest)| *digest);
+            assert_eq!(
+                Some(hex::encode(Sha256::digest(&bytes)).as_str()),
+                recorded,
+                "{name}: the PDF's bytes changed"
+            );
         }
     }
 
