@@ -371,6 +371,79 @@ pub fn actor(label: &str) -> String {
     }
 }
 
+/// An export target's name (`cyclades`, `imagin`).
+pub fn target(target: &str) -> &'static str {
+    match target {
+        "cyclades" => "Cyclades",
+        "imagin" => "Imag'In",
+        _ => "la cible d'export",
+    }
+}
+
+/// What a target's items are, counted.
+fn target_items(target: &str, n: i64) -> String {
+    match target {
+        "imagin" => count(n, "déclaration de copies corrigées", "déclarations de copies corrigées"),
+        _ => count(n, "note", "notes"),
+    }
+}
+
+/// Items of a unit that a target did not accept, as the exam office reads
+/// it: which target, how many items, and what happens next (`next`: when
+/// the unit's job tries again, if one is waiting; `running`: a run is
+/// sending now). The target's own words stay in the job's detail.
+pub fn export_error(
+    target_name: &str,
+    rejected: bool,
+    items: i64,
+    next: Option<&DateTime<Utc>>,
+    running: bool,
+) -> String {
+    let who = target(target_name);
+    let what = target_items(target_name, items);
+    if rejected {
+        format!(
+            "{who} a refusé {what} — corrigez-les dans la correction en ligne, puis relancez"
+        )
+    } else {
+        let then = match (running, next) {
+            (true, _) => "envoi en cours".to_owned(),
+            (false, Some(at)) => format!("nouvel essai à {}", time(at)),
+            (false, None) => "relancez la clôture pour les renvoyer".to_owned(),
+        };
+        format!("{who} injoignable — {what} en attente, {then}")
+    }
+}
+
+/// The label of a built zip's download button: `Télécharger (3,2 Mo,
+/// jusqu'au 13/12 à 04:35)`, naming the part when there are several.
+pub fn download_label(part: usize, parts: usize, bytes: u64, until: &DateTime<Utc>) -> String {
+    let which = if parts > 1 {
+        format!("la partie {} ", part + 1)
+    } else {
+        String::new()
+    };
+    format!(
+        "Télécharger {which}({}, jusqu'au {})",
+        size(bytes),
+        day_time(until)
+    )
+}
+
+/// A job's state as a list or a page shows it: a queued job that already
+/// ran waits for its next attempt (`en attente, nouvel essai à 04:35`).
+pub fn job_state(status: JobStatus, attempts: i32, run_at: &DateTime<Utc>) -> String {
+    match status {
+        JobStatus::Queued if attempts > 0 && *run_at > Utc::now() => {
+            format!("en attente, nouvel essai à {}", time(run_at))
+        }
+        JobStatus::Queued if *run_at > Utc::now() => {
+            format!("prévu à {}", time(run_at))
+        }
+        s => job_status(s).to_owned(),
+    }
+}
+
 /// An instant in Paris time: `13/12/2026 à 04:35`.
 pub fn date_time(at: &DateTime<Utc>) -> String {
     at.with_timezone(&Paris)
@@ -547,6 +620,28 @@ mod tests {
         assert_eq!(actor("e2e"), "administration (e2e)");
         assert_eq!(job_status(JobStatus::Dead), "en échec");
         assert_eq!(job_kind("bulk-render"), "zip des copies");
+    }
+
+    #[test]
+    fn export_errors_say_what_happens_next() {
+        let at: DateTime<Utc> = "2026-12-13T03:35:00Z".parse().expect("date");
+        assert_eq!(
+            export_error("cyclades", false, 2, Some(&at), false),
+            "Cyclades injoignable — 2 notes en attente, nouvel essai à 04:35"
+        );
+        assert_eq!(
+            export_error("imagin", true, 1, None, false),
+            "Imag'In a refusé 1 déclaration de copies corrigées — corrigez-les dans la \
+             correction en ligne, puis relancez"
+        );
+        assert_eq!(
+            download_label(0, 1, 3_200_000, &at),
+            "Télécharger (3,2 Mo, jusqu'au 13/12 à 04:35)"
+        );
+        assert_eq!(
+            download_label(1, 2, 850, &at),
+            "Télécharger la partie 2 (850 o, jusqu'au 13/12 à 04:35)"
+        );
     }
 
     #[test]
