@@ -383,7 +383,11 @@ pub fn target(target: &str) -> &'static str {
 /// What a target's items are, counted.
 fn target_items(target: &str, n: i64) -> String {
     match target {
-        "imagin" => count(n, "déclaration de copies corrigées", "déclarations de copies corrigées"),
+        "imagin" => count(
+            n,
+            "déclaration de copies corrigées",
+            "déclarations de copies corrigées",
+        ),
         _ => count(n, "note", "notes"),
     }
 }
@@ -402,9 +406,7 @@ pub fn export_error(
     let who = target(target_name);
     let what = target_items(target_name, items);
     if rejected {
-        format!(
-            "{who} a refusé {what} — corrigez-les dans la correction en ligne, puis relancez"
-        )
+        format!("{who} a refusé {what} — corrigez-les dans la correction en ligne, puis relancez")
     } else {
         let then = match (running, next) {
             (true, _) => "envoi en cours".to_owned(),

@@ -336,3 +336,96 @@ async fn the_jobs_page_links_to_the_next_page_by_cursor() {
     let (status, body) = page(&base, &cookie, "/travaux?apres=nonsense").await;
     assert!(status.is_client_error(), "{status} {body}");
 }
+
+/// Every page carries the protective headers (a strict policy, never
+/// framed, never sniffed, never cached); the answers the handlers do not
+/// write themselves (an unknown address, a method the address does not
+/// take, a query string the extractor refuses) are French pages in the
+/// layout, with the same headers; the API keeps its own answers.
+#[tokio::test]
+async fn pages_are_protected_and_every_error_is_a_french_page() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let base = serve(&app).await;
+    let (_, token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &token).await;
+    let check = |path: &str, response: &reqwest::Response| {
+        let h = response.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && csp.contains("style-src 'self'")
+                && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{path}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with("text/html"),
+            "{path}"
+        );
+    };
+    for (path, status, words) in [
+        ("/connexion", StatusCode::OK, "Clé d'accès"),
+        ("/examens", StatusCode::OK, "Examens"),
+        ("/inexistant", StatusCode::NOT_FOUND, "Page introuvable"),
+        (
+            "/examens/BAC26-PHILO/candidats",
+            StatusCode::BAD_REQUEST,
+            "Il manque le champ « établissement (UAI) »",
+        ),
+        (
+            "/travaux?apres=99999999999999999999",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Demande invalide",
+        ),
+        (
+            "/examens/BAC26-PHILO/cloture",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Action impossible",
+        ),
+    ] {
+        let response = client()
+            .get(format!("{base}{path}"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .expect("get");
+        check(path, &response);
+        let got = response.status();
+        let body = response.text().await.expect("body");
+        // The extractors' own statuses vary (400 or 422): a client error.
+        assert!(
+            got == status || (status.is_client_error() && got.is_client_error()),
+            "{path}: {got} {body}"
+        );
+        let body = body.replace("&#x27;", "'").replace("&#39;", "'");
+        assert!(
+            body.contains(words) && body.contains("/static/copiste.css"),
+            "{path}: {body}"
+        );
+        for english in ["Failed to deserialize", "missing field"] {
+            assert!(!body.contains(english), "{path}: {english} in {body}");
+        }
+    }
+    // The API keeps its problem documents.
+    let response = client()
+        .get(format!("{base}/api/v1/jobs/not-a-job"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("api");
+    assert!(response.status().is_client_error());
+    assert!(
+        !response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
+}
