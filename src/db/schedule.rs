@@ -141,12 +141,27 @@ pub async fn prune_jobs(db: &Db, before: DateTime<Utc>, batch: i64) -> anyhow::R
 /// build failed, or was never asked for, stays listed until a build
 /// succeeds; units transmitted before `since` are left alone, so that
 /// builds pruned from the ledger are not made again.
+///
+/// Whether a job of the unit is queued or running is read by the same
+/// statement, so from the same snapshot: a build that finishes while
+/// the pre-build runs is either seen in progress or seen succeeded,
+/// never neither (two statements could see it running in the first and
+/// no longer in progress in the second, and build the zip again).
+/// A unit listed by [`units_to_prebuild`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleZip {
+    pub exam: String,
+    pub uai: Uai,
+    /// A job of this zip with these options is queued or running.
+    pub building: bool,
+}
+
 pub async fn units_to_prebuild(
     db: &Db,
     kind: &str,
     options: &serde_json::Value,
     since: DateTime<Utc>,
-) -> anyhow::Result<Vec<(String, Uai)>> {
+) -> anyhow::Result<Vec<StaleZip>> {
     let rows = sqlx::query!(
         r#"WITH latest AS MATERIALIZED (
                SELECT c.exam_code, ca.establishment_uai AS uai,
@@ -165,7 +180,14 @@ pub async fn units_to_prebuild(
                  AND j.payload->'options' = $2
                GROUP BY 1, 2
            )
-           SELECT l.exam_code AS "exam!", l.uai AS "uai!"
+           SELECT l.exam_code AS "exam!", l.uai AS "uai!",
+                  EXISTS (
+                      SELECT 1 FROM jobs a
+                      WHERE a.kind = $1 AND a.status IN ('queued', 'running')
+                        AND a.payload->>'exam' = l.exam_code
+                        AND a.payload->>'establishment' = l.uai
+                        AND a.payload->'options' = $2
+                  ) AS "building!"
            FROM latest l
            LEFT JOIN built b ON b.exam_code = l.exam_code AND b.uai = l.uai
            WHERE b.at IS NULL OR b.at <= l.at
@@ -178,6 +200,12 @@ pub async fn units_to_prebuild(
     .await
     .context("listing the units whose zips to pre-build")?;
     rows.into_iter()
-        .map(|r| Ok((r.exam, decode_uai("candidates.establishment_uai", &r.uai)?)))
+        .map(|r| {
+            Ok(StaleZip {
+                exam: r.exam,
+                uai: decode_uai("candidates.establishment_uai", &r.uai)?,
+                building: r.building,
+            })
+        })
         .collect()
 }

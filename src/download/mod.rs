@@ -337,13 +337,19 @@ pub async fn prebuild(
     let units =
         db::schedule::units_to_prebuild(&app.db, BulkRender::NAME, &payload_options, input.since)
             .await?;
-    let mut by_exam: std::collections::BTreeMap<String, Vec<Uai>> = Default::default();
-    for (exam, uai) in units {
-        by_exam.entry(exam).or_default().push(uai);
+    // Per exam: the units to enqueue, and how many are being built.
+    let mut by_exam: std::collections::BTreeMap<String, (Vec<Uai>, usize)> = Default::default();
+    for unit in units {
+        let entry = by_exam.entry(unit.exam).or_default();
+        if unit.building {
+            entry.1 += 1;
+        } else {
+            entry.0.push(unit.uai);
+        }
     }
     let mut exams = Vec::new();
     let mut refused = Vec::new();
-    for (exam, units) in by_exam {
+    for (exam, (units, building)) in by_exam {
         let Some(row) = db::closure::exam(&app.db, &exam).await? else {
             continue;
         };
@@ -356,9 +362,11 @@ pub async fn prebuild(
         };
         let mut tx = app.db.begin().await?;
         db::render::lock_exam_zips(&mut tx, &row.code, true).await?;
-        let answer =
+        let mut answer =
             enqueue_zips(&mut tx, &actor.label(), &row.code, options, units, false).await?;
         tx.commit().await?;
+        answer.establishments += building;
+        answer.already_building += building;
         exams.push(answer);
     }
     Ok(Prebuilt { exams, refused })

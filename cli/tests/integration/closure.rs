@@ -16,7 +16,7 @@ use copiste::{
         self, PassRequest, Refusal, UnitRequested, UnitState, Validation, status::ExamStatus,
     },
     domain::Uai,
-    op::OpError,
+    op::{Actor, OpError},
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -148,12 +148,75 @@ impl Stub {
         self.state.seen.lock().expect("seen").duplicates
     }
 
-    /// Asserts that no key ever took effect twice.
+    /// Asserts that nothing took effect twice. The stub answers a known
+    /// key `duplicate`, so a key cannot; what can is the same grade (or
+    /// count) sent again under a *new* key: a subject — a candidate's
+    /// grade `c:<exam>:<numéro>`, a grader's count `i:<exam>:<uai>:<grader>`
+    /// — with two revisions that took effect carrying the same content.
+    /// A copy changed since its grade was sent rightly takes effect
+    /// again, under a new revision and with its new content.
     fn assert_exactly_once(&self) {
         let seen = self.state.seen.lock().expect("seen");
-        let twice: Vec<_> = seen.effects.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(twice.is_empty(), "keys with a second effect: {twice:?}");
+        assert!(
+            seen.effects.values().all(|n| *n == 1),
+            "a key took effect twice"
+        );
+        let doubled = doubled_effects(&seen.items);
+        assert!(
+            doubled.is_empty(),
+            "the same content took effect under two keys: {doubled:?}"
+        );
     }
+}
+
+/// The subjects (a key without its revision) of which two keys took
+/// effect with the same content (the item without its key).
+fn doubled_effects(items: &HashMap<String, Value>) -> Vec<String> {
+    let mut by_subject: HashMap<&str, Vec<Value>> = HashMap::new();
+    for (key, item) in items {
+        let subject = key.rsplit_once(':').map_or(key.as_str(), |(s, _)| s);
+        let mut content = item.clone();
+        if let Some(fields) = content.as_object_mut() {
+            fields.remove("key");
+        }
+        by_subject.entry(subject).or_default().push(content);
+    }
+    let mut doubled: Vec<String> = by_subject
+        .into_iter()
+        .filter(|(_, contents)| {
+            contents
+                .iter()
+                .enumerate()
+                .any(|(i, a)| contents[i + 1..].contains(a))
+        })
+        .map(|(subject, _)| subject.to_owned())
+        .collect();
+    doubled.sort();
+    doubled
+}
+
+#[test]
+fn a_grade_sent_again_under_a_new_key_is_a_doubled_effect() {
+    let item = |key: &str, grade: f64| {
+        (
+            key.to_owned(),
+            json!({"key": key, "candidate": "26000001", "grade": grade, "absent": false}),
+        )
+    };
+    // The same grade under v1 and v2: doubled.
+    let same: HashMap<String, Value> = [
+        item("c:BAC26-PHILO:26000001:v1", 12.5),
+        item("c:BAC26-PHILO:26000001:v2", 12.5),
+    ]
+    .into();
+    assert_eq!(doubled_effects(&same), vec!["c:BAC26-PHILO:26000001"]);
+    // A changed copy sent again with its new grade: not doubled.
+    let changed: HashMap<String, Value> = [
+        item("c:BAC26-PHILO:26000001:v1", 12.5),
+        item("c:BAC26-PHILO:26000001:v2", 14.0),
+    ]
+    .into();
+    assert!(doubled_effects(&changed).is_empty());
 }
 
 /// A test app whose exporters are the stub, with small batches, a short
@@ -589,10 +652,18 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
     let app = app_with_stub(&stub, json!({})).await;
     let uai = first_establishment(&app, MATHS_H).await;
 
-    let refused = crate::ops::request_closure(&app, MATHS_H, Some(&uai), "0750001A")
-        .await
-        .expect("request");
-    let refusal = refused.expect_err("harmonised exams are not closed by establishments");
+    // The establishment itself asks, for its own unit.
+    let establishment = Actor::Establishment { uai: uai.clone() };
+    let refusal = closure::request_closure(
+        &app.app(),
+        &establishment,
+        &closure::request::UnitsInput {
+            exam: MATHS_H.to_owned(),
+            establishment: Some(uai.clone()),
+        },
+    )
+    .await
+    .expect_err("harmonised exams are not closed by establishments");
     assert!(matches!(refusal, OpError::Refused(Refusal::Harmonised(_))));
     assert!(
         refusal.to_string().contains("academic coordinator"),

@@ -7,6 +7,7 @@ mod cli;
 mod closure;
 mod demo;
 mod demo_data;
+mod docs;
 mod faults;
 mod import;
 mod jobs;

@@ -1,6 +1,6 @@
 //! The harness: a fresh database, object store and Redis namespace per test.
 
-use copiste::{config::Config, db::Db, storage::Storage};
+use copiste::{config::Config, db::Db, ledger::JobStatus, storage::Storage};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -313,21 +313,24 @@ impl TestApp {
     /// retry that backs off longer is not waited for).
     pub async fn busy_jobs(&self) -> i64 {
         let soon = chrono::Utc::now() + chrono::Duration::seconds(60);
-        let mut busy = 0;
-        for status in ["running", "queued"] {
-            let filter = copiste::db::jobs::JobFilter {
-                status: Some(status),
-                ..Default::default()
-            };
-            let jobs = copiste::db::jobs::list_page(&self.db, &filter, None, i64::MAX, 0)
-                .await
-                .expect("busy jobs");
-            busy += jobs
-                .iter()
-                .filter(|j| status == "running" || j.run_at <= soon)
-                .count() as i64;
-        }
-        busy
+        // One statement, so one snapshot: reading the running jobs, then
+        // the queued ones, missed a job claimed between the two reads.
+        let jobs = copiste::db::jobs::list_page(
+            &self.db,
+            &copiste::db::jobs::JobFilter::default(),
+            None,
+            i64::MAX,
+            0,
+        )
+        .await
+        .expect("busy jobs");
+        jobs.iter()
+            .filter(|j| match j.status {
+                JobStatus::Running => true,
+                JobStatus::Queued => j.run_at <= soon,
+                _ => false,
+            })
+            .count() as i64
     }
 
     /// How many Redis keys this test's queue namespace has.

@@ -346,7 +346,6 @@ async fn wait_zips_built(test: &TestApp) {
 }
 
 #[tokio::test]
-#[ignore = "open defect: on merged main (2026-12-06) a second pre-build slot, run while the first slot's zips were being built, enqueued again a unit whose zip had just succeeded; passes on its branch; under investigation"]
 async fn zip_prebuild_enqueues_the_zips_of_newly_closed_units_only() {
     let test = TestApp::with(config()).await;
     test.import_demo(3, 2).await;
