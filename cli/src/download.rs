@@ -1,6 +1,6 @@
-//! `copiste download …` and `copiste serve`.
+//! `copiste download …`.
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
@@ -165,28 +165,6 @@ impl DownloadCommand {
                 Err(e) => return Ok(super::op_failed(&e)),
             },
         }
-        Ok(ExitCode::SUCCESS)
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-}
-
-impl ServeArgs {
-    /// Serves the API and the download links until SIGTERM/SIGINT.
-    pub async fn run(self, app: &App) -> anyhow::Result<ExitCode> {
-        if app.config.downloads.signing_key.is_none() {
-            tracing::warn!(
-                "no links' signing key (COPISTE_DOWNLOADS__SIGNING_KEY): /downloads/ links are not served"
-            );
-        }
-        let router = copiste::web::router(app.clone());
-        let _sampler = copiste::telemetry::spawn_ledger_sampler(app.clone());
-        download::serve::serve(self.listen, router, super::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     }
 }

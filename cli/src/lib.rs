@@ -8,6 +8,7 @@ mod download;
 mod jobs;
 mod render;
 mod schedule;
+mod serve;
 mod tokens;
 
 pub use schedule::print_schedules;
@@ -93,8 +94,10 @@ pub enum Command {
     /// Zips of an establishment's copies, and their links.
     #[command(subcommand)]
     Download(download::DownloadCommand),
-    /// Serve download links of the local store (GET /downloads/{token}).
-    Serve(download::ServeArgs),
+    /// Serve the web pages, the JSON API (/api/v1/, /api/openapi.json), the
+    /// local store's download links (/downloads/{token}), /metrics, /healthz
+    /// and /readyz.
+    Serve(serve::ServeArgs),
     /// Run the scheduler: enqueue each schedule's slots until SIGTERM.
     Scheduler(schedule::SchedulerArgs),
     /// Exit 0 when a URL answers 2xx (the container's health check).

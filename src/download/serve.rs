@@ -1,11 +1,12 @@
-//! `copiste serve`: hands finished zips of the local store out on
-//! `GET /downloads/{token}` — 403 for an altered token, 410 for an expired
-//! one, the object streamed with `Content-Length`, `Content-Disposition`
-//! and single `Range` requests.
+//! The download links of the local store: `GET /downloads/{token}` hands
+//! a finished zip out — 403 for an altered token, 410 for an expired one,
+//! the object streamed with `Content-Length`, `Content-Disposition` and
+//! single `Range` requests. The HTTP server itself is `copiste serve`'s
+//! front door ([`crate::web`]), which mounts this route when the links'
+//! signing key is set.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::{
     Router,
     body::Body,
@@ -25,7 +26,7 @@ struct AppState {
     secret: Arc<[u8]>,
 }
 
-/// The router of `copiste serve`.
+/// The route of the download links, for [`crate::web::router`].
 pub fn router(storage: Storage, secret: &[u8]) -> Router {
     Router::new()
         .route("/downloads/{token}", get(download))
@@ -34,22 +35,6 @@ pub fn router(storage: Storage, secret: &[u8]) -> Router {
             storage,
             secret: Arc::from(secret),
         })
-}
-
-/// Serves `router` on `addr` until `shutdown` resolves.
-pub async fn serve(
-    addr: SocketAddr,
-    app: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr}"))?;
-    tracing::info!(%addr, "serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving downloads")
 }
 
 fn plain(status: StatusCode, message: &str) -> Response {

@@ -1,16 +1,27 @@
-//! `copiste serve`: the HTTP front door. The web pages ([`pages`]), the
-//! JSON API under `/api/v1/` ([`api`]), errors as problem documents
-//! ([`problem`]), and the download links of the local store
+//! `copiste serve`: the HTTP front door. One module per resource, each
+//! with its routes of the JSON API under `/api/v1/` and its web pages:
+//! [`session`] (who asks: bearer token or session), [`exams`],
+//! [`closure`], [`copies`], [`downloads`] and [`jobs`]. Besides, what
+//! every API route shares ([`api`]: the OpenAPI document), what every page
+//! shares ([`pages`]), errors as problem documents ([`problem`]), the
+//! pages' French ([`french`]), their error pages ([`errors`]) and
+//! protective headers ([`headers`]), and the download links of the local store
 //! (`/downloads/{token}`). Every request acts as the actor of its bearer
 //! token or of its session; what it may do is decided by the operations,
 //! as for the command line.
 
 pub mod api;
+pub mod closure;
+pub mod copies;
+pub mod downloads;
 pub mod errors;
+pub mod exams;
 pub mod french;
 pub mod headers;
+pub mod jobs;
 pub mod pages;
 pub mod problem;
+pub mod session;
 
 use std::time::Duration;
 
@@ -144,6 +155,23 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         http.path = %request.uri().path(),
         actor = tracing::field::Empty,
     )
+}
+
+/// Serves `router` on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    tracing::info!(%addr, "serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")
 }
 
 /// Records who asks on the current request's span.

@@ -1,0 +1,535 @@
+//! Jobs: the list of the jobs the caller reaches with their counts, a
+//! job's detail, its retry and cancellation, and its progress as
+//! Server-Sent Events (API and pages).
+
+use std::{convert::Infallible, time::Duration};
+
+use askama::Template;
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    response::{
+        IntoResponse, Redirect, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
+    routing::{get, post},
+};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    WebState,
+    api::{ApiResult, uai},
+    pages::{PageError, Who, date, form_uai, render, urlencoding},
+    problem::Problem,
+    session::{Caller, Viewer},
+};
+use crate::{
+    download::{self, ZipInput},
+    jobs::admin::{self, ListInput},
+    ledger::JobStatus,
+    op::{Actor, OpError},
+};
+
+/// The API's routes of this resource.
+pub(super) fn api() -> OpenApiRouter<WebState> {
+    OpenApiRouter::new()
+        .routes(routes!(jobs_list))
+        .routes(routes!(job_show))
+        .routes(routes!(job_retry))
+        .routes(routes!(job_cancel))
+        .routes(routes!(job_events))
+}
+
+/// The pages of this resource.
+pub(super) fn pages() -> Router<WebState> {
+    Router::new()
+        .route("/travaux", get(page_jobs))
+        .route("/travaux/{id}", get(page_job))
+        .route("/travaux/{id}/evenements", get(page_job_events))
+        .route("/travaux/{id}/relance", post(page_job_retry))
+        .route("/travaux/{id}/annulation", post(page_job_cancel))
+}
+
+/// A page of the newest jobs the caller reaches, and their counts.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobListAnswer {
+    pub jobs: Vec<crate::db::jobs::JobRow>,
+    /// Per status, the jobs the filters (but the status) select, each
+    /// counted up to 10 000: a status named in `capped` has at least that
+    /// many.
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// The statuses whose count stopped at 10 000 ("10 000+").
+    pub capped: Vec<String>,
+    /// Whether jobs remain after this page.
+    pub more: bool,
+    /// When jobs remain, the `cursor` that asks for the next page (an
+    /// opaque string, valid however many jobs arrive meanwhile).
+    pub next: Option<String>,
+}
+
+/// Filters of the job list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    /// Jobs whose payload names this exam.
+    pub exam: Option<String>,
+    /// Jobs whose payload names this establishment.
+    pub establishment: Option<String>,
+    #[serde(default = "default_jobs_limit")]
+    pub limit: i64,
+    /// Where the page starts: the previous page's `next`, as given.
+    pub cursor: Option<String>,
+    /// Deprecated (use `cursor`): jobs to skip, at most 10 000, not with
+    /// a cursor.
+    #[serde(default)]
+    pub offset: i64,
+}
+
+fn default_jobs_limit() -> i64 {
+    50
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobsQuery),
+    responses((status = 200, body = JobListAnswer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+async fn jobs_list(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let status = q
+        .status
+        .as_deref()
+        .map(JobStatus::parse)
+        .transpose()
+        .map_err(|e| OpError::invalid("status", e))?;
+    let input = ListInput {
+        status,
+        kind: q.kind,
+        exam: q.exam,
+        establishment: q
+            .establishment
+            .as_deref()
+            .map(|u| uai("establishment", u))
+            .transpose()?,
+        limit: q.limit,
+        cursor: q.cursor,
+        offset: q.offset,
+    };
+    let list = admin::list(&s.app, &actor, &input).await?;
+    Ok(Json(JobListAnswer {
+        counts: list
+            .counts
+            .iter()
+            .map(|(s, c)| (s.as_str().to_owned(), c.n))
+            .collect(),
+        capped: list
+            .counts
+            .iter()
+            .filter(|(_, c)| c.capped)
+            .map(|(s, _)| s.as_str().to_owned())
+            .collect(),
+        jobs: list.jobs,
+        more: list.more,
+        next: list.next,
+    })
+    .into_response())
+}
+
+fn job_id(id: &str) -> ApiResult<Uuid> {
+    Uuid::try_parse(id).map_err(|e| OpError::invalid("id", format!("not a job id: {e}")).into())
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = crate::jobs::admin::JobDetail), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn job_show(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let detail = admin::show(&s.app, &actor, job_id(&id)?).await?;
+    Ok(Json(detail).into_response())
+}
+
+/// The status a job had before a retry or cancel.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WasAnswer {
+    pub was: JobStatus,
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = WasAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "Not dead, failed or cancelled")))]
+async fn job_retry(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WasAnswer>> {
+    let was = admin::retry(&s.app, &actor, job_id(&id)?).await?;
+    Ok(Json(WasAnswer { was }))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, body = WasAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "Not queued or running")))]
+async fn job_cancel(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WasAnswer>> {
+    let was = admin::cancel(&s.app, &actor, job_id(&id)?).await?;
+    Ok(Json(WasAnswer { was }))
+}
+
+/// A job's progress as Server-Sent Events: a `progress` event each time
+/// its status or progress changes (read from Postgres every 250 ms, the
+/// ledger being the system of record), then a final `done` event with the
+/// final status, after which the stream ends.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "`progress` events ({status, done, total, last_error}) as the job moves, then one `done` event"),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn job_events(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let id = job_id(&id)?;
+    Ok(events(&s, &actor, id).await?)
+}
+
+/// The events of job `id` for `actor` (see [`job_events`]); the web pages
+/// serve the same stream to their session.
+pub async fn events(
+    s: &WebState,
+    actor: &Actor,
+    id: Uuid,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, OpError> {
+    // The scope check, once; the stream then reads the row only.
+    admin::show(&s.app, actor, id).await?;
+    let db = s.app.db.clone();
+    let stream = futures::stream::unfold(
+        (db, None::<(JobStatus, Option<i64>, Option<i64>)>, false),
+        move |(db, last, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let job = match crate::db::jobs::get(&db, id).await {
+                    Ok(Some(job)) => job,
+                    Ok(None) => {
+                        let event = Event::default().event("done").data(r#"{"status":"gone"}"#);
+                        return Some((Ok(event), (db, last, true)));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job.id = %id, error = %format!("{e:#}"), "job events: read failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let now = (job.status, job.progress_done, job.progress_total);
+                if last != Some(now) {
+                    let data = serde_json::json!({
+                        "status": job.status,
+                        "done": job.progress_done,
+                        "total": job.progress_total,
+                        "last_error": job.last_error,
+                    })
+                    .to_string();
+                    let name = if job.status.is_final() {
+                        "done"
+                    } else {
+                        "progress"
+                    };
+                    let event = Event::default().event(name).data(data);
+                    return Some((Ok(event), (db, Some(now), job.status.is_final())));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct JobLine {
+    id: Uuid,
+    short: String,
+    kind: String,
+    status: String,
+    attempts: String,
+    progress: String,
+    created_by: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    who: Option<Who>,
+    statuses: Vec<(&'static str, bool)>,
+    kind: String,
+    exam: String,
+    uai: String,
+    jobs: Vec<JobLine>,
+    counts: String,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JobsForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    exam: String,
+    #[serde(default)]
+    uai: String,
+    /// The cursor of the page: the previous page's `next` (empty: the
+    /// newest jobs).
+    #[serde(default)]
+    apres: String,
+}
+
+/// Jobs per page of the jobs list.
+const JOBS_PER_PAGE: i64 = 50;
+
+async fn page_jobs(
+    State(s): State<WebState>,
+    Viewer(actor): Viewer,
+    Query(form): Query<JobsForm>,
+) -> Result<Response, PageError> {
+    let status = match form.status.as_str() {
+        "" => None,
+        s => Some(
+            JobStatus::parse(s)
+                .map_err(|e| PageError::of(OpError::invalid("status", e), &actor))?,
+        ),
+    };
+    let cursor = Some(form.apres.trim().to_owned()).filter(|c| !c.is_empty());
+    let input = ListInput {
+        status,
+        kind: Some(form.kind.trim().to_owned()).filter(|k| !k.is_empty()),
+        exam: Some(form.exam.trim().to_owned()).filter(|k| !k.is_empty()),
+        establishment: form_uai(&actor, Some(&form.uai))?,
+        limit: JOBS_PER_PAGE,
+        cursor: cursor.clone(),
+        offset: 0,
+    };
+    let list = admin::list(&s.app, &actor, &input)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+    render(
+        JobsPage {
+            who: Some(Who::of(&actor)),
+            statuses: JobStatus::ALL
+                .iter()
+                .map(|s| (s.as_str(), s.as_str() == form.status))
+                .collect(),
+            counts: list
+                .counts
+                .iter()
+                .map(|(s, n)| format!("{s} : {n}"))
+                .collect::<Vec<_>>()
+                .join(" · "),
+            // Pages are read by key, newest first: the way back is to the
+            // newest jobs.
+            previous: cursor.is_some().then(|| jobs_query(&form, None)),
+            next: list.next.as_deref().map(|c| jobs_query(&form, Some(c))),
+            kind: form.kind.clone(),
+            exam: form.exam.clone(),
+            uai: form.uai.clone(),
+            jobs: list
+                .jobs
+                .into_iter()
+                .map(|j| JobLine {
+                    short: j.id.simple().to_string()[..8].to_owned(),
+                    id: j.id,
+                    kind: j.kind,
+                    status: j.status.to_string(),
+                    attempts: format!("{}/{}", j.attempts, j.max_attempts),
+                    progress: match (j.progress_done, j.progress_total) {
+                        (Some(d), Some(t)) => format!("{d}/{t}"),
+                        _ => String::new(),
+                    },
+                    created_by: j.created_by,
+                    error: j
+                        .last_error
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                })
+                .collect(),
+        },
+        &actor,
+    )
+}
+
+/// The jobs list's query string for page `page` with the same filters.
+fn jobs_query(form: &JobsForm, cursor: Option<&str>) -> String {
+    format!(
+        "?status={}&kind={}&exam={}&uai={}&apres={}",
+        urlencoding(&form.status),
+        urlencoding(&form.kind),
+        urlencoding(&form.exam),
+        urlencoding(&form.uai),
+        urlencoding(cursor.unwrap_or_default())
+    )
+}
+
+struct EventLine {
+    at: String,
+    event: String,
+    attempt: i32,
+    detail: String,
+}
+
+struct LinkLine {
+    url: String,
+    name: String,
+    bytes: u64,
+    until: String,
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    who: Option<Who>,
+    id: Uuid,
+    kind: String,
+    status: String,
+    done: i64,
+    total: i64,
+    percent: i64,
+    attempts: String,
+    created_by: String,
+    last_error: Option<String>,
+    events: Vec<EventLine>,
+    links: Vec<LinkLine>,
+    zip_page: String,
+    /// Whether the job may still change: only then does the page follow
+    /// its events (a finished job's stream ends at once, and following it
+    /// would reload the page forever).
+    live: bool,
+}
+
+fn parse_job_id(actor: &Actor, id: &str) -> Result<Uuid, PageError> {
+    Uuid::try_parse(id).map_err(|e| PageError::of(OpError::invalid("id", e.to_string()), actor))
+}
+
+async fn page_job(
+    State(s): State<WebState>,
+    Viewer(actor): Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let id = parse_job_id(&actor, &id)?;
+    let detail = admin::show(&s.app, &actor, id)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+    let j = &detail.job;
+    let (done, total) = (j.progress_done.unwrap_or(0), j.progress_total.unwrap_or(0));
+    let percent = if total > 0 {
+        100 * done / total
+    } else if j.status == JobStatus::Succeeded {
+        100
+    } else {
+        0
+    };
+    // A finished zip: its links, for whoever reaches its establishment.
+    let mut links = Vec::new();
+    if j.kind == <download::BulkRender as crate::ledger::Kind>::NAME
+        && j.status == JobStatus::Succeeded
+        && let Ok(payload) = serde_json::from_value::<download::BulkRender>(j.payload.clone())
+    {
+        let input = ZipInput {
+            exam: payload.exam,
+            establishment: payload.establishment,
+            options: payload.options.requested(),
+        };
+        if let Ok(Some(found)) = download::current_links(&s.app, &actor, &input).await {
+            links = found
+                .into_iter()
+                .enumerate()
+                .map(|(i, l)| LinkLine {
+                    name: format!("partie {}", i + 1),
+                    url: l.url,
+                    bytes: l.bytes,
+                    until: date(l.expires_at),
+                })
+                .collect();
+        }
+    }
+    render(
+        JobPage {
+            who: Some(Who::of(&actor)),
+            id,
+            kind: j.kind.clone(),
+            status: j.status.to_string(),
+            done,
+            total: total.max(1),
+            percent,
+            attempts: format!("{}/{}", j.attempts, j.max_attempts),
+            created_by: j.created_by.clone(),
+            last_error: j.last_error.clone(),
+            events: detail
+                .events
+                .iter()
+                .map(|e| EventLine {
+                    at: e.at.format("%d/%m %H:%M:%S").to_string(),
+                    event: e.event.clone(),
+                    attempt: e.attempt,
+                    detail: e.detail.clone().unwrap_or_default(),
+                })
+                .collect(),
+            links,
+            zip_page: format!("/travaux/{id}"),
+            live: !j.status.is_final(),
+        },
+        &actor,
+    )
+}
+
+async fn page_job_events(
+    State(s): State<WebState>,
+    Viewer(actor): Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let id = parse_job_id(&actor, &id)?;
+    events(&s, &actor, id)
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(|e| PageError::of(e, &actor))
+}
+
+async fn page_job_retry(
+    State(s): State<WebState>,
+    Viewer(actor): Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let id = parse_job_id(&actor, &id)?;
+    admin::retry(&s.app, &actor, id)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+    Ok(Redirect::to(&format!("/travaux/{id}")).into_response())
+}
+
+async fn page_job_cancel(
+    State(s): State<WebState>,
+    Viewer(actor): Viewer,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let id = parse_job_id(&actor, &id)?;
+    admin::cancel(&s.app, &actor, id)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+    Ok(Redirect::to(&format!("/travaux/{id}")).into_response())
+}
