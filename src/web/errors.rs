@@ -8,13 +8,12 @@
 //! layout; the JSON API (`/api/`), the metrics and the health checks keep
 //! their own answers.
 
-use askama::Template;
 use axum::{
     body::Body,
     extract::Request,
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
-    response::{Html, IntoResponse, Response},
+    response::Response,
 };
 
 use super::{french, headers::is_html, pages::Who};
@@ -22,30 +21,9 @@ use super::{french, headers::is_html, pages::Who};
 /// The largest error body read to explain an extractor's refusal.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage {
-    who: Option<Who>,
-    title: &'static str,
-    detail: String,
-}
-
-/// Renders an error page with its status; if even that fails, a French
-/// line of text.
+/// An error page with its status.
 pub fn page(status: StatusCode, who: Option<Who>, title: &'static str, detail: String) -> Response {
-    let page = ErrorPage { who, title, detail };
-    match page.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot render the error page");
-            (
-                status,
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                title,
-            )
-                .into_response()
-        }
-    }
+    super::pages::error_page(status, who, title, detail)
 }
 
 /// Whether the answers to `path` are for a browser: everything but the

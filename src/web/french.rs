@@ -281,6 +281,31 @@ fn invalid_reason(reason: &str) -> Option<String> {
     None
 }
 
+/// A conflict with the current state, in French (`job … is dead; only
+/// queued or running jobs can be cancelled`).
+pub fn conflict(what: &str) -> String {
+    let status = JobStatus::ALL
+        .into_iter()
+        .find(|s| what.contains(&format!(" is {};", s.as_str())));
+    if what.contains("can be retried") {
+        format!(
+            "ce travail est {} : seul un travail en échec, terminé avec des refus ou annulé peut \
+             être relancé",
+            status.map_or("dans un autre état", job_status)
+        )
+    } else if what.contains("can be cancelled") {
+        format!(
+            "ce travail est {} : seul un travail en attente ou en cours peut être annulé",
+            status.map_or("dans un autre état", job_status)
+        )
+    } else if what.contains("already revoked") {
+        "cette clé d'accès est déjà révoquée".into()
+    } else {
+        tracing::info!(what, "a conflict without its French words");
+        "l'état actuel ne permet pas cette action : rechargez la page".into()
+    }
+}
+
 /// A UAI that does not parse, in French.
 pub fn uai_error(e: &UaiError) -> String {
     invalid_reason(&e.to_string()).unwrap_or_else(|| "ce n'est pas un UAI".into())
