@@ -17,7 +17,7 @@ use super::{
     WebState,
     api::{ApiResult, Switches, uai},
     french,
-    pages::{PageError, Who, form_uai, render},
+    pages::{DoneLine, DonePage, PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
     session::{Caller, Viewer},
 };
@@ -180,6 +180,42 @@ async fn page_zip(
     Path(code): Path<String>,
     Form(form): Form<ZipForm>,
 ) -> Result<Response, PageError> {
+    if form.uai == "tous" {
+        let all = download::request_all(
+            &s.app,
+            &actor,
+            &AllZipsInput {
+                exam: code.clone(),
+                options: form.requested(),
+            },
+        )
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+        let n = |n: usize| french::number(i64::try_from(n).unwrap_or(i64::MAX));
+        return render(
+            DonePage {
+                who: Some(Who::of(&actor)),
+                title: "Zips de tous les établissements",
+                lines: vec![DoneLine {
+                    text: format!(
+                        "{} avec des copies transmises : {} zips lancés, {} déjà en préparation, \
+                         {} déjà prêts",
+                        french::count(
+                            i64::try_from(all.establishments).unwrap_or(i64::MAX),
+                            "établissement",
+                            "établissements"
+                        ),
+                        n(all.enqueued),
+                        n(all.already_building),
+                        n(all.already_ready)
+                    ),
+                    job: None,
+                }],
+                back: format!("/examens/{}", urlencoding(&code)),
+            },
+            &actor,
+        );
+    }
     let uai = form_uai(&actor, Some(&form.uai))?
         .ok_or_else(|| PageError::of(OpError::invalid("establishment", "missing"), &actor))?;
     let input = ZipInput {
