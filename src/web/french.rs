@@ -369,6 +369,19 @@ pub fn job_event(event: &str) -> &'static str {
     }
 }
 
+/// A job event's detail when it names who acted (`by coordinator:PARIS`,
+/// `exam published by alice`), in French; `None` for the workers' own
+/// words (errors), which only admins see, as they are.
+pub fn event_detail(detail: &str) -> Option<String> {
+    if let Some(who) = detail.strip_prefix("by ") {
+        Some(format!("par {}", actor(who)))
+    } else {
+        detail
+            .strip_prefix("exam published by ")
+            .map(|who| format!("examen publié par {}", actor(who)))
+    }
+}
+
 /// A closure unit's state, as the pages name it.
 pub fn unit_state(state: UnitState) -> &'static str {
     match state {

@@ -445,6 +445,7 @@ struct EventLine {
     event: String,
     attempt: i32,
     detail: String,
+    raw: Option<String>,
 }
 
 #[derive(Template)]
@@ -540,8 +541,16 @@ async fn page_job(
                     at: french::date_time_seconds(&e.at),
                     event: french::job_event(&e.event).to_owned(),
                     attempt: e.attempt,
+                    detail: e
+                        .detail
+                        .as_deref()
+                        .and_then(french::event_detail)
+                        .unwrap_or_default(),
                     // The workers' own words, for admins only.
-                    detail: e.detail.clone().filter(|_| admin).unwrap_or_default(),
+                    raw: e
+                        .detail
+                        .clone()
+                        .filter(|d| admin && french::event_detail(d).is_none()),
                 })
                 .collect(),
             buttons,
