@@ -275,6 +275,10 @@ test("an admin retries a dead job", async () => {
   await page.waitForURL(`${BASE}/travaux/${id}`);
   const history = await page.textContent("table.events");
   assert.match(history, /relancé à la main/);
+  // The retried job dies again (a permanent failure); its page reloads
+  // itself once finished, and follows it no more.
+  await page.waitForFunction(() => !document.querySelector("[data-job-events]"), null, { timeout: 30_000 });
+  await page.waitForLoadState();
   await shot(page, "job-retried");
   await page.goto(`${BASE}/travaux`);
   await shot(page, "jobs");
