@@ -3,19 +3,12 @@
 // Started by e2e/run, which serves a session and passes E2E_* variables.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { chromium } from "playwright-core";
-import { join } from "node:path";
 import { execFileSync } from "node:child_process";
+import { BASE, env, launch, session as open, shot, checkPage } from "./support.mjs";
 
-const env = (name) => {
-  const v = process.env[name];
-  assert.ok(v, `${name} is set by e2e/run`);
-  return v;
-};
-const BASE = env("E2E_BASE");
-const SHOTS = env("E2E_SHOTS");
 const UAI = env("E2E_UAI");
 const OTHER_UAI = env("E2E_OTHER_UAI");
+const OTHER_NUMERO = env("E2E_OTHER_NUMERO");
 const PHILO = "BAC26-PHILO";
 const E3C = "BAC26-E3C-HG";
 const MATHS_H = "BAC26-MATHS-H";
@@ -23,40 +16,27 @@ const MATHS_H = "BAC26-MATHS-H";
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-    // launch() gives the browser a fresh temporary profile directory of
-    // its own, removed when it closes.
-  });
+  browser = await launch();
 });
 
 after(async () => {
   await browser?.close();
 });
 
-/// A fresh page at 1280x800, logged in with `token` (unless null).
-async function session(token, viewport = { width: 1280, height: 800 }) {
-  const context = await browser.newContext({ viewport, acceptDownloads: true });
-  const page = await context.newPage();
-  if (token) {
-    await page.goto(`${BASE}/connexion`);
-    await page.fill("#cle", token);
-    await page.click("button[type=submit]");
-    await page.waitForURL(`${BASE}/examens`);
-  }
-  return page;
+const session = (token, viewport) => open(browser, token, viewport);
+
+/// Clicks `selector`; on a confirmation page, confirms. Returns the
+/// confirmation page's text (empty when none was asked).
+async function confirmed(page, selector) {
+  await Promise.all([page.waitForNavigation(), page.click(selector)]);
+  const form = page.locator("form.confirm");
+  if ((await form.count()) === 0) return "";
+  const text = await page.textContent("main");
+  await Promise.all([page.waitForNavigation(), form.locator("button[type=submit]").click()]);
+  return text;
 }
 
-const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+const ZIP_BUTTON = /^Télécharger (la partie \d+ )?\(\d+(,\d)? (o|ko|Mo|Go), jusqu'au \d\d\/\d\d à \d\d:\d\d\)$/;
 
 test("a wrong token gets a message and no session", async () => {
   const page = await session(null);
@@ -101,30 +81,17 @@ test("an establishment finds Hélène-like names as it types and opens a copy", 
   await page.context().close();
 });
 
-test("E3C switches are shown fixed, with the reason", async () => {
-  const page = await session(env("E2E_ESTABLISHMENT"));
-  // Any copy of the E3C exam: the switches are decided by the exam.
-  await page.goto(`${BASE}/examens/${E3C}/copies/1`);
-  const boxes = page.locator("form.switches input[type=checkbox]");
-  assert.equal(await boxes.count(), 3);
-  for (let i = 0; i < 3; i++) {
-    assert.ok(await boxes.nth(i).isDisabled());
-    assert.ok(await boxes.nth(i).isChecked());
-  }
-  assert.match(await page.textContent("form.switches .reason"), /E3C/);
-  await shot(page, "e3c-switches");
-  await page.context().close();
-});
-
 test("a zip request shows its progress up to 100 % and its link downloads a zip", async () => {
   const page = await session(env("E2E_ESTABLISHMENT"));
   await page.goto(`${BASE}/examens/${PHILO}`);
   await page.click("form[action$='/zip'] button");
   await page.waitForURL(/\/travaux\//);
   const job = page.url();
-  // Live progress, then the page reloads with the links.
-  await page.waitForSelector("ul a[href*='/downloads/']", { timeout: 60_000 });
-  assert.match(await page.textContent("[data-job-status]"), /succeeded/);
+  // An establishment may neither retry nor cancel: no such button.
+  assert.equal(await page.locator("form[action$='/relance'], form[action$='/annulation']").count(), 0);
+  // Live progress, then the page reloads with the download buttons.
+  await page.waitForSelector("a.button[href*='/downloads/']", { timeout: 60_000 });
+  assert.match(await page.textContent("[data-job-status]"), /terminé/);
   assert.match(await page.textContent("[data-job-percent]"), /100 %/);
   await shot(page, "zip-ready");
   // A finished job's page stays put: it no longer follows the job's events.
@@ -134,15 +101,22 @@ test("a zip request shows its progress up to 100 % and its link downloads a zip"
   });
   await page.waitForTimeout(1_500);
   assert.equal(reloads, 0, "the finished job's page reloaded itself");
-  const href = await page.getAttribute("ul a[href*='/downloads/']", "href");
-  const response = await page.request.get(href);
-  assert.equal(response.status(), 200);
-  const body = await response.body();
+  const button = page.locator("a.button[href*='/downloads/']").first();
+  assert.match((await button.textContent()).trim(), ZIP_BUTTON);
+  // On the local store the link is relative to the server that drew the
+  // page.
+  assert.match(await button.getAttribute("href"), /^\/downloads\//);
+  const [download] = await Promise.all([page.waitForEvent("download"), button.click()]);
+  const body = await (await import("node:fs/promises")).readFile(await download.path());
   assert.equal(body.subarray(0, 2).toString(), "PK", "a zip");
   const entries = body.toString("latin1").split("PK\x01\x02").length - 1;
   assert.ok(entries >= 1, "the zip holds the transmitted copies");
-  // A second click lands on the same job.
+  // The exam page now offers the built zip as a button.
   await page.goto(`${BASE}/examens/${PHILO}`);
+  const onExam = page.locator("a.button[href*='/downloads/']").first();
+  assert.match((await onExam.textContent()).trim(), ZIP_BUTTON);
+  await shot(page, "establishment-exam-zip");
+  // A second request lands on the same job, or on the built zip.
   await page.click("form[action$='/zip'] button");
   await page.waitForLoadState();
   assert.ok(page.url() === job || (await page.textContent("h1")).includes("Zip prêt"));
@@ -158,10 +132,26 @@ test("another establishment's page is refused with a 403 page", async () => {
   await page.context().close();
 });
 
-test("a coordinator launches a closure and sees the table settle", async () => {
+test("another establishment's copy answers a 403 page, an unknown one a 404 page, never the viewer", async () => {
+  const page = await session(env("E2E_ESTABLISHMENT"));
+  let response = await page.goto(`${BASE}/examens/${PHILO}/copies/${OTHER_NUMERO}`);
+  assert.equal(response.status(), 403);
+  assert.match(await page.textContent("h1"), /Accès refusé/);
+  assert.equal(await page.locator("iframe").count(), 0, "no viewer");
+  response = await page.goto(`${BASE}/examens/${PHILO}/copies/ZZ-INCONNU`);
+  assert.equal(response.status(), 404);
+  assert.equal(await page.locator("iframe").count(), 0, "no viewer");
+  await page.context().close();
+});
+
+test("a coordinator launches a closure after a confirmation and sees the table settle", async () => {
   const page = await session(env("E2E_COORDINATOR"));
   await page.goto(`${BASE}/examens/${E3C}`);
-  await page.click("form[action$='/cloture'] button");
+  const asked = await confirmed(page, "form[action$='/cloture'] button");
+  // The confirmation says what will be sent: which exam, how many copies
+  // and establishments.
+  assert.match(asked, new RegExp(E3C));
+  assert.match(asked, /\d+ copies? .*\d+ établissements?|\d+ établissements? .*\d+ copies?/s);
   await page.waitForSelector("text=travail lancé");
   await page.goto(`${BASE}/examens/${E3C}`);
   // The table refreshes itself until every unit of the academy is closed.
@@ -177,6 +167,21 @@ test("a coordinator launches a closure and sees the table settle", async () => {
   await page.context().close();
 });
 
+test("E3C switches are shown fixed, with the reason", async () => {
+  const page = await session(env("E2E_ESTABLISHMENT"));
+  // A transmitted copy of the E3C exam (closed by the coordinator above).
+  await page.goto(`${BASE}/examens/${E3C}/copies/${env("E2E_E3C_NUMERO")}`);
+  const boxes = page.locator("form.switches input[type=checkbox]");
+  assert.equal(await boxes.count(), 3);
+  for (let i = 0; i < 3; i++) {
+    assert.ok(await boxes.nth(i).isDisabled());
+    assert.ok(await boxes.nth(i).isChecked());
+  }
+  assert.match(await page.textContent("form.switches .reason"), /E3C/);
+  await shot(page, "e3c-switches");
+  await page.context().close();
+});
+
 test("after publication the relaunch button is disabled with the reason", async () => {
   execFileSync(env("E2E_BIN"), ["publish", "--exam", E3C, "--by", "e2e"]);
   const page = await session(env("E2E_COORDINATOR"));
@@ -189,10 +194,44 @@ test("after publication the relaunch button is disabled with the reason", async 
   await page.context().close();
 });
 
+test("a harmonisation file with the radio left on all copies never validates every copy", async () => {
+  const page = await session(env("E2E_COORDINATOR"));
+  await page.goto(`${BASE}/examens/${MATHS_H}`);
+  const form = page.locator("form[action$='/harmonisation']");
+  assert.ok(await form.locator("input[value=all]").isChecked());
+  await form.locator("input[type=file]").setInputFiles({
+    name: "numeros.txt",
+    mimeType: "text/plain",
+    buffer: Buffer.from("ZZ-INCONNU-7\n"),
+  });
+  await confirmed(page, "form[action$='/harmonisation'] button");
+  const main = await page.textContent("main");
+  // Only the file's copy was asked for: it is named (unknown), nothing
+  // was validated.
+  assert.match(main, /ZZ-INCONNU-7/);
+  assert.doesNotMatch(main, /copies validées/);
+  await page.context().close();
+});
+
+test("a typed list and all copies together are refused with the reason", async () => {
+  const page = await session(env("E2E_COORDINATOR"));
+  await page.goto(`${BASE}/examens/${MATHS_H}`);
+  const form = page.locator("form[action$='/harmonisation']");
+  // Typed first (the page's script then chooses "these copies"), then
+  // the radio put back on all copies: the server refuses the mix.
+  await form.locator("textarea").fill("ZZ-INCONNU-8");
+  await form.locator("input[value=all]").check();
+  await confirmed(page, "form[action$='/harmonisation'] button");
+  const main = await page.textContent("main");
+  assert.match(main, /toutes les copies/);
+  assert.doesNotMatch(main, /copies validées/);
+  await page.context().close();
+});
+
 test("a coordinator validates a harmonisation pass", async () => {
   const page = await session(env("E2E_COORDINATOR"));
   await page.goto(`${BASE}/examens/${MATHS_H}`);
-  await Promise.all([page.waitForNavigation(), page.click("form[action$='/harmonisation'] button")]);
+  await confirmed(page, "form[action$='/harmonisation'] button");
   // A pass, or the rule's refusal with its reason (ungraded copies): never
   // an error of copiste's.
   const title = (await page.textContent("h1")).trim();
@@ -214,7 +253,7 @@ test("a harmonisation pass takes its numéros from an uploaded file", async () =
     mimeType: "text/plain",
     buffer: Buffer.from("# copies revues en commission\nZZ-INCONNU-42\n\n"),
   });
-  await Promise.all([page.waitForNavigation(), form.locator("button").click()]);
+  await confirmed(page, "form[action$='/harmonisation'] button");
   // The numéro read from the file is named in the answer (it is no
   // candidate of the exam), and nothing was validated.
   assert.match(await page.textContent("main"), /ZZ-INCONNU-42/);
@@ -227,16 +266,47 @@ test("an admin retries a dead job", async () => {
   const page = await session(env("E2E_ADMIN"));
   const id = env("E2E_DEAD_JOB");
   await page.goto(`${BASE}/travaux/${id}`);
-  await page.waitForFunction(() => document.querySelector("[data-job-status]").textContent.includes("dead"), null, {
+  await page.waitForFunction(() => document.querySelector("[data-job-status]").textContent.includes("en échec"), null, {
     timeout: 30_000,
   });
-  await page.click("form[action$='/relance'] button");
+  // A finished job cannot be cancelled: no such button.
+  assert.equal(await page.locator("form[action$='/annulation']").count(), 0);
+  await confirmed(page, "form[action$='/relance'] button");
   await page.waitForURL(`${BASE}/travaux/${id}`);
-  const history = await page.textContent("table");
-  assert.match(history, /retried|retry/);
+  const history = await page.textContent("table.events");
+  assert.match(history, /relancé à la main/);
+  // The retried job dies again (a permanent failure); its page reloads
+  // itself once finished, and follows it no more.
+  await page.waitForFunction(() => !document.querySelector("[data-job-events]"), null, { timeout: 30_000 });
+  await page.waitForLoadState();
   await shot(page, "job-retried");
   await page.goto(`${BASE}/travaux`);
   await shot(page, "jobs");
+  await page.context().close();
+});
+
+test("after login the user lands on the page asked for", async () => {
+  const page = await session(null);
+  await page.goto(`${BASE}/travaux`);
+  assert.equal(new URL(page.url()).pathname, "/connexion");
+  await page.fill("#cle", env("E2E_COORDINATOR"));
+  await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
+  assert.equal(new URL(page.url()).pathname, "/travaux");
+  await page.context().close();
+});
+
+test("a revoked key says so", async () => {
+  const bin = env("E2E_BIN");
+  const token = execFileSync(bin, ["tokens", "create", "--role", "establishment", "--uai", UAI, "--name", "e2e-revoked"])
+    .toString()
+    .trim();
+  const page = await session(token);
+  const listed = JSON.parse(execFileSync(bin, ["tokens", "list", "--json"]).toString());
+  const mine = (Array.isArray(listed) ? listed : listed.tokens).find((t) => t.name === "e2e-revoked");
+  execFileSync(bin, ["tokens", "revoke", String(mine.id)]);
+  await page.goto(`${BASE}/examens`);
+  assert.equal(new URL(page.url()).pathname, "/connexion");
+  assert.match(await page.textContent(".error"), /révoquée|expirée/);
   await page.context().close();
 });
 

@@ -3,6 +3,17 @@
 // list pages that pauses while the tab is hidden.
 "use strict";
 
+// The job states as the pages name them (the event stream sends the
+// API's names).
+const STATES = {
+  queued: "en attente",
+  running: "en cours",
+  succeeded: "terminé",
+  failed: "terminé avec des refus",
+  dead: "en échec",
+  cancelled: "annulé",
+};
+
 // Live progress of a job page: <div data-job-events="URL">.
 for (const box of document.querySelectorAll("[data-job-events]")) {
   const source = new EventSource(box.dataset.jobEvents);
@@ -11,7 +22,7 @@ for (const box of document.querySelectorAll("[data-job-events]")) {
   const percent = document.querySelector("[data-job-percent]");
   const show = (event) => {
     const job = JSON.parse(event.data);
-    if (status) status.textContent = job.status;
+    if (status) status.textContent = STATES[job.status] || status.textContent;
     if (bar && job.total) {
       bar.max = job.total;
       bar.value = job.done || 0;
@@ -66,4 +77,16 @@ if (refreshed.length > 0) {
       if (fresh) section.replaceChildren(...fresh.childNodes);
     }
   }, 5000);
+}
+
+// The harmonisation form: typing numéros or choosing a file selects
+// "these copies" (the server refuses a list with "all" anyway).
+for (const form of document.querySelectorAll("form.pass")) {
+  const list = form.querySelector("input[name=selection][value=list]");
+  if (!list) continue;
+  const choose = () => {
+    list.checked = true;
+  };
+  form.querySelector("textarea[name=numeros]")?.addEventListener("input", choose);
+  form.querySelector("input[name=fichier]")?.addEventListener("change", choose);
 }

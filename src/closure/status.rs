@@ -143,6 +143,54 @@ pub async fn list_exams(app: &App, actor: &Actor) -> Result<Vec<db::closure::Exa
     .await?)
 }
 
+/// Where the closure of one exam stands within the actor's reach: how many
+/// units are closed, closed with errors or partially, being closed, not
+/// closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExamProgress {
+    pub closed: i64,
+    pub partially_closed: i64,
+    pub with_errors: i64,
+    pub closing: i64,
+    pub open: i64,
+}
+
+impl ExamProgress {
+    /// Every unit counted.
+    pub fn units(&self) -> i64 {
+        self.closed + self.partially_closed + self.with_errors + self.closing + self.open
+    }
+}
+
+/// Per exam code, where its closure stands for the actor: every unit for
+/// admin and the scheduler, the academy's for a coordinator, its own for
+/// an establishment. Read from the stored counts, one query.
+pub async fn exams_progress(
+    app: &App,
+    actor: &Actor,
+) -> Result<std::collections::HashMap<String, ExamProgress>, OpError> {
+    let scope = actor.scope();
+    let rows = db::closure::exam_unit_counts(
+        &app.db,
+        scope.academy(),
+        scope.establishment().map(|u| u.as_str()),
+    )
+    .await?;
+    let mut progress: std::collections::HashMap<String, ExamProgress> =
+        std::collections::HashMap::new();
+    for r in rows {
+        let p = progress.entry(r.exam).or_default();
+        match r.state {
+            UnitState::Closed | UnitState::Published => p.closed += r.units,
+            UnitState::PartiallyClosed => p.partially_closed += r.units,
+            UnitState::ClosedWithErrors => p.with_errors += r.units,
+            UnitState::Closing => p.closing += r.units,
+            UnitState::Open => p.open += r.units,
+        }
+    }
+    Ok(progress)
+}
+
 impl std::fmt::Display for ExamStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = format!("exam {} ({})", self.exam, self.kind);

@@ -98,6 +98,51 @@ pub async fn exams(
         .collect()
 }
 
+/// How many units of an exam are in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExamUnitCount {
+    pub exam: String,
+    pub state: UnitState,
+    pub units: i64,
+}
+
+/// Per exam and unit state, how many units with copies there are, within
+/// `academy` or `uai` when given (one row per unit summary read, grouped:
+/// no copy is counted).
+pub async fn exam_unit_counts(
+    db: &Db,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<ExamUnitCount>> {
+    let rows = sqlx::query!(
+        r#"SELECT s.exam_code AS "exam!", coalesce(u.state, 'open') AS "state!",
+                  count(*) AS "units!"
+           FROM unit_summaries s
+           JOIN establishments e ON e.uai = s.establishment_uai
+           LEFT JOIN closure_units u
+             ON u.exam_code = s.exam_code AND u.establishment_uai = s.establishment_uai
+           WHERE s.copies > 0
+             AND ($1::text IS NULL OR e.academy_code = $1)
+             AND ($2::text IS NULL OR s.establishment_uai = $2)
+           GROUP BY 1, 2
+           ORDER BY 1, 2"#,
+        academy,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("counting the units of each exam")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ExamUnitCount {
+                state: decode("closure_units.state", &r.state)?,
+                exam: r.exam,
+                units: r.units,
+            })
+        })
+        .collect()
+}
+
 /// The establishments with copies of `exam` (within `academy` if given),
 /// in UAI order.
 pub async fn exam_establishments(

@@ -2,6 +2,7 @@
 //! units, recording its publication and validating harmonisation passes
 //! (API and pages).
 
+use askama::Template;
 use axum::{
     Form, Json, Router,
     body::Bytes,
@@ -17,7 +18,7 @@ use super::{
     WebState,
     api::{ApiResult, body, uai},
     french,
-    pages::{DoneLine, DonePage, PageError, Who, form_uai, render},
+    pages::{DoneLine, DonePage, PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
     session::{Caller, Viewer},
 };
@@ -26,7 +27,7 @@ use crate::{
         self, PassRequest, UnitRequested, Validation,
         request::{PassInput, UnitsInput},
     },
-    domain::Uai,
+    domain::{Uai, UnitState},
     op::{Actor, OpError},
 };
 
@@ -239,6 +240,112 @@ async fn validate(
 #[derive(Deserialize)]
 struct UnitForm {
     establishment: Option<String>,
+    /// Set by the confirmation page: the action is confirmed.
+    confirme: Option<String>,
+}
+
+/// The confirmation asked before an irreversible action: what will be
+/// sent, and a form that sends the same request again, confirmed.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+struct ConfirmPage {
+    who: Option<Who>,
+    code: String,
+    title: &'static str,
+    lines: Vec<String>,
+    action: String,
+    multipart: bool,
+    fields: Vec<(&'static str, String)>,
+    button: &'static str,
+}
+
+/// The confirmation of a closure or a relaunch: which exam, how many
+/// establishments and copies (or items to send again), read from the
+/// closure table within the actor's reach.
+async fn confirm_units(
+    s: &WebState,
+    actor: &Actor,
+    code: &str,
+    establishment: Option<&Uai>,
+    relaunch: bool,
+) -> Result<Response, PageError> {
+    let status = closure::status::exam_status(&s.app, actor, code)
+        .await
+        .map_err(|e| PageError::of(e, actor))?;
+    let units: Vec<_> = status
+        .units
+        .iter()
+        .filter(|u| establishment.is_none_or(|e| e.as_str() == u.establishment))
+        .filter(|u| {
+            if relaunch {
+                !matches!(u.state, UnitState::Open | UnitState::Closing)
+            } else {
+                u.state == UnitState::Open
+            }
+        })
+        .collect();
+    let places = french::count(
+        i64::try_from(units.len()).unwrap_or(i64::MAX),
+        "établissement",
+        "établissements",
+    );
+    let mut lines = vec![format!("Examen : {}", status.exam)];
+    if relaunch {
+        let grades: i64 = units
+            .iter()
+            .map(|u| u.cyclades.total - u.cyclades.accepted)
+            .sum();
+        let counts: i64 = units
+            .iter()
+            .map(|u| u.imagin.total - u.imagin.accepted)
+            .sum();
+        lines.push(format!(
+            "{} à renvoyer à Cyclades et {} à Imag'In, pour {places}",
+            french::count(grades, "note", "notes"),
+            french::count(counts, "déclaration", "déclarations")
+        ));
+    } else {
+        let copies: i64 = units.iter().map(|u| u.copies).sum();
+        lines.push(format!(
+            "{} de {places} : leurs notes seront envoyées à Cyclades et les copies corrigées \
+             déclarées à Imag'In",
+            french::count(copies, "copie", "copies")
+        ));
+    }
+    if units.len() <= 10 {
+        lines.extend(
+            units
+                .iter()
+                .map(|u| format!("{} ({})", u.name, u.establishment)),
+        );
+    }
+    render(
+        ConfirmPage {
+            who: Some(Who::of(actor)),
+            title: if relaunch {
+                "Confirmer la relance des envois"
+            } else {
+                "Confirmer la clôture"
+            },
+            lines,
+            action: format!(
+                "/examens/{}/{}",
+                urlencoding(&status.exam),
+                if relaunch { "relance" } else { "cloture" }
+            ),
+            multipart: false,
+            fields: establishment
+                .map(|e| vec![("establishment", e.to_string())])
+                .unwrap_or_default(),
+            button: if relaunch {
+                "Confirmer la relance"
+            } else {
+                "Confirmer la clôture"
+            },
+            code: status.exam,
+        },
+        actor,
+    )
 }
 
 async fn page_units(
@@ -252,6 +359,9 @@ async fn page_units(
         establishment: form_uai(actor, form.establishment.as_deref())?,
         exam: code.clone(),
     };
+    if form.confirme.as_deref() != Some("1") {
+        return confirm_units(s, actor, &code, input.establishment.as_ref(), relaunch).await;
+    }
     let answers = if relaunch {
         closure::request_relaunch(&s.app, actor, &input).await
     } else {
@@ -281,7 +391,7 @@ async fn page_units(
             who: Some(Who::of(actor)),
             title: if relaunch { "Relance" } else { "Clôture" },
             lines,
-            back: format!("/examens/{code}"),
+            back: format!("/examens/{}", urlencoding(&code)),
         },
         actor,
     )
@@ -305,42 +415,75 @@ async fn page_relaunch(
     page_units(&s, &actor, code, form, true).await
 }
 
-/// Reads the harmonisation form (multipart, for its file): which copies,
-/// and the numéros typed or uploaded as a file (one per line, `#`
-/// comments ignored). A file, when one is chosen, wins over the box.
-async fn pass_form(mut form: Multipart) -> Result<Validation, OpError> {
+/// The harmonisation form as sent: the radio, the typed numéros, the
+/// file's, and whether the confirmation page sent it.
+struct PassForm {
+    selection: Option<String>,
+    typed: String,
+    uploaded: String,
+    confirmed: bool,
+}
+
+/// Reads the harmonisation form (multipart, for its file).
+async fn read_pass_form(mut form: Multipart) -> Result<PassForm, OpError> {
     let bad =
         |field: &'static str, e: &dyn std::fmt::Display| OpError::invalid(field, e.to_string());
-    let (mut selection, mut typed, mut uploaded) = (None, String::new(), String::new());
+    let mut read = PassForm {
+        selection: None,
+        typed: String::new(),
+        uploaded: String::new(),
+        confirmed: false,
+    };
     while let Some(field) = form.next_field().await.map_err(|e| bad("form", &e))? {
         match field.name() {
             Some("selection") => {
-                selection = Some(field.text().await.map_err(|e| bad("selection", &e))?)
+                read.selection = Some(field.text().await.map_err(|e| bad("selection", &e))?)
             }
-            Some("numeros") => typed = field.text().await.map_err(|e| bad("numeros", &e))?,
+            Some("numeros") => read.typed = field.text().await.map_err(|e| bad("numeros", &e))?,
             Some("fichier") => {
                 let bytes = field.bytes().await.map_err(|e| bad("fichier", &e))?;
-                uploaded = String::from_utf8(bytes.to_vec()).map_err(|_| {
+                read.uploaded = String::from_utf8(bytes.to_vec()).map_err(|_| {
                     OpError::invalid(
                         "fichier",
                         "the file is not text (UTF-8): one numéro per line",
                     )
                 })?;
             }
+            Some("confirme") => {
+                read.confirmed = field.text().await.map_err(|e| bad("confirme", &e))? == "1"
+            }
             _ => {}
         }
     }
-    Ok(match selection.as_deref() {
-        Some("list") if !uploaded.trim().is_empty() => Validation::from_list(&uploaded),
-        Some("list") => Validation::from_list(&typed),
-        Some("all") | None => Validation::All,
-        Some(other) => {
-            return Err(OpError::invalid(
-                "selection",
-                format!("{other:?} is neither \"all\" nor \"list\""),
-            ));
-        }
-    })
+    Ok(read)
+}
+
+/// Which copies the form selects: the numéros typed or uploaded as a file
+/// (one per line, `#` comments ignored) select these copies; "all" the
+/// academy's copies only when no numéro is given. A list with "all", or
+/// numéros both typed and uploaded, is refused with the reason: never
+/// every copy by mistake.
+fn pass_selection(form: &PassForm) -> Result<Validation, OpError> {
+    let typed = Validation::from_list(&form.typed);
+    let uploaded = Validation::from_list(&form.uploaded);
+    let given = |v: &Validation| matches!(v, Validation::Candidates(n) if !n.is_empty());
+    match (form.selection.as_deref(), given(&typed), given(&uploaded)) {
+        (_, true, true) => Err(OpError::invalid(
+            "numeros",
+            "give the numéros in a file or in the box, not both",
+        )),
+        (Some("all") | None, true, _) | (Some("all") | None, _, true) => Err(OpError::invalid(
+            "selection",
+            "a list of numéros and \"all\" cannot be chosen together",
+        )),
+        (Some("all") | None, false, false) => Ok(Validation::All),
+        (Some("list"), _, true) => Ok(uploaded),
+        (Some("list"), _, false) => Ok(typed),
+        (Some(other), _, _) => Err(OpError::invalid(
+            "selection",
+            format!("{other:?} is neither \"all\" nor \"list\""),
+        )),
+    }
 }
 
 async fn page_harmonise(
@@ -349,9 +492,13 @@ async fn page_harmonise(
     Path(code): Path<String>,
     form: Multipart,
 ) -> Result<Response, PageError> {
-    let selection = pass_form(form)
+    let form = read_pass_form(form)
         .await
         .map_err(|e| PageError::of(e, &actor))?;
+    let selection = pass_selection(&form).map_err(|e| PageError::of(e, &actor))?;
+    if !form.confirmed {
+        return confirm_pass(&s, &actor, &code, &selection).await;
+    }
     let input = PassInput {
         exam: code.clone(),
         academy: None,
@@ -382,8 +529,69 @@ async fn page_harmonise(
             who: Some(Who::of(&actor)),
             title: "Harmonisation",
             lines: vec![line],
-            back: format!("/examens/{code}"),
+            back: format!("/examens/{}", urlencoding(&code)),
         },
         &actor,
+    )
+}
+
+/// The confirmation of a harmonisation pass: which exam, which copies (the
+/// academy's, counted, or the numéros given), sent again as a list or
+/// "all".
+async fn confirm_pass(
+    s: &WebState,
+    actor: &Actor,
+    code: &str,
+    selection: &Validation,
+) -> Result<Response, PageError> {
+    let status = closure::status::exam_status(&s.app, actor, code)
+        .await
+        .map_err(|e| PageError::of(e, actor))?;
+    let places = french::count(
+        i64::try_from(status.units.len()).unwrap_or(i64::MAX),
+        "établissement",
+        "établissements",
+    );
+    let mut lines = vec![format!("Examen : {}", status.exam)];
+    let fields = match selection {
+        Validation::All => {
+            let waiting: i64 = status.units.iter().map(|u| u.copies - u.validated).sum();
+            lines.push(format!(
+                "Toutes les copies de l'académie : {} pas encore validées, dans {places} ; \
+                 leurs notes seront envoyées à Cyclades",
+                french::count(waiting, "copie", "copies")
+            ));
+            vec![("selection", "all".to_owned())]
+        }
+        Validation::Candidates(numeros) => {
+            lines.push(format!(
+                "Ces copies seulement : {} ; leurs notes seront envoyées à Cyclades",
+                french::count(
+                    i64::try_from(numeros.len()).unwrap_or(i64::MAX),
+                    "numéro",
+                    "numéros"
+                )
+            ));
+            lines.push(crate::op::list_then(numeros, |more| {
+                format!(" et {more} autres")
+            }));
+            vec![
+                ("selection", "list".to_owned()),
+                ("numeros", numeros.join("\n")),
+            ]
+        }
+    };
+    render(
+        ConfirmPage {
+            who: Some(Who::of(actor)),
+            title: "Confirmer la passe d'harmonisation",
+            lines,
+            action: format!("/examens/{}/harmonisation", urlencoding(&status.exam)),
+            multipart: true,
+            fields,
+            button: "Confirmer la validation",
+            code: status.exam,
+        },
+        actor,
     )
 }

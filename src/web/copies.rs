@@ -236,6 +236,21 @@ async fn page_copy(
     // The rules answer here, before the viewer shows an empty frame.
     RenderOptions::for_exam(&code, exam.kind, requested)
         .map_err(|e| PageError::of(e.into(), &actor))?;
+    // Scope and existence too: another establishment's copy is a 403
+    // page, an unknown numéro a 404 page, never a viewer around an error.
+    // The copy rendered here is kept by the render cache for the viewer's
+    // request that follows.
+    render_copy(
+        &s.app,
+        &actor,
+        &CopyInput {
+            exam: code.clone(),
+            numero: numero.clone(),
+            options: requested,
+        },
+    )
+    .await
+    .map_err(|e| PageError::of(e, &actor))?;
     let pdf = format!(
         "/examens/{}/copies/{}/pdf?{}",
         urlencoding(&code),

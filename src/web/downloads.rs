@@ -2,6 +2,7 @@
 //! job building it) and every establishment's zips at once (API), and the
 //! zip form of the exam page.
 
+use askama::Template;
 use axum::{
     Form, Json, Router,
     extract::{Path, Query, State},
@@ -15,7 +16,8 @@ use uuid::Uuid;
 use super::{
     WebState,
     api::{ApiResult, Switches, uai},
-    pages::{DoneLine, DonePage, PageError, Who, date, form_uai, render},
+    french,
+    pages::{DoneLine, DonePage, PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
     session::{Caller, Viewer},
 };
@@ -114,9 +116,62 @@ async fn zip_links(
     ))
 }
 
+/// A built zip's part as a page offers it: a button whose label says
+/// its size and until when it can be downloaded.
+pub(super) struct Button {
+    pub(super) href: String,
+    pub(super) label: String,
+}
+
+/// The download buttons of a zip's parts. On the local store, the links
+/// are served by copiste itself: a button points at the server that drew
+/// the page (a path), whatever `downloads.public_base_url` says; an
+/// object store's links are kept as they are.
+pub(super) fn buttons(app: &crate::app::App, links: &[download::Link]) -> Vec<Button> {
+    let local = app.config.storage.kind == crate::config::StorageKind::Local;
+    links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Button {
+            href: match url::Url::parse(&l.url) {
+                Ok(u) if local && u.path().starts_with("/downloads/") => u.path().to_owned(),
+                _ => l.url.clone(),
+            },
+            label: french::download_label(i, links.len(), l.bytes, &l.expires_at),
+        })
+        .collect()
+}
+
+/// The zip form: the establishment, and the three switches (a form sends
+/// the checked ones only; `switches` tells a sent form from a bare post).
 #[derive(Deserialize)]
 struct ZipForm {
     uai: String,
+    details: Option<bool>,
+    appreciation: Option<bool>,
+    annotations: Option<bool>,
+    switches: Option<String>,
+}
+
+impl ZipForm {
+    fn requested(&self) -> RequestedOptions {
+        let sent = self.switches.is_some();
+        let on = |v: Option<bool>| v.unwrap_or(!sent);
+        RequestedOptions {
+            details: on(self.details),
+            appreciation: on(self.appreciation),
+            annotations: on(self.annotations),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "zip.html")]
+struct ZipReadyPage {
+    who: Option<Who>,
+    code: String,
+    uai: String,
+    buttons: Vec<Button>,
 }
 
 async fn page_zip(
@@ -125,12 +180,48 @@ async fn page_zip(
     Path(code): Path<String>,
     Form(form): Form<ZipForm>,
 ) -> Result<Response, PageError> {
+    if form.uai == "tous" {
+        let all = download::request_all(
+            &s.app,
+            &actor,
+            &AllZipsInput {
+                exam: code.clone(),
+                options: form.requested(),
+            },
+        )
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
+        let n = |n: usize| french::number(i64::try_from(n).unwrap_or(i64::MAX));
+        return render(
+            DonePage {
+                who: Some(Who::of(&actor)),
+                title: "Zips de tous les établissements",
+                lines: vec![DoneLine {
+                    text: format!(
+                        "{} avec des copies transmises : {} zips lancés, {} déjà en préparation, \
+                         {} déjà prêts",
+                        french::count(
+                            i64::try_from(all.establishments).unwrap_or(i64::MAX),
+                            "établissement",
+                            "établissements"
+                        ),
+                        n(all.enqueued),
+                        n(all.already_building),
+                        n(all.already_ready)
+                    ),
+                    job: None,
+                }],
+                back: format!("/examens/{}", urlencoding(&code)),
+            },
+            &actor,
+        );
+    }
     let uai = form_uai(&actor, Some(&form.uai))?
         .ok_or_else(|| PageError::of(OpError::invalid("establishment", "missing"), &actor))?;
     let input = ZipInput {
         exam: code,
         establishment: uai,
-        options: RequestedOptions::default(),
+        options: form.requested(),
     };
     match download::request(&s.app, &actor, &input)
         .await
@@ -141,22 +232,11 @@ async fn page_zip(
             Ok(Redirect::to(&format!("/travaux/{job}")).into_response())
         }
         Requested::Ready(links) => render(
-            DonePage {
+            ZipReadyPage {
                 who: Some(Who::of(&actor)),
-                title: "Zip prêt",
-                lines: links
-                    .into_iter()
-                    .map(|l| DoneLine {
-                        text: format!(
-                            "{} ({} octets, jusqu'au {})",
-                            l.url,
-                            l.bytes,
-                            date(l.expires_at)
-                        ),
-                        job: None,
-                    })
-                    .collect(),
-                back: format!("/examens/{}", input.exam),
+                buttons: buttons(&s.app, &links),
+                uai: input.establishment.to_string(),
+                code: input.exam,
             },
             &actor,
         ),

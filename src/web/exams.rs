@@ -15,15 +15,19 @@ use uuid::Uuid;
 use super::{
     WebState,
     api::ApiResult,
-    french::kind_label,
+    french::{self, kind_label},
     pages::{PageError, Who, date, render},
     problem::Problem,
     session::{Caller, Viewer},
 };
 use crate::{
     closure,
-    domain::{ExamKind, UnitState},
+    domain::{ExamKind, ItemState, UnitState},
+    download::{self, ZipInput},
+    jobs::admin,
+    ledger::JobStatus,
     op::Actor,
+    render::RequestedOptions,
 };
 
 /// The API's routes of this resource.
@@ -46,22 +50,13 @@ async fn exams(State(s): State<WebState>, Caller(actor): Caller) -> ApiResult<Re
     Ok(Json(exams).into_response())
 }
 
-fn state_label(state: UnitState) -> &'static str {
-    match state {
-        UnitState::Open => "non clôturé",
-        UnitState::Closing => "clôture en cours",
-        UnitState::Closed => "clôturé",
-        UnitState::PartiallyClosed => "partiellement clôturé",
-        UnitState::ClosedWithErrors => "clôturé avec erreurs",
-        UnitState::Published => "publié",
-    }
-}
-
 struct ExamLine {
     code: String,
     subject: String,
     kind_label: &'static str,
     published: Option<String>,
+    /// Where its closure stands within the viewer's reach.
+    progress: String,
 }
 
 #[derive(Template)]
@@ -71,6 +66,33 @@ struct ExamsPage {
     exams: Vec<ExamLine>,
 }
 
+/// An exam's closure progress in words: `2 clôturés sur 3 · 1 avec
+/// erreurs`.
+fn progress_words(p: &closure::status::ExamProgress) -> String {
+    let units = p.units();
+    if units == 0 {
+        return "aucune copie".into();
+    }
+    let mut parts = vec![format!(
+        "{} sur {}",
+        french::count(p.closed, "clôturé", "clôturés"),
+        french::number(units)
+    )];
+    if p.with_errors > 0 {
+        parts.push(format!("{} avec erreurs", french::number(p.with_errors)));
+    }
+    if p.partially_closed > 0 {
+        parts.push(format!("{} en partie", french::number(p.partially_closed)));
+    }
+    if p.closing > 0 {
+        parts.push(format!("{} en cours", french::number(p.closing)));
+    }
+    if p.open > 0 {
+        parts.push(french::count(p.open, "non clôturé", "non clôturés"));
+    }
+    parts.join(" · ")
+}
+
 async fn page_exams(
     State(s): State<WebState>,
     Viewer(actor): Viewer,
@@ -78,11 +100,15 @@ async fn page_exams(
     let listed = closure::status::list_exams(&s.app, &actor)
         .await
         .map_err(|e| PageError::of(e, &actor))?;
+    let progress = closure::status::exams_progress(&s.app, &actor)
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
     let page = ExamsPage {
         who: Some(Who::of(&actor)),
         exams: listed
             .into_iter()
             .map(|e| ExamLine {
+                progress: progress_words(&progress.get(&e.code).cloned().unwrap_or_default()),
                 code: e.code,
                 subject: e.subject,
                 kind_label: kind_label(e.kind),
@@ -106,6 +132,12 @@ struct UnitLine {
     job_status: String,
 }
 
+/// A choice of the search and zip forms: an establishment by its name.
+struct Place {
+    uai: String,
+    name: String,
+}
+
 #[derive(Template)]
 #[template(path = "exam.html")]
 struct ExamPage {
@@ -114,11 +146,24 @@ struct ExamPage {
     kind_label: &'static str,
     published: Option<String>,
     units: Vec<UnitLine>,
+    /// Some unit was never closed: "Lancer la clôture" is offered.
     closable: bool,
+    /// Some unit was closed: "Relancer" is offered.
+    relaunchable: bool,
     harmonisable: bool,
     own_uai: Option<String>,
-    searchable: Vec<String>,
+    searchable: Vec<Place>,
+    /// Admin and coordinators may ask every establishment's zip at once.
+    every_zip: bool,
+    /// E3C: the zip's switches are fixed.
+    fixed: bool,
+    /// The establishment's built zip, as buttons.
+    buttons: Vec<super::downloads::Button>,
 }
+
+/// Units whose waiting job's next attempt is looked up for the closure
+/// table's words, at most (a job read each).
+const NEXT_ATTEMPTS_READ: usize = 20;
 
 async fn page_exam(
     State(s): State<WebState>,
@@ -129,23 +174,64 @@ async fn page_exam(
         .await
         .map_err(|e| PageError::of(e, &actor))?;
     let own_uai = match &actor {
-        Actor::Establishment { uai } => Some(uai.to_string()),
+        Actor::Establishment { uai } => Some(uai.clone()),
         _ => None,
     };
-    let searchable: Vec<String> = status
+    // When a waiting unit's job tries again.
+    let mut next_attempt = std::collections::HashMap::new();
+    for u in status
         .units
         .iter()
-        .map(|u| u.establishment.clone())
-        .collect();
+        .filter(|u| u.job_status == Some(JobStatus::Queued) && !u.errors.is_empty())
+        .take(NEXT_ATTEMPTS_READ)
+    {
+        if let Some(id) = u.job
+            && let Ok(detail) = admin::show(&s.app, &actor, id).await
+            && detail.job.run_at > chrono::Utc::now()
+        {
+            next_attempt.insert(u.establishment.clone(), detail.job.run_at);
+        }
+    }
+    // An establishment's built zip (all switches on), as buttons.
+    let mut buttons = Vec::new();
+    if let Some(uai) = &own_uai
+        && status.units.iter().any(|u| u.cyclades.accepted > 0)
+    {
+        let input = ZipInput {
+            exam: status.exam.clone(),
+            establishment: uai.clone(),
+            options: RequestedOptions::default(),
+        };
+        if let Ok(Some(links)) = download::current_links(&s.app, &actor, &input).await {
+            buttons = super::downloads::buttons(&s.app, &links);
+        }
+    }
+    let closing_kind = status.kind != ExamKind::Harmonised;
     let page = ExamPage {
         who: Some(Who::of(&actor)),
         kind_label: kind_label(status.kind),
         published: status.published_at.map(date),
-        closable: status.kind != ExamKind::Harmonised && !status.units.is_empty(),
+        closable: closing_kind && status.units.iter().any(|u| u.state == UnitState::Open),
+        relaunchable: closing_kind
+            && status
+                .units
+                .iter()
+                .any(|u| !matches!(u.state, UnitState::Open | UnitState::Closing)),
         harmonisable: status.kind == ExamKind::Harmonised
             && matches!(actor, Actor::Admin(_) | Actor::Coordinator { .. }),
-        own_uai,
-        searchable,
+        own_uai: own_uai.as_ref().map(|u| u.to_string()),
+        searchable: status
+            .units
+            .iter()
+            .map(|u| Place {
+                uai: u.establishment.clone(),
+                name: u.name.clone(),
+            })
+            .collect(),
+        every_zip: matches!(actor, Actor::Admin(_) | Actor::Coordinator { .. })
+            && status.units.len() > 1,
+        fixed: status.kind == ExamKind::E3c,
+        buttons,
         units: status
             .units
             .iter()
@@ -153,9 +239,9 @@ async fn page_exam(
                 uai: u.establishment.clone(),
                 name: u.name.clone(),
                 state: u.state.as_str(),
-                state_label: state_label(u.state),
+                state_label: french::unit_state(u.state),
                 copies: if status.kind == ExamKind::Harmonised {
-                    format!("{} validées / {}", u.validated, u.copies)
+                    format!("{} validées sur {}", u.validated, u.copies)
                 } else {
                     u.copies.to_string()
                 },
@@ -164,10 +250,21 @@ async fn page_exam(
                 errors: u
                     .errors
                     .iter()
-                    .map(|e| format!("{} ({}, {}) : {}", e.target, e.state, e.items, e.message))
+                    .map(|e| {
+                        french::export_error(
+                            &e.target,
+                            e.state == ItemState::Rejected,
+                            e.items,
+                            next_attempt.get(&u.establishment),
+                            u.job_status == Some(JobStatus::Running),
+                        )
+                    })
                     .collect(),
                 job: u.job,
-                job_status: u.job_status.map(|s| s.to_string()).unwrap_or_default(),
+                job_status: u
+                    .job_status
+                    .map(|s| french::job_status(s).to_owned())
+                    .unwrap_or_default(),
             })
             .collect(),
         code: status.exam,

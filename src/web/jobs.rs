@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::{
     WebState,
     api::{ApiResult, uai},
+    french,
     pages::{PageError, Who, date, form_uai, render, urlencoding},
     problem::Problem,
     session::{Caller, Viewer},
@@ -261,28 +262,63 @@ struct JobLine {
     id: Uuid,
     short: String,
     kind: String,
+    exam: String,
+    establishment: String,
     status: String,
     attempts: String,
     progress: String,
     created_by: String,
-    error: String,
+    created_at: String,
+}
+
+/// One status's count, linking to the list of that status.
+struct CountLink {
+    label: &'static str,
+    count: String,
+    href: String,
+    current: bool,
+}
+
+/// An option of a filter's list: its value, French label and whether it
+/// is chosen.
+struct Choice {
+    value: &'static str,
+    label: String,
+    selected: bool,
 }
 
 #[derive(Template)]
 #[template(path = "jobs.html")]
 struct JobsPage {
     who: Option<Who>,
-    statuses: Vec<(&'static str, bool)>,
-    kind: String,
+    statuses: Vec<Choice>,
+    kinds: Vec<Choice>,
     exam: String,
     uai: String,
     jobs: Vec<JobLine>,
-    counts: String,
+    counts: Vec<CountLink>,
     previous: Option<String>,
     next: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A job's short reference: the last 8 hex digits of its id, the random
+/// ones of a UUIDv7 (its first ones are the time it was made, the same
+/// for every job made within a minute).
+pub(super) fn short_ref(id: &Uuid) -> String {
+    let hex = id.simple().to_string();
+    format!("…{}", &hex[hex.len() - 8..])
+}
+
+/// A payload's text field (`exam`, `establishment`), empty when absent.
+fn payload_text(payload: &serde_json::Value, field: &str) -> String {
+    payload
+        .get(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[derive(Deserialize, Clone)]
 struct JobsForm {
     #[serde(default)]
     status: String,
@@ -331,42 +367,60 @@ async fn page_jobs(
             who: Some(Who::of(&actor)),
             statuses: JobStatus::ALL
                 .iter()
-                .map(|s| (s.as_str(), s.as_str() == form.status))
+                .map(|s| Choice {
+                    value: s.as_str(),
+                    label: french::job_status(*s).to_owned(),
+                    selected: s.as_str() == form.status,
+                })
+                .collect(),
+            kinds: french::JOB_KINDS
+                .iter()
+                .map(|k| Choice {
+                    value: k,
+                    label: french::job_kind(k),
+                    selected: *k == form.kind,
+                })
                 .collect(),
             counts: list
                 .counts
                 .iter()
-                .map(|(s, n)| format!("{s} : {n}"))
-                .collect::<Vec<_>>()
-                .join(" · "),
+                .map(|(s, n)| CountLink {
+                    label: french::job_status(*s),
+                    count: n.to_string(),
+                    href: jobs_query(
+                        &JobsForm {
+                            status: s.as_str().to_owned(),
+                            apres: String::new(),
+                            ..form.clone()
+                        },
+                        None,
+                    ),
+                    current: s.as_str() == form.status,
+                })
+                .collect(),
             // Pages are read by key, newest first: the way back is to the
             // newest jobs.
             previous: cursor.is_some().then(|| jobs_query(&form, None)),
             next: list.next.as_deref().map(|c| jobs_query(&form, Some(c))),
-            kind: form.kind.clone(),
             exam: form.exam.clone(),
             uai: form.uai.clone(),
             jobs: list
                 .jobs
                 .into_iter()
                 .map(|j| JobLine {
-                    short: j.id.simple().to_string()[..8].to_owned(),
+                    short: short_ref(&j.id),
                     id: j.id,
-                    kind: j.kind,
-                    status: j.status.to_string(),
+                    kind: french::job_kind(&j.kind),
+                    exam: payload_text(&j.payload, "exam"),
+                    establishment: payload_text(&j.payload, "establishment"),
+                    status: french::job_state(j.status, j.attempts, &j.run_at),
                     attempts: format!("{}/{}", j.attempts, j.max_attempts),
                     progress: match (j.progress_done, j.progress_total) {
                         (Some(d), Some(t)) => format!("{d}/{t}"),
                         _ => String::new(),
                     },
-                    created_by: j.created_by,
-                    error: j
-                        .last_error
-                        .unwrap_or_default()
-                        .lines()
-                        .next()
-                        .unwrap_or("")
-                        .to_owned(),
+                    created_by: french::actor(&j.created_by),
+                    created_at: date(j.created_at),
                 })
                 .collect(),
         },
@@ -391,13 +445,7 @@ struct EventLine {
     event: String,
     attempt: i32,
     detail: String,
-}
-
-struct LinkLine {
-    url: String,
-    name: String,
-    bytes: u64,
-    until: String,
+    raw: Option<String>,
 }
 
 #[derive(Template)]
@@ -412,10 +460,20 @@ struct JobPage {
     percent: i64,
     attempts: String,
     created_by: String,
+    created_at: String,
+    exam: String,
+    establishment: String,
+    /// The raw error, for admins only.
     last_error: Option<String>,
     events: Vec<EventLine>,
-    links: Vec<LinkLine>,
+    buttons: Vec<super::downloads::Button>,
     zip_page: String,
+    /// Whether the viewer may retry it now (an operator, a finished job
+    /// that did not succeed).
+    retry: bool,
+    /// Whether the viewer may cancel it now (an operator, a job not
+    /// finished).
+    cancel: bool,
     /// Whether the job may still change: only then does the page follow
     /// its events (a finished job's stream ends at once, and following it
     /// would reload the page forever).
@@ -444,8 +502,8 @@ async fn page_job(
     } else {
         0
     };
-    // A finished zip: its links, for whoever reaches its establishment.
-    let mut links = Vec::new();
+    // A finished zip: its buttons, for whoever reaches its establishment.
+    let mut buttons = Vec::new();
     if j.kind == <download::BulkRender as crate::ledger::Kind>::NAME
         && j.status == JobStatus::Succeeded
         && let Ok(payload) = serde_json::from_value::<download::BulkRender>(j.payload.clone())
@@ -456,41 +514,52 @@ async fn page_job(
             options: payload.options.requested(),
         };
         if let Ok(Some(found)) = download::current_links(&s.app, &actor, &input).await {
-            links = found
-                .into_iter()
-                .enumerate()
-                .map(|(i, l)| LinkLine {
-                    name: format!("partie {}", i + 1),
-                    url: l.url,
-                    bytes: l.bytes,
-                    until: date(l.expires_at),
-                })
-                .collect();
+            buttons = super::downloads::buttons(&s.app, &found);
         }
     }
+    let admin = matches!(actor, Actor::Admin(_));
+    let operator = !matches!(actor, Actor::Establishment { .. });
     render(
         JobPage {
             who: Some(Who::of(&actor)),
             id,
-            kind: j.kind.clone(),
-            status: j.status.to_string(),
+            kind: french::job_kind(&j.kind),
+            status: french::job_state(j.status, j.attempts, &j.run_at),
             done,
             total: total.max(1),
             percent,
             attempts: format!("{}/{}", j.attempts, j.max_attempts),
-            created_by: j.created_by.clone(),
-            last_error: j.last_error.clone(),
+            created_by: french::actor(&j.created_by),
+            created_at: date(j.created_at),
+            exam: payload_text(&j.payload, "exam"),
+            establishment: payload_text(&j.payload, "establishment"),
+            last_error: j.last_error.clone().filter(|_| admin),
             events: detail
                 .events
                 .iter()
                 .map(|e| EventLine {
-                    at: e.at.format("%d/%m %H:%M:%S").to_string(),
-                    event: e.event.clone(),
+                    at: french::date_time_seconds(&e.at),
+                    event: french::job_event(&e.event).to_owned(),
                     attempt: e.attempt,
-                    detail: e.detail.clone().unwrap_or_default(),
+                    detail: e
+                        .detail
+                        .as_deref()
+                        .and_then(french::event_detail)
+                        .unwrap_or_default(),
+                    // The workers' own words, for admins only.
+                    raw: e
+                        .detail
+                        .clone()
+                        .filter(|d| admin && french::event_detail(d).is_none()),
                 })
                 .collect(),
-            links,
+            buttons,
+            retry: operator
+                && matches!(
+                    j.status,
+                    JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled
+                ),
+            cancel: operator && matches!(j.status, JobStatus::Queued | JobStatus::Running),
             zip_page: format!("/travaux/{id}"),
             live: !j.status.is_final(),
         },

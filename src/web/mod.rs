@@ -4,7 +4,8 @@
 //! [`closure`], [`copies`], [`downloads`] and [`jobs`]. Besides, what
 //! every API route shares ([`api`]: the OpenAPI document), what every page
 //! shares ([`pages`]), errors as problem documents ([`problem`]), the
-//! pages' French ([`french`]), and the download links of the local store
+//! pages' French ([`french`]), their error pages ([`errors`]) and
+//! protective headers ([`headers`]), and the download links of the local store
 //! (`/downloads/{token}`). Every request acts as the actor of its bearer
 //! token or of its session; what it may do is decided by the operations,
 //! as for the command line.
@@ -13,8 +14,10 @@ pub mod api;
 pub mod closure;
 pub mod copies;
 pub mod downloads;
+pub mod errors;
 pub mod exams;
 pub mod french;
+pub mod headers;
 pub mod jobs;
 pub mod pages;
 pub mod problem;
@@ -107,16 +110,26 @@ pub fn router(app: App) -> Router {
         .and(NotForContentType::const_new("application/zip"))
         .and(NotForContentType::const_new("text/event-stream"));
     router
+        // A panic in a handler is a French page with status 500.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            errors::panic_page,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::track_http))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A cross-site POST (a form of another site) is refused; the API's
         // own clients send no Origin or Sec-Fetch-Site and pass.
         .layer(CsrfLayer::new())
-        .layer(CompressionLayer::new().compress_when(compress))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(60),
         ))
+        // Errors the handlers do not write (unknown address, extractors'
+        // refusals, cross-site forms, timeouts) as French pages, then
+        // every answer with its protective headers; both read answers
+        // before they are compressed.
+        .layer(axum::middleware::from_fn(errors::styled))
+        .layer(axum::middleware::from_fn(headers::protect))
+        .layer(CompressionLayer::new().compress_when(compress))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,

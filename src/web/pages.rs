@@ -100,7 +100,12 @@ pub(super) fn error_page(
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot render the error page");
-            (status, title).into_response()
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                title,
+            )
+                .into_response()
         }
     }
 }
@@ -108,7 +113,6 @@ pub(super) fn error_page(
 impl PageError {
     pub(super) fn of(e: OpError, actor: &Actor) -> Self {
         let who = Some(Who::of(actor));
-        let detail = e.to_string();
         Self(Box::new(match e {
             OpError::Invalid { field, reason } => error_page(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -131,7 +135,12 @@ impl PageError {
             OpError::Refused(r) => {
                 error_page(StatusCode::CONFLICT, who, "Refusé", french::refusal(&r))
             }
-            OpError::Conflict { .. } => error_page(StatusCode::CONFLICT, who, "Impossible", detail),
+            OpError::Conflict { what } => error_page(
+                StatusCode::CONFLICT,
+                who,
+                "Impossible",
+                french::conflict(&what),
+            ),
             OpError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "page failed");
                 error_page(
@@ -152,9 +161,9 @@ pub(super) fn render(t: impl Template, actor: &Actor) -> Result<Response, PageEr
         .map_err(|e| PageError::of(OpError::Internal(anyhow::anyhow!(e)), actor))
 }
 
-/// A date as the pages show it.
+/// A date as the pages show it: Paris time, `13/12/2026 à 04:35`.
 pub(super) fn date(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%d/%m/%Y %H:%M UTC").to_string()
+    french::date_time(&at)
 }
 
 /// One line of an action's answer.

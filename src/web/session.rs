@@ -6,7 +6,7 @@
 use askama::Template;
 use axum::{
     Form, Json, Router,
-    extract::{FromRequestParts, State},
+    extract::{FromRequestParts, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     WebState,
     api::ApiResult,
-    pages::{Who, error_page},
+    pages::{Who, error_page, urlencoding},
     problem::{ApiError, Problem},
 };
 use crate::{
@@ -113,8 +113,44 @@ async fn me(Caller(actor): Caller) -> Json<Me> {
 pub const COOKIE: &str = "copiste_session";
 
 /// The actor of a page request, from its session cookie; a browser
-/// without a valid session is sent to the login page.
+/// without a valid session is sent to the login page, which brings it
+/// back to the page it asked for (`suite`) and says why when its key was
+/// revoked or expired (`motif`).
 pub struct Viewer(pub Actor);
+
+/// The login page's address that leads back to `parts`' page (a GET's own
+/// address; for a form, the page it was sent from is unknown: the exam
+/// list), with why the session ended.
+fn to_login(parts: &Parts, why: Option<&Refused>) -> Response {
+    let mut query = Vec::new();
+    if parts.method == axum::http::Method::GET
+        && let Some(target) = parts.uri.path_and_query().map(|p| p.as_str())
+        && target != "/examens"
+    {
+        query.push(format!("suite={}", urlencoding(target)));
+    }
+    match why {
+        Some(Refused::Revoked) => query.push("motif=revoquee".into()),
+        Some(Refused::Expired) => query.push("motif=expiree".into()),
+        _ => {}
+    }
+    let to = if query.is_empty() {
+        "/connexion".to_owned()
+    } else {
+        format!("/connexion?{}", query.join("&"))
+    };
+    Redirect::to(&to).into_response()
+}
+
+/// Where a login leads: a page of copiste (a path, never another site),
+/// the exam list otherwise.
+fn next_page(suite: Option<&str>) -> String {
+    suite
+        .filter(|s| s.starts_with('/') && !s.starts_with("//") && !s.contains('\\'))
+        .filter(|s| !s.starts_with("/connexion") && !s.starts_with("/deconnexion"))
+        .unwrap_or("/examens")
+        .to_owned()
+}
 
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -132,11 +168,11 @@ impl FromRequestParts<WebState> for Viewer {
 
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
         let Some(cookie) = session_cookie(&parts.headers) else {
-            return Err(Redirect::to("/connexion").into_response());
+            return Err(to_login(parts, None));
         };
         match access::session(&state.app, &cookie).await {
             Ok(Authenticated::Actor { actor, .. }) => Ok(Self(actor)),
-            Ok(Authenticated::Refused(_)) => Err(Redirect::to("/connexion").into_response()),
+            Ok(Authenticated::Refused(why)) => Err(to_login(parts, Some(&why))),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read the session");
                 Err(error_page(
@@ -155,26 +191,56 @@ impl FromRequestParts<WebState> for Viewer {
 struct LoginPage {
     who: Option<Who>,
     message: Option<&'static str>,
+    suite: String,
 }
 
-async fn login_page() -> Response {
+/// The login page's query: where to go next, and why the last session
+/// ended.
+#[derive(Deserialize)]
+struct LoginQuery {
+    suite: Option<String>,
+    motif: Option<String>,
+}
+
+async fn login_page(Query(query): Query<LoginQuery>) -> Response {
+    let message = match query.motif.as_deref() {
+        Some("revoquee") => Some(
+            "Votre clé d'accès a été révoquée : la session est fermée. Demandez une nouvelle clé \
+             à l'administration de copiste.",
+        ),
+        Some("expiree") => {
+            Some("Votre clé d'accès a expiré : la session est fermée. Demandez une nouvelle clé.")
+        }
+        _ => None,
+    };
     match (LoginPage {
         who: None,
-        message: None,
+        message,
+        suite: next_page(query.suite.as_deref()),
     })
     .render()
     {
         Ok(html) => Html(html).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the login page");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Erreur interne",
+                "copiste n'a pas pu répondre ; l'erreur est journalisée.".into(),
+            )
+        }
     }
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
     cle: String,
+    suite: Option<String>,
 }
 
 async fn login(State(s): State<WebState>, Form(form): Form<LoginForm>) -> Response {
+    let suite = next_page(form.suite.as_deref());
     match access::log_in(&s.app, &form.cle).await {
         Ok(Login::Session { cookie, expires_at }) => {
             let secure = s.app.config.downloads.public_base_url.scheme() == "https";
@@ -183,7 +249,7 @@ async fn login(State(s): State<WebState>, Form(form): Form<LoginForm>) -> Respon
                 "{COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
                 if secure { "; Secure" } else { "" }
             );
-            let mut response = Redirect::to("/examens").into_response();
+            let mut response = Redirect::to(&suite).into_response();
             if let Ok(v) = HeaderValue::from_str(&value) {
                 response.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -193,11 +259,24 @@ async fn login(State(s): State<WebState>, Form(form): Form<LoginForm>) -> Respon
             tracing::info!(reason = %why, "login refused");
             let page = LoginPage {
                 who: None,
-                message: Some("Clé d'accès inconnue, révoquée ou expirée."),
+                message: Some(match why {
+                    Refused::Revoked => "Cette clé d'accès a été révoquée.",
+                    Refused::Expired => "Cette clé d'accès a expiré.",
+                    _ => "Clé d'accès inconnue, révoquée ou expirée.",
+                }),
+                suite,
             };
             match page.render() {
                 Ok(html) => (StatusCode::UNAUTHORIZED, Html(html)).into_response(),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot render the login page");
+                    error_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        None,
+                        "Erreur interne",
+                        "copiste n'a pas pu répondre ; l'erreur est journalisée.".into(),
+                    )
+                }
             }
         }
         Err(e) => {

@@ -160,12 +160,13 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
     .await;
     assert_eq!(status, StatusCode::OK);
 
-    // E3C switches are shown fixed, with the reason.
+    // A copy not transmitted yet: the rule's page, never a viewer around
+    // an error (the E3C switches of a transmitted copy: e2e/).
     let numero = app.first_numero(E3C, &own).await;
     let (status, body) = page(&base, &cookie, &format!("/examens/{E3C}/copies/{numero}")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(
-        body.contains("disabled") && body.contains("toujours présents"),
+        body.contains("pas encore été transmise") && !body.contains("<iframe"),
         "{body}"
     );
 
@@ -181,12 +182,32 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
         .expect("post");
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.counts().await.values().sum::<i64>(), 0, "no job");
-    // The same post from the page itself closes the unit.
+    // The same post from the page itself asks for a confirmation that
+    // says what will be sent, and enqueues nothing.
     let response = client()
         .post(format!("{base}/examens/{PHILO}/cloture"))
         .header(header::COOKIE, &cookie)
         .header("sec-fetch-site", "same-origin")
         .form(&[("establishment", own.as_str())])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::OK);
+    let asked = response.text().await.expect("body");
+    assert!(
+        asked.contains("Confirmer la clôture")
+            && asked.contains(PHILO)
+            && asked.contains("1 établissement")
+            && asked.contains("name=\"confirme\""),
+        "{asked}"
+    );
+    assert_eq!(app.counts().await.values().sum::<i64>(), 0, "no job yet");
+    // Confirmed, it closes the unit.
+    let response = client()
+        .post(format!("{base}/examens/{PHILO}/cloture"))
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("establishment", own.as_str()), ("confirme", "1")])
         .send()
         .await
         .expect("post");
@@ -213,17 +234,31 @@ async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].created_by, format!("establishment:{own}"));
 
-    // Revoking the token ends its sessions.
+    // Revoking the token ends its sessions, and the login page says so,
+    // then leads back to the page asked for.
     access::revoke_token(&app.app(), &Actor::admin("test"), token_id)
         .await
         .expect("revoke");
     let response = client()
-        .get(format!("{base}/examens"))
+        .get(format!("{base}/travaux?status=dead"))
         .header(header::COOKIE, &cookie)
         .send()
         .await
         .expect("get");
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let to = response.headers()[header::LOCATION]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert_eq!(
+        to,
+        "/connexion?suite=%2Ftravaux%3Fstatus%3Ddead&motif=revoquee"
+    );
+    let (_, login) = page(&base, "", &to).await;
+    assert!(
+        login.contains("a été révoquée") && login.contains("value=\"/travaux?status=dead\""),
+        "{login}"
+    );
 }
 
 #[tokio::test]
@@ -305,9 +340,12 @@ async fn the_jobs_page_links_to_the_next_page_by_cursor() {
         50,
         "a page of 50"
     );
-    let next = first
-        .split("href=\"/travaux?")
-        .nth(1)
+    // The link just before "plus anciens" (the status counts link to the
+    // list too).
+    let before = first.split("plus anciens").next().expect("text");
+    let next = before
+        .rsplit("href=\"/travaux?")
+        .next()
         .and_then(|rest| rest.split('"').next())
         // The template escapes `&` (askama writes `&#38;`).
         .map(|query| {
@@ -335,4 +373,97 @@ async fn the_jobs_page_links_to_the_next_page_by_cursor() {
     );
     let (status, body) = page(&base, &cookie, "/travaux?apres=nonsense").await;
     assert!(status.is_client_error(), "{status} {body}");
+}
+
+/// Every page carries the protective headers (a strict policy, never
+/// framed, never sniffed, never cached); the answers the handlers do not
+/// write themselves (an unknown address, a method the address does not
+/// take, a query string the extractor refuses) are French pages in the
+/// layout, with the same headers; the API keeps its own answers.
+#[tokio::test]
+async fn pages_are_protected_and_every_error_is_a_french_page() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let base = serve(&app).await;
+    let (_, token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &token).await;
+    let check = |path: &str, response: &reqwest::Response| {
+        let h = response.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && csp.contains("style-src 'self'")
+                && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{path}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert!(
+            h[header::CONTENT_TYPE]
+                .to_str()
+                .expect("type")
+                .starts_with("text/html"),
+            "{path}"
+        );
+    };
+    for (path, status, words) in [
+        ("/connexion", StatusCode::OK, "Clé d'accès"),
+        ("/examens", StatusCode::OK, "Examens"),
+        ("/inexistant", StatusCode::NOT_FOUND, "Page introuvable"),
+        (
+            "/examens/BAC26-PHILO/candidats",
+            StatusCode::BAD_REQUEST,
+            "Il manque le champ « établissement (UAI) »",
+        ),
+        (
+            "/travaux?apres=99999999999999999999",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Demande invalide",
+        ),
+        (
+            "/examens/BAC26-PHILO/cloture",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Action impossible",
+        ),
+    ] {
+        let response = client()
+            .get(format!("{base}{path}"))
+            .header(header::COOKIE, &cookie)
+            .send()
+            .await
+            .expect("get");
+        check(path, &response);
+        let got = response.status();
+        let body = response.text().await.expect("body");
+        // The extractors' own statuses vary (400 or 422): a client error.
+        assert!(
+            got == status || (status.is_client_error() && got.is_client_error()),
+            "{path}: {got} {body}"
+        );
+        let body = body.replace("&#x27;", "'").replace("&#39;", "'");
+        assert!(
+            body.contains(words) && body.contains("/static/copiste.css"),
+            "{path}: {body}"
+        );
+        for english in ["Failed to deserialize", "missing field"] {
+            assert!(!body.contains(english), "{path}: {english} in {body}");
+        }
+    }
+    // The API keeps its problem documents.
+    let response = client()
+        .get(format!("{base}/api/v1/jobs/not-a-job"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("api");
+    assert!(response.status().is_client_error());
+    assert!(
+        !response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/html")
+    );
 }
