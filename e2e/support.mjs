@@ -93,6 +93,7 @@ export const ENGLISH = [
   "and \\d+ more",
   "nothing to search",
   "UUID",
+  "unknown",
   "UTC",
   "bytes",
   "candidat\\(s\\)",

@@ -404,6 +404,13 @@ pub fn actor(label: &str) -> String {
         format!("coordination de l'académie {academy}")
     } else if label == "scheduler" || label.starts_with("scheduler:") {
         "planification automatique".into()
+    } else if let Some(user) = label.strip_prefix("cli:") {
+        let user = if user == "unknown" {
+            "utilisateur inconnu"
+        } else {
+            user
+        };
+        format!("administration, ligne de commande ({user})")
     } else {
         format!("administration ({label})")
     }
