@@ -202,6 +202,23 @@ struct LoginQuery {
     motif: Option<String>,
 }
 
+/// The login page with `status`, or the internal error page when its
+/// template cannot be drawn.
+fn login_response(status: StatusCode, page: &LoginPage) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render the login page");
+            error_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "Erreur interne",
+                "copiste n'a pas pu répondre ; l'erreur est journalisée.".into(),
+            )
+        }
+    }
+}
+
 async fn login_page(Query(query): Query<LoginQuery>) -> Response {
     let message = match query.motif.as_deref() {
         Some("revoquee") => Some(
@@ -213,24 +230,14 @@ async fn login_page(Query(query): Query<LoginQuery>) -> Response {
         }
         _ => None,
     };
-    match (LoginPage {
-        who: None,
-        message,
-        suite: next_page(query.suite.as_deref()),
-    })
-    .render()
-    {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot render the login page");
-            error_page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-                "Erreur interne",
-                "copiste n'a pas pu répondre ; l'erreur est journalisée.".into(),
-            )
-        }
-    }
+    login_response(
+        StatusCode::OK,
+        &LoginPage {
+            who: None,
+            message,
+            suite: next_page(query.suite.as_deref()),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -266,18 +273,7 @@ async fn login(State(s): State<WebState>, Form(form): Form<LoginForm>) -> Respon
                 }),
                 suite,
             };
-            match page.render() {
-                Ok(html) => (StatusCode::UNAUTHORIZED, Html(html)).into_response(),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot render the login page");
-                    error_page(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        None,
-                        "Erreur interne",
-                        "copiste n'a pas pu répondre ; l'erreur est journalisée.".into(),
-                    )
-                }
-            }
+            login_response(StatusCode::UNAUTHORIZED, &page)
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "login failed");
