@@ -205,7 +205,6 @@ fn defines(location: &Path, name: &str) -> bool {
                 !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
             })
         }) || text.contains(&format!("macro_rules! {name}"))
-            || text.contains(&format!("enum {name}"))
             // A variant or method of a type: `Type::name`.
             || text.contains(&format!("    {name}("))
             || text.contains(&format!("    {name} {{"))
