@@ -304,7 +304,11 @@ pub struct Claimed {
 /// cannot deadlock. Returns the jobs claimed.
 ///
 /// Every row is reached through the primary key, whatever the table's
-/// statistics said when the plan was made (see `Db::runs`).
+/// statistics said when the plan was made (see `Db::runs`): the lookup
+/// names the id alone, and its `OFFSET 0` keeps Postgres from pushing the
+/// status test into it (it would then pick `jobs_status_recent`, which
+/// holds the status before the id, and walk every queued job). The same
+/// holds for [`extend_leases`] and [`finish_many`].
 pub async fn claim_many(
     db: &Db,
     ids: &[Uuid],
@@ -320,10 +324,11 @@ pub async fn claim_many(
         WITH locked AS MATERIALIZED (
             SELECT job.id FROM unnest($1::uuid[]) AS wanted (id)
             CROSS JOIN LATERAL (
-                SELECT jobs.id FROM jobs
-                WHERE jobs.id = wanted.id AND jobs.status = $4 AND jobs.run_at <= now()
-                FOR UPDATE
+                SELECT jobs.id, jobs.status, jobs.run_at FROM jobs
+                WHERE jobs.id = wanted.id
+                FOR UPDATE OFFSET 0
             ) AS job
+            WHERE job.status = $4 AND job.run_at <= now()
         ), claimed AS (
             UPDATE jobs
             SET status = 'running', attempts = attempts + 1, worker = $2,
@@ -390,11 +395,11 @@ pub async fn finish_many(
         ), locked AS MATERIALIZED (
             SELECT job.id FROM input
             CROSS JOIN LATERAL (
-                SELECT jobs.id FROM jobs
-                WHERE jobs.id = input.id AND jobs.status = $6 AND jobs.worker = $5
-                  AND jobs.attempts = input.attempt
-                FOR UPDATE
+                SELECT jobs.id, jobs.status, jobs.worker, jobs.attempts FROM jobs
+                WHERE jobs.id = input.id
+                FOR UPDATE OFFSET 0
             ) AS job
+            WHERE job.status = $6 AND job.worker = $5 AND job.attempts = input.attempt
         ), done AS (
             UPDATE jobs
             SET status = input.status, result = input.result, finished_at = now(),
@@ -505,10 +510,11 @@ pub async fn extend_leases(
         WITH locked AS MATERIALIZED (
             SELECT job.id FROM unnest($1::uuid[]) AS held (id)
             CROSS JOIN LATERAL (
-                SELECT jobs.id FROM jobs
-                WHERE jobs.id = held.id AND jobs.status = $4 AND jobs.worker = $2
-                FOR UPDATE
+                SELECT jobs.id, jobs.status, jobs.worker FROM jobs
+                WHERE jobs.id = held.id
+                FOR UPDATE OFFSET 0
             ) AS job
+            WHERE job.status = $4 AND job.worker = $2
         )
         UPDATE jobs SET lease_until = now() + make_interval(secs => $3)
         WHERE jobs.id = ANY ($1) AND jobs.id IN (SELECT id FROM locked)

@@ -36,11 +36,14 @@ pub struct Db {
     /// that trusts those statistics (scan the few queued or running jobs
     /// of the `jobs_active` index, or the whole small table) would scan
     /// every queued job at each claim once a backlog arrives. So these
-    /// statements look each job up by primary key (a lateral lookup per
-    /// id, then `id = ANY(ids)`), compare the status with a parameter (a
-    /// generic plan cannot prove a partial index's predicate from it), and
-    /// their connections have `enable_seqscan = off`: the primary key is
-    /// their only way to the rows. A Postgres crash may forget the last
+    /// statements look each job up, and lock it, by its id alone (a
+    /// lateral lookup per id, then `id = ANY(ids)`), and compare its
+    /// status, worker and attempt only once it is locked: an index that
+    /// also holds the status (`jobs_status_recent`, on status, creation
+    /// and id) would otherwise be chosen for the lookup and read every
+    /// queued job before finding the one id. Their connections have
+    /// `enable_seqscan = off`: the primary key is their only way to the
+    /// rows. A Postgres crash may forget the last
     /// fraction of a second of them; the jobs concerned then run again
     /// after their lease, as after a worker crash, which every job
     /// tolerates (jobs are idempotent). Enqueues and every domain write
