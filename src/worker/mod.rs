@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{app::App, queue};
 
-pub use runner::Runner;
+pub use runner::{DeliveryOutcome, Runner};
 
 /// What to run besides the consumer (tests switch parts off).
 #[derive(Debug, Clone)]

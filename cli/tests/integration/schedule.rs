@@ -91,6 +91,11 @@ fn load(dir: &Path) -> Vec<Schedule> {
     schedule::load_dir(dir).expect("schedules")
 }
 
+/// Three schedulers on one ledger, ticking every second: each slot
+/// between their start and their stop has exactly one job, with that
+/// slot's key. A scheduler enqueueing without the slot's key (which the
+/// unique index of keys would then not deduplicate) or skipping a slot
+/// fails it.
 #[tokio::test]
 async fn three_schedulers_make_one_job_per_slot() {
     let app = TestApp::new().await;
@@ -100,6 +105,8 @@ async fn three_schedulers_make_one_job_per_slot() {
         "tick.toml",
         "name = \"tick\"\ncron = \"* * * * * *\"\ntimezone = \"UTC\"\nkind = \"noop\"\n",
     );
+    let tick = load(dir.path()).remove(0);
+    let started = Utc::now();
     let mut schedulers = Vec::new();
     for _ in 0..3 {
         schedulers.push(
@@ -108,20 +115,51 @@ async fn three_schedulers_make_one_job_per_slot() {
                 .expect("scheduler starts"),
         );
     }
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    eventually(Duration::from_secs(30), || async {
+        (jobs_of_kind(&app, "noop").await.len() >= 3).then_some(())
+    })
+    .await;
     for s in schedulers {
         s.shutdown().await.expect("stop");
     }
-    let mut keys: Vec<String> = jobs_of_kind(&app, "noop")
+    let stopped = Utc::now();
+    let keys: Vec<String> = jobs_of_kind(&app, "noop")
         .await
         .into_iter()
-        .filter_map(|j| j.idempotency_key)
+        .map(|j| {
+            j.idempotency_key
+                .expect("a scheduled job has its slot's key")
+        })
         .collect();
-    keys.sort();
-    assert!(keys.len() >= 2, "a tick per second: {keys:?}");
-    let distinct: std::collections::HashSet<_> = keys.iter().collect();
-    assert_eq!(distinct.len(), keys.len(), "one job per slot: {keys:?}");
-    assert!(keys.iter().all(|k| k.starts_with("schedule:tick:")));
+    // Every slot from a second before the start (caught up) to a second
+    // after the stop (a timer may fire a little early), in time order,
+    // and the run of them the jobs hold.
+    let mut slots = Vec::new();
+    let mut at = tick
+        .slot_at_or_before(stopped + chrono::Duration::seconds(1))
+        .expect("slot");
+    while at >= started - chrono::Duration::seconds(1) {
+        slots.push(tick.key(at));
+        at = tick
+            .slot_at_or_before(at - chrono::Duration::seconds(1))
+            .expect("slot");
+    }
+    slots.reverse();
+    let mut held: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            slots.iter().position(|s| s == k).unwrap_or_else(|| {
+                panic!("{k} is no slot between the start and the stop: {slots:?}")
+            })
+        })
+        .collect();
+    held.sort_unstable();
+    let expected: Vec<usize> = (held[0]..held[0] + held.len()).collect();
+    assert_eq!(
+        held, expected,
+        "one job per slot, none missed, none twice: {keys:?} of {slots:?}"
+    );
+    assert!(held.len() >= 3, "a tick per second: {keys:?}");
 }
 
 #[tokio::test]
