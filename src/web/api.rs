@@ -38,7 +38,16 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
         description = "Closing exams, following closures and jobs, finding candidates, rendering copies and downloading zips. Every route acts as the actor of its bearer token (admin, an academy's coordinator or an establishment) and answers only within its scope; errors are application/problem+json documents (RFC 9457)."
     ),
     modifiers(&BearerAuth),
-    components(schemas(Problem, jobs::JobProgress))
+    components(schemas(
+        Problem,
+        jobs::JobProgress,
+        jobs::StreamEvent,
+        Code,
+        UaiText,
+        SearchText,
+        CursorText,
+        KindName
+    ))
 )]
 pub struct ApiDoc;
 
@@ -101,8 +110,13 @@ fn complete(doc: &mut utoipa::openapi::OpenApi) {
             op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();
         let has_body = op.request_body.is_some();
         for (status, response) in &mut op.responses.responses {
+            let RefOr::T(response) = response else {
+                continue;
+            };
+            if response.description.is_empty() {
+                default_description(status).clone_into(&mut response.description);
+            }
             if (status.starts_with('4') || status.starts_with('5'))
-                && let RefOr::T(response) = response
                 && let Some(content) = response.content.shift_remove("application/json")
             {
                 response.content.insert(PROBLEM_JSON.to_owned(), content);
@@ -162,6 +176,21 @@ fn complete(doc: &mut utoipa::openapi::OpenApi) {
         if let Some(op) = item.post.as_mut() {
             complete_one(op, true);
         }
+    }
+}
+
+/// What an answer of `status` means, when its route does not say.
+fn default_description(status: &str) -> &'static str {
+    match status {
+        "200" => "Done",
+        "401" => "No token, or an unknown, revoked or expired one (/problems/unauthenticated)",
+        "403" => "Outside the caller's scope (/problems/forbidden)",
+        "404" => "Unknown exam, establishment, candidate, copy or job (/problems/not-found)",
+        "409" => {
+            "Refused by a rule or by the current state (/problems/refused, /problems/conflict)"
+        }
+        "422" => "Invalid input (/problems/invalid)",
+        _ => "An answer",
     }
 }
 
@@ -280,7 +309,7 @@ impl Switches {
 
 /// The form of a code the caller types (an exam code, a candidate's
 /// numéro, an academy), as [`crate::op::code`] accepts it: not blank, no
-/// control character. At most 50 characters (200 bytes at most).
+/// control character, at most [`crate::op::MAX_CODE_CHARS`] characters.
 const CODE_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
 
 /// The form of a UAI, as [`Uai::parse`] reads it: 7 digits and a letter,
@@ -319,8 +348,8 @@ impl utoipa::PartialSchema for Code {
         string_schema(
             CODE_PATTERN,
             Some(1),
-            Some(50),
-            "A code: not blank, no control character, at most 50 characters.",
+            Some(crate::op::MAX_CODE_CHARS),
+            "A code: not blank, no control character, at most 200 characters.",
         )
     }
 }

@@ -367,9 +367,45 @@ impl From<JobStatus> for ProgressStatus {
     }
 }
 
+/// One event of a job's stream, as the document describes it: its name
+/// and its data, a [`JobProgress`] as JSON.
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{
+            Ref,
+            schema::{ObjectBuilder, Type},
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "An event of the stream: `progress` each time the job moves, then one `done`; its data is a JobProgress document.",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["progress", "done"])),
+            )
+            .required("event")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name("JobProgress"))),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
+
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = Uuid, Path, description = "The job's id")),
-    responses((status = 200, content_type = "text/event-stream", body = String,
-            description = "Server-Sent Events: a `progress` event each time the job moves, then one `done` event, each with a JobProgress document as its data (see the JobProgress schema); read from PostgreSQL"),
+    responses((status = 200, content_type = "text/event-stream", body = StreamEvent,
+            description = "Server-Sent Events: a `progress` event each time the job moves, then one `done` event, each with a JobProgress document as its data; read from PostgreSQL"),
         (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn job_events(
     State(s): State<WebState>,
