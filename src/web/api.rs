@@ -84,7 +84,71 @@ pub fn routes() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(jobs::api())
         .split_for_parts();
     complete(&mut doc);
+    link(&mut doc);
     (router, doc)
+}
+
+/// Links from the answer of a GET: its path, the operations it leads
+/// to, and their parameters (name, where in the request or answer).
+type LinksFrom<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+
+/// The links between operations (OpenAPI links): from the exam list to
+/// every operation on an exam, from an exam's closure to every operation
+/// on one of its establishments, from the jobs list to every operation on
+/// a job. A client (and schemathesis' stateful tests) follows them from
+/// what one answer gives to the next request.
+fn link(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{RefOr, link::LinkBuilder};
+    let exam_ops = [
+        "closure_status",
+        "closure_run",
+        "closure_relaunch",
+        "publish",
+        "validate",
+        "zips_request",
+    ];
+    let unit_ops = ["candidates", "zip_links", "zip_request"];
+    let job_ops = ["job_show", "job_retry", "job_cancel", "job_events"];
+    let links: [LinksFrom; 3] = [
+        (
+            "/api/v1/exams",
+            &exam_ops,
+            &[("exam", "$response.body#/0/code")],
+        ),
+        (
+            "/api/v1/exams/{exam}/closure",
+            &unit_ops,
+            &[
+                ("exam", "$request.path.exam"),
+                ("uai", "$response.body#/units/0/establishment"),
+            ],
+        ),
+        (
+            "/api/v1/jobs",
+            &job_ops,
+            &[("id", "$response.body#/jobs/0/id")],
+        ),
+    ];
+    for (path, targets, parameters) in links {
+        let Some(RefOr::T(response)) = doc
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|item| item.get.as_mut())
+            .and_then(|op| op.responses.responses.get_mut("200"))
+        else {
+            continue;
+        };
+        for target in targets {
+            let mut link = LinkBuilder::new().operation_id(*target);
+            for (name, value) in parameters {
+                link = link.parameter(*name, *value);
+            }
+            response
+                .links
+                .insert((*target).to_owned(), RefOr::T(link.build()));
+        }
+    }
 }
 
 /// Completes every operation's answers with the problems any route may
