@@ -308,16 +308,20 @@ pub(crate) fn list_then(names: &[String], more: impl Fn(usize) -> String) -> Str
     out
 }
 
+/// The longest code a caller may type, in characters.
+pub const MAX_CODE_CHARS: usize = 200;
+
 /// Checks that a code the caller typed (an exam code, a candidate number,
-/// an academy) is not blank, not absurdly long and holds no control
+/// an academy) is not blank, not absurdly long (at most
+/// [`MAX_CODE_CHARS`] characters, as typed) and holds no control
 /// character; returns it trimmed.
 pub fn code<'a>(field: &'static str, value: &'a str) -> Result<&'a str, OpError> {
     let v = value.trim();
     if v.is_empty() {
         return Err(OpError::invalid(field, "must not be empty"));
     }
-    if v.len() > 200 {
-        return Err(OpError::invalid(field, "is longer than 200 bytes"));
+    if value.chars().count() > MAX_CODE_CHARS {
+        return Err(OpError::invalid(field, "is longer than 200 characters"));
     }
     text(field, v)
 }

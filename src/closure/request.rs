@@ -271,6 +271,35 @@ async fn enqueue_unit<J: Kind>(
     })
 }
 
+/// The kinds of job that send an exam's items to Cyclades and Imag'In:
+/// the publication cancels their queued jobs, and none of them runs again
+/// after it.
+pub const SENDING_KINDS: [&str; 3] = [
+    Closure::NAME,
+    ExportRetry::NAME,
+    HarmonisationValidation::NAME,
+];
+
+/// The refusal to run a job again when it sends the items of an exam
+/// that Cyclades has published (a job of [`SENDING_KINDS`] whose payload
+/// names a published exam); `None` for any other job.
+pub async fn published_job_refusal(
+    app: &App,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<Option<Refusal>, OpError> {
+    if !SENDING_KINDS.contains(&kind) {
+        return Ok(None);
+    }
+    let Some(code) = payload["exam"].as_str() else {
+        return Ok(None);
+    };
+    Ok(db::closure::exam(&app.db, code)
+        .await?
+        .as_ref()
+        .and_then(published_refusal))
+}
+
 /// A recorded publication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -286,12 +315,7 @@ pub async fn publish(app: &App, actor: &Actor, exam: &str) -> Result<Published, 
     use db::closure::PublishOutcome as P;
     let exam = op::code("exam", exam)?;
     actor.require_admin(&format!("record the publication of exam {exam}"))?;
-    let kinds = [
-        Closure::NAME,
-        ExportRetry::NAME,
-        HarmonisationValidation::NAME,
-    ];
-    match db::closure::publish(&app.db, exam, &actor.label(), &kinds).await? {
+    match db::closure::publish(&app.db, exam, &actor.label(), &SENDING_KINDS).await? {
         P::Published { at, cancelled } => Ok(Published { at, cancelled }),
         P::UnknownExam => Err(OpError::not_found(format!("exam {exam}"))),
         P::AlreadyPublished { at, .. } => Err(Refusal::AlreadyPublished {
@@ -411,7 +435,12 @@ pub async fn validate_harmonisation(
                 "no copy selected for validation",
             ));
         }
-        Validation::Candidates(n) => Some(n.as_slice()),
+        Validation::Candidates(n) => {
+            for numero in n {
+                op::code("numeros", numero)?;
+            }
+            Some(n.as_slice())
+        }
     };
     let copies = db::closure::exam_copies(db, &exam.code, academy, numeros).await?;
     if let Some(wanted) = numeros {

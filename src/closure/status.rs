@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Accepted and total items of one target in one unit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TargetStatus {
     pub accepted: i64,
     pub total: i64,
@@ -25,7 +25,7 @@ pub struct TargetStatus {
 }
 
 /// One establishment's line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnitStatus {
     pub establishment: String,
     pub name: String,
@@ -44,7 +44,7 @@ pub struct UnitStatus {
 }
 
 /// An exam's closure status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExamStatus {
     pub exam: String,
     pub kind: ExamKind,

@@ -54,7 +54,7 @@ pub async fn exam(db: &Db, code: &str) -> anyhow::Result<Option<ExamRow>> {
 }
 
 /// An exam as listed: its code, subject, kind and publication.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ExamListed {
     pub code: String,
     pub subject: String,
@@ -692,7 +692,7 @@ pub async fn count_states(db: &Db, exam: &str, uai: &str) -> anyhow::Result<Stat
 }
 
 /// A reason items are not accepted, with how many.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ErrorCount {
     pub establishment: String,
     pub target: String,

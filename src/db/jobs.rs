@@ -10,9 +10,7 @@ use uuid::Uuid;
 use super::{Db, Tx, types::decode};
 
 /// The status of a job in the ledger.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -867,7 +865,7 @@ pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
 }
 
 /// A job as shown by `copiste jobs`.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct JobRow {
     pub id: Uuid,
     pub kind: String,
@@ -942,7 +940,7 @@ impl TryFrom<StoredJob> for JobRow {
 }
 
 /// One entry of a job's history.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct EventRow {
     pub at: DateTime<Utc>,
     pub event: String,

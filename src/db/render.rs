@@ -162,7 +162,7 @@ pub async fn has_transmitted(db: &Db, exam: &str, uai: &str) -> anyhow::Result<b
 }
 
 /// A candidate found by a search, with their copy's state.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Found {
     pub numero: String,
     pub nom: String,
@@ -183,7 +183,7 @@ pub enum Search {
 }
 
 /// A page of search results.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct SearchPage {
     /// How many candidates match in all.
     pub total: i64,

@@ -42,7 +42,7 @@ pub struct BulkRender {
 }
 
 /// A link to one part of a finished zip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Link {
     pub url: String,
     pub bytes: u64,
@@ -162,7 +162,7 @@ pub struct AllZipsInput {
 }
 
 /// One zip job enqueued for an establishment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ZipJob {
     pub establishment: Uai,
     pub job: Uuid,
@@ -172,7 +172,7 @@ pub struct ZipJob {
 /// how many establishments with transmitted copies the caller reaches,
 /// and for how many of them a job was enqueued, a job was already
 /// building the zip, or a valid zip was already there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RequestedAll {
     pub exam: String,
     /// The switches' tag, e.g. `d1a1n1`.

@@ -48,6 +48,10 @@ pub struct ListInput {
     pub offset: i64,
 }
 
+/// The form of every cursor, as a regular expression: the 24 bytes of
+/// [`Cursor::encode`] in base64url without padding.
+pub const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{32}$";
+
 /// Where the next page of a listing starts: the creation instant and id
 /// of the last job shown. Callers see it only as an opaque string
 /// ([`Cursor::encode`]), which stays valid whatever jobs arrive later:
@@ -73,8 +77,9 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Reads a cursor given back by a caller; anything that
-    /// [`Cursor::encode`] did not make is invalid input naming `cursor`.
+    /// Reads a cursor given back by a caller: 32 characters of base64url
+    /// ([`CURSOR_PATTERN`]); anything else is invalid input naming
+    /// `cursor`.
     pub fn parse(text: &str) -> Result<Self, OpError> {
         let invalid = || {
             OpError::invalid(
@@ -86,10 +91,19 @@ impl Cursor {
         let (micros, id) = bytes.split_at_checked(8).ok_or_else(invalid)?;
         let micros = i64::from_be_bytes(micros.try_into().map_err(|_| invalid())?);
         let id = Uuid::from_slice(id).map_err(|_| invalid())?;
-        // Jobs are created within years 1 to 9999; PostgreSQL refuses
-        // some instants that chrono accepts.
-        let created_at = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(micros)
-            .filter(|t| (1..=9999).contains(&chrono::Datelike::year(t)))
+        // Any 24 bytes are a place in the list: an instant outside years
+        // 1 to 9999 (which PostgreSQL may refuse) is the list's start or
+        // end, so that every string of the cursor's form is one.
+        let first = chrono::NaiveDate::from_ymd_opt(1, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc())
+            .ok_or_else(invalid)?;
+        let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+            .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+            .map(|t| t.and_utc())
+            .ok_or_else(invalid)?;
+        let created_at = micros.clamp(first.timestamp_micros(), last.timestamp_micros());
+        let created_at = chrono::DateTime::<chrono::Utc>::from_timestamp_micros(created_at)
             .ok_or_else(invalid)?;
         Ok(Self(db::jobs::After { created_at, id }))
     }
@@ -214,7 +228,7 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
 }
 
 /// One job and its history.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct JobDetail {
     pub job: JobRow,
     pub events: Vec<EventRow>,
@@ -265,9 +279,15 @@ pub async fn show(app: &App, actor: &Actor, id: Uuid) -> Result<JobDetail, OpErr
 
 /// Queues a dead, failed or cancelled job again with fresh attempts;
 /// returns the status it had. Admin, the scheduler, and the coordinator
-/// of the academy its payload names.
+/// of the academy its payload names; refused, for everyone, to a job that
+/// sends the items of an exam Cyclades has published.
 pub async fn retry(app: &App, actor: &Actor, id: Uuid) -> Result<JobStatus, OpError> {
-    reach_job(app, actor, id, &format!("retry job {id}"), true, false).await?;
+    let job = reach_job(app, actor, id, &format!("retry job {id}"), true, false).await?;
+    if let Some(refusal) =
+        crate::closure::request::published_job_refusal(app, &job.kind, &job.payload).await?
+    {
+        return Err(refusal.into());
+    }
     match db::jobs::retry_by_hand(&app.db, id, &actor.label()).await? {
         None => Err(OpError::not_found(format!("job {id}"))),
         Some(s @ (JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled)) => Ok(s),

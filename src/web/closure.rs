@@ -5,18 +5,18 @@
 use askama::Template;
 use axum::{
     Form, Json, Router,
-    body::Bytes,
     extract::{Multipart, Path, State},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::post,
 };
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use super::{
     WebState,
-    api::{ApiResult, body, uai},
+    api::{ApiBody, ApiPath, ApiResult, Code, UaiText, uai},
     french,
     pages::{DoneLine, DonePage, PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
@@ -27,7 +27,7 @@ use crate::{
         self, PassRequest, UnitRequested, Validation,
         request::{PassInput, UnitsInput},
     },
-    domain::{Uai, UnitState},
+    domain::{ExamKind, ItemState, Uai, UnitState},
     op::{Actor, OpError},
 };
 
@@ -48,25 +48,135 @@ pub(super) fn pages() -> Router<WebState> {
         .route("/examens/{exam}/harmonisation", post(page_harmonise))
 }
 
+/// An exam's closure, as the API shows it: every unit (establishment)
+/// the caller reaches.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClosureAnswer {
+    pub exam: String,
+    pub kind: ExamKind,
+    /// When Cyclades published the results, as recorded; `null` before.
+    pub published_at: Option<DateTime<Utc>>,
+    /// Who recorded the publication.
+    pub published_by: Option<String>,
+    pub units: Vec<UnitClosure>,
+}
+
+/// One establishment's closure.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnitClosure {
+    /// The establishment's UAI.
+    pub establishment: String,
+    /// The establishment's name.
+    pub name: String,
+    pub state: UnitState,
+    pub copies: i64,
+    /// Harmonised exams: copies validated by a pass.
+    pub validated: i64,
+    pub ungraded: i64,
+    /// How many closures, relaunches or passes ran.
+    pub runs: i32,
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The unit's last job, if any.
+    pub job: Option<Uuid>,
+    pub job_status: Option<super::jobs::JobState>,
+    /// Grades sent to Cyclades.
+    pub cyclades: TargetCounts,
+    /// Corrected copies declared to Imag'In.
+    pub imagin: TargetCounts,
+    /// Why items are not accepted, most frequent first.
+    pub errors: Vec<UnitError>,
+}
+
+/// Accepted and total items of one target in one unit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TargetCounts {
+    pub accepted: i64,
+    pub total: i64,
+    pub rejected: i64,
+    /// Sent or to send, without an answer yet.
+    pub pending: i64,
+}
+
+/// A reason items of a unit are not accepted, with how many.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UnitError {
+    /// The establishment's UAI.
+    pub establishment: String,
+    /// `cyclades` or `imagin`.
+    pub target: String,
+    /// `rejected` (the target refused) or `pending` (no answer yet).
+    pub state: ItemState,
+    pub message: String,
+    pub items: i64,
+}
+
+impl From<closure::status::ExamStatus> for ClosureAnswer {
+    fn from(s: closure::status::ExamStatus) -> Self {
+        let counts = |t: closure::status::TargetStatus| TargetCounts {
+            accepted: t.accepted,
+            total: t.total,
+            rejected: t.rejected,
+            pending: t.pending,
+        };
+        Self {
+            exam: s.exam,
+            kind: s.kind,
+            published_at: s.published_at,
+            published_by: s.published_by,
+            units: s
+                .units
+                .into_iter()
+                .map(|u| UnitClosure {
+                    establishment: u.establishment,
+                    name: u.name,
+                    state: u.state,
+                    copies: u.copies,
+                    validated: u.validated,
+                    ungraded: u.ungraded,
+                    runs: u.runs,
+                    closed_at: u.closed_at,
+                    job: u.job,
+                    job_status: u.job_status.map(Into::into),
+                    cyclades: counts(u.cyclades),
+                    imagin: counts(u.imagin),
+                    errors: u
+                        .errors
+                        .into_iter()
+                        .map(|e| UnitError {
+                            establishment: e.establishment,
+                            target: e.target,
+                            state: e.state,
+                            message: e.message,
+                            items: e.items,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/exams/{exam}/closure", tag = "closure",
-    params(("exam" = String, Path, description = "Exam code")),
-    responses((status = 200, body = crate::closure::status::ExamStatus, description = "The closure of every unit the caller reaches"),
-        (status = 401, body = Problem), (status = 404, body = Problem)))]
+    params(("exam" = Code, Path, description = "Exam code")),
+    responses((status = 200, body = ClosureAnswer, description = "The closure of every unit the caller reaches"),
+        (status = 404, body = Problem, description = "Unknown exam")))]
 async fn closure_status(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
-) -> ApiResult<Response> {
+    ApiPath(exam): ApiPath<String>,
+) -> ApiResult<Json<ClosureAnswer>> {
     let status = closure::status::exam_status(&s.app, &actor, &exam).await?;
-    Ok(Json(status).into_response())
+    Ok(Json(status.into()))
 }
 
 /// The body of a closure or relaunch: one establishment, or every one the
-/// caller reaches.
+/// caller reaches (the field absent or `null`, or no body at all).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnitsBody {
-    pub establishment: Option<String>,
+    /// The establishment's UAI; absent or `null`: every establishment
+    /// the caller reaches.
+    pub establishment: Option<UaiText>,
 }
 
 /// One establishment's answer to a closure or relaunch.
@@ -86,16 +196,14 @@ async fn units(
     s: &WebState,
     actor: &Actor,
     exam: String,
-    body: &[u8],
+    body: UnitsBody,
     relaunch: bool,
 ) -> ApiResult<Json<Vec<UnitAnswer>>> {
-    let body: UnitsBody = self::body(body)?;
     let input = UnitsInput {
         exam,
         establishment: body
             .establishment
-            .as_deref()
-            .map(|u| uai("establishment", u))
+            .map(|u| uai("establishment", &u.0))
             .transpose()?,
     };
     let answers = if relaunch {
@@ -126,31 +234,31 @@ async fn units(
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/closure", tag = "closure",
-    params(("exam" = String, Path, description = "Exam code")), request_body(content = Option<UnitsBody>),
+    params(("exam" = Code, Path, description = "Exam code")), request_body(content = Option<UnitsBody>, content_type = "application/json", description = "One establishment, or every one the caller reaches (no body, `null` or `{}`)"),
     responses((status = 200, body = Vec<UnitAnswer>, description = "Each unit's answer; a unit may be refused alone"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "Refused by a rule (published, harmonised exam)"), (status = 422, body = Problem)))]
 async fn closure_run(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
-    body: Bytes,
+    ApiPath(exam): ApiPath<String>,
+    ApiBody(body): ApiBody<UnitsBody>,
 ) -> ApiResult<Json<Vec<UnitAnswer>>> {
-    units(&s, &actor, exam, &body, false).await
+    units(&s, &actor, exam, body, false).await
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/relaunch", tag = "closure",
-    params(("exam" = String, Path, description = "Exam code")), request_body(content = Option<UnitsBody>),
+    params(("exam" = Code, Path, description = "Exam code")), request_body(content = Option<UnitsBody>, content_type = "application/json", description = "One establishment, or every one the caller reaches (no body, `null` or `{}`)"),
     responses((status = 200, body = Vec<UnitAnswer>, description = "Each unit's answer; a unit never closed is refused alone"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "Refused after publication"), (status = 422, body = Problem)))]
 async fn closure_relaunch(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
-    body: Bytes,
+    ApiPath(exam): ApiPath<String>,
+    ApiBody(body): ApiBody<UnitsBody>,
 ) -> ApiResult<Json<Vec<UnitAnswer>>> {
-    units(&s, &actor, exam, &body, true).await
+    units(&s, &actor, exam, body, true).await
 }
 
 /// A recorded publication.
@@ -161,13 +269,13 @@ pub struct PublicationAnswer {
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/publication", tag = "closure",
-    params(("exam" = String, Path, description = "Exam code")),
-    responses((status = 200, body = PublicationAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
+    params(("exam" = Code, Path, description = "Exam code")),
+    responses((status = 200, body = PublicationAnswer), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem, description = "Already published, or a closure is running")))]
 async fn publish(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
+    ApiPath(exam): ApiPath<String>,
 ) -> ApiResult<Json<PublicationAnswer>> {
     let p = closure::publish(&s.app, &actor, &exam).await?;
     Ok(Json(PublicationAnswer {
@@ -181,8 +289,13 @@ async fn publish(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassBody {
-    pub academy: Option<String>,
-    pub numeros: Option<Vec<String>>,
+    /// The academy whose copies are validated: admin names any; a
+    /// coordinator only its own (its own when absent).
+    pub academy: Option<Code>,
+    /// The numéros of the candidates whose copies are validated; absent
+    /// or `null`: every copy of the academy.
+    #[schema(min_items = 1)]
+    pub numeros: Option<Vec<Code>>,
 }
 
 /// What a pass did.
@@ -195,22 +308,21 @@ pub struct PassAnswer {
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/harmonisation-passes", tag = "closure",
-    params(("exam" = String, Path, description = "A harmonised exam's code")), request_body(content = Option<PassBody>),
-    responses((status = 200, body = PassAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
+    params(("exam" = Code, Path, description = "A harmonised exam's code")), request_body(content = Option<PassBody>, content_type = "application/json", description = "Which copies (no body, `null` or `{}`: every copy of the academy)"),
+    responses((status = 200, body = PassAnswer), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem, description = "Not harmonised, published, or ungraded copies"),
         (status = 422, body = Problem)))]
 async fn validate(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
-    body: Bytes,
+    ApiPath(exam): ApiPath<String>,
+    ApiBody(body): ApiBody<PassBody>,
 ) -> ApiResult<Json<PassAnswer>> {
-    let body: PassBody = self::body(&body)?;
     let input = PassInput {
         exam,
-        academy: body.academy,
+        academy: body.academy.map(|a| a.0),
         selection: match body.numeros {
-            Some(n) => Validation::Candidates(n),
+            Some(n) => Validation::Candidates(n.into_iter().map(|n| n.0).collect()),
             None => Validation::All,
         },
     };

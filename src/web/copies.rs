@@ -6,15 +6,15 @@ use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::{HeaderValue, header},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     WebState,
-    api::{ApiResult, Switches, uai},
+    api::{ApiPath, ApiQuery, ApiResult, Code, PdfBytes, SearchText, Switches, UaiText, uai},
     pages::{PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
     session::{Caller, Viewer},
@@ -48,10 +48,15 @@ pub(super) fn pages() -> Router<WebState> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
-    pub q: String,
+    /// What to look for in the nom, prénom or numéro.
+    pub q: SearchText,
+    /// Candidates per page.
     #[serde(default = "default_limit")]
+    #[param(minimum = 1, maximum = 10000, default = 20)]
     pub limit: i64,
+    /// Candidates skipped before the page.
     #[serde(default)]
+    #[param(minimum = 0, default = 0)]
     pub offset: i64,
 }
 
@@ -59,40 +64,87 @@ fn default_limit() -> i64 {
     20
 }
 
+/// A page of a candidate search.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CandidatesAnswer {
+    /// How many candidates match in all.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    /// Whether matches remain after this page.
+    pub more: bool,
+    pub candidates: Vec<Candidate>,
+}
+
+/// A candidate found, with their copy's state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Candidate {
+    pub numero: String,
+    pub nom: String,
+    pub prenom: String,
+    pub absent: bool,
+    /// Out of 20; `null` when not graded.
+    pub grade: Option<f64>,
+    /// Transmitted to Cyclades, hence downloadable.
+    pub downloadable: bool,
+}
+
+impl From<crate::db::render::SearchPage> for CandidatesAnswer {
+    fn from(p: crate::db::render::SearchPage) -> Self {
+        Self {
+            total: p.total,
+            offset: p.offset,
+            limit: p.limit,
+            more: p.more,
+            candidates: p
+                .candidates
+                .into_iter()
+                .map(|c| Candidate {
+                    numero: c.numero,
+                    nom: c.nom,
+                    prenom: c.prenom,
+                    absent: c.absent,
+                    grade: c.grade,
+                    downloadable: c.downloadable,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/exams/{exam}/establishments/{uai}/candidates", tag = "downloads",
-    params(("exam" = String, Path, description = "Exam code"), ("uai" = String, Path, description = "The establishment"), SearchQuery),
-    responses((status = 200, body = crate::db::render::SearchPage), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+    params(("exam" = Code, Path, description = "Exam code"), ("uai" = UaiText, Path, description = "The establishment"), SearchQuery),
+    responses((status = 200, body = CandidatesAnswer), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "Unknown exam or establishment"),
+        (status = 422, body = Problem, description = "A parameter that does not fit, or a search without a letter or digit")))]
 async fn candidates(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path((exam, establishment)): Path<(String, String)>,
-    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    ApiPath((exam, establishment)): ApiPath<(String, String)>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<CandidatesAnswer>> {
     let input = SearchInput {
         exam,
         establishment: uai("establishment", &establishment)?,
-        query: q.q,
+        query: q.q.0,
         limit: q.limit,
         offset: q.offset,
     };
     let page = search_candidates(&s.app, &actor, &input).await?;
-    Ok(Json(page).into_response())
+    Ok(Json(page.into()))
 }
 
 #[utoipa::path(get, path = "/api/v1/exams/{exam}/copies/{numero}/pdf", tag = "downloads",
-    params(("exam" = String, Path, description = "Exam code"), ("numero" = String, Path, description = "The candidate's numéro"), Switches),
-    responses((status = 200, content_type = "application/pdf", body = Vec<u8>, description = "The copy as PDF, served inline"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    params(("exam" = Code, Path, description = "Exam code"), ("numero" = Code, Path, description = "The candidate's numéro"), Switches),
+    responses((status = 200, content_type = "application/pdf", body = PdfBytes, description = "The copy as PDF, served inline"),
+        (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "Not transmitted yet, or E3C switches turned off")))]
 async fn copy_pdf(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path((exam, numero)): Path<(String, String)>,
-    switches: Result<Query<Switches>, axum::extract::rejection::QueryRejection>,
+    ApiPath((exam, numero)): ApiPath<(String, String)>,
+    ApiQuery(switches): ApiQuery<Switches>,
 ) -> ApiResult<Response> {
-    let Query(switches) = switches.map_err(|e| Problem::bad_request(e.body_text()))?;
     let input = CopyInput {
         exam,
         numero,

@@ -5,7 +5,7 @@
 use askama::Template;
 use axum::{
     Form, Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     response::{IntoResponse, Redirect, Response},
     routing::post,
 };
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     WebState,
-    api::{ApiResult, Switches, uai},
+    api::{ApiPath, ApiQuery, ApiResult, Code, Switches, UaiText, uai},
     french,
     pages::{DoneLine, DonePage, PageError, Who, form_uai, render, urlencoding},
     problem::Problem,
@@ -43,9 +43,80 @@ pub(super) fn pages() -> Router<WebState> {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum ZipAnswer {
-    Ready { links: Vec<download::Link> },
+    /// Built: one link per part.
+    Ready { links: Vec<ZipLink> },
+    /// A job is building it; `new` when this request enqueued it.
     Building { job: Uuid, new: bool },
+    /// Not built, and no job building it.
     Missing,
+}
+
+/// A link to one part of a built zip.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ZipLink {
+    pub url: String,
+    pub bytes: u64,
+    /// The part's SHA-256, in hexadecimal.
+    pub sha256: String,
+    /// When the link stops working.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn links(links: Vec<download::Link>) -> Vec<ZipLink> {
+    links
+        .into_iter()
+        .map(|l| ZipLink {
+            url: l.url,
+            bytes: l.bytes,
+            sha256: l.sha256,
+            expires_at: l.expires_at,
+        })
+        .collect()
+}
+
+/// The answer to a request for every establishment's zip of an exam.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AllZipsAnswer {
+    pub exam: String,
+    /// The switches' tag, e.g. `d1a1n1`.
+    pub options: String,
+    /// Establishments with transmitted copies within the caller's scope.
+    pub establishments: u64,
+    pub enqueued: u64,
+    pub already_building: u64,
+    pub already_ready: u64,
+    /// The jobs enqueued, one per establishment, in UAI order.
+    pub jobs: Vec<ZipJobAnswer>,
+}
+
+/// One zip job enqueued for an establishment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ZipJobAnswer {
+    /// The establishment's UAI.
+    pub establishment: String,
+    pub job: Uuid,
+}
+
+impl From<RequestedAll> for AllZipsAnswer {
+    fn from(a: RequestedAll) -> Self {
+        let n = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            exam: a.exam,
+            options: a.options,
+            establishments: n(a.establishments),
+            enqueued: n(a.enqueued),
+            already_building: n(a.already_building),
+            already_ready: n(a.already_ready),
+            jobs: a
+                .jobs
+                .into_iter()
+                .map(|j| ZipJobAnswer {
+                    establishment: j.establishment.to_string(),
+                    job: j.job,
+                })
+                .collect(),
+        }
+    }
 }
 
 fn zip_input(exam: String, establishment: &str, switches: &Switches) -> ApiResult<ZipInput> {
@@ -57,60 +128,63 @@ fn zip_input(exam: String, establishment: &str, switches: &Switches) -> ApiResul
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/establishments/{uai}/zip", tag = "downloads",
-    params(("exam" = String, Path, description = "Exam code"), ("uai" = String, Path, description = "The establishment"), Switches),
+    params(("exam" = Code, Path, description = "Exam code"), ("uai" = UaiText, Path, description = "The establishment"), Switches),
     responses((status = 200, body = ZipAnswer, description = "Its links when ready, else the job building it (one job per zip)"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "Nothing transmitted yet, or E3C switches turned off")))]
 async fn zip_request(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path((exam, establishment)): Path<(String, String)>,
-    switches: Result<Query<Switches>, axum::extract::rejection::QueryRejection>,
+    ApiPath((exam, establishment)): ApiPath<(String, String)>,
+    ApiQuery(switches): ApiQuery<Switches>,
 ) -> ApiResult<Json<ZipAnswer>> {
-    let Query(switches) = switches.map_err(|e| Problem::bad_request(e.body_text()))?;
     let input = zip_input(exam, &establishment, &switches)?;
     Ok(Json(
         match download::request(&s.app, &actor, &input).await? {
-            Requested::Ready(links) => ZipAnswer::Ready { links },
+            Requested::Ready(found) => ZipAnswer::Ready {
+                links: links(found),
+            },
             Requested::Building { job, new } => ZipAnswer::Building { job, new },
         },
     ))
 }
 
 #[utoipa::path(post, path = "/api/v1/exams/{exam}/zips", tag = "downloads",
-    params(("exam" = String, Path, description = "Exam code"), Switches),
-    responses((status = 200, body = RequestedAll, description = "The zip of every establishment with transmitted copies in the caller's scope, in one transaction: how many were enqueued, already being built or already ready, and the jobs enqueued"),
-        (status = 401, body = Problem), (status = 403, body = Problem, description = "An establishment (it asks for its own zip)"),
+    params(("exam" = Code, Path, description = "Exam code"), Switches),
+    responses((status = 200, body = AllZipsAnswer, description = "The zip of every establishment with transmitted copies in the caller's scope, in one transaction: how many were enqueued, already being built or already ready, and the jobs enqueued"),
+        (status = 403, body = Problem, description = "An establishment (it asks for its own zip)"),
         (status = 404, body = Problem), (status = 409, body = Problem, description = "E3C switches turned off")))]
 async fn zips_request(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(exam): Path<String>,
-    switches: Result<Query<Switches>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<RequestedAll>> {
-    let Query(switches) = switches.map_err(|e| Problem::bad_request(e.body_text()))?;
+    ApiPath(exam): ApiPath<String>,
+    ApiQuery(switches): ApiQuery<Switches>,
+) -> ApiResult<Json<AllZipsAnswer>> {
     let input = AllZipsInput {
         exam,
         options: switches.requested(),
     };
-    Ok(Json(download::request_all(&s.app, &actor, &input).await?))
+    Ok(Json(
+        download::request_all(&s.app, &actor, &input).await?.into(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/exams/{exam}/establishments/{uai}/zip", tag = "downloads",
-    params(("exam" = String, Path, description = "Exam code"), ("uai" = String, Path, description = "The establishment"), Switches),
+    params(("exam" = Code, Path, description = "Exam code"), ("uai" = UaiText, Path, description = "The establishment"), Switches),
     responses((status = 200, body = ZipAnswer, description = "Its links when ready, else `missing`"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn zip_links(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path((exam, establishment)): Path<(String, String)>,
-    switches: Result<Query<Switches>, axum::extract::rejection::QueryRejection>,
+    ApiPath((exam, establishment)): ApiPath<(String, String)>,
+    ApiQuery(switches): ApiQuery<Switches>,
 ) -> ApiResult<Json<ZipAnswer>> {
-    let Query(switches) = switches.map_err(|e| Problem::bad_request(e.body_text()))?;
     let input = zip_input(exam, &establishment, &switches)?;
     Ok(Json(
         match download::current_links(&s.app, &actor, &input).await? {
-            Some(links) => ZipAnswer::Ready { links },
+            Some(found) => ZipAnswer::Ready {
+                links: links(found),
+            },
             None => ZipAnswer::Missing,
         },
     ))

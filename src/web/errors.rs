@@ -5,7 +5,8 @@
 //! (413), a cross-site form (403 of the CSRF layer), a timeout (503) and
 //! a panic or other internal failure (500), and the plain-text refusals of
 //! download links. A browser gets them as French pages in copiste's
-//! layout; the JSON API (`/api/`), the metrics and the health checks keep
+//! layout; the JSON API (`/api/`) gets them as problem documents
+//! (application/problem+json), and the metrics and the health checks keep
 //! their own answers.
 
 use axum::{
@@ -48,6 +49,12 @@ pub async fn styled(request: Request, next: Next) -> Response {
             .is_some_and(|v| v.contains("text/html"));
     let response = next.run(request).await;
     let status = response.status();
+    if (path.starts_with("/api/") || path == "/api")
+        && (status.is_client_error() || status.is_server_error())
+        && !is_problem(response.headers())
+    {
+        return as_problem(response).await;
+    }
     if !(status.is_client_error() || status.is_server_error())
         || is_html(response.headers())
         || !for_browsers(&path)
@@ -68,6 +75,41 @@ pub async fn styled(request: Request, next: Next) -> Response {
         styled.headers_mut().insert(header::ALLOW, allow);
     }
     styled
+}
+
+/// Whether an answer is a problem document already.
+fn is_problem(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json"))
+}
+
+/// An error of the API that its handlers did not write (an unknown
+/// address, a method the address does not take, a body too large, a
+/// cross-site post, a timeout) as a problem document, keeping its `Allow`
+/// header.
+async fn as_problem(response: Response) -> Response {
+    use axum::response::IntoResponse as _;
+    let status = response.status();
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let body = axum::body::to_bytes(response.into_body(), MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let detail = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("the request was refused")
+            .to_owned()
+    } else {
+        text
+    };
+    let mut problem = super::problem::Problem::of_status(status, detail).into_response();
+    if let Some(allow) = allow {
+        problem.headers_mut().insert(header::ALLOW, allow);
+    }
+    problem
 }
 
 /// What a framework's error means for the person who sees it.

@@ -6,9 +6,10 @@ use askama::Template;
 use axum::{
     Json, Router,
     extract::{Path, State},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::get,
 };
+use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -17,7 +18,6 @@ use super::{
     api::ApiResult,
     french::{self, kind_label},
     pages::{PageError, Who, date, render},
-    problem::Problem,
     session::{Caller, Viewer},
 };
 use crate::{
@@ -42,12 +42,33 @@ pub(super) fn pages() -> Router<WebState> {
         .route("/examens/{exam}", get(page_exam))
 }
 
+/// An exam as the API lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Exam {
+    /// The exam's code, e.g. `BAC26-PHILO`.
+    pub code: String,
+    pub subject: String,
+    pub kind: ExamKind,
+    /// When Cyclades published its results, as recorded; `null` before.
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<crate::db::closure::ExamListed> for Exam {
+    fn from(e: crate::db::closure::ExamListed) -> Self {
+        Self {
+            code: e.code,
+            subject: e.subject,
+            kind: e.kind,
+            published_at: e.published_at,
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/exams", tag = "closure",
-    responses((status = 200, body = Vec<crate::db::closure::ExamListed>, description = "The exams with copies in the caller's scope"),
-        (status = 401, body = Problem)))]
-async fn exams(State(s): State<WebState>, Caller(actor): Caller) -> ApiResult<Response> {
+    responses((status = 200, body = Vec<Exam>, description = "The exams with copies in the caller's scope")))]
+async fn exams(State(s): State<WebState>, Caller(actor): Caller) -> ApiResult<Json<Vec<Exam>>> {
     let exams = closure::status::list_exams(&s.app, &actor).await?;
-    Ok(Json(exams).into_response())
+    Ok(Json(exams.into_iter().map(Exam::from).collect()))
 }
 
 struct ExamLine {

@@ -190,8 +190,8 @@ fn invalid_reason(reason: &str) -> Option<String> {
         ("must not be empty", "ne doit pas être vide"),
         ("missing", "manquant"),
         (
-            "is longer than 200 bytes",
-            "est trop long (200 octets au plus)",
+            "is longer than 200 characters",
+            "est trop long (200 caractères au plus)",
         ),
         (
             "contains a control character",

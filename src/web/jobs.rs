@@ -14,6 +14,7 @@ use axum::{
     },
     routing::{get, post},
 };
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     WebState,
-    api::{ApiResult, uai},
+    api::{ApiPath, ApiQuery, ApiResult, Code, CursorText, KindName, UaiText, uai},
     french,
     pages::{PageError, Who, date, form_uai, render, urlencoding},
     problem::Problem,
@@ -54,16 +55,147 @@ pub(super) fn pages() -> Router<WebState> {
         .route("/travaux/{id}/annulation", post(page_job_cancel))
 }
 
+/// A job's status, as the API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl From<JobStatus> for JobState {
+    fn from(s: JobStatus) -> Self {
+        match s {
+            JobStatus::Queued => Self::Queued,
+            JobStatus::Running => Self::Running,
+            JobStatus::Succeeded => Self::Succeeded,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Dead => Self::Dead,
+            JobStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<JobState> for JobStatus {
+    fn from(s: JobState) -> Self {
+        match s {
+            JobState::Queued => Self::Queued,
+            JobState::Running => Self::Running,
+            JobState::Succeeded => Self::Succeeded,
+            JobState::Failed => Self::Failed,
+            JobState::Dead => Self::Dead,
+            JobState::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// A job, as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    pub id: Uuid,
+    /// Its kind, e.g. `closure`, `bulk-render`.
+    pub kind: String,
+    pub status: JobState,
+    /// What it works on, as its kind reads it (e.g. `exam`,
+    /// `establishment`).
+    pub payload: serde_json::Value,
+    pub priority: i16,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// When it may run (its next attempt, when waiting).
+    pub run_at: DateTime<Utc>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub progress_done: Option<i64>,
+    pub progress_total: Option<i64>,
+    pub result: Option<serde_json::Value>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// Who asked: `coordinator:<academy>`, `establishment:<UAI>`,
+    /// `token:<name>`, `scheduler`…
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::db::jobs::JobRow> for Job {
+    fn from(j: crate::db::jobs::JobRow) -> Self {
+        Self {
+            id: j.id,
+            kind: j.kind,
+            status: j.status.into(),
+            payload: j.payload,
+            priority: j.priority,
+            attempts: j.attempts,
+            max_attempts: j.max_attempts,
+            run_at: j.run_at,
+            lease_until: j.lease_until,
+            worker: j.worker,
+            progress_done: j.progress_done,
+            progress_total: j.progress_total,
+            result: j.result,
+            last_error: j.last_error,
+            idempotency_key: j.idempotency_key,
+            created_by: j.created_by,
+            created_at: j.created_at,
+            started_at: j.started_at,
+            finished_at: j.finished_at,
+        }
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobHistoryEntry {
+    pub at: DateTime<Utc>,
+    /// What happened: `enqueued`, `started`, `succeeded`, `retrying`…
+    pub event: String,
+    pub attempt: i32,
+    pub worker: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// A job with its history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobDetailAnswer {
+    pub job: Job,
+    pub events: Vec<JobHistoryEntry>,
+}
+
+impl From<admin::JobDetail> for JobDetailAnswer {
+    fn from(d: admin::JobDetail) -> Self {
+        Self {
+            job: d.job.into(),
+            events: d
+                .events
+                .into_iter()
+                .map(|e| JobHistoryEntry {
+                    at: e.at,
+                    event: e.event,
+                    attempt: e.attempt,
+                    worker: e.worker,
+                    detail: e.detail,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A page of the newest jobs the caller reaches, and their counts.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobListAnswer {
-    pub jobs: Vec<crate::db::jobs::JobRow>,
+    pub jobs: Vec<Job>,
     /// Per status, the jobs the filters (but the status) select, each
     /// counted up to 10 000: a status named in `capped` has at least that
     /// many.
     pub counts: std::collections::BTreeMap<String, i64>,
     /// The statuses whose count stopped at 10 000 ("10 000+").
-    pub capped: Vec<String>,
+    pub capped: Vec<JobState>,
     /// Whether jobs remain after this page.
     pub more: bool,
     /// When jobs remain, the `cursor` that asks for the next page (an
@@ -71,24 +203,33 @@ pub struct JobListAnswer {
     pub next: Option<String>,
 }
 
-/// Filters of the job list.
+/// Filters of the job list. Pages are read by `cursor` only (the
+/// `offset` of earlier versions is refused).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobsQuery {
-    pub status: Option<String>,
-    pub kind: Option<String>,
+    /// Jobs of this status.
+    #[param(nullable = false)]
+    pub status: Option<JobState>,
+    /// Jobs of this kind.
+    #[param(nullable = false)]
+    pub kind: Option<KindName>,
     /// Jobs whose payload names this exam.
-    pub exam: Option<String>,
+    #[param(nullable = false)]
+    pub exam: Option<Code>,
     /// Jobs whose payload names this establishment.
-    pub establishment: Option<String>,
+    #[param(nullable = false)]
+    pub establishment: Option<UaiText>,
+    /// Jobs per page.
     #[serde(default = "default_jobs_limit")]
+    #[param(minimum = 1, maximum = 10000, default = 50)]
     pub limit: i64,
     /// Where the page starts: the previous page's `next`, as given.
-    pub cursor: Option<String>,
-    /// Deprecated (use `cursor`): jobs to skip, at most 10 000, not with
-    /// a cursor.
-    #[serde(default)]
-    pub offset: i64,
+    #[param(nullable = false)]
+    pub cursor: Option<CursorText>,
+    /// Removed: refused (give the previous page's `next` as `cursor`).
+    #[param(ignore)]
+    pub offset: Option<serde::de::IgnoredAny>,
 }
 
 fn default_jobs_limit() -> i64 {
@@ -96,31 +237,32 @@ fn default_jobs_limit() -> i64 {
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobsQuery),
-    responses((status = 200, body = JobListAnswer), (status = 401, body = Problem), (status = 403, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = JobListAnswer), (status = 403, body = Problem),
+        (status = 404, body = Problem, description = "An establishment of a UAI's form whose check letter is wrong"),
+        (status = 422, body = Problem)))]
 async fn jobs_list(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let status = q
-        .status
-        .as_deref()
-        .map(JobStatus::parse)
-        .transpose()
-        .map_err(|e| OpError::invalid("status", e))?;
+    ApiQuery(q): ApiQuery<JobsQuery>,
+) -> ApiResult<Json<JobListAnswer>> {
+    if q.offset.is_some() {
+        return Err(OpError::invalid(
+            "offset",
+            "is not taken any more: give the previous page's `next` as `cursor`",
+        )
+        .into());
+    }
     let input = ListInput {
-        status,
-        kind: q.kind,
-        exam: q.exam,
+        status: q.status.map(Into::into),
+        kind: q.kind.map(|k| k.0),
+        exam: q.exam.map(|e| e.0),
         establishment: q
             .establishment
-            .as_deref()
-            .map(|u| uai("establishment", u))
+            .map(|u| uai("establishment", &u.0))
             .transpose()?,
         limit: q.limit,
-        cursor: q.cursor,
-        offset: q.offset,
+        cursor: q.cursor.map(|c| c.0),
+        offset: 0,
     };
     let list = admin::list(&s.app, &actor, &input).await?;
     Ok(Json(JobListAnswer {
@@ -133,73 +275,142 @@ async fn jobs_list(
             .counts
             .iter()
             .filter(|(_, c)| c.capped)
-            .map(|(s, _)| s.as_str().to_owned())
+            .map(|(s, _)| JobState::from(*s))
             .collect(),
-        jobs: list.jobs,
+        jobs: list.jobs.into_iter().map(Job::from).collect(),
         more: list.more,
         next: list.next,
-    })
-    .into_response())
+    }))
 }
 
 fn job_id(id: &str) -> ApiResult<Uuid> {
     Uuid::try_parse(id).map_err(|e| OpError::invalid("id", format!("not a job id: {e}")).into())
 }
 
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
-    responses((status = 200, body = crate::jobs::admin::JobDetail), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, body = JobDetailAnswer), (status = 403, body = Problem),
+        (status = 404, body = Problem)))]
 async fn job_show(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<JobDetailAnswer>> {
     let detail = admin::show(&s.app, &actor, job_id(&id)?).await?;
-    Ok(Json(detail).into_response())
+    Ok(Json(detail.into()))
 }
 
 /// The status a job had before a retry or cancel.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WasAnswer {
-    pub was: JobStatus,
+    pub was: JobState,
 }
 
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
-    responses((status = 200, body = WasAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem, description = "Not dead, failed or cancelled")))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", params(("id" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, body = WasAnswer), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem, description = "Not dead, failed or cancelled (/problems/conflict), or a job sending a published exam's items (/problems/refused)")))]
 async fn job_retry(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<WasAnswer>> {
     let was = admin::retry(&s.app, &actor, job_id(&id)?).await?;
-    Ok(Json(WasAnswer { was }))
+    Ok(Json(WasAnswer { was: was.into() }))
 }
 
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
-    responses((status = 200, body = WasAnswer), (status = 401, body = Problem), (status = 403, body = Problem),
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, body = WasAnswer), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem, description = "Not queued or running")))]
 async fn job_cancel(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<WasAnswer>> {
     let was = admin::cancel(&s.app, &actor, job_id(&id)?).await?;
-    Ok(Json(WasAnswer { was }))
+    Ok(Json(WasAnswer { was: was.into() }))
 }
 
-/// A job's progress as Server-Sent Events: a `progress` event each time
-/// its status or progress changes (read from Postgres every 250 ms, the
-/// ledger being the system of record), then a final `done` event with the
-/// final status, after which the stream ends.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path, description = "The job's id")),
-    responses((status = 200, content_type = "text/event-stream", body = String,
-        description = "`progress` events ({status, done, total, last_error}) as the job moves, then one `done` event"),
-        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+/// The data of an event of a job's stream (`progress` while the job may
+/// still move, then one `done`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobProgress {
+    /// The job's status, or `gone` when the job was deleted meanwhile.
+    pub status: ProgressStatus,
+    pub done: Option<i64>,
+    pub total: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// A job's status in its stream: its status, or `gone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProgressStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+    /// The job no longer exists.
+    Gone,
+}
+
+impl From<JobStatus> for ProgressStatus {
+    fn from(s: JobStatus) -> Self {
+        match s {
+            JobStatus::Queued => Self::Queued,
+            JobStatus::Running => Self::Running,
+            JobStatus::Succeeded => Self::Succeeded,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Dead => Self::Dead,
+            JobStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// One event of a job's stream, as the document describes it: its name
+/// and its data, a [`JobProgress`] as JSON.
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{
+            Ref,
+            schema::{ObjectBuilder, Type},
+        };
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "An event of the stream: `progress` each time the job moves, then one `done`; its data is a JobProgress document.",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["progress", "done"])),
+            )
+            .required("event")
+            .property(
+                "data",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .content_media_type("application/json")
+                    .content_schema(Some(Ref::from_schema_name("JobProgress"))),
+            )
+            .required("data")
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = Uuid, Path, description = "The job's id")),
+    responses((status = 200, content_type = "text/event-stream", body = StreamEvent,
+            description = "Server-Sent Events: a `progress` event each time the job moves, then one `done` event, each with a JobProgress document as its data; read from PostgreSQL"),
+        (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn job_events(
     State(s): State<WebState>,
     Caller(actor): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id = job_id(&id)?;
     Ok(events(&s, &actor, id).await?)
@@ -225,7 +436,15 @@ pub async fn events(
                 let job = match crate::db::jobs::get(&db, id).await {
                     Ok(Some(job)) => job,
                     Ok(None) => {
-                        let event = Event::default().event("done").data(r#"{"status":"gone"}"#);
+                        let event = progress_event(
+                            "done",
+                            &JobProgress {
+                                status: ProgressStatus::Gone,
+                                done: None,
+                                total: None,
+                                last_error: None,
+                            },
+                        );
                         return Some((Ok(event), (db, last, true)));
                     }
                     Err(e) => {
@@ -236,19 +455,20 @@ pub async fn events(
                 };
                 let now = (job.status, job.progress_done, job.progress_total);
                 if last != Some(now) {
-                    let data = serde_json::json!({
-                        "status": job.status,
-                        "done": job.progress_done,
-                        "total": job.progress_total,
-                        "last_error": job.last_error,
-                    })
-                    .to_string();
                     let name = if job.status.is_final() {
                         "done"
                     } else {
                         "progress"
                     };
-                    let event = Event::default().event(name).data(data);
+                    let event = progress_event(
+                        name,
+                        &JobProgress {
+                            status: job.status.into(),
+                            done: job.progress_done,
+                            total: job.progress_total,
+                            last_error: job.last_error,
+                        },
+                    );
                     return Some((Ok(event), (db, Some(now), job.status.is_final())));
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -256,6 +476,18 @@ pub async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// One event of a job's stream: its name and its [`JobProgress`] as
+/// JSON data.
+fn progress_event(name: &'static str, progress: &JobProgress) -> Event {
+    match Event::default().event(name).json_data(progress) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(error = %e, "job events: cannot write an event");
+            Event::default().event(name)
+        }
+    }
 }
 
 struct JobLine {
@@ -519,6 +751,16 @@ async fn page_job(
     }
     let admin = matches!(actor, Actor::Admin(_));
     let operator = !matches!(actor, Actor::Establishment { .. });
+    // A job sending a published exam's items is never retried: no button.
+    let retry = operator
+        && matches!(
+            j.status,
+            JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled
+        )
+        && crate::closure::request::published_job_refusal(&s.app, &j.kind, &j.payload)
+            .await
+            .map_err(|e| PageError::of(e, &actor))?
+            .is_none();
     render(
         JobPage {
             who: Some(Who::of(&actor)),
@@ -554,11 +796,7 @@ async fn page_job(
                 })
                 .collect(),
             buttons,
-            retry: operator
-                && matches!(
-                    j.status,
-                    JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled
-                ),
+            retry,
             cancel: operator && matches!(j.status, JobStatus::Queued | JobStatus::Running),
             zip_page: format!("/travaux/{id}"),
             live: !j.status.is_final(),

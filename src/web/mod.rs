@@ -70,9 +70,23 @@ pub fn router(app: App) -> Router {
             utoipa::openapi::HttpMethod::Get,
             utoipa::openapi::path::OperationBuilder::new()
                 .summary(Some("This document"))
+                .operation_id(Some("openapi"))
+                .tag("access")
+                // Served to anyone: no token needed.
+                .securities(Some(Vec::new()))
                 .response(
                     "200",
-                    utoipa::openapi::ResponseBuilder::new().description("OpenAPI 3.1"),
+                    utoipa::openapi::ResponseBuilder::new()
+                        .description("The OpenAPI 3.1 document of this API")
+                        .content(
+                            "application/json",
+                            utoipa::openapi::ContentBuilder::new()
+                                .schema(Some(
+                                    utoipa::openapi::schema::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::schema::Type::Object),
+                                ))
+                                .build(),
+                        ),
                 )
                 .build(),
         ),

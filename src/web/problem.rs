@@ -59,6 +59,46 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The problem of an answer that copiste's handlers did not write (an
+    /// unknown address, a method the address does not take, a body that
+    /// cannot be read or is too large, a cross-site form, a timeout), by
+    /// its status; `detail` is the framework's reason (never shown for a
+    /// server error).
+    pub fn of_status(status: StatusCode, detail: String) -> Self {
+        let (kind, title) = match status {
+            StatusCode::UNAUTHORIZED => ("/problems/unauthenticated", "Authentication required"),
+            StatusCode::FORBIDDEN => ("/problems/forbidden", "Forbidden"),
+            StatusCode::NOT_FOUND => ("/problems/not-found", "Not found"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("/problems/method-not-allowed", "Method not allowed")
+            }
+            StatusCode::CONFLICT => ("/problems/conflict", "Conflict"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("/problems/too-large", "Body too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                ("/problems/unsupported-media-type", "Unsupported media type")
+            }
+            StatusCode::UNPROCESSABLE_ENTITY => ("/problems/invalid", "Invalid input"),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                ("/problems/unavailable", "Unavailable")
+            }
+            s if s.is_server_error() => ("/problems/internal", "Internal error"),
+            _ => ("/problems/bad-request", "Bad request"),
+        };
+        let detail = if status.is_server_error() {
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => {
+                    "copiste did not answer in time; try again in a moment".into()
+                }
+                _ => "copiste could not answer; the error is logged".into(),
+            }
+        } else {
+            detail
+        };
+        Self::new(status, kind, title, detail)
+    }
+}
+
 impl From<OpError> for Problem {
     fn from(e: OpError) -> Self {
         let detail = e.to_string();

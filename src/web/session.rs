@@ -78,7 +78,7 @@ pub struct Me {
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "access",
-    responses((status = 200, body = Me, description = "Who the token acts as"), (status = 401, body = Problem)))]
+    responses((status = 200, body = Me, description = "Who the token acts as")))]
 async fn me(Caller(actor): Caller) -> Json<Me> {
     let label = actor.label();
     Json(match actor {

@@ -478,3 +478,48 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     .await;
     assert!(matches!(other, Err(OpError::Forbidden { .. })), "{other:?}");
 }
+
+/// A job that sends an exam's items (here a closure cancelled by the
+/// publication) is never run again once Cyclades has published the exam:
+/// retrying it is refused by the operation to every actor that reaches
+/// it, and forbidden to the others, and the job stays cancelled.
+#[tokio::test]
+async fn no_one_retries_a_closure_job_of_a_published_exam() {
+    let test = TestApp::new().await;
+    test.import_demo(3, 2).await;
+    let app = test.app();
+    let TwoAcademies { uai, academy_a, .. } = test.two_academies(PHILO).await;
+    let job = test
+        .enqueue(
+            &closure::payload::Closure {
+                exam: PHILO.into(),
+                establishment: uai.clone(),
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let published = closure::publish(&app, &Actor::admin("test"), PHILO)
+        .await
+        .expect("publish");
+    assert_eq!(published.cancelled, vec![job]);
+    for actor in [
+        Actor::admin("test"),
+        Actor::Scheduler,
+        Actor::Coordinator {
+            academy: academy_a.clone(),
+        },
+    ] {
+        match admin::retry(&app, &actor, job).await {
+            Err(OpError::Refused(closure::Refusal::Published { exam, .. })) => {
+                assert_eq!(exam, PHILO);
+            }
+            other => panic!("{actor:?} retried a published exam's closure: {other:?}"),
+        }
+    }
+    let refused = admin::retry(&app, &Actor::Establishment { uai }, job).await;
+    assert!(
+        matches!(refused, Err(OpError::Forbidden { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(test.job(job).await.status.as_str(), "cancelled");
+}

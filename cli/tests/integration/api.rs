@@ -446,6 +446,35 @@ async fn the_openapi_document_lists_every_route() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // Every error answer is a problem document, and every route declares
+    // the answers any route may give.
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("an item") {
+            let responses = op["responses"].as_object().expect("responses");
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let types: Vec<&String> = response["content"]
+                        .as_object()
+                        .expect("content")
+                        .keys()
+                        .collect();
+                    assert_eq!(
+                        types,
+                        vec!["application/problem+json"],
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+            if path.starts_with("/api/v1/") {
+                for status in ["401", "500", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} does not declare {status}"
+                    );
+                }
+            }
+        }
+    }
     // Every route answers (none is documented without being served).
     let client = reqwest::Client::new();
     for route in &routes {
@@ -475,7 +504,8 @@ async fn the_openapi_document_lists_every_route() {
 
 /// The jobs list through the API: pages follow `next` as `cursor`, each
 /// job once; counts say which are capped; a malformed cursor is a 422
-/// naming the cursor, and the deprecated `offset` still pages.
+/// naming the cursor, and so is an `offset` (pages are read by cursor
+/// only).
 #[tokio::test]
 async fn the_jobs_list_pages_by_cursor() {
     let app = TestApp::new().await;
@@ -531,7 +561,128 @@ async fn the_jobs_list_pages_by_cursor() {
         body["detail"].as_str().unwrap_or("").contains("cursor"),
         "{body}"
     );
+    // The API pages by cursor only: the offset of earlier versions is
+    // refused, naming it.
     let (status, body) = get("limit=10&offset=20".into()).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["jobs"].as_array().map(Vec::len), Some(5), "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "offset", "{body}");
+}
+
+/// What the API's document says of bodies and parameters is what the
+/// routes do: no body, `null` and a `null` field are "every
+/// establishment"; an unknown field is invalid input, a body that is not
+/// JSON 415; every error the handlers do not write (an unknown address, a
+/// method the address does not take, a path that does not decode) is a
+/// problem document too; a UAI whose check letter is wrong names no
+/// establishment (404); and a published exam's closure job is not retried
+/// through the API either.
+#[tokio::test]
+async fn the_api_answers_as_its_document_says() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 3).await;
+    let addr = serve(&app).await;
+    let admin = token(&app, Role::Admin).await;
+    let client = reqwest::Client::new();
+    let send = |method: Method, path: &str, body: Option<(&'static str, &'static str)>| {
+        let mut request = client
+            .request(method, format!("http://{addr}{path}"))
+            .bearer_auth(&admin);
+        if let Some((content_type, body)) = body {
+            request = request.header("content-type", content_type).body(body);
+        }
+        async move {
+            let response = request.send().await.expect("answer");
+            let status = response.status();
+            let headers = response.headers().clone();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, headers, body)
+        }
+    };
+    let relaunch = format!("/api/v1/exams/{PHILO}/relaunch");
+    for body in [
+        None,
+        Some(("application/json", "null")),
+        Some(("application/json", "{}")),
+        Some(("application/json", r#"{"establishment": null}"#)),
+    ] {
+        let (status, _, answer) = send(Method::POST, &relaunch, body).await;
+        assert_eq!(status, StatusCode::OK, "{body:?}: {answer}");
+    }
+    let (status, headers, answer) = send(
+        Method::POST,
+        &relaunch,
+        Some(("application/json", r#"{"establishments": []}"#)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let (status, headers, answer) = send(Method::POST, &relaunch, Some(("text/plain", "{}"))).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    for (method, path, expected) in [
+        (
+            Method::GET,
+            "/api/v1/nothing-here".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/exams".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/api/v1/exams/%FF/closure".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/exams/{PHILO}/establishments/0750001B/zip"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs?limit=many".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (status, headers, answer) = send(method.clone(), &path, None).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        assert_eq!(
+            headers["content-type"], "application/problem+json",
+            "{method} {path}"
+        );
+        assert_eq!(
+            answer["status"],
+            expected.as_u16(),
+            "{method} {path}: {answer}"
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(headers.contains_key("allow"), "{headers:?}");
+        }
+    }
+    // A closure job cancelled by the publication is not retried.
+    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let job = app
+        .enqueue(
+            &copiste::closure::payload::Closure {
+                exam: PHILO.into(),
+                establishment: uai,
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let (status, _, answer) = send(
+        Method::POST,
+        &format!("/api/v1/exams/{PHILO}/publication"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, _, answer) = send(Method::POST, &format!("/api/v1/jobs/{job}/retry"), None).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    assert_eq!(answer["type"], "/problems/refused", "{answer}");
 }

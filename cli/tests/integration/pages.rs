@@ -467,3 +467,56 @@ async fn pages_are_protected_and_every_error_is_a_french_page() {
             .starts_with("text/html")
     );
 }
+
+/// A job's page offers "Relancer ce travail" for a cancelled job, but not
+/// for a closure job of an exam Cyclades has published (cancelled by the
+/// publication): its retry is refused, and a post of the form anyway is
+/// answered with the refusal.
+#[tokio::test]
+async fn a_published_exams_closure_job_offers_no_retry() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let closure = app
+        .enqueue(
+            &copiste::closure::payload::Closure {
+                exam: PHILO.into(),
+                establishment: uai,
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    let noop = app
+        .enqueue(
+            &copiste::jobs::noop::Noop::default(),
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await;
+    copiste::jobs::admin::cancel(&app.app(), &Actor::admin("test"), noop)
+        .await
+        .expect("cancel");
+    copiste::closure::publish(&app.app(), &Actor::admin("test"), PHILO)
+        .await
+        .expect("publish");
+    assert_eq!(app.job(closure).await.status.as_str(), "cancelled");
+    let base = serve(&app).await;
+    let (_, token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &token).await;
+    let (status, body) = page(&base, &cookie, &format!("/travaux/{noop}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Relancer ce travail"), "{body}");
+    let (status, body) = page(&base, &cookie, &format!("/travaux/{closure}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(!body.contains("Relancer ce travail"), "{body}");
+    let response = client()
+        .post(format!("{base}/travaux/{closure}/relance"))
+        .header(header::COOKIE, &cookie)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(app.job(closure).await.status.as_str(), "cancelled");
+}
