@@ -2009,4 +2009,184 @@ mod tests {
         assert_eq!(b, "1_MARTIN_Lea_2.pdf");
         assert_eq!(c, "1_MARTIN_Lea_3.pdf");
     }
+
+    /// A scan of `shade`, the same bytes on every run.
+    fn scan(shade: u8) -> Bytes {
+        let mut out = Vec::new();
+        jpeg_encoder::Encoder::new(&mut out, 80)
+            .encode(&[shade; 64 * 64], 64, 64, jpeg_encoder::ColorType::Luma)
+            .expect("encode");
+        out.into()
+    }
+
+    /// A transmitted copy of `numero`, changed at `at` (seconds since the
+    /// epoch), with scans at `page_keys`.
+    fn row(
+        copy_id: i64,
+        numero: &str,
+        nom: &str,
+        prenom: &str,
+        at: i64,
+        pages: &[&str],
+    ) -> CopyRow {
+        CopyRow {
+            copy_id,
+            numero: numero.into(),
+            nom: nom.into(),
+            prenom: prenom.into(),
+            exam_code: "BAC26-PHILO".into(),
+            exam_subject: "Philosophie".into(),
+            exam_kind: crate::domain::ExamKind::Ponctuel,
+            session: "2026".into(),
+            establishment_uai: crate::domain::Uai::from_number(750_001),
+            establishment_name: "Lycée test".into(),
+            grade: Some(12.5),
+            absent: false,
+            grading_details: serde_json::json!([]),
+            appreciation: Some("Bien.".into()),
+            annotations: serde_json::json!([]),
+            page_keys: pages.iter().map(|&p| p.to_owned()).collect(),
+            version: 1,
+            transmitted: true,
+            updated_at: chrono::DateTime::from_timestamp(at, 0).expect("date"),
+        }
+    }
+
+    /// Copies that exercise every kind of entry: accented and hostile
+    /// names, a name taken twice, an absent and an ungraded copy, a cell
+    /// a spreadsheet would run, and a copy whose scan is missing (in
+    /// `errors.csv`).
+    fn fixed_copies() -> Vec<CopyRow> {
+        let mut absent = row(
+            2,
+            "2026002",
+            "Martin",
+            "Léa",
+            1_780_000_100,
+            &["scans/b.jpg"],
+        );
+        absent.absent = true;
+        absent.grade = None;
+        let mut ungraded = row(
+            4,
+            "2026004",
+            "=HYPERLINK(\"x\")",
+            "Œdipe",
+            1_780_000_300,
+            &["scans/a.jpg"],
+        );
+        ungraded.grade = None;
+        ungraded.appreciation = None;
+        vec![
+            row(
+                1,
+                "2026001",
+                "N'Diaye",
+                "Hélène",
+                1_780_000_000,
+                &["scans/a.jpg", "scans/b.jpg"],
+            ),
+            absent,
+            row(
+                3,
+                "2026002",
+                "MARTIN",
+                "lea",
+                1_780_000_200,
+                &["scans/b.jpg", "scans/a.jpg"],
+            ),
+            ungraded,
+            row(
+                5,
+                "2026005",
+                "Dupont",
+                "Jean",
+                1_780_000_400,
+                &["scans/missing.jpg"],
+            ),
+            row(
+                6,
+                "2026006",
+                "Дмитриев",
+                "Дмитрий",
+                1_780_000_500,
+                &["scans/a.jpg"],
+            ),
+        ]
+    }
+
+    /// The SHA-256 of each part of [`fixed_copies`]' zip, in one part and
+    /// in one part per copy, as built before `render/zip.rs` became a
+    /// folder (issue 25): the same bytes since.
+    const FIXED_ZIP_SHA256: &[(&str, &[&str])] = &[
+        (
+            "one part",
+            &["9440d1f06c739fff93864a88d32f6d4ea66d796eaae50320186bc0048a7cd40e"],
+        ),
+        (
+            "small parts",
+            &[
+                "3ef792539c0915e5d9530bea61890e7f498adcdc783bc831944847e0dd5b02d8",
+                "d1d2195bca310b6e49ded484223c4d834564dd4bc5398c7a08234b8ab6067e3b",
+                "3f1a0d185c25627794466773b966925c8ffe2c8f8b9a4236e67ee58bd18afbef",
+                "03d7d231d1a4ce1fdb1e5def03b5ea37c7d12b0fd9ef51af03896853f6eae49d",
+                "0b075a2fa57f31c6393f0734c49526221a84ce7eda403c4f71df80ddc1dd726a",
+            ],
+        ),
+    ];
+
+    #[tokio::test]
+    async fn a_zip_of_fixed_copies_has_the_recorded_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(&crate::config::StorageConfig {
+            kind: crate::config::StorageKind::Local,
+            root: dir.path().to_owned(),
+            s3: crate::config::S3Config {
+                bucket: String::new(),
+                region: String::new(),
+                endpoint: String::new(),
+                allow_http: false,
+            },
+        })
+        .expect("store");
+        storage.put("scans/a.jpg", scan(200)).await.expect("put");
+        storage.put("scans/b.jpg", scan(90)).await.expect("put");
+        let options = RenderOptions::for_exam(
+            "BAC26-PHILO",
+            crate::domain::ExamKind::Ponctuel,
+            crate::render::RequestedOptions::default(),
+        )
+        .expect("options");
+        let progress = |_, _| -> BoxFuture<'static, ()> { Box::pin(async {}) };
+        for (name, max_part_bytes) in [("one part", 1 << 30), ("small parts", 1)] {
+            let plan = ZipPlan {
+                key_stem: format!("downloads/fixed/{}", name.replace(' ', "-")),
+                staging_dir: format!("downloads/.staging/{}", name.replace(' ', "-")),
+                options,
+                max_part_bytes,
+                fail_after: None,
+                raw_scans: false,
+            };
+            let outcome = write_zip(&storage, fixed_copies(), &plan, &progress)
+                .await
+                .expect("zip");
+            assert_eq!((outcome.copies, outcome.failures.len()), (5, 1), "{name}");
+            let mut digests = Vec::new();
+            for part in &outcome.parts {
+                let bytes = storage.get(&part.key).await.expect("part");
+                let sha = hex::encode(Sha256::digest(&bytes));
+                assert_eq!(sha, part.sha256, "{}", part.key);
+                digests.push(sha);
+            }
+            let recorded = FIXED_ZIP_SHA256
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, d)| d.to_vec());
+            assert_eq!(
+                Some(digests.iter().map(String::as_str).collect::<Vec<_>>()),
+                recorded,
+                "{name}"
+            );
+        }
+    }
 }
