@@ -81,8 +81,6 @@ impl Job for BulkRender {
             staging_dir: staging_dir(ctx.job_id),
             options,
             max_part_bytes: app.config.downloads.max_part_bytes,
-            fail_after: None,
-            raw_scans: false,
         };
         let progress = |done, total| -> futures::future::BoxFuture<'static, ()> {
             let ctx = ctx.clone();

@@ -744,11 +744,13 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
             staging_dir: format!("bench/.staging/{label}"),
             options,
             max_part_bytes: app.config.downloads.max_part_bytes,
-            fail_after: None,
-            raw_scans,
         };
         let started = Instant::now();
-        let outcome = write_zip(&storage, rows.clone(), &plan, &progress).await?;
+        let outcome = if raw_scans {
+            copiste::render::zip::write_scans_zip(&storage, rows.clone(), &plan, &progress).await?
+        } else {
+            write_zip(&storage, rows.clone(), &plan, &progress).await?
+        };
         let secs = started.elapsed().as_secs_f64();
         anyhow::ensure!(
             outcome.failures.is_empty(),

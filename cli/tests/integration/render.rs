@@ -686,9 +686,10 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
         .expect("options"),
         // One copy per part, so that finished parts exist before the failure.
         max_part_bytes: 1,
-        fail_after: Some(3),
-        raw_scans: false,
     };
+    // The zip thread fails once it wrote 3 entries (once only: the second
+    // build below goes through).
+    copiste::render::zip::failpoints::after_entries(&plan.staging_dir, 3).expect("armed");
     // While the zip is built, every object it has written is in the
     // staging folder: none is at a final key.
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -714,10 +715,6 @@ async fn a_failure_mid_upload_leaves_nothing_at_the_zip_keys() {
     assert!(left.is_empty(), "nothing remains: {left:?}");
 
     // Without the fault, the same plan writes one part per copy.
-    let plan = ZipPlan {
-        fail_after: None,
-        ..plan
-    };
     let outcome = write_zip(&app.storage, rows.clone(), &plan, &progress)
         .await
         .expect("zip");
@@ -1018,9 +1015,8 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
         )
         .expect("options"),
         max_part_bytes: 1,
-        fail_after: Some(2),
-        raw_scans: false,
     };
+    copiste::render::zip::failpoints::after_entries(&plan.staging_dir, 2).expect("armed");
     let progress = |_, _| -> futures::future::BoxFuture<'static, ()> { Box::pin(async {}) };
     write_zip(&app.storage, rows, &plan, &progress)
         .await
@@ -1110,8 +1106,6 @@ fn small_parts(name: &str) -> ZipPlan {
         )
         .expect("options"),
         max_part_bytes: 1,
-        fail_after: None,
-        raw_scans: false,
     }
 }
 
@@ -1180,7 +1174,11 @@ async fn two_builds_of_the_same_zip_are_the_same_bytes() {
 
 #[tokio::test]
 async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
-    use copiste::render::zip::{Resume, ZipProgress, failpoint, write_zip_resumable};
+    use copiste::render::zip::{
+        Resume, ZipProgress,
+        failpoints::{self, Action},
+        write_zip_resumable,
+    };
     let app = app(true).await;
     close(&app, PHILO).await;
     let (_, uai) = numero_of(&app, "Martin").await;
@@ -1225,7 +1223,7 @@ async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
     };
     // Run 1 fails once 3 parts are staged: they stay staged, recorded,
     // and nothing is at a final key.
-    failpoint::arm(&plan.staging_dir, 3, failpoint::Action::Fail);
+    failpoints::after_parts(&plan.staging_dir, 3, Action::Fail).expect("armed");
     let error = run(1, None).await.expect_err("injected failure");
     assert!(error.to_string().contains("injected"), "{error:#}");
     let after_1 = recorded.lock().expect("lock").clone().expect("recorded");
@@ -1249,7 +1247,7 @@ async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
     );
 
     // Run 2 goes on from part 4 and fails once 5 are staged.
-    failpoint::arm(&plan.staging_dir, 5, failpoint::Action::Fail);
+    failpoints::after_parts(&plan.staging_dir, 5, Action::Fail).expect("armed");
     run(2, Some(after_1)).await.expect_err("injected failure");
     let after_2 = recorded.lock().expect("lock").clone().expect("recorded");
     let runs: Vec<u32> = after_2.parts.iter().map(|p| p.run).collect();
@@ -1281,6 +1279,15 @@ async fn a_zip_build_resumes_after_its_last_staged_part_with_the_same_bytes() {
     assert!(staged.iter().all(|l| l.partial), "{staged:?}");
 }
 
+/// Waits until a build stopped at the failpoint `armed` (it hangs there,
+/// doing nothing more, as a killed process would).
+async fn wait_reached(armed: &copiste::render::zip::failpoints::Armed) {
+    eventually(Duration::from_secs(60), || async {
+        armed.reached().then_some(())
+    })
+    .await
+}
+
 /// Waits until job `id`'s checkpoint records `parts` staged parts.
 async fn wait_parts(app: &TestApp, id: uuid::Uuid, parts: usize) {
     eventually(Duration::from_secs(60), || async {
@@ -1295,7 +1302,10 @@ async fn wait_parts(app: &TestApp, id: uuid::Uuid, parts: usize) {
 
 #[tokio::test]
 async fn a_killed_zip_job_resumes_and_crashes_that_move_it_forward_do_not_bury_it() {
-    use copiste::{jobs::bulk_render::staging_dir, render::zip::failpoint};
+    use copiste::{
+        jobs::bulk_render::staging_dir,
+        render::zip::failpoints::{self, Action},
+    };
     let mut c = config();
     c["downloads"]["max_part_bytes"] = json!(1);
     let app = TestApp::with(c).await;
@@ -1312,9 +1322,10 @@ async fn a_killed_zip_job_resumes_and_crashes_that_move_it_forward_do_not_bury_i
     // one more part than the run before: more crashes than the kind's
     // three attempts.
     for parts in 1..=4 {
-        failpoint::arm(&staging_dir(job), parts, failpoint::Action::Hang);
+        let armed = failpoints::after_parts(&staging_dir(job), parts, Action::Hang).expect("armed");
         let worker = app.worker().await;
         wait_parts(&app, job, parts).await;
+        wait_reached(&armed).await;
         worker.kill();
         let row = app.job(job).await;
         assert_eq!(row.status.as_str(), "running", "killed while running");
@@ -1389,7 +1400,10 @@ async fn a_killed_zip_job_resumes_and_crashes_that_move_it_forward_do_not_bury_i
 
 #[tokio::test]
 async fn a_zip_job_that_crashes_before_any_progress_uses_up_its_attempts() {
-    use copiste::{jobs::bulk_render::staging_dir, render::zip::failpoint};
+    use copiste::{
+        jobs::bulk_render::staging_dir,
+        render::zip::failpoints::{self, Action},
+    };
     let app = app(true).await;
     close(&app, PHILO).await;
     let (_, uai) = numero_of(&app, "Martin").await;
@@ -1401,15 +1415,14 @@ async fn a_zip_job_that_crashes_before_any_progress_uses_up_its_attempts() {
         .await;
     for attempt in 1..=3 {
         // Fires as the run starts, before it stages anything.
-        failpoint::arm(&staging_dir(job), 0, failpoint::Action::Hang);
+        let armed = failpoints::after_parts(&staging_dir(job), 0, Action::Hang).expect("armed");
         let worker = app.worker().await;
         eventually(Duration::from_secs(30), || async {
             let row = app.job(job).await;
             (row.status.as_str() == "running" && row.attempts == attempt).then_some(())
         })
         .await;
-        // Let the run reach the failpoint.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        wait_reached(&armed).await;
         worker.kill();
     }
     let reconciler = app.worker().await;
@@ -1469,7 +1482,8 @@ fn last_saved(saved: &Saved) -> Option<copiste::render::zip::ZipProgress> {
 
 /// Builds `name`'s zip of `rows` in one part, killed (its future dropped,
 /// as a killed process stops) once `chunks` chunks of its upload are
-/// recorded; the progress it recorded last.
+/// recorded and the chunks then in flight are written; the progress it
+/// recorded last.
 async fn killed_after_chunks(
     app: &TestApp,
     rows: &[copiste::db::render::CopyRow],
@@ -1477,9 +1491,13 @@ async fn killed_after_chunks(
     chunks: usize,
     saved: &Saved,
 ) -> copiste::render::zip::ZipProgress {
-    use copiste::render::zip::{Resume, failpoint, write_zip_resumable};
+    use copiste::render::zip::{
+        Resume,
+        failpoints::{self, Action},
+        write_zip_resumable,
+    };
     let plan = one_part(name);
-    failpoint::arm_after_chunks(&plan.staging_dir, chunks, failpoint::Action::Hang);
+    let armed = failpoints::after_chunks(&plan.staging_dir, chunks, Action::Hang).expect("armed");
     let save = recorder(saved);
     let build = write_zip_resumable(
         &app.storage,
@@ -1492,21 +1510,17 @@ async fn killed_after_chunks(
             save: &save,
         }),
     );
-    let recorded = async {
-        crate::support::eventually(Duration::from_secs(60), || async {
-            last_saved(saved)
-                .filter(|p| p.upload.as_ref().is_some_and(|u| u.chunks.len() == chunks))
-        })
-        .await
-    };
     tokio::select! {
         outcome = build => panic!("the build ended before its failpoint: {outcome:?}"),
-        progress = recorded => {
-            // The next chunk may be in flight when the process dies.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            progress
-        }
+        () = wait_reached(&armed) => {}
     }
+    let progress = last_saved(saved).expect("recorded");
+    assert_eq!(
+        progress.upload.as_ref().map(|u| u.chunks.len()),
+        Some(chunks),
+        "the last checkpoint records the chunks the build stopped after"
+    );
+    progress
 }
 
 /// The objects at the keys of the zip whose keys start with `stem`.
