@@ -403,7 +403,7 @@ pub async fn import_dir_with(
     };
     let manifest = exists(MANIFEST_FILE).await?;
     let session = exists(SESSION_FILE).await?;
-    match (manifest, session) {
+    let summary = match (manifest, session) {
         (true, true) => Err(ImportError::Layout(format!(
             "{} holds both {MANIFEST_FILE} (format 1) and {SESSION_FILE} (format 2): \
              keep only the one of the export to import",
@@ -415,7 +415,16 @@ pub async fn import_dir_with(
             "{} holds neither {MANIFEST_FILE} (format 1) nor {SESSION_FILE} (format 2)",
             dir.display()
         ))),
+    }?;
+    // The rows are committed: statistics that cannot be refreshed now are
+    // autovacuum's to refresh later, not a failed import.
+    if let Err(e) = catalog::analyze_imported(db).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "the imported tables were not analysed"
+        );
     }
+    Ok(summary)
 }
 
 /// Imports a format-1 export: `manifest.json` and the scans it names.
