@@ -6,7 +6,8 @@
 //! `jobs.retention_days`, removes what apalis leaves in Redis for
 //! finished deliveries, so that Redis stays flat, and recounts the
 //! closure table's unit summaries, correcting (and reporting) any that a
-//! write made outside the triggers left wrong.
+//! write made outside the triggers left wrong, and refreshes the planner's
+//! statistics of the tables the night wrote.
 
 use std::collections::HashSet;
 
@@ -62,6 +63,7 @@ impl Job for Housekeeping {
             db::schedule::prune_jobs(&app.db, chrono::Utc::now() - retention, PRUNE_BATCH).await?;
         let redis = crate::queue::sweep_finished(&app.config).await?;
         let corrected = db::closure::recount_summaries(&app.db, RECOUNT_BATCH).await?;
+        db::schedule::analyze_night_tables(&app.db).await?;
         if corrected > 0 {
             // The triggers keep the summaries exact; a difference means a
             // write escaped them (see migration 10).
@@ -79,6 +81,7 @@ impl Job for Housekeeping {
             "jobs_pruned": pruned,
             "redis_keys_removed": redis,
             "unit_summaries_corrected": corrected,
+            "tables_analysed": db::schedule::NIGHT_TABLES,
         })))
     }
 }

@@ -91,6 +91,46 @@ fn load(dir: &Path) -> Vec<Schedule> {
     schedule::load_dir(dir).expect("schedules")
 }
 
+/// Housekeeping analyses the tables the night wrote, whether or not
+/// autovacuum runs: only an explicit `ANALYZE` sets `last_analyze`.
+#[tokio::test]
+async fn housekeeping_analyses_the_tables_the_night_wrote() {
+    let app = TestApp::with(fast_queue()).await;
+    let worker = app.worker().await;
+    let job = app
+        .enqueue(&Housekeeping {}, EnqueueOptions::by("test"))
+        .await;
+    let row = app.wait_status(job, "succeeded", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let result = row.result.expect("result");
+    assert_eq!(
+        result["tables_analysed"],
+        json!(copiste::db::schedule::NIGHT_TABLES),
+        "{result}"
+    );
+    let pool = pool(&app).await;
+    let analysed: Vec<String> = eventually(Duration::from_secs(10), || async {
+        let analysed: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_stat_user_tables
+             WHERE last_analyze IS NOT NULL ORDER BY 1",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("read the tables' statistics");
+        analysed
+            .iter()
+            .any(|t| t == "grade_exports")
+            .then_some(analysed)
+    })
+    .await;
+    for table in copiste::db::schedule::NIGHT_TABLES {
+        assert!(
+            analysed.iter().any(|t| t == table),
+            "{table} not analysed by housekeeping: {analysed:?}"
+        );
+    }
+}
+
 /// Three schedulers on one ledger, ticking every second: each slot
 /// between their start and their stop has exactly one job, with that
 /// slot's key. A scheduler enqueueing without the slot's key (which the
