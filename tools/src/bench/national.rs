@@ -8,11 +8,11 @@
 //! nightly closure, against a stand-in target answering after 20 ms with
 //! 1 % of 503s; the harmonised exams are validated in passes by
 //! `copiste harmonisation validate`; every establishment's zip of every
-//! exam is requested by `copiste download request --all` and built; a
-//! sample of zips is downloaded through `copiste serve` and opened; the
-//! pages a national night loads are measured (the largest academy's
-//! coordinator page, the admin jobs list, candidate search); housekeeping
-//! runs last. Each phase prints one row: wall time, throughput, peak
+//! exam is requested by `copiste download request --all` and built;
+//! housekeeping runs, as at 03:30; then, as in the morning, a sample of
+//! zips is downloaded through `copiste serve` and opened and the pages a
+//! national night loads are measured (the largest academy's coordinator
+//! page, the admin jobs list, candidate search). Each phase prints one row: wall time, throughput, peak
 //! resident memory of every copiste process it ran, the database's and the
 //! store's size, and p99 of the pages.
 //!
@@ -425,17 +425,8 @@ impl Night<'_> {
         ));
         self.print_last(&rows);
 
-        // 6. Downloads and pages through `copiste serve`.
-        let serve = self.env.start_serve()?;
-        let outcome = self.front_door(&mut rows, &figures).await;
-        let serve_rss = stop_all(vec![serve]).await?;
-        outcome?;
-        if let Some(last) = rows.last_mut() {
-            last.rss = serve_rss;
-        }
-        self.print_last(&rows);
-
-        // 7. Housekeeping, last, as at 03:30.
+        // 6. Housekeeping, as at 03:30: after the night, before the
+        // morning's pages (it analyses the tables the night wrote).
         let started = Instant::now();
         let workers = self.env.start_workers(1, self.args.concurrency)?;
         std::fs::write(jobs_dir.join("housekeeping.toml"), HOUSEKEEPING)
@@ -463,6 +454,16 @@ impl Night<'_> {
             rss,
             &figures,
         ));
+        self.print_last(&rows);
+
+        // 7. Downloads and pages through `copiste serve`, in the morning.
+        let serve = self.env.start_serve()?;
+        let outcome = self.front_door(&mut rows, &figures).await;
+        let serve_rss = stop_all(vec![serve]).await?;
+        outcome?;
+        if let Some(last) = rows.last_mut() {
+            last.rss = serve_rss;
+        }
         self.print_last(&rows);
 
         let (effects, duplicates) = stub.counts();
