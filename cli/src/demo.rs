@@ -161,12 +161,12 @@ fn show_schedules() {
 /// serves the API on this database.
 async fn print_tokens(app: &App, demo_key: bool, throwaway: bool) -> anyhow::Result<()> {
     use copiste::access::{Role, TokenInput, create_token};
-    let uai = db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let uai = db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await?
         .into_iter()
         .next()
         .context("the demo has no establishment")?;
-    let academy = db::closure::establishment_academy(&app.db, uai.as_str())
+    let academy = db::catalog::establishment_academy(&app.db, uai.as_str())
         .await?
         .context("the demo establishment has no academy")?;
     let roles = [
@@ -231,7 +231,7 @@ async fn request_every_zip(db: &Db, app: &App, demo_key: bool) -> anyhow::Result
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
     let mut waiting = Vec::new();
     for exam in exams {
-        for uai in db::closure::exam_establishments(db, exam, None).await? {
+        for uai in db::catalog::exam_establishments(db, exam, None).await? {
             match download::request(app, &demo(), &zip(exam, &uai)).await {
                 Ok(Requested::Building { job, .. }) => waiting.push(job),
                 Ok(Requested::Ready(_)) => {}
@@ -247,7 +247,7 @@ async fn request_every_zip(db: &Db, app: &App, demo_key: bool) -> anyhow::Result
         app.config.downloads.link_ttl_secs / 86_400
     );
     for exam in exams {
-        for uai in db::closure::exam_establishments(db, exam, None).await? {
+        for uai in db::catalog::exam_establishments(db, exam, None).await? {
             if let Some(links) = download::current_links(app, &demo(), &zip(exam, &uai))
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?
@@ -278,7 +278,7 @@ async fn close_every_exam(db: &Db, app: &App) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
     for exam in exams {
-        let row = db::closure::exam(db, exam)
+        let row = db::catalog::exam(db, exam)
             .await?
             .with_context(|| format!("the demo exam {exam} is missing"))?;
         if row.kind == copiste::domain::ExamKind::Harmonised {

@@ -9,12 +9,12 @@ use uuid::Uuid;
 use copiste::{
     app::App,
     db::{self, Db, jobs::JobRow},
-    domain::Uai,
+    domain::{JobStatus, Uai},
     jobs::{
         admin::{self, EnqueueInput, JobDetail, JobList, ListInput},
         registry,
     },
-    ledger::{Enqueued, JobStatus},
+    ledger::Enqueued,
     op::{Actor, OpError},
 };
 

@@ -22,10 +22,9 @@ use super::{
 };
 use crate::{
     closure,
-    domain::{ExamKind, ItemState, UnitState},
+    domain::{ExamKind, ItemState, JobStatus, UnitState},
     download::{self, ZipInput},
     jobs::admin,
-    ledger::JobStatus,
     op::Actor,
     render::RequestedOptions,
 };
@@ -53,8 +52,8 @@ pub struct Exam {
     pub published_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl From<crate::db::closure::ExamListed> for Exam {
-    fn from(e: crate::db::closure::ExamListed) -> Self {
+impl From<crate::db::catalog::ExamListed> for Exam {
+    fn from(e: crate::db::catalog::ExamListed) -> Self {
         Self {
             code: e.code,
             subject: e.subject,
