@@ -8,6 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::events::events;
+use crate::db::jobs::{EventRow, JobRow};
 use crate::domain::JobStatus;
 use crate::download;
 use crate::download::ZipInput;
@@ -262,21 +263,7 @@ pub(super) async fn page_job(
     } else {
         0
     };
-    // A finished zip: its buttons, for whoever reaches its establishment.
-    let mut buttons = Vec::new();
-    if j.kind == <download::BulkRender as crate::ledger::Kind>::NAME
-        && j.status == JobStatus::Succeeded
-        && let Ok(payload) = serde_json::from_value::<download::BulkRender>(j.payload.clone())
-    {
-        let input = ZipInput {
-            exam: payload.exam,
-            establishment: payload.establishment,
-            options: payload.options.requested(),
-        };
-        if let Ok(Some(found)) = download::current_links(&s.app, &actor, &input).await {
-            buttons = crate::web::downloads::buttons(&s.app, &found);
-        }
-    }
+    let buttons = finished_zip_buttons(&s, &actor, j).await;
     let admin = matches!(actor, Actor::Admin(_));
     let operator = !matches!(actor, Actor::Establishment { .. });
     // A job sending a published exam's items is never retried: no button.
@@ -304,25 +291,7 @@ pub(super) async fn page_job(
             exam: payload_text(&j.payload, "exam"),
             establishment: payload_text(&j.payload, "establishment"),
             last_error: j.last_error.clone().filter(|_| admin),
-            events: detail
-                .events
-                .iter()
-                .map(|e| EventLine {
-                    at: french::date_time_seconds(&e.at),
-                    event: french::job_event(&e.event).to_owned(),
-                    attempt: e.attempt,
-                    detail: e
-                        .detail
-                        .as_deref()
-                        .and_then(french::event_detail)
-                        .unwrap_or_default(),
-                    // The workers' own words, for admins only.
-                    raw: e
-                        .detail
-                        .clone()
-                        .filter(|d| admin && french::event_detail(d).is_none()),
-                })
-                .collect(),
+            events: detail.events.iter().map(|e| event_line(e, admin)).collect(),
             buttons,
             retry,
             cancel: operator && matches!(j.status, JobStatus::Queued | JobStatus::Running),
@@ -331,6 +300,49 @@ pub(super) async fn page_job(
         },
         &actor,
     )
+}
+
+/// A finished zip's buttons, for whoever reaches its establishment; none
+/// for another job.
+async fn finished_zip_buttons(
+    s: &WebState,
+    actor: &Actor,
+    j: &JobRow,
+) -> Vec<crate::web::downloads::Button> {
+    let mut buttons = Vec::new();
+    if j.kind == <download::BulkRender as crate::ledger::Kind>::NAME
+        && j.status == JobStatus::Succeeded
+        && let Ok(payload) = serde_json::from_value::<download::BulkRender>(j.payload.clone())
+    {
+        let input = ZipInput {
+            exam: payload.exam,
+            establishment: payload.establishment,
+            options: payload.options.requested(),
+        };
+        if let Ok(Some(found)) = download::current_links(&s.app, actor, &input).await {
+            buttons = crate::web::downloads::buttons(&s.app, &found);
+        }
+    }
+    buttons
+}
+
+/// One line of a job's history, in French; the workers' own words for
+/// admins only.
+fn event_line(e: &EventRow, admin: bool) -> EventLine {
+    EventLine {
+        at: french::date_time_seconds(&e.at),
+        event: french::job_event(&e.event).to_owned(),
+        attempt: e.attempt,
+        detail: e
+            .detail
+            .as_deref()
+            .and_then(french::event_detail)
+            .unwrap_or_default(),
+        raw: e
+            .detail
+            .clone()
+            .filter(|d| admin && french::event_detail(d).is_none()),
+    }
 }
 
 pub(super) async fn page_job_events(
