@@ -38,7 +38,7 @@ use std::{collections::HashMap, path::Path};
 use anyhow::Context as _;
 
 use self::{
-    manifest::Exam,
+    manifest::{Exam, Manifest},
     scans::{Scan, ScanCache},
     validate::ScanRef,
 };
@@ -165,33 +165,9 @@ async fn import_manifest(
     options: &ImportOptions,
     progress: &dyn Fn(ImportStep),
 ) -> Result<ImportSummary, ImportError> {
-    progress(ImportStep::Manifest);
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let bytes = tokio::fs::read(&manifest_path)
-        .await
-        .with_context(|| format!("reading {}", manifest_path.display()))
-        .map_err(ImportError::Read)?;
-    // Parsing and checking a large manifest takes a while: off the runtime.
-    let checked = parse_and_check(bytes, validate::check)
-        .await?
-        .map_err(|problem| ImportError::Invalid(vec![problem]))?;
-    let validate::Checked {
-        value: manifest,
-        mut problems,
-        scans: references,
-    } = checked;
-
     let cache = ScanCache::disabled();
-    let (scans, scan_problems) =
-        check_scans(dir, references, options.max_scan_bytes, &cache, progress).await?;
-    problems.extend(scan_problems);
-    if !problems.is_empty() {
-        return Err(ImportError::Invalid(problems));
-    }
-    let (head, body) = manifest
-        .context("the manifest was rejected without a problem being reported")
-        .map_err(ImportError::Read)?
-        .split();
+    let (manifest, scans) = read_manifest(dir, options, &cache, progress).await?;
+    let (head, body) = manifest.split();
 
     // Refuse an exam of another session before uploading anything.
     let mut tx = db.begin().await.map_err(ImportError::Database)?;
@@ -246,6 +222,42 @@ async fn import_manifest(
     summary.bytes_uploaded = uploaded.bytes;
     progress(ImportStep::Done);
     Ok(summary)
+}
+
+/// Reads `manifest.json` and checks it and every scan it names, without
+/// writing anything: the manifest and the checked scans, or every problem.
+async fn read_manifest(
+    dir: &Path,
+    options: &ImportOptions,
+    cache: &ScanCache,
+    progress: &dyn Fn(ImportStep),
+) -> Result<(Manifest, HashMap<String, Scan>), ImportError> {
+    progress(ImportStep::Manifest);
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let bytes = tokio::fs::read(&manifest_path)
+        .await
+        .with_context(|| format!("reading {}", manifest_path.display()))
+        .map_err(ImportError::Read)?;
+    // Parsing and checking a large manifest takes a while: off the runtime.
+    let checked = parse_and_check(bytes, validate::check)
+        .await?
+        .map_err(|problem| ImportError::Invalid(vec![problem]))?;
+    let validate::Checked {
+        value: manifest,
+        mut problems,
+        scans: references,
+    } = checked;
+
+    let (scans, scan_problems) =
+        check_scans(dir, references, options.max_scan_bytes, cache, progress).await?;
+    problems.extend(scan_problems);
+    if !problems.is_empty() {
+        return Err(ImportError::Invalid(problems));
+    }
+    let manifest = manifest
+        .context("the manifest was rejected without a problem being reported")
+        .map_err(ImportError::Read)?;
+    Ok((manifest, scans))
 }
 
 /// Parses `bytes` as JSON and checks them with `check`, off the runtime;
