@@ -124,7 +124,7 @@ pub async fn create_token(app: &App, actor: &Actor, input: &TokenInput) -> Resul
         Role::Admin => TokenRole::Admin,
         Role::Coordinator { academy } => {
             let academy = crate::op::code("academy", academy)?;
-            if !db::closure::academy_exists(&app.db, academy).await? {
+            if !db::catalog::academy_exists(&app.db, academy).await? {
                 return Err(OpError::not_found(format!("academy {academy}")));
             }
             TokenRole::Coordinator {
@@ -132,7 +132,7 @@ pub async fn create_token(app: &App, actor: &Actor, input: &TokenInput) -> Resul
             }
         }
         Role::Establishment { uai } => {
-            if !db::closure::establishment_exists(&app.db, uai.as_str()).await? {
+            if !db::catalog::establishment_exists(&app.db, uai.as_str()).await? {
                 return Err(OpError::not_found(format!("establishment {uai}")));
             }
             TokenRole::Establishment { uai: uai.clone() }

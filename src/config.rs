@@ -334,7 +334,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks every setting, naming the first that is wrong.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.check_positive()?;
+        self.check_queue_and_backoff()?;
+        self.check_services()
+    }
+
+    /// The settings that must be greater than zero.
+    fn check_positive(&self) -> Result<(), ConfigError> {
         let positive = [
             (
                 "database.max_connections",
@@ -381,6 +389,11 @@ impl Config {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// The queue's window and the backoff's bounds.
+    fn check_queue_and_backoff(&self) -> Result<(), ConfigError> {
         if self.queue.window > MAX_WINDOW {
             return Err(ConfigError::Setting {
                 setting: "queue.window",
@@ -404,6 +417,12 @@ impl Config {
                 reason: "must be a number at least jobs.backoff_base_secs".into(),
             });
         }
+        Ok(())
+    }
+
+    /// The services' URLs (without passwords), Redis's namespace and the
+    /// S3 bucket.
+    fn check_services(&self) -> Result<(), ConfigError> {
         if !matches!(self.database.url.scheme(), "postgres" | "postgresql") {
             return Err(ConfigError::Setting {
                 setting: "database.url",

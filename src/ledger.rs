@@ -14,8 +14,9 @@ use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
-pub use crate::db::jobs::{Enqueued, JobStatus};
+pub use crate::db::jobs::Enqueued;
 use crate::db::{self, Tx};
+use crate::domain::JobStatus;
 
 /// The default number of attempts (crashes included) before a job is dead.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;

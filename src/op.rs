@@ -97,7 +97,7 @@ impl Actor {
             Scope::Establishment(own) if own == uai => Ok(()),
             Scope::Establishment(_) => Err(self.forbidden(what)),
             Scope::Academy(academy) => {
-                let of = db::closure::establishment_academy(&app.db, uai.as_str()).await?;
+                let of = db::catalog::establishment_academy(&app.db, uai.as_str()).await?;
                 if of.as_deref() == Some(academy) {
                     Ok(())
                 } else {

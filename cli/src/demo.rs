@@ -47,6 +47,34 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
 
     let storage = Storage::open(&config.storage)?;
     println!("storage   {}", storage.describe());
+    generate_and_import(&config, &db, &storage, candidates).await?;
+
+    let demo_key = config.downloads.signing_key.is_none();
+    if demo_key {
+        config.downloads.signing_key = Some(copiste::config::Secret::new(DEMO_SIGNING_KEY));
+    }
+    let app = App::new(config, db.clone(), storage)?;
+    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
+    run_noop_jobs(&db, job_count).await?;
+
+    show_schedules();
+    close_every_exam(&db, &app).await?;
+    request_every_zip(&db, &app, demo_key).await?;
+    print_tokens(&app, demo_key, local.started_any()).await?;
+    worker.shutdown(Duration::from_secs(10)).await?;
+    db.close().await;
+    drop(local);
+    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Generates a small session into a temporary directory and imports it.
+async fn generate_and_import(
+    config: &Config,
+    db: &Db,
+    storage: &Storage,
+    candidates: u32,
+) -> anyhow::Result<()> {
     let dataset = tempfile::Builder::new()
         .prefix("copiste-demo-")
         .tempdir()
@@ -83,21 +111,20 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
         generated.bytes as f64 / 1e6
     );
     let imported = copiste::import::import_dir_with(
-        &db,
-        &storage,
+        db,
+        storage,
         &out,
         &copiste::import::ImportOptions::from_config(&config.import),
         &copiste::import::progress_bar(),
     )
     .await?;
     println!("imported: {imported}");
+    Ok(())
+}
 
-    let demo_key = config.downloads.signing_key.is_none();
-    if demo_key {
-        config.downloads.signing_key = Some(copiste::config::Secret::new(DEMO_SIGNING_KEY));
-    }
-    let app = App::new(config, db.clone(), storage)?;
-    let worker = Worker::start(app.clone(), WorkerOptions::from_config(&app)).await?;
+/// Enqueues `job_count` noop jobs, waits for them through Redis and the
+/// worker, and prints the rate.
+async fn run_noop_jobs(db: &Db, job_count: u32) -> anyhow::Result<()> {
     let run_started = Instant::now();
     let mut tx = db.begin().await?;
     let mut ids = Vec::with_capacity(job_count as usize);
@@ -115,7 +142,7 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
     tx.commit().await?;
     let bar = crate::progress_bar("noop jobs");
     bar.set_length(u64::from(job_count));
-    let counts = jobs::wait_final(&db, &ids, Duration::from_secs(300), "noop jobs", &|n| {
+    let counts = jobs::wait_final(db, &ids, Duration::from_secs(300), "noop jobs", &|n| {
         bar.set_position(n)
     })
     .await?;
@@ -131,15 +158,6 @@ pub async fn run(mut config: Config, job_count: u32, candidates: u32) -> anyhow:
             .collect::<Vec<_>>()
             .join(" ")
     );
-
-    show_schedules();
-    close_every_exam(&db, &app).await?;
-    request_every_zip(&db, &app, demo_key).await?;
-    print_tokens(&app, demo_key, local.started_any()).await?;
-    worker.shutdown(Duration::from_secs(10)).await?;
-    db.close().await;
-    drop(local);
-    println!("demo finished in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -161,12 +179,12 @@ fn show_schedules() {
 /// serves the API on this database.
 async fn print_tokens(app: &App, demo_key: bool, throwaway: bool) -> anyhow::Result<()> {
     use copiste::access::{Role, TokenInput, create_token};
-    let uai = db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let uai = db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await?
         .into_iter()
         .next()
         .context("the demo has no establishment")?;
-    let academy = db::closure::establishment_academy(&app.db, uai.as_str())
+    let academy = db::catalog::establishment_academy(&app.db, uai.as_str())
         .await?
         .context("the demo establishment has no academy")?;
     let roles = [
@@ -231,7 +249,7 @@ async fn request_every_zip(db: &Db, app: &App, demo_key: bool) -> anyhow::Result
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
     let mut waiting = Vec::new();
     for exam in exams {
-        for uai in db::closure::exam_establishments(db, exam, None).await? {
+        for uai in db::catalog::exam_establishments(db, exam, None).await? {
             match download::request(app, &demo(), &zip(exam, &uai)).await {
                 Ok(Requested::Building { job, .. }) => waiting.push(job),
                 Ok(Requested::Ready(_)) => {}
@@ -247,7 +265,7 @@ async fn request_every_zip(db: &Db, app: &App, demo_key: bool) -> anyhow::Result
         app.config.downloads.link_ttl_secs / 86_400
     );
     for exam in exams {
-        for uai in db::closure::exam_establishments(db, exam, None).await? {
+        for uai in db::catalog::exam_establishments(db, exam, None).await? {
             if let Some(links) = download::current_links(app, &demo(), &zip(exam, &uai))
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?
@@ -278,7 +296,7 @@ async fn close_every_exam(db: &Db, app: &App) -> anyhow::Result<()> {
     let mut ids = Vec::new();
     let exams = ["BAC26-PHILO", "BAC26-E3C-HG", "BAC26-MATHS-H"];
     for exam in exams {
-        let row = db::closure::exam(db, exam)
+        let row = db::catalog::exam(db, exam)
             .await?
             .with_context(|| format!("the demo exam {exam} is missing"))?;
         if row.kind == copiste::domain::ExamKind::Harmonised {

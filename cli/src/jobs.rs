@@ -9,12 +9,12 @@ use uuid::Uuid;
 use copiste::{
     app::App,
     db::{self, Db, jobs::JobRow},
-    domain::Uai,
+    domain::{JobStatus, Uai},
     jobs::{
         admin::{self, EnqueueInput, JobDetail, JobList, ListInput},
         registry,
     },
-    ledger::{Enqueued, JobStatus},
+    ledger::Enqueued,
     op::{Actor, OpError},
 };
 
@@ -132,39 +132,13 @@ impl JobsCommand {
                 kind,
                 payloads: Some(file),
                 ..
-            } => {
-                let handler = registry::find(&kind).map_err(anyhow::Error::msg);
-                match handler {
-                    Err(e) => Err(OpError::invalid("kind", format!("{e:#}"))),
-                    Ok(handler) => {
-                        let payloads = match read_payloads(&file, &handler) {
-                            Ok(p) => p,
-                            Err(e) => {
-                                eprintln!("error: {e:#}");
-                                return Ok(ExitCode::from(2));
-                            }
-                        };
-                        let n = payloads.len();
-                        admin::enqueue_many(app, &actor, &kind, payloads)
-                            .await
-                            .map(|_| println!("enqueued {n} {} jobs", handler.name))
-                    }
-                }
-            }
+            } => match enqueue_file(app, &actor, &kind, &file).await {
+                Some(outcome) => outcome,
+                None => return Ok(ExitCode::from(2)),
+            },
             Self::Enqueue {
                 kind, payload, key, ..
-            } => match serde_json::from_str::<serde_json::Value>(&payload) {
-                Err(e) => Err(OpError::invalid(
-                    "payload",
-                    format!("not valid JSON ({e}): {payload}"),
-                )),
-                Ok(payload) => admin::enqueue(app, &actor, &EnqueueInput { kind, payload, key })
-                    .await
-                    .map(|enqueued| match enqueued {
-                        Enqueued::Created(id) => println!("{id}"),
-                        Enqueued::Existing(id) => println!("{id} (existing job with this key)"),
-                    }),
-            },
+            } => enqueue_one(app, &actor, kind, &payload, key).await,
         };
         Ok(match outcome {
             Ok(()) => ExitCode::SUCCESS,
@@ -230,6 +204,56 @@ fn print_detail(detail: &JobDetail, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Enqueues every payload of `file` as a job of `kind`, in one
+/// transaction. `None` when the file cannot be read or a line is not a
+/// valid payload (said on standard error).
+async fn enqueue_file(
+    app: &App,
+    actor: &Actor,
+    kind: &str,
+    file: &std::path::Path,
+) -> Option<Result<(), OpError>> {
+    let handler = match registry::find(kind).map_err(anyhow::Error::msg) {
+        Err(e) => return Some(Err(OpError::invalid("kind", format!("{e:#}")))),
+        Ok(handler) => handler,
+    };
+    let payloads = match read_payloads(file, &handler) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return None;
+        }
+    };
+    let n = payloads.len();
+    Some(
+        admin::enqueue_many(app, actor, kind, payloads)
+            .await
+            .map(|_| println!("enqueued {n} {} jobs", handler.name)),
+    )
+}
+
+/// Enqueues one job of `kind` with the JSON `payload`, printing its id.
+async fn enqueue_one(
+    app: &App,
+    actor: &Actor,
+    kind: String,
+    payload: &str,
+    key: Option<String>,
+) -> Result<(), OpError> {
+    match serde_json::from_str::<serde_json::Value>(payload) {
+        Err(e) => Err(OpError::invalid(
+            "payload",
+            format!("not valid JSON ({e}): {payload}"),
+        )),
+        Ok(payload) => admin::enqueue(app, actor, &EnqueueInput { kind, payload, key })
+            .await
+            .map(|enqueued| match enqueued {
+                Enqueued::Created(id) => println!("{id}"),
+                Enqueued::Existing(id) => println!("{id} (existing job with this key)"),
+            }),
+    }
 }
 
 /// Reads a file of JSON payloads, one per line (blank lines skipped;

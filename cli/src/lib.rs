@@ -251,63 +251,9 @@ impl Cli {
                 println!("migrations applied");
             }
             Command::Config => print!("{}", config.to_redacted_toml()),
-            Command::Import(args) => {
-                let options = copiste::import::ImportOptions::from_config(&config.import);
-                let app = app(config).await?;
-                let summary = copiste::import::import_dir_with(
-                    &app.db,
-                    &app.storage,
-                    &args.dir,
-                    &options,
-                    &copiste::import::progress_bar(),
-                )
-                .await?;
-                println!("{summary}");
-            }
-            Command::DemoData(args) => {
-                let opts = copiste_tools::demo_data::DemoDataOptions {
-                    establishments: args.establishments,
-                    candidates: args.candidates,
-                    pages: args.pages,
-                    seed: args.seed,
-                };
-                let progress = copiste_tools::demo_data::Progress::stderr();
-                let summary =
-                    copiste_tools::demo_data::generate(&args.out_dir, &opts, &|done, total| {
-                        progress.update(done, total);
-                    });
-                progress.finish();
-                let summary = summary?;
-                println!(
-                    "wrote {} establishments, {} candidates, {} copies, {} scans ({} MB) to {}",
-                    summary.establishments,
-                    summary.candidates,
-                    summary.copies,
-                    summary.scans,
-                    summary.bytes / 1_000_000,
-                    args.out_dir.display()
-                );
-            }
-            Command::Worker(args) => {
-                let app = app(config).await?;
-                let mut options = WorkerOptions::from_config(&app);
-                if let Some(c) = args.concurrency {
-                    anyhow::ensure!(c > 0, "--concurrency must be at least 1");
-                    options.concurrency = c as usize;
-                }
-                let grace = Duration::from_secs(app.config.worker.shutdown_grace_secs);
-                let _metrics = match args.metrics_listen {
-                    Some(addr) => Some(copiste::telemetry::listen(addr, app.clone()).await?),
-                    None => None,
-                };
-                let worker = Worker::start(app, options).await?;
-                shutdown_signal().await;
-                tracing::info!(
-                    grace_s = grace.as_secs(),
-                    "stopping: running jobs may finish"
-                );
-                worker.shutdown(grace).await?;
-            }
+            Command::Import(args) => import(config, args).await?,
+            Command::DemoData(args) => demo_data(args)?,
+            Command::Worker(args) => worker(config, args).await?,
             Command::Jobs(cmd) => {
                 let app = app(config).await?;
                 return cmd.run(&app).await;
@@ -365,30 +311,92 @@ impl Cli {
                 return cmd.run(&config, async || app(config.clone()).await).await;
             }
             Command::Demo(args) => demo::run(config, args.jobs, args.candidates).await?,
-            Command::Bench(BenchCommand::Queue(args)) => {
-                copiste_tools::bench::queue(config, args).await?
-            }
-            Command::Bench(BenchCommand::Closure(args)) => {
-                copiste_tools::bench::closure(config, args).await?
-            }
-            Command::Bench(BenchCommand::Render(args)) => {
-                copiste_tools::bench::render(config, args).await?
-            }
-            Command::Bench(BenchCommand::Web(args)) => {
-                copiste_tools::bench::web(config, args).await?
-            }
-            Command::Bench(BenchCommand::Coordinator(args)) => {
-                copiste_tools::bench::coordinator(config, args).await?
-            }
-            Command::Bench(BenchCommand::Search(args)) => {
-                copiste_tools::bench::search(config, args).await?
-            }
-            Command::Bench(BenchCommand::National(args)) => {
-                copiste_tools::bench::national::national(config, args).await?
-            }
+            Command::Bench(command) => bench(config, command).await?,
             Command::WithServices(args) => return with_services(config, args).await,
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// `copiste import DIR`: imports the export with the configured limits,
+/// drawing a progress bar.
+async fn import(config: Config, args: ImportArgs) -> anyhow::Result<()> {
+    let options = copiste::import::ImportOptions::from_config(&config.import);
+    let app = app(config).await?;
+    let summary = copiste::import::import_dir_with(
+        &app.db,
+        &app.storage,
+        &args.dir,
+        &options,
+        &copiste::import::progress_bar(),
+    )
+    .await?;
+    println!("{summary}");
+    Ok(())
+}
+
+/// `copiste demo-data`: writes a synthetic export.
+fn demo_data(args: DemoDataArgs) -> anyhow::Result<()> {
+    let opts = copiste_tools::demo_data::DemoDataOptions {
+        establishments: args.establishments,
+        candidates: args.candidates,
+        pages: args.pages,
+        seed: args.seed,
+    };
+    let progress = copiste_tools::demo_data::Progress::stderr();
+    let summary = copiste_tools::demo_data::generate(&args.out_dir, &opts, &|done, total| {
+        progress.update(done, total);
+    });
+    progress.finish();
+    let summary = summary?;
+    println!(
+        "wrote {} establishments, {} candidates, {} copies, {} scans ({} MB) to {}",
+        summary.establishments,
+        summary.candidates,
+        summary.copies,
+        summary.scans,
+        summary.bytes / 1_000_000,
+        args.out_dir.display()
+    );
+    Ok(())
+}
+
+/// `copiste worker`: runs jobs until a signal, then stops within the
+/// grace period.
+async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<()> {
+    let app = app(config).await?;
+    let mut options = WorkerOptions::from_config(&app);
+    if let Some(c) = args.concurrency {
+        anyhow::ensure!(c > 0, "--concurrency must be at least 1");
+        options.concurrency = c as usize;
+    }
+    let grace = Duration::from_secs(app.config.worker.shutdown_grace_secs);
+    let _metrics = match args.metrics_listen {
+        Some(addr) => Some(copiste::telemetry::listen(addr, app.clone()).await?),
+        None => None,
+    };
+    let worker = Worker::start(app, options).await?;
+    shutdown_signal().await;
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "stopping: running jobs may finish"
+    );
+    worker.shutdown(grace).await?;
+    Ok(())
+}
+
+/// `copiste bench …`: runs one benchmark.
+async fn bench(config: Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Queue(args) => copiste_tools::bench::queue(config, args).await,
+        BenchCommand::Closure(args) => copiste_tools::bench::closure(config, args).await,
+        BenchCommand::Render(args) => copiste_tools::bench::render(config, args).await,
+        BenchCommand::Web(args) => copiste_tools::bench::web(config, args).await,
+        BenchCommand::Coordinator(args) => copiste_tools::bench::coordinator(config, args).await,
+        BenchCommand::Search(args) => copiste_tools::bench::search(config, args).await,
+        BenchCommand::National(args) => {
+            copiste_tools::bench::national::national(config, args).await
+        }
     }
 }
 

@@ -18,19 +18,21 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Refusal, UnitState,
-    plan::{GradeToSend, UnitPlan, grade_key},
+    UnitState,
+    plan::{GradeToSend, RunMode, UnitPlan, grade_key},
     request::published_refusal,
 };
 use crate::{
     app::App,
     db::{
         self,
-        closure::{CountOutgoing, ErrorCount, ExamRow, SentGrade, StateCounts, UnitContent},
+        catalog::ExamRow,
+        closure::{CountOutgoing, ErrorCount, SentGrade, StateCounts, UnitContent},
     },
     domain::{ItemState, Uai},
     export::{Batch, CountItem, ExportError, GradeItem, ItemResult, ItemStatus, Target},
     ledger::Progress as ProgressSink,
+    op::Refusal,
 };
 
 /// One run of the engine: the application, the ledger job the run is
@@ -54,20 +56,6 @@ pub enum RunError {
     /// transport); another run may succeed.
     #[error("{0:#}")]
     Failed(#[from] anyhow::Error),
-}
-
-/// How a run treats a unit's items.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunMode {
-    /// Send rejected items again too (a relaunch asked by a person).
-    pub with_rejected: bool,
-    /// Only validated copies are exported (harmonised exams).
-    pub validated_only: bool,
-    /// Report progress as items sent out of items to send.
-    pub report_progress: bool,
-    /// Refuse the unit, listing them, if some of its copies are neither
-    /// graded nor absent (an establishment's closure).
-    pub refuse_ungraded: bool,
 }
 
 /// One target's figures in a summary.

@@ -18,7 +18,7 @@ pub mod plan;
 pub mod request;
 pub mod status;
 
-pub use crate::{domain::UnitState, op::Refusal};
+pub use crate::domain::UnitState;
 pub use request::{
     PassRequest, Published, UnitRequest, UnitRequested, Validation, publish, request_closure,
     request_relaunch, validate_harmonisation,

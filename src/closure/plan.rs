@@ -7,7 +7,19 @@ use crate::{
     domain::ItemState,
 };
 
-use super::engine::RunMode;
+/// How a run treats a unit's items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunMode {
+    /// Send rejected items again too (a relaunch asked by a person).
+    pub with_rejected: bool,
+    /// Only validated copies are exported (harmonised exams).
+    pub validated_only: bool,
+    /// Report progress as items sent out of items to send.
+    pub report_progress: bool,
+    /// Refuse the unit, listing them, if some of its copies are neither
+    /// graded nor absent (an establishment's closure).
+    pub refuse_ungraded: bool,
+}
 
 /// The key a grade is sent under: stable for one copy and one copy version
 /// (so a resend after a timeout or a crash reuses it), new for a changed

@@ -10,16 +10,13 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{
-    Refusal,
-    payload::{Closure, ExportRetry, HarmonisationValidation},
-};
+use super::payload::{Closure, ExportRetry, HarmonisationValidation};
 use crate::{
     app::App,
-    db::{self, Tx, closure::ExamRow},
-    domain::{ExamKind, Uai},
-    ledger::{self, EnqueueOptions, Enqueued, JobStatus, Kind},
-    op::{self, Actor, OpError},
+    db::{self, Tx, catalog::ExamRow},
+    domain::{ExamKind, JobStatus, Uai},
+    ledger::{self, EnqueueOptions, Enqueued, Kind},
+    op::{self, Actor, OpError, Refusal},
 };
 
 /// What a request did for one unit.
@@ -92,7 +89,7 @@ impl UnitsInput {
 /// The exam named by the caller.
 pub(crate) async fn exam_row(app: &App, exam: &str) -> Result<ExamRow, OpError> {
     let exam = op::code("exam", exam)?;
-    db::closure::exam(&app.db, exam)
+    db::catalog::exam(&app.db, exam)
         .await?
         .ok_or_else(|| OpError::not_found(format!("exam {exam}")))
 }
@@ -125,12 +122,12 @@ async fn units(
     // and listing the exam's establishments each time made its cost grow
     // with the square of the session (2026-12-06, `bench national`).
     match establishment {
-        None => Ok(db::closure::exam_establishments(&app.db, exam, scope.academy()).await?),
+        None => Ok(db::catalog::exam_establishments(&app.db, exam, scope.academy()).await?),
         Some(uai) if db::closure::unit_exists(&app.db, exam, uai.as_str()).await? => {
             Ok(vec![uai.clone()])
         }
         Some(uai) => {
-            if db::closure::establishment_exists(&app.db, uai.as_str()).await? {
+            if db::catalog::establishment_exists(&app.db, uai.as_str()).await? {
                 Err(OpError::not_found(format!(
                     "exam {exam} in establishment {uai} (it has no copy of it)"
                 )))
@@ -294,7 +291,7 @@ pub async fn published_job_refusal(
     let Some(code) = payload["exam"].as_str() else {
         return Ok(None);
     };
-    Ok(db::closure::exam(&app.db, code)
+    Ok(db::catalog::exam(&app.db, code)
         .await?
         .as_ref()
         .and_then(published_refusal))
@@ -389,22 +386,7 @@ pub async fn validate_harmonisation(
     actor: &Actor,
     input: &PassInput,
 ) -> Result<PassRequest, OpError> {
-    let academy = match (actor, input.academy.as_deref()) {
-        (Actor::Admin(_), academy) => academy.map(str::to_owned),
-        (Actor::Coordinator { academy: own }, None) => Some(own.clone()),
-        (Actor::Coordinator { academy: own }, Some(a)) if a == own => Some(own.clone()),
-        _ => {
-            return Err(actor.forbidden(format!(
-                "validate a harmonisation pass of exam {}{}",
-                input.exam,
-                input
-                    .academy
-                    .as_deref()
-                    .map(|a| format!(" for academy {a}"))
-                    .unwrap_or_default()
-            )));
-        }
-    };
+    let academy = pass_academy(actor, input)?;
     let academy = academy
         .as_deref()
         .map(|a| op::code("academy", a))
@@ -423,26 +405,69 @@ pub async fn validate_harmonisation(
         return Err(r.into());
     }
     if let Some(a) = academy
-        && !db::closure::academy_exists(db, a).await?
+        && !db::catalog::academy_exists(db, a).await?
     {
         return Err(OpError::not_found(format!("academy {a}")));
     }
-    let numeros = match &input.selection {
-        Validation::All => None,
-        Validation::Candidates(n) if n.is_empty() => {
-            return Err(OpError::invalid(
-                "copies",
-                "no copy selected for validation",
-            ));
-        }
+    let numeros = selected_numeros(&input.selection)?;
+    let copies = db::closure::exam_copies(db, &exam.code, academy, numeros).await?;
+    check_selected_copies(&exam.code, numeros, &copies)?;
+    let fresh: Vec<String> = copies
+        .iter()
+        .filter(|c| !c.validated)
+        .map(|c| c.numero.clone())
+        .collect();
+    let already_validated = (copies.len() - fresh.len()) as i64;
+    if fresh.is_empty() {
+        return Ok(PassRequest::NothingNew { already_validated });
+    }
+    record_pass(app, actor, &exam.code, academy, &fresh, copies.len() as i64).await
+}
+
+/// The academy a pass covers: any (or every, when `None`) for admin, a
+/// coordinator's own; anyone else, or another academy, is forbidden.
+fn pass_academy(actor: &Actor, input: &PassInput) -> Result<Option<String>, OpError> {
+    match (actor, input.academy.as_deref()) {
+        (Actor::Admin(_), academy) => Ok(academy.map(str::to_owned)),
+        (Actor::Coordinator { academy: own }, None) => Ok(Some(own.clone())),
+        (Actor::Coordinator { academy: own }, Some(a)) if a == own => Ok(Some(own.clone())),
+        _ => Err(actor.forbidden(format!(
+            "validate a harmonisation pass of exam {}{}",
+            input.exam,
+            input
+                .academy
+                .as_deref()
+                .map(|a| format!(" for academy {a}"))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// The numéros a selection names (`None`: every copy), each checked; an
+/// empty list is invalid.
+fn selected_numeros(selection: &Validation) -> Result<Option<&[String]>, OpError> {
+    match selection {
+        Validation::All => Ok(None),
+        Validation::Candidates(n) if n.is_empty() => Err(OpError::invalid(
+            "copies",
+            "no copy selected for validation",
+        )),
         Validation::Candidates(n) => {
             for numero in n {
                 op::code("numeros", numero)?;
             }
-            Some(n.as_slice())
+            Ok(Some(n.as_slice()))
         }
-    };
-    let copies = db::closure::exam_copies(db, &exam.code, academy, numeros).await?;
+    }
+}
+
+/// Checks the copies a pass found against what it asked: every numéro
+/// named is found, some copy is selected, and every copy is graded.
+fn check_selected_copies(
+    exam: &str,
+    numeros: Option<&[String]>,
+    copies: &[db::closure::CandidateCopy],
+) -> Result<(), OpError> {
     if let Some(wanted) = numeros {
         let found: std::collections::HashSet<&str> =
             copies.iter().map(|c| c.numero.as_str()).collect();
@@ -455,8 +480,7 @@ pub async fn validate_harmonisation(
         unknown.dedup();
         if !unknown.is_empty() {
             return Err(OpError::not_found(format!(
-                "candidates of exam {} numbered {}",
-                exam.code,
+                "candidates of exam {exam} numbered {}",
                 op::list(&unknown)
             )));
         }
@@ -474,38 +498,42 @@ pub async fn validate_harmonisation(
         .collect();
     if !ungraded.is_empty() {
         return Err(Refusal::Ungraded {
-            exam: exam.code,
+            exam: exam.to_owned(),
             establishment: None,
             numeros: ungraded,
         }
         .into());
     }
-    let fresh: Vec<String> = copies
-        .iter()
-        .filter(|c| !c.validated)
-        .map(|c| c.numero.clone())
-        .collect();
-    let already_validated = (copies.len() - fresh.len()) as i64;
-    if fresh.is_empty() {
-        return Ok(PassRequest::NothingNew { already_validated });
-    }
+    Ok(())
+}
+
+/// Records the pass over the `fresh` copies (not validated yet) of `exam`
+/// and enqueues the job that exports them, in one transaction; `selected`
+/// is how many copies the pass selected.
+async fn record_pass(
+    app: &App,
+    actor: &Actor,
+    exam: &str,
+    academy: Option<&str>,
+    fresh: &[String],
+    selected: i64,
+) -> Result<PassRequest, OpError> {
     let by = actor.label();
-    let mut tx = db.begin().await?;
-    let (pass, validated) =
-        db::closure::insert_pass(&mut tx, &exam.code, academy, &fresh, &by).await?;
+    let mut tx = app.db.begin().await?;
+    let (pass, validated) = db::closure::insert_pass(&mut tx, exam, academy, fresh, &by).await?;
     if validated == 0 {
         // A concurrent pass validated them first.
         drop(tx);
         return Ok(PassRequest::NothingNew {
-            already_validated: copies.len() as i64,
+            already_validated: selected,
         });
     }
     let job = HarmonisationValidation {
-        exam: exam.code.clone(),
+        exam: exam.to_owned(),
         academy: academy.map(str::to_owned),
         pass,
     };
-    let key = format!("{}:{}:{pass}", HarmonisationValidation::NAME, exam.code);
+    let key = format!("{}:{}:{pass}", HarmonisationValidation::NAME, exam);
     let enqueued = ledger::enqueue(&mut tx, &job, EnqueueOptions::by(by).key(key))
         .await
         .map_err(anyhow::Error::from)?;
@@ -513,7 +541,7 @@ pub async fn validate_harmonisation(
     Ok(PassRequest::Enqueued {
         pass,
         validated,
-        already_validated: copies.len() as i64 - validated,
+        already_validated: selected - validated,
         job: enqueued.id(),
     })
 }

@@ -9,8 +9,8 @@ use serde::Serialize;
 use super::UnitState;
 use crate::{
     app::App,
-    db::{self, jobs::JobStatus},
-    domain::ExamKind,
+    db,
+    domain::{ExamKind, JobStatus},
     op::{Actor, OpError},
 };
 
@@ -133,9 +133,9 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
 /// The exams the actor reaches: every exam for admin and the scheduler,
 /// those with copies in its academy for a coordinator, in its
 /// establishment for an establishment.
-pub async fn list_exams(app: &App, actor: &Actor) -> Result<Vec<db::closure::ExamListed>, OpError> {
+pub async fn list_exams(app: &App, actor: &Actor) -> Result<Vec<db::catalog::ExamListed>, OpError> {
     let scope = actor.scope();
-    Ok(db::closure::exams(
+    Ok(db::catalog::exams(
         &app.db,
         scope.academy(),
         scope.establishment().map(|u| u.as_str()),

@@ -1,4 +1,5 @@
-//! Catalogue queries: the import of a session export.
+//! Catalogue queries: the import of a session export, and the look-ups of
+//! exams, academies and establishments.
 //!
 //! Every write is a bulk upsert over arrays (`UNNEST`) so that a session of
 //! hundreds of thousands of rows is a handful of statements. Each upsert
@@ -6,8 +7,13 @@
 //! inserted and how many it updated; the caller derives the unchanged ones.
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 
-use super::Tx;
+use super::{
+    Db, Tx,
+    types::{decode, decode_uai},
+};
+use crate::domain::{ExamKind, Uai};
 
 /// How many rows one upsert inserted and updated.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +374,137 @@ pub async fn count_copies(db: &super::Db) -> anyhow::Result<i64> {
         .fetch_one(&db.pool)
         .await
         .context("counting copies")
+}
+
+/// An exam as closure sees it.
+#[derive(Debug, Clone)]
+pub struct ExamRow {
+    pub code: String,
+    pub session_code: String,
+    pub kind: ExamKind,
+    pub published_at: Option<DateTime<Utc>>,
+    pub published_by: Option<String>,
+}
+
+/// The exam `code`, if it exists.
+pub async fn exam(db: &Db, code: &str) -> anyhow::Result<Option<ExamRow>> {
+    let row = sqlx::query!(
+        "SELECT code, session_code, kind, published_at, published_by FROM exams WHERE code = $1",
+        code
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .with_context(|| format!("reading exam {code}"))?;
+    row.map(|r| {
+        Ok(ExamRow {
+            kind: decode("exams.kind", &r.kind)?,
+            code: r.code,
+            session_code: r.session_code,
+            published_at: r.published_at,
+            published_by: r.published_by,
+        })
+    })
+    .transpose()
+}
+
+/// An exam as listed: its code, subject, kind and publication.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExamListed {
+    pub code: String,
+    pub subject: String,
+    pub kind: ExamKind,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// The exams with copies in `uai` (if given) or in `academy` (if given),
+/// every exam otherwise, in code order.
+pub async fn exams(
+    db: &Db,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<ExamListed>> {
+    let rows = sqlx::query!(
+        r#"SELECT e.code, e.subject, e.kind, e.published_at
+           FROM exams e
+           WHERE ($1::text IS NULL AND $2::text IS NULL)
+              OR EXISTS (SELECT 1 FROM copies c
+                         JOIN candidates ca ON ca.id = c.candidate_id
+                         JOIN establishments es ON es.uai = ca.establishment_uai
+                         WHERE c.exam_code = e.code
+                           AND ($1::text IS NULL OR es.academy_code = $1)
+                           AND ($2::text IS NULL OR es.uai = $2))
+           ORDER BY e.code"#,
+        academy,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing exams")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ExamListed {
+                kind: decode("exams.kind", &r.kind)?,
+                code: r.code,
+                subject: r.subject,
+                published_at: r.published_at,
+            })
+        })
+        .collect()
+}
+
+/// The establishments with copies of `exam` (within `academy` if given),
+/// in UAI order.
+pub async fn exam_establishments(
+    db: &Db,
+    exam: &str,
+    academy: Option<&str>,
+) -> anyhow::Result<Vec<Uai>> {
+    let uais = sqlx::query_scalar!(
+        "SELECT DISTINCT ca.establishment_uai
+         FROM copies c
+         JOIN candidates ca ON ca.id = c.candidate_id
+         JOIN establishments e ON e.uai = ca.establishment_uai
+         WHERE c.exam_code = $1 AND ($2::text IS NULL OR e.academy_code = $2)
+         ORDER BY 1",
+        exam,
+        academy
+    )
+    .fetch_all(&db.pool)
+    .await
+    .with_context(|| format!("listing the establishments of exam {exam}"))?;
+    uais.iter()
+        .map(|u| decode_uai("candidates.establishment_uai", u))
+        .collect()
+}
+
+/// Whether the academy exists.
+pub async fn academy_exists(db: &Db, code: &str) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar!("SELECT 1 AS one FROM academies WHERE code = $1", code)
+        .fetch_optional(&db.pool)
+        .await
+        .context("looking up the academy")?;
+    Ok(found.is_some())
+}
+
+/// Whether the establishment exists.
+pub async fn establishment_exists(db: &Db, uai: &str) -> anyhow::Result<bool> {
+    let found = sqlx::query_scalar!("SELECT 1 AS one FROM establishments WHERE uai = $1", uai)
+        .fetch_optional(&db.pool)
+        .await
+        .context("looking up the establishment")?;
+    Ok(found.is_some())
+}
+
+/// The academy of establishment `uai`, or `None` if there is no such
+/// establishment (who may act for it is decided from this).
+pub async fn establishment_academy(db: &Db, uai: &str) -> anyhow::Result<Option<String>> {
+    sqlx::query_scalar!(
+        "SELECT academy_code FROM establishments WHERE uai = $1",
+        uai
+    )
+    .fetch_optional(&db.pool)
+    .await
+    .context("looking up the establishment's academy")
 }
 
 /// Refreshes the planner's statistics of the tables an import writes.

@@ -3,7 +3,7 @@
 //! value that does not decode is an error naming the column and the value,
 //! never a default.
 
-use super::jobs::JobStatus;
+use crate::domain::JobStatus;
 use crate::domain::{ExamKind, ItemState, Uai, UnitState};
 
 /// A stored value that does not decode: the data, not the service, is

@@ -80,7 +80,7 @@ async fn exam_and_options(
         return Err(actor.forbidden(what));
     }
     actor.reach(app, &input.establishment, what).await?;
-    let Some(row) = db::closure::exam(&app.db, exam).await? else {
+    let Some(row) = db::catalog::exam(&app.db, exam).await? else {
         return Err(OpError::not_found(format!("exam {exam}")));
     };
     let options = RenderOptions::for_exam(exam, row.kind, input.options)?;
@@ -213,7 +213,7 @@ pub async fn request_all(
         Scope::All => None,
         Scope::Academy(academy) => Some(academy),
     };
-    let Some(row) = db::closure::exam(&app.db, exam).await? else {
+    let Some(row) = db::catalog::exam(&app.db, exam).await? else {
         return Err(OpError::not_found(format!("exam {exam}")));
     };
     let options = RenderOptions::for_exam(&row.code, row.kind, input.options)?;
@@ -350,7 +350,7 @@ pub async fn prebuild(
     let mut exams = Vec::new();
     let mut refused = Vec::new();
     for (exam, (units, building)) in by_exam {
-        let Some(row) = db::closure::exam(&app.db, &exam).await? else {
+        let Some(row) = db::catalog::exam(&app.db, &exam).await? else {
             continue;
         };
         let options = match RenderOptions::for_exam(&row.code, row.kind, input.options) {

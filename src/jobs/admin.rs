@@ -15,8 +15,8 @@ use crate::{
         self,
         jobs::{EventRow, JobRow},
     },
-    domain::Uai,
-    ledger::{self, EnqueueError, EnqueueOptions, Enqueued, JobStatus},
+    domain::{JobStatus, Uai},
+    ledger::{self, EnqueueError, EnqueueOptions, Enqueued},
     op::{Actor, OpError},
 };
 

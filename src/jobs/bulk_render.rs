@@ -49,7 +49,7 @@ impl Job for BulkRender {
         // The exam, its copies and the checkpoint, read side by side (one
         // round trip's wait instead of three).
         let (exam, rows, checkpoint) = tokio::try_join!(
-            db::closure::exam(&app.db, &self.exam),
+            db::catalog::exam(&app.db, &self.exam),
             db::render::transmitted_copies(&app.db, &self.exam, self.establishment.as_str()),
             ctx.checkpoint(),
         )?;

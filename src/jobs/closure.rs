@@ -5,11 +5,12 @@ use super::{Job, JobContext, JobError, Kind, Outcome};
 pub use crate::closure::payload::Closure;
 use crate::{
     closure::{
-        Refusal,
-        engine::{self, RunError, RunMode, UnitRun, UnitSummary},
+        engine::{self, RunError, UnitRun, UnitSummary},
+        plan::RunMode,
     },
-    db::{self, closure::ExamRow},
+    db::{self, catalog::ExamRow},
     domain::{ExamKind, Uai},
+    op::Refusal,
 };
 
 impl Kind for Closure {
@@ -40,7 +41,7 @@ impl Job for Closure {
 
 /// The exam a job works on; an unknown exam is a permanent failure.
 pub(crate) async fn unit_exam(ctx: &JobContext, exam: &str) -> Result<ExamRow, JobError> {
-    db::closure::exam(&ctx.app.db, exam)
+    db::catalog::exam(&ctx.app.db, exam)
         .await?
         .ok_or_else(|| JobError::permanent(anyhow::anyhow!("unknown exam {exam}")))
 }

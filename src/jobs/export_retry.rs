@@ -8,11 +8,7 @@ use super::{
     closure::{run_unit, unit_exam, verdict},
 };
 pub use crate::closure::payload::ExportRetry;
-use crate::{
-    closure::{Refusal, engine::RunMode},
-    db,
-    domain::ExamKind,
-};
+use crate::{closure::plan::RunMode, db, domain::ExamKind, op::Refusal};
 
 impl Kind for ExportRetry {
     const NAME: &'static str = "export-retry";

@@ -7,11 +7,7 @@ use super::{
     closure::{run_unit, unit_exam, verdict},
 };
 pub use crate::closure::payload::HarmonisationValidation;
-use crate::{
-    closure::{Refusal, engine::RunMode},
-    db,
-    domain::ExamKind,
-};
+use crate::{closure::plan::RunMode, db, domain::ExamKind, op::Refusal};
 
 impl Kind for HarmonisationValidation {
     const NAME: &'static str = "harmonisation-validation";

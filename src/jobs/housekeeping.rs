@@ -18,6 +18,7 @@ use super::{Job, JobContext, JobError, Kind, Outcome, bulk_render::BulkRender};
 use crate::app::App;
 use crate::{
     db,
+    download::DOWNLOADS_PREFIX,
     render::zip::{Part, PartUpload, UPLOAD_FIELD},
 };
 
@@ -140,9 +141,9 @@ pub async fn sweep_abandoned(app: &App, older_than: std::time::Duration) -> anyh
     // are younger than the delay, never older.
     let listed = app
         .storage
-        .list("downloads/")
+        .list(DOWNLOADS_PREFIX)
         .await
-        .context("listing downloads/")?;
+        .with_context(|| format!("listing {DOWNLOADS_PREFIX}"))?;
     let named: HashSet<String> = db::schedule::download_keys(&app.db)
         .await?
         .into_iter()

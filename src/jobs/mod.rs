@@ -21,8 +21,8 @@ pub mod zip_prebuild;
 use std::future::Future;
 
 pub use crate::ledger::{
-    DEFAULT_MAX_ATTEMPTS, EnqueueError, EnqueueOptions, Enqueued, JobStatus, Kind, enqueue,
-    enqueue_many, enqueue_many_keyed, enqueue_raw, non_empty, wait_final,
+    DEFAULT_MAX_ATTEMPTS, EnqueueError, EnqueueOptions, Enqueued, Kind, enqueue, enqueue_many,
+    enqueue_many_keyed, enqueue_raw, non_empty, wait_final,
 };
 pub use context::JobContext;
 
@@ -114,9 +114,10 @@ mod tests {
 
     #[test]
     fn a_stored_value_that_does_not_decode_is_permanent() {
-        let undecodable = crate::db::types::decode::<JobStatus>("jobs.status", "paused")
-            .map(|_| ())
-            .map_err(|e| e.context("reading job 1"));
+        let undecodable =
+            crate::db::types::decode::<crate::domain::JobStatus>("jobs.status", "paused")
+                .map(|_| ())
+                .map_err(|e| e.context("reading job 1"));
         let outcome: Result<(), JobError> = (|| {
             undecodable?;
             Ok(())

@@ -142,9 +142,14 @@ pub fn by_name() -> HashMap<&'static str, Handler> {
 pub fn find(kind: &str) -> Result<Handler, String> {
     all().into_iter().find(|h| h.name == kind).ok_or_else(|| {
         let names: Vec<_> = all().iter().map(|h| h.name).collect();
-        format!(
-            "unknown job kind {kind:?}; known kinds: {}",
-            names.join(", ")
-        )
+        unknown_kind(kind, &names)
     })
+}
+
+/// Why a job of `kind` cannot run: no handler of that name among `known`.
+pub fn unknown_kind(kind: &str, known: &[&str]) -> String {
+    format!(
+        "unknown job kind {kind:?}; known kinds: {}",
+        known.join(", ")
+    )
 }

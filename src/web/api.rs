@@ -40,8 +40,8 @@ pub(super) type ApiResult<T> = Result<T, ApiError>;
     modifiers(&BearerAuth),
     components(schemas(
         Problem,
-        jobs::JobProgress,
-        jobs::StreamEvent,
+        jobs::events::JobProgress,
+        jobs::events::StreamEvent,
         Code,
         UaiText,
         SearchText,

@@ -78,7 +78,7 @@ pub struct UnitClosure {
     pub closed_at: Option<DateTime<Utc>>,
     /// The unit's last job, if any.
     pub job: Option<Uuid>,
-    pub job_status: Option<super::jobs::JobState>,
+    pub job_status: Option<super::jobs::api::JobState>,
     /// Grades sent to Cyclades.
     pub cyclades: TargetCounts,
     /// Corrected copies declared to Imag'In.

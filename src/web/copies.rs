@@ -275,7 +275,7 @@ async fn page_copy(
     Path((code, numero)): Path<(String, String)>,
     Query(form): Query<SwitchesForm>,
 ) -> Result<Response, PageError> {
-    let exam = crate::db::closure::exam(&s.app.db, &code)
+    let exam = crate::db::catalog::exam(&s.app.db, &code)
         .await
         .map_err(|e| PageError::of(OpError::Internal(e), &actor))?
         .ok_or_else(|| PageError::of(OpError::not_found(format!("exam {code}")), &actor))?;

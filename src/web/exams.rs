@@ -9,6 +9,9 @@ use axum::{
     response::Response,
     routing::get,
 };
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -22,10 +25,9 @@ use super::{
 };
 use crate::{
     closure,
-    domain::{ExamKind, ItemState, UnitState},
+    domain::{ExamKind, ItemState, JobStatus, Uai, UnitState},
     download::{self, ZipInput},
     jobs::admin,
-    ledger::JobStatus,
     op::Actor,
     render::RequestedOptions,
 };
@@ -53,8 +55,8 @@ pub struct Exam {
     pub published_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl From<crate::db::closure::ExamListed> for Exam {
-    fn from(e: crate::db::closure::ExamListed) -> Self {
+impl From<crate::db::catalog::ExamListed> for Exam {
+    fn from(e: crate::db::catalog::ExamListed) -> Self {
         Self {
             code: e.code,
             subject: e.subject,
@@ -198,35 +200,8 @@ async fn page_exam(
         Actor::Establishment { uai } => Some(uai.clone()),
         _ => None,
     };
-    // When a waiting unit's job tries again.
-    let mut next_attempt = std::collections::HashMap::new();
-    for u in status
-        .units
-        .iter()
-        .filter(|u| u.job_status == Some(JobStatus::Queued) && !u.errors.is_empty())
-        .take(NEXT_ATTEMPTS_READ)
-    {
-        if let Some(id) = u.job
-            && let Ok(detail) = admin::show(&s.app, &actor, id).await
-            && detail.job.run_at > chrono::Utc::now()
-        {
-            next_attempt.insert(u.establishment.clone(), detail.job.run_at);
-        }
-    }
-    // An establishment's built zip (all switches on), as buttons.
-    let mut buttons = Vec::new();
-    if let Some(uai) = &own_uai
-        && status.units.iter().any(|u| u.cyclades.accepted > 0)
-    {
-        let input = ZipInput {
-            exam: status.exam.clone(),
-            establishment: uai.clone(),
-            options: RequestedOptions::default(),
-        };
-        if let Ok(Some(links)) = download::current_links(&s.app, &actor, &input).await {
-            buttons = super::downloads::buttons(&s.app, &links);
-        }
-    }
+    let next_attempt = next_attempts(&s, &actor, &status).await;
+    let buttons = own_zip_buttons(&s, &actor, &status, own_uai.as_ref()).await;
     let closing_kind = status.kind != ExamKind::Harmonised;
     let page = ExamPage {
         who: Some(Who::of(&actor)),
@@ -256,39 +231,96 @@ async fn page_exam(
         units: status
             .units
             .iter()
-            .map(|u| UnitLine {
-                uai: u.establishment.clone(),
-                name: u.name.clone(),
-                state: u.state.as_str(),
-                state_label: french::unit_state(u.state),
-                copies: if status.kind == ExamKind::Harmonised {
-                    format!("{} validées sur {}", u.validated, u.copies)
-                } else {
-                    u.copies.to_string()
-                },
-                cyclades: format!("{} / {}", u.cyclades.accepted, u.cyclades.total),
-                imagin: format!("{} / {}", u.imagin.accepted, u.imagin.total),
-                errors: u
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        french::export_error(
-                            &e.target,
-                            e.state == ItemState::Rejected,
-                            e.items,
-                            next_attempt.get(&u.establishment),
-                            u.job_status == Some(JobStatus::Running),
-                        )
-                    })
-                    .collect(),
-                job: u.job,
-                job_status: u
-                    .job_status
-                    .map(|s| french::job_status(s).to_owned())
-                    .unwrap_or_default(),
-            })
+            .map(|u| unit_line(u, status.kind, &next_attempt))
             .collect(),
         code: status.exam,
     };
     render(page, &actor)
+}
+
+/// When the waiting units' jobs try again, for the closure table's words
+/// (at most [`NEXT_ATTEMPTS_READ`] jobs read).
+async fn next_attempts(
+    s: &WebState,
+    actor: &Actor,
+    status: &closure::status::ExamStatus,
+) -> HashMap<String, DateTime<Utc>> {
+    let mut next_attempt = HashMap::new();
+    for u in status
+        .units
+        .iter()
+        .filter(|u| u.job_status == Some(JobStatus::Queued) && !u.errors.is_empty())
+        .take(NEXT_ATTEMPTS_READ)
+    {
+        if let Some(id) = u.job
+            && let Ok(detail) = admin::show(&s.app, actor, id).await
+            && detail.job.run_at > chrono::Utc::now()
+        {
+            next_attempt.insert(u.establishment.clone(), detail.job.run_at);
+        }
+    }
+    next_attempt
+}
+
+/// An establishment's built zip (all switches on), as buttons: none for
+/// anyone else, or before a grade is accepted.
+async fn own_zip_buttons(
+    s: &WebState,
+    actor: &Actor,
+    status: &closure::status::ExamStatus,
+    own_uai: Option<&Uai>,
+) -> Vec<super::downloads::Button> {
+    let mut buttons = Vec::new();
+    if let Some(uai) = own_uai
+        && status.units.iter().any(|u| u.cyclades.accepted > 0)
+    {
+        let input = ZipInput {
+            exam: status.exam.clone(),
+            establishment: uai.clone(),
+            options: RequestedOptions::default(),
+        };
+        if let Ok(Some(links)) = download::current_links(&s.app, actor, &input).await {
+            buttons = super::downloads::buttons(&s.app, &links);
+        }
+    }
+    buttons
+}
+
+/// One line of the closure table.
+fn unit_line(
+    u: &closure::status::UnitStatus,
+    kind: ExamKind,
+    next_attempt: &HashMap<String, DateTime<Utc>>,
+) -> UnitLine {
+    UnitLine {
+        uai: u.establishment.clone(),
+        name: u.name.clone(),
+        state: u.state.as_str(),
+        state_label: french::unit_state(u.state),
+        copies: if kind == ExamKind::Harmonised {
+            format!("{} validées sur {}", u.validated, u.copies)
+        } else {
+            u.copies.to_string()
+        },
+        cyclades: format!("{} / {}", u.cyclades.accepted, u.cyclades.total),
+        imagin: format!("{} / {}", u.imagin.accepted, u.imagin.total),
+        errors: u
+            .errors
+            .iter()
+            .map(|e| {
+                french::export_error(
+                    &e.target,
+                    e.state == ItemState::Rejected,
+                    e.items,
+                    next_attempt.get(&u.establishment),
+                    u.job_status == Some(JobStatus::Running),
+                )
+            })
+            .collect(),
+        job: u.job,
+        job_status: u
+            .job_status
+            .map(|s| french::job_status(s).to_owned())
+            .unwrap_or_default(),
+    }
 }

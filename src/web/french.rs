@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Europe::Paris;
 
 use crate::{
-    db::jobs::JobStatus,
-    domain::{ExamKind, UaiError, UnitState},
+    domain::{ExamKind, JobStatus, UaiError, UnitState},
     op::Refusal,
 };
 
@@ -29,7 +28,7 @@ pub fn refusal(r: &Refusal) -> String {
         Refusal::Published { exam, at, by } => format!(
             "l'examen {exam} a été publié par Cyclades le {} (enregistré par {}) : \
              sa clôture ne peut plus être lancée ni relancée",
-            date(at),
+            date_time(at),
             actor(by)
         ),
         Refusal::Ungraded {
@@ -58,7 +57,7 @@ pub fn refusal(r: &Refusal) -> String {
              lancez d'abord une clôture"
         ),
         Refusal::AlreadyPublished { exam, at } => {
-            format!("l'examen {exam} est déjà publié (le {})", date(at))
+            format!("l'examen {exam} est déjà publié (le {})", date_time(at))
         }
         Refusal::ClosureRunning { exam, units } => format!(
             "une clôture de l'examen {exam} est en cours pour {} : attendez qu'elle se termine \
@@ -578,10 +577,6 @@ fn switch_label(switch: &str) -> &str {
         "annotations" => "les annotations",
         other => other,
     }
-}
-
-fn date(at: &DateTime<Utc>) -> String {
-    date_time(at)
 }
 
 /// At most 20 names, then how many more.

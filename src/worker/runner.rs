@@ -21,8 +21,9 @@ use crate::{
     app::App,
     db::{
         self,
-        jobs::{Claimed, Finished, JobStatus},
+        jobs::{Claimed, Finished},
     },
+    domain::JobStatus,
     jobs::{
         JobContext, JobError, Outcome, backoff,
         registry::{self, Handler},
@@ -199,15 +200,11 @@ impl Runner {
         );
         let started = Instant::now();
         let result = match self.handlers.get(claimed.kind.as_str()).copied() {
-            None => Err(JobError::Permanent(anyhow::anyhow!(
-                "unknown job kind {:?} (this build knows: {})",
-                claimed.kind,
-                {
-                    let mut names: Vec<_> = self.handlers.keys().copied().collect();
-                    names.sort_unstable();
-                    names.join(", ")
-                }
-            ))),
+            None => Err(JobError::Permanent(anyhow::anyhow!({
+                let mut names: Vec<_> = self.handlers.keys().copied().collect();
+                names.sort_unstable();
+                registry::unknown_kind(&claimed.kind, &names)
+            }))),
             Some(handler) => {
                 let ctx = JobContext::new(
                     id,

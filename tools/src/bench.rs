@@ -419,7 +419,7 @@ pub async fn closure(mut config: Config, args: ClosureBenchArgs) -> anyhow::Resu
     let started = Instant::now();
     crate::demo_data::generate_light(&dir, &opts)?;
     let imported = copiste::import::import_dir(&db, &storage, &dir, &|_| {}).await?;
-    let establishments = db::closure::exam_establishments(&db, exam, None)
+    let establishments = db::catalog::exam_establishments(&db, exam, None)
         .await?
         .len();
     println!(
@@ -601,7 +601,7 @@ async fn transmitted_session(
         .collect();
     jobs::wait_final(&db, &ids, Duration::from_secs(900), "the closure", &|_| {}).await?;
     worker.shutdown(Duration::from_secs(5)).await?;
-    let uai = db::closure::exam_establishments(&db, exam, None)
+    let uai = db::catalog::exam_establishments(&db, exam, None)
         .await?
         .into_iter()
         .next()
@@ -807,7 +807,7 @@ pub async fn render(config: Config, args: RenderBenchArgs) -> anyhow::Result<()>
         anyhow::ensure!(
             counts
                 .iter()
-                .all(|(status, _)| *status == jobs::JobStatus::Succeeded),
+                .all(|(status, _)| *status == copiste::domain::JobStatus::Succeeded),
             "the zip job did not succeed: {counts:?}"
         );
         let row = db::jobs::get(&db, id)
@@ -983,7 +983,7 @@ async fn render_scale_out(
 ) -> anyhow::Result<()> {
     use copiste::download::BulkRender;
     let db = &app.db;
-    let uais = db::closure::exam_establishments(db, exam, None).await?;
+    let uais = db::catalog::exam_establishments(db, exam, None).await?;
     let mut rates = Vec::new();
     for n in [1, args.workers] {
         let workers = WorkerProcesses::start(&app.config, db, n, args.concurrency).await?;
@@ -1013,7 +1013,7 @@ async fn render_scale_out(
         anyhow::ensure!(
             counts
                 .iter()
-                .all(|(status, _)| *status == jobs::JobStatus::Succeeded),
+                .all(|(status, _)| *status == copiste::domain::JobStatus::Succeeded),
             "not every zip succeeded: {counts:?}"
         );
         let (mut bytes, mut copies) = (0u64, 0u64);
@@ -1482,15 +1482,15 @@ pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyh
     );
     let app = App::new(config, db.clone(), storage)?;
     let exam = "BAC26-PHILO";
-    let uai = db::closure::exam_establishments(&db, exam, None)
+    let uai = db::catalog::exam_establishments(&db, exam, None)
         .await?
         .into_iter()
         .next()
         .context("no establishment")?;
-    let academy = db::closure::establishment_academy(&db, uai.as_str())
+    let academy = db::catalog::establishment_academy(&db, uai.as_str())
         .await?
         .context("no academy")?;
-    let units = db::closure::exam_establishments(&db, exam, Some(&academy))
+    let units = db::catalog::exam_establishments(&db, exam, Some(&academy))
         .await?
         .len();
     let token = bench_token(&app, Role::Coordinator { academy }).await?;

@@ -299,7 +299,7 @@ async fn a_status_shows_only_the_units_the_actor_reaches() {
     let test = TestApp::new().await;
     test.import_demo(3, 4).await;
     let app = test.app();
-    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uais = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments");
     assert_eq!(uais.len(), 3);
@@ -333,7 +333,7 @@ async fn a_status_shows_only_the_units_the_actor_reaches() {
     )
     .await
     .expect("status");
-    let in_academy = copiste::db::closure::exam_establishments(&app.db, PHILO, Some(&academy))
+    let in_academy = copiste::db::catalog::exam_establishments(&app.db, PHILO, Some(&academy))
         .await
         .expect("establishments");
     assert!(
@@ -376,7 +376,7 @@ async fn a_jobs_listing_shows_what_the_actor_reaches_page_by_page() {
     let test = TestApp::new().await;
     test.import_demo(3, 2).await;
     let app = test.app();
-    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uais = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments");
     let mut ids = std::collections::HashMap::new();
@@ -510,7 +510,7 @@ async fn no_one_retries_a_closure_job_of_a_published_exam() {
         },
     ] {
         match admin::retry(&app, &actor, job).await {
-            Err(OpError::Refused(closure::Refusal::Published { exam, .. })) => {
+            Err(OpError::Refused(copiste::op::Refusal::Published { exam, .. })) => {
                 assert_eq!(exam, PHILO);
             }
             other => panic!("{actor:?} retried a published exam's closure: {other:?}"),

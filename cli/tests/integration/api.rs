@@ -357,7 +357,7 @@ async fn errors_are_problem_documents_without_internals() {
     assert_eq!(body["type"], "/problems/not-found");
     assert_eq!(body["status"], 404);
     assert_eq!(body["detail"], "unknown exam BAC26-NOPE");
-    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uai = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments")
         .remove(0);
@@ -662,7 +662,7 @@ async fn the_api_answers_as_its_document_says() {
         }
     }
     // A closure job cancelled by the publication is not retried.
-    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uai = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments")
         .remove(0);

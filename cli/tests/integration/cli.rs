@@ -490,7 +490,7 @@ async fn each_kind_of_failure_exits_with_its_own_code() {
 async fn tokens_are_made_listed_and_revoked_from_the_command_line() {
     let app = crate::support::TestApp::new().await;
     app.import_demo(2, 2).await;
-    let uai = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let uai = copiste::db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await
         .expect("establishments")
         .remove(0);
@@ -617,7 +617,7 @@ async fn download_request_all_enqueues_every_zip_once_and_prints_the_counts() {
     config["downloads"] = json!({"signing_key": "test-signing-key"});
     let app = crate::support::TestApp::with(config).await;
     app.import_demo(3, 2).await;
-    let uais = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let uais = copiste::db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await
         .expect("establishments");
     crate::zips::close(&app, "BAC26-PHILO", &uais).await;

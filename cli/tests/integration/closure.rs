@@ -12,11 +12,9 @@ use std::{
 };
 
 use copiste::{
-    closure::{
-        self, PassRequest, Refusal, UnitRequested, UnitState, Validation, status::ExamStatus,
-    },
+    closure::{self, PassRequest, UnitRequested, UnitState, Validation, status::ExamStatus},
     domain::Uai,
-    op::{Actor, OpError},
+    op::{Actor, OpError, Refusal},
 };
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -330,7 +328,7 @@ async fn exam_numeros(app: &TestApp, exam: &str) -> Vec<String> {
 /// Every copy of `exam`, unit by unit.
 async fn unit_copies_of(app: &TestApp, exam: &str) -> Vec<copiste::db::closure::UnitCopy> {
     let mut all = Vec::new();
-    for uai in copiste::db::closure::exam_establishments(&app.db, exam, None)
+    for uai in copiste::db::catalog::exam_establishments(&app.db, exam, None)
         .await
         .expect("establishments")
     {
@@ -469,7 +467,7 @@ async fn worker_killed_after_the_target_accepted_resends_the_same_keys_without_s
 }
 
 async fn first_establishment(app: &TestApp, exam: &str) -> Uai {
-    let all = copiste::db::closure::exam_establishments(&app.db, exam, None)
+    let all = copiste::db::catalog::exam_establishments(&app.db, exam, None)
         .await
         .expect("establishments");
     all[0].clone()
@@ -576,7 +574,7 @@ async fn publication_is_refused_during_a_closure_and_relaunch_is_refused_after_i
         .expect("publish")
         .expect("publication recorded");
     assert!(published.cancelled.is_empty());
-    let exam = copiste::db::closure::exam(&app.db, PHILO)
+    let exam = copiste::db::catalog::exam(&app.db, PHILO)
         .await
         .expect("exam")
         .expect("exists");

@@ -4,8 +4,9 @@ use std::{cell::Cell, collections::HashSet, time::Duration};
 
 use copiste::{
     db,
+    domain::JobStatus,
     jobs::{
-        EnqueueOptions, JobStatus,
+        EnqueueOptions,
         noop::{Noop, NoopFailure},
     },
     queue::Producer,
@@ -917,7 +918,7 @@ async fn claims_planned_on_an_empty_ledger_still_reach_jobs_by_primary_key() {
     let outcome = |id| db::jobs::Finished {
         id,
         attempt: 1,
-        status: db::jobs::JobStatus::Succeeded,
+        status: JobStatus::Succeeded,
         result: json!(null),
     };
     db::jobs::finish_many(&runs, "w", vec![outcome(nobody)])

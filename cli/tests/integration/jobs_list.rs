@@ -6,9 +6,8 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
 use copiste::{
-    domain::Uai,
+    domain::{JobStatus, Uai},
     jobs::admin::{self, COUNT_CAP, JobList, ListInput},
-    ledger::JobStatus,
     op::{Actor, OpError},
 };
 use serde_json::{Value, json};

@@ -82,7 +82,7 @@ async fn page(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
 async fn an_establishment_logs_in_sees_its_own_and_is_refused_the_rest() {
     let app = TestApp::new().await;
     app.import_demo(3, 4).await;
-    let uais = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uais = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments");
     let (own, other): (Uai, Uai) = (uais[0].clone(), uais[1].clone());
@@ -476,7 +476,7 @@ async fn pages_are_protected_and_every_error_is_a_french_page() {
 async fn a_published_exams_closure_job_offers_no_retry() {
     let app = TestApp::new().await;
     app.import_demo(2, 2).await;
-    let uai = copiste::db::closure::exam_establishments(&app.db, PHILO, None)
+    let uai = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
         .await
         .expect("establishments")
         .remove(0);

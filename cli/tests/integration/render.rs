@@ -5,11 +5,10 @@
 use std::{collections::HashSet, io::Read as _, time::Duration};
 
 use copiste::{
-    closure::Refusal,
     db::render::CopyRow,
     domain::Uai,
     download::{self, Requested, token},
-    op::OpError,
+    op::{OpError, Refusal},
     render::{
         RenderOptions, RequestedOptions,
         zip::{ZipPlan, write_zip},

@@ -263,7 +263,7 @@ async fn session(app: &TestApp) {
 async fn the_nightly_closure_selects_exactly_the_eligible_units() {
     let app = TestApp::with(fast_queue()).await;
     session(&app).await;
-    let philo = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let philo = copiste::db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await
         .expect("units");
     // One PHILO unit has an ungraded copy (by hand: no operation withdraws
@@ -472,7 +472,7 @@ async fn housekeeping_keeps_redis_flat_and_deletes_expired_downloads() {
         .await
         .expect("put");
     session(&app).await;
-    let uai = copiste::db::closure::exam_establishments(&app.db, "BAC26-PHILO", None)
+    let uai = copiste::db::catalog::exam_establishments(&app.db, "BAC26-PHILO", None)
         .await
         .expect("establishments")[0]
         .clone();

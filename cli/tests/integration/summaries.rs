@@ -101,7 +101,7 @@ async fn the_closure_table_counts_stay_exact_through_every_kind_of_write() {
     app.import_demo_seeded(3, 12, 7).await;
     exact(&app, "the import").await;
 
-    let uais = db::closure::exam_establishments(&app.app().db, PHILO, None)
+    let uais = db::catalog::exam_establishments(&app.app().db, PHILO, None)
         .await
         .expect("establishments");
     let rejected = app.first_numero(PHILO, &uais[0]).await;

@@ -1,6 +1,6 @@
 //! The harness: a fresh database, object store and Redis namespace per test.
 
-use copiste::{config::Config, db::Db, ledger::JobStatus, storage::Storage};
+use copiste::{config::Config, db::Db, domain::JobStatus, storage::Storage};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -428,7 +428,7 @@ pub struct TwoAcademies {
 impl TestApp {
     /// The academy of establishment `uai`.
     pub async fn academy_of(&self, uai: &copiste::domain::Uai) -> String {
-        copiste::db::closure::establishment_academy(&self.db, uai.as_str())
+        copiste::db::catalog::establishment_academy(&self.db, uai.as_str())
             .await
             .expect("academy")
             .expect("a known establishment")
@@ -437,7 +437,7 @@ impl TestApp {
     /// The first establishment with copies of `exam` and one of another
     /// academy (the demo data alternates two academies).
     pub async fn two_academies(&self, exam: &str) -> TwoAcademies {
-        let uais = copiste::db::closure::exam_establishments(&self.db, exam, None)
+        let uais = copiste::db::catalog::exam_establishments(&self.db, exam, None)
             .await
             .expect("establishments");
         let uai = uais[0].clone();

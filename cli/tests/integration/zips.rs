@@ -100,7 +100,7 @@ pub async fn close(app: &TestApp, exam: &str, uais: &[Uai]) {
 
 /// The establishments with copies of `exam`, in UAI order.
 async fn exam_establishments(app: &TestApp, exam: &str, academy: Option<&str>) -> Vec<Uai> {
-    copiste::db::closure::exam_establishments(&app.db, exam, academy)
+    copiste::db::catalog::exam_establishments(&app.db, exam, academy)
         .await
         .expect("establishments")
 }
