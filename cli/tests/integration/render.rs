@@ -926,15 +926,17 @@ async fn moto() -> Moto {
     moto
 }
 
+/// What the S3 tests need, said where they are skipped (`#[ignore]`)
+/// and where one is run without it.
+const NEEDS_MOTO: &str = "needs moto and MOTO_S3_TESTS=1 with dummy AWS credentials: \
+     scripts/test installs moto and runs these tests with --ignored";
+
 /// A moto server with `bucket` created, and the test configuration that
-/// stores objects there; `None` (the test is skipped) outside
-/// scripts/test, which installs moto and sets `MOTO_S3_TESTS` with dummy
-/// AWS credentials.
-async fn on_moto(bucket: &str) -> Option<(Moto, serde_json::Value)> {
-    if std::env::var_os("MOTO_S3_TESTS").is_none() {
-        eprintln!("skipped: run through scripts/test (needs moto and MOTO_S3_TESTS=1)");
-        return None;
-    }
+/// stores objects there. The S3 tests are ignored by default, and
+/// scripts/test runs them with `--ignored` once it has installed moto and
+/// set `MOTO_S3_TESTS` with dummy AWS credentials.
+async fn on_moto(bucket: &str) -> (Moto, serde_json::Value) {
+    assert!(std::env::var_os("MOTO_S3_TESTS").is_some(), "{NEEDS_MOTO}");
     let moto = moto().await;
     let created = reqwest::Client::new()
         .put(format!("{}/{bucket}", moto.endpoint))
@@ -947,15 +949,14 @@ async fn on_moto(bucket: &str) -> Option<(Moto, serde_json::Value)> {
         "kind": "s3",
         "s3": {"bucket": bucket, "region": "us-east-1", "endpoint": moto.endpoint, "allow_http": true}
     });
-    Some((moto, config))
+    (moto, config)
 }
 
 #[tokio::test]
+#[ignore = "needs moto (S3): scripts/test runs it with --ignored"]
 async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
     let bucket = "copiste-test";
-    let Some((moto, config)) = on_moto(bucket).await else {
-        return;
-    };
+    let (moto, config) = on_moto(bucket).await;
     let app = TestApp::with(config).await;
     assert!(app.storage.describe().starts_with("s3://"));
     app.import_demo_seeded(3, 6, 5).await;
@@ -1893,11 +1894,10 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (S3): scripts/test runs it with --ignored"]
 async fn on_s3_a_zip_build_resumes_within_its_part_and_housekeeping_aborts_abandoned_uploads() {
     let bucket = "copiste-within";
-    let Some((moto, config)) = on_moto(bucket).await else {
-        return;
-    };
+    let (moto, config) = on_moto(bucket).await;
     let client = reqwest::Client::new();
     let app = heavy_app(config, 20).await;
     close(&app, PHILO).await;
