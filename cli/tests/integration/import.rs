@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tempfile::TempDir;
 
-use crate::support::{TestApp, eventually};
+use crate::support::TestApp;
 
 const PHILO: &str = "BAC26-PHILO";
 const MATHS: &str = "BAC26-MATHS";
@@ -264,20 +264,7 @@ async fn an_import_leaves_the_tables_it_wrote_analysed() {
     import_dir(&app.db, &app.storage, export.path(), &|_| {})
         .await
         .expect("import");
-    let pool = sqlx::PgPool::connect(app.config.database_url().as_str())
-        .await
-        .expect("connect");
-    let analysed: Vec<String> = eventually(std::time::Duration::from_secs(10), || async {
-        let analysed: Vec<String> = sqlx::query_scalar(
-            "SELECT relname::text FROM pg_stat_user_tables
-             WHERE last_analyze IS NOT NULL ORDER BY 1",
-        )
-        .fetch_all(&pool)
-        .await
-        .expect("read the tables' statistics");
-        analysed.iter().any(|t| t == "copies").then_some(analysed)
-    })
-    .await;
+    let analysed = app.analysed_tables("copies").await;
     for table in ["candidates", "copies", "establishments", "exams"] {
         assert!(
             analysed.iter().any(|t| t == table),

@@ -108,21 +108,7 @@ async fn housekeeping_analyses_the_tables_the_night_wrote() {
         json!(copiste::db::schedule::NIGHT_TABLES),
         "{result}"
     );
-    let pool = pool(&app).await;
-    let analysed: Vec<String> = eventually(Duration::from_secs(10), || async {
-        let analysed: Vec<String> = sqlx::query_scalar(
-            "SELECT relname::text FROM pg_stat_user_tables
-             WHERE last_analyze IS NOT NULL ORDER BY 1",
-        )
-        .fetch_all(&pool)
-        .await
-        .expect("read the tables' statistics");
-        analysed
-            .iter()
-            .any(|t| t == "grade_exports")
-            .then_some(analysed)
-    })
-    .await;
+    let analysed = app.analysed_tables("grade_exports").await;
     for table in copiste::db::schedule::NIGHT_TABLES {
         assert!(
             analysed.iter().any(|t| t == table),

@@ -339,6 +339,26 @@ impl TestApp {
             .await
             .expect("count Redis keys")
     }
+
+    /// The tables of this test's database that an explicit `ANALYZE` has
+    /// analysed (autovacuum sets another column), once `table` is among
+    /// them (statistics reach the server within a moment).
+    pub async fn analysed_tables(&self, table: &str) -> Vec<String> {
+        let pool = sqlx::PgPool::connect(self.config.database_url().as_str())
+            .await
+            .expect("connect");
+        eventually(std::time::Duration::from_secs(10), || async {
+            let analysed: Vec<String> = sqlx::query_scalar(
+                "SELECT relname::text FROM pg_stat_user_tables
+                 WHERE last_analyze IS NOT NULL ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("read the tables' statistics");
+            analysed.iter().any(|t| t == table).then_some(analysed)
+        })
+        .await
+    }
 }
 
 /// The scans of a generated demo session.
