@@ -27,17 +27,18 @@ pub fn options_for(row: &CopyRow, requested: RequestedOptions) -> Result<RenderO
     )?)
 }
 
-/// Builds the document of a copy, reading its scans from the store. A
-/// missing scan or unreadable details make the copy unrenderable.
+/// Builds the document of a copy, reading its scans from the store (all
+/// at once). A missing scan or unreadable details make the copy
+/// unrenderable.
 pub async fn document(storage: &Storage, row: &CopyRow) -> Result<CopyDocument, String> {
-    let mut pages = Vec::with_capacity(row.page_keys.len());
-    for (i, key) in row.page_keys.iter().enumerate() {
-        let bytes = storage
-            .get(key)
-            .await
-            .map_err(|e| format!("page {}: {e}", i + 1))?;
-        pages.push(bytes);
-    }
+    // The pages are fetched together (each read waits on the store); the
+    // lowest page that failed is the one named, as when read in turn.
+    let pages = futures::future::join_all(row.page_keys.iter().map(|key| storage.get(key)))
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| page.map_err(|e| format!("page {}: {e}", i + 1)))
+        .collect::<Result<Vec<_>, _>>()?;
     let details: Vec<QuestionMark> = parse_list(&row.grading_details, "grading details")?;
     let annotations: Vec<Annotation> = parse_list(&row.annotations, "annotations")?;
     Ok(CopyDocument {

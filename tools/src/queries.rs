@@ -269,8 +269,6 @@ pub struct NationalFigures {
     /// (exam, establishment) pairs with more than one current download of
     /// the same options: a zip built twice.
     pub doubled_downloads: i64,
-    /// (exam, establishment) pairs with transmitted copies and no download.
-    pub units_without_zip: i64,
     /// The database's size on disk.
     pub database_bytes: i64,
 }
@@ -318,21 +316,6 @@ pub async fn national_figures(db: &Db) -> anyhow::Result<NationalFigures> {
     .fetch_one(db.pg_pool())
     .await
     .context("counting downloads")?;
-    let units_without_zip = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM (
-               SELECT DISTINCT c.exam_code, k.establishment_uai
-                 FROM grade_exports g
-                 JOIN copies c ON c.id = g.copy_id
-                 JOIN candidates k ON k.id = c.candidate_id
-                WHERE g.state = 'accepted'
-           ) u
-           WHERE NOT EXISTS (SELECT 1 FROM downloads d
-                              WHERE d.exam_code = u.exam_code
-                                AND d.establishment_uai = u.establishment_uai)"#
-    )
-    .fetch_one(db.pg_pool())
-    .await
-    .context("counting units without a zip")?;
     Ok(NationalFigures {
         establishments: counts.establishments,
         candidates: counts.candidates,
@@ -345,8 +328,43 @@ pub async fn national_figures(db: &Db) -> anyhow::Result<NationalFigures> {
         download_copies: downloads.copies,
         download_bytes: downloads.bytes,
         doubled_downloads: downloads.doubled,
-        units_without_zip,
         database_bytes: counts.database_bytes,
+    })
+}
+
+/// What the zip night of some exams must have made: their (exam,
+/// establishment) pairs with transmitted copies and no download, and
+/// their transmitted copies.
+pub struct ZipChecks {
+    pub units_without_zip: i64,
+    pub transmitted: i64,
+}
+
+/// Reads the [`ZipChecks`] of the exams `exams`.
+pub async fn zip_checks(db: &Db, exams: &[String]) -> anyhow::Result<ZipChecks> {
+    let row = sqlx::query!(
+        r#"WITH units AS (
+               SELECT c.exam_code, k.establishment_uai, count(*) AS copies
+                 FROM grade_exports g
+                 JOIN copies c ON c.id = g.copy_id
+                 JOIN candidates k ON k.id = c.candidate_id
+                WHERE g.state = 'accepted' AND c.exam_code = ANY($1)
+                GROUP BY c.exam_code, k.establishment_uai
+           )
+           SELECT coalesce(sum(copies), 0)::bigint AS "transmitted!",
+                  count(*) FILTER (WHERE NOT EXISTS (
+                      SELECT 1 FROM downloads d
+                       WHERE d.exam_code = units.exam_code
+                         AND d.establishment_uai = units.establishment_uai)) AS "without_zip!"
+             FROM units"#,
+        exams
+    )
+    .fetch_one(db.pg_pool())
+    .await
+    .context("counting the zipped exams' units without a zip")?;
+    Ok(ZipChecks {
+        units_without_zip: row.without_zip,
+        transmitted: row.transmitted,
     })
 }
 

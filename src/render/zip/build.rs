@@ -351,31 +351,57 @@ async fn stopped(error: anyhow::Error, current: Option<OpenPart>) -> Stopped {
     Stopped::Failed(error)
 }
 
+/// Copies whose scans the reader fetches at once. Each fetch waits on the
+/// store (a round trip to S3, thread hand-offs on the local store): one
+/// at a time, a zip of a few hundred copies spent more time waiting for
+/// its scans than writing them. In order, so memory stays bounded by this
+/// many copies besides the channel's.
+const READ_AHEAD: usize = 16;
+
 /// The reader: the scans of each copy, in order, into the render threads
-/// (`jobs`), from the copy `first` (the first no staged part holds).
+/// (`jobs`), from the copy `first` (the first no staged part holds), with
+/// up to [`READ_AHEAD`] copies read at once.
 async fn read_copies(
     storage: &Storage,
     rows: &[CopyRow],
     first: u64,
     jobs: mpsc::Sender<(u64, ToRender)>,
 ) {
-    for (seq, row) in (first..).zip(rows.iter().skip(first as usize)) {
-        let job = match document(storage, row).await {
-            Ok(doc) => ToRender::Copy {
-                row: Box::new(row.clone()),
-                doc: Box::new(doc),
-            },
-            Err(reason) => ToRender::Failed(Failure {
-                numero: row.numero.clone(),
-                nom: row.nom.clone(),
-                prenom: row.prenom.clone(),
-                reason,
-            }),
+    use futures::{StreamExt as _, stream::FuturesOrdered};
+    let mut next_rows = (first..).zip(rows.iter().skip(first as usize));
+    let mut reading = FuturesOrdered::new();
+    loop {
+        while reading.len() < READ_AHEAD {
+            let Some((seq, row)) = next_rows.next() else {
+                break;
+            };
+            reading.push_back(read_copy(storage, seq, row));
+        }
+        let Some(read) = reading.next().await else {
+            return;
         };
-        if jobs.send((seq, job)).await.is_err() {
-            break;
+        if jobs.send(read).await.is_err() {
+            return;
         }
     }
+}
+
+/// Reads the scans of copy number `seq`, or says why it cannot be
+/// rendered.
+async fn read_copy(storage: &Storage, seq: u64, row: &CopyRow) -> (u64, ToRender) {
+    let job = match document(storage, row).await {
+        Ok(doc) => ToRender::Copy {
+            row: Box::new(row.clone()),
+            doc: Box::new(doc),
+        },
+        Err(reason) => ToRender::Failed(Failure {
+            numero: row.numero.clone(),
+            nom: row.nom.clone(),
+            prenom: row.prenom.clone(),
+            reason,
+        }),
+    };
+    (seq, job)
 }
 
 /// The progress of a build, written on a task of its own, one write at a
