@@ -1,7 +1,8 @@
 //! `copiste serve`: the HTTP front door. One module per resource, each
 //! with its routes of the JSON API under `/api/v1/` and its web pages:
 //! [`session`] (who asks: bearer token or session), [`exams`],
-//! [`closure`], [`copies`], [`downloads`] and [`jobs`]. Besides, what
+//! [`closure`], [`copies`], [`downloads`], [`jobs`] and [`academy`] (the
+//! operators' view of an academy, pages only). Besides, what
 //! every API route shares ([`api`]: the OpenAPI document), what every page
 //! shares ([`pages`]), errors as problem documents ([`problem`]), the
 //! pages' French ([`french`]), their error pages ([`errors`]) and
@@ -10,6 +11,7 @@
 //! token or of its session; what it may do is decided by the operations,
 //! as for the command line.
 
+pub mod academy;
 pub mod api;
 pub mod closure;
 pub mod copies;

@@ -10,6 +10,7 @@ mod enqueue;
 mod events;
 mod listing;
 mod runs;
+mod superseded;
 
 // The ledger is one adapter to its callers (`db::jobs::claim_many`,
 // `db::jobs::JobRow`): the files below split it by concern only, so their
@@ -27,6 +28,7 @@ pub use events::{EventRow, count_events, events};
 pub use listing::{
     After, JobFilter, JobRow, count_all, count_capped, final_counts, get, list_page,
 };
+pub use superseded::superseded;
 pub use runs::{
     Claimed, Finished, bury, claim_many, extend_leases, finish_many, release, reschedule,
     set_progress,
