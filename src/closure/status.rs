@@ -206,7 +206,9 @@ async fn progress_of(
 pub async fn academies(app: &App, actor: &Actor) -> Result<Vec<db::catalog::AcademyRow>, OpError> {
     match actor {
         Actor::Establishment { .. } => Err(actor.forbidden("list the academies")),
-        Actor::Coordinator { academy } => Ok(db::catalog::academies(&app.db, Some(academy)).await?),
+        Actor::Coordinator { academy } => {
+            Ok(db::catalog::academies(&app.db, Some(academy.as_str())).await?)
+        }
         Actor::Admin(_) | Actor::Scheduler => Ok(db::catalog::academies(&app.db, None).await?),
     }
 }

@@ -75,7 +75,7 @@ pub async fn notes(app: &App, actor: &Actor, jobs: &[JobRow]) -> Result<JobNotes
             Scope::Establishment(_) => false,
         },
     };
-    let jobs: Vec<&JobRow> = jobs.iter().filter(|j| reached(j)).collect();
+    let jobs: Vec<&JobRow> = jobs.iter().filter(|j| reached(*j)).collect();
     let mut exams: Vec<String> = jobs
         .iter()
         .filter_map(|j| field(j, "exam").map(str::to_owned))
@@ -162,7 +162,7 @@ pub async fn dead_jobs(app: &App, actor: &Actor, input: &ListInput) -> Result<De
         .into_iter()
         .map(|((kind, exam), jobs)| DeadGroup { kind, exam, jobs })
         .collect();
-    groups.sort_by(|a, b| b.jobs.cmp(&a.jobs));
+    groups.sort_by_key(|g| std::cmp::Reverse(g.jobs));
     Ok(DeadJobs {
         ids: jobs.iter().map(|j| j.id).collect(),
         groups,
