@@ -463,7 +463,17 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
     assert!(body.contains("action=\"/travaux/relance-groupee\""), "{body}");
     let (_, filtered) = get(&base, &cookie, "/travaux?status=queued").await;
     assert!(!filtered.contains("relance-groupee"), "no dead job shown: no bulk retry");
-    let _ = (dead, waiting);
+    // The dead job's own page says it too; the waiting job's says when.
+    let (status, body) = get(&base, &cookie, &format!("/travaux/{dead}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body.contains(&format!("href=\"/travaux/{later}\" class=\"replaced\""))
+            && body.contains("Lycée 1 ("),
+        "{body}"
+    );
+    let (_, body) = get(&base, &cookie, &format!("/travaux/{waiting}")).await;
+    assert!(body.contains(&expected), "{body}");
+    assert!(!body.contains("remplacé par"), "{body}");
 }
 
 #[tokio::test]

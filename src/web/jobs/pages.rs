@@ -310,6 +310,10 @@ struct JobPage {
     created_at: String,
     exam: String,
     establishment: String,
+    /// The establishment's name, when known.
+    place: String,
+    /// The later run that replaced this dead job.
+    replaced_by: Option<Uuid>,
     /// The raw error, for admins only.
     last_error: Option<String>,
     events: Vec<EventLine>,
@@ -350,6 +354,9 @@ pub(super) async fn page_job(
         0
     };
     let buttons = finished_zip_buttons(&s, &actor, j).await;
+    let notes = operators::notes(&s.app, &actor, std::slice::from_ref(j))
+        .await
+        .map_err(|e| PageError::of(e, &actor))?;
     let admin = matches!(actor, Actor::Admin(_));
     let operator = !matches!(actor, Actor::Establishment { .. });
     // A job sending a published exam's items is never retried: no button.
@@ -376,6 +383,12 @@ pub(super) async fn page_job(
             created_at: date(j.created_at),
             exam: payload_text(&j.payload, "exam"),
             establishment: payload_text(&j.payload, "establishment"),
+            place: notes
+                .establishments
+                .get(&payload_text(&j.payload, "establishment"))
+                .cloned()
+                .unwrap_or_default(),
+            replaced_by: notes.superseded.get(&j.id).copied(),
             last_error: j.last_error.clone().filter(|_| admin),
             events: detail.events.iter().map(|e| event_line(e, admin)).collect(),
             buttons,
