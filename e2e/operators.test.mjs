@@ -35,7 +35,7 @@ async function hide(page, hidden) {
 
 test("a coordinator follows the academy's exams and relaunches one after a confirmation", async () => {
   const page = await session(env("E2E_COORDINATOR"));
-  await page.click("nav[aria-label=Menu] >> text=Académie");
+  await Promise.all([page.waitForNavigation(), page.click("nav[aria-label=Menu] >> text=Académie")]);
   assert.equal(new URL(page.url()).pathname, "/academie");
   await visit(page, "/academie");
   const row = page.locator("table.academy tbody tr", { hasText: PHILO });

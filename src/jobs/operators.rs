@@ -75,7 +75,7 @@ pub async fn notes(app: &App, actor: &Actor, jobs: &[JobRow]) -> Result<JobNotes
             Scope::Establishment(_) => false,
         },
     };
-    let jobs: Vec<&JobRow> = jobs.iter().filter(|j| reached(*j)).collect();
+    let jobs: Vec<&JobRow> = jobs.iter().filter(|j| reached(j)).collect();
     let mut exams: Vec<String> = jobs
         .iter()
         .filter_map(|j| field(j, "exam").map(str::to_owned))
@@ -90,7 +90,11 @@ pub async fn notes(app: &App, actor: &Actor, jobs: &[JobRow]) -> Result<JobNotes
     let establishments = jobs
         .iter()
         .filter_map(|j| field(j, "establishment"))
-        .filter_map(|uai| places.get(uai).map(|(name, _)| (uai.to_owned(), name.clone())))
+        .filter_map(|uai| {
+            places
+                .get(uai)
+                .map(|(name, _)| (uai.to_owned(), name.clone()))
+        })
         .collect();
     Ok(JobNotes {
         exams: db::catalog::exam_subjects(&app.db, &exams).await?,

@@ -83,7 +83,10 @@ async fn page_academy(
         .await
         .map_err(|e| PageError::of(e, &actor))?;
     let chosen = match form.academie.trim() {
-        "" => academies.first().map(|a| a.code.clone()).unwrap_or_default(),
+        "" => academies
+            .first()
+            .map(|a| a.code.clone())
+            .unwrap_or_default(),
         code => code.to_owned(),
     };
     let view = closure::status::academy_view(&s.app, &actor, &chosen)
@@ -181,15 +184,19 @@ async fn page_relaunch(
 /// The confirmation of a relaunch in the academy: which exam, which
 /// academy, how many establishments of each state.
 fn confirm(actor: &Actor, view: &AcademyView, exam: &str) -> Result<Response, PageError> {
-    let found = view.exams.iter().find(|e| e.exam.code == exam).ok_or_else(|| {
-        PageError::of(
-            crate::op::OpError::not_found(format!(
-                "exam {exam} in academy {}",
-                view.academy.code
-            )),
-            actor,
-        )
-    })?;
+    let found = view
+        .exams
+        .iter()
+        .find(|e| e.exam.code == exam)
+        .ok_or_else(|| {
+            PageError::of(
+                crate::op::OpError::not_found(format!(
+                    "exam {exam} in academy {}",
+                    view.academy.code
+                )),
+                actor,
+            )
+        })?;
     let p = &found.progress;
     let lines = vec![
         format!("Examen : {} ({})", found.exam.code, found.exam.subject),
@@ -197,7 +204,11 @@ fn confirm(actor: &Actor, view: &AcademyView, exam: &str) -> Result<Response, Pa
         format!(
             "{} avec erreurs et {} : leurs notes et déclarations pas encore acceptées seront \
              renvoyées à Cyclades et Imag'In",
-            french::count(p.with_errors, "établissement clôturé", "établissements clôturés"),
+            french::count(
+                p.with_errors,
+                "établissement clôturé",
+                "établissements clôturés"
+            ),
             french::count(
                 p.closed + p.partially_closed,
                 "établissement clôturé sans erreur",

@@ -284,7 +284,14 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
     let academy = |a: &str| json!({"exam": "E1", "academy": a, "pass": 1});
     // Establishment 1, E1: a dead closure, then a relaunch that succeeded.
     let relaunched = job(&pool, "closure", JobStatus::Dead, unit("E1", 1), 60).await;
-    let relaunch = job(&pool, "export-retry", JobStatus::Succeeded, unit("E1", 1), 50).await;
+    let relaunch = job(
+        &pool,
+        "export-retry",
+        JobStatus::Succeeded,
+        unit("E1", 1),
+        50,
+    )
+    .await;
     // Establishment 2, E1: a dead closure, then another dead one.
     let dead_twice = job(&pool, "closure", JobStatus::Dead, unit("E1", 2), 60).await;
     let dead_again = job(&pool, "closure", JobStatus::Dead, unit("E1", 2), 50).await;
@@ -295,7 +302,14 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
     let zip = job(&pool, "bulk-render", JobStatus::Dead, unit("E2", 2), 60).await;
     job(&pool, "closure", JobStatus::Succeeded, unit("E2", 2), 50).await;
     // An academy's pass: replaced by its own academy's later one, queued.
-    let pass = job(&pool, "harmonisation-validation", JobStatus::Dead, academy("A1"), 60).await;
+    let pass = job(
+        &pool,
+        "harmonisation-validation",
+        JobStatus::Dead,
+        academy("A1"),
+        60,
+    )
+    .await;
     let later_pass = job(
         &pool,
         "harmonisation-validation",
@@ -304,8 +318,14 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
         40,
     )
     .await;
-    let other_pass =
-        job(&pool, "harmonisation-validation", JobStatus::Dead, academy("A2"), 60).await;
+    let other_pass = job(
+        &pool,
+        "harmonisation-validation",
+        JobStatus::Dead,
+        academy("A2"),
+        60,
+    )
+    .await;
     // A job of no unit.
     let noop = job(&pool, "noop", JobStatus::Dead, json!({}), 60).await;
     job(&pool, "noop", JobStatus::Succeeded, json!({}), 50).await;
@@ -326,7 +346,10 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
     assert_eq!(notes.superseded, expected);
     assert_eq!(notes.exams.get("E1").map(String::as_str), Some("Un"));
     assert_eq!(
-        notes.establishments.get(uai(2).as_str()).map(String::as_str),
+        notes
+            .establishments
+            .get(uai(2).as_str())
+            .map(String::as_str),
         Some("Lycée 2")
     );
     // A coordinator's notes stay within its academy: A2's pass and
@@ -335,7 +358,11 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
         .await
         .expect("notes");
     assert!(notes.superseded.is_empty(), "{:?}", notes.superseded);
-    assert!(notes.establishments.is_empty(), "{:?}", notes.establishments);
+    assert!(
+        notes.establishments.is_empty(),
+        "{:?}",
+        notes.establishments
+    );
 }
 
 async fn serve(app: &TestApp) -> String {
@@ -439,7 +466,10 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
     let (status, body) = get(&base, &cookie, "/travaux").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Names beside codes, who asked and when, in French.
-    assert!(body.contains("Lycée 1") && body.contains(uai(1).as_str()), "{body}");
+    assert!(
+        body.contains("Lycée 1") && body.contains(uai(1).as_str()),
+        "{body}"
+    );
     assert!(body.contains(">Un<") && body.contains(">Deux<"), "{body}");
     assert!(body.contains("académie A1"), "{body}");
     // The dead closure names the relaunch that replaced it.
@@ -460,9 +490,15 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
         "{body}"
     );
     // The dead jobs of the filter can be retried at once.
-    assert!(body.contains("action=\"/travaux/relance-groupee\""), "{body}");
+    assert!(
+        body.contains("action=\"/travaux/relance-groupee\""),
+        "{body}"
+    );
     let (_, filtered) = get(&base, &cookie, "/travaux?status=queued").await;
-    assert!(!filtered.contains("relance-groupee"), "no dead job shown: no bulk retry");
+    assert!(
+        !filtered.contains("relance-groupee"),
+        "no dead job shown: no bulk retry"
+    );
     // The dead job's own page says it too; the waiting job's says when.
     let (status, body) = get(&base, &cookie, &format!("/travaux/{dead}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -495,7 +531,11 @@ async fn the_bulk_retry_page_asks_first_then_says_what_was_retried_and_refused()
     assert!(body.contains("2 travaux en échec à relancer"), "{body}");
     assert!(body.contains("clôture : 1 travail, examen E2"), "{body}");
     assert!(body.contains("name=\"confirme\" value=\"1\""), "{body}");
-    assert_eq!(status_of(&app, l.e1_own).await, JobStatus::Dead, "asked only");
+    assert_eq!(
+        status_of(&app, l.e1_own).await,
+        JobStatus::Dead,
+        "asked only"
+    );
 
     // A cross-site post is refused before the operation.
     let response = client()
@@ -555,7 +595,7 @@ async fn set_state(pool: &sqlx::PgPool, exam: &str, uai: &Uai, state: &str) {
 
 #[tokio::test]
 async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_with_confirmation()
- {
+{
     const PHILO: &str = "BAC26-PHILO";
     let app = TestApp::new().await;
     app.import_demo(4, 2).await;
@@ -590,28 +630,56 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
     assert!(others.iter().all(|e| e.progress.with_errors == 0));
 
     let base = serve(&app).await;
-    let cookie = cookie(&app, &base, Role::Coordinator { academy: academy.clone() }).await;
+    let cookie = cookie(
+        &app,
+        &base,
+        Role::Coordinator {
+            academy: academy.clone(),
+        },
+    )
+    .await;
     let (status, body) = get(&base, &cookie, "/examens").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("href=\"/academie\""), "in the menu: {body}");
     let (status, body) = get(&base, &cookie, "/academie").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for e in &view.exams {
-        assert!(body.contains(&format!(">{}</a>", e.exam.code)), "{} in {body}", e.exam.code);
+        assert!(
+            body.contains(&format!(">{}</a>", e.exam.code)),
+            "{} in {body}",
+            e.exam.code
+        );
     }
     let (status, body) = get(&base, &cookie, "/academie?erreurs=1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(&format!(">{PHILO}</a>")), "{body}");
     for e in &others {
-        assert!(!body.contains(&format!(">{}</a>", e.exam.code)), "{} hidden: {body}", e.exam.code);
+        assert!(
+            !body.contains(&format!(">{}</a>", e.exam.code)),
+            "{} hidden: {body}",
+            e.exam.code
+        );
     }
     // Another academy: refused to a coordinator, open to admin.
-    let (status, _) = get(&base, &cookie, &format!("/academie?academie={}", two.academy_b)).await;
+    let (status, _) = get(
+        &base,
+        &cookie,
+        &format!("/academie?academie={}", two.academy_b),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let admin = cookie_admin(&app, &base).await;
-    let (status, body) = get(&base, &admin, &format!("/academie?academie={}", two.academy_b)).await;
+    let (status, body) = get(
+        &base,
+        &admin,
+        &format!("/academie?academie={}", two.academy_b),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains(&format!("value=\"{}\" selected", two.academy_b)), "{body}");
+    assert!(
+        body.contains(&format!("value=\"{}\" selected", two.academy_b)),
+        "{body}"
+    );
 
     // "Relancer" asks first, then relaunches the academy's closed units
     // only (the never-closed ones are refused, the other academy's
@@ -619,16 +687,29 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
     let form = [("academie", academy.as_str()), ("examen", PHILO)];
     let (status, body) = post(&base, &cookie, "/academie/relance", &form).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains("Confirmer la relance") && body.contains(PHILO), "{body}");
+    assert!(
+        body.contains("Confirmer la relance") && body.contains(PHILO),
+        "{body}"
+    );
     assert_eq!(app.counts().await.values().sum::<i64>(), 0, "asked only");
     let mut confirmed = form.to_vec();
     confirmed.push(("confirme", "1"));
     let (status, body) = post(&base, &cookie, "/academie/relance", &confirmed).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert!(body.contains(ours[0].as_str()) && !body.contains(two.other.as_str()), "{body}");
+    assert!(
+        body.contains(ours[0].as_str()) && !body.contains(two.other.as_str()),
+        "{body}"
+    );
 
     // An establishment is refused the view and the relaunch.
-    let school = cookie(&app, &base, Role::Establishment { uai: ours[0].clone() }).await;
+    let school = cookie(
+        &app,
+        &base,
+        Role::Establishment {
+            uai: ours[0].clone(),
+        },
+    )
+    .await;
     let (status, _) = get(&base, &school, "/academie").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = post(&base, &school, "/academie/relance", &confirmed).await;

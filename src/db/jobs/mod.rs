@@ -28,8 +28,8 @@ pub use events::{EventRow, count_events, events};
 pub use listing::{
     After, JobFilter, JobRow, count_all, count_capped, final_counts, get, list_page,
 };
-pub use superseded::superseded;
 pub use runs::{
     Claimed, Finished, bury, claim_many, extend_leases, finish_many, release, reschedule,
     set_progress,
 };
+pub use superseded::superseded;

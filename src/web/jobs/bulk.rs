@@ -126,7 +126,10 @@ fn confirm(actor: &Actor, form: &BulkForm, dead: &DeadJobs) -> Result<Response, 
             kind: form.kind.clone(),
             exam: form.exam.clone(),
             uai: form.uai.clone(),
-            button: format!("Confirmer la relance de {}", french::count(n, "travail", "travaux")),
+            button: format!(
+                "Confirmer la relance de {}",
+                french::count(n, "travail", "travaux")
+            ),
             back,
         },
         actor,
