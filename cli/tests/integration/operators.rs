@@ -383,7 +383,7 @@ fn client() -> reqwest::Client {
 }
 
 /// A session cookie of `role`.
-async fn cookie(app: &TestApp, base: &str, role: Role) -> String {
+async fn log_in_as(app: &TestApp, base: &str, role: Role) -> String {
     let issued = access::create_token(
         &app.app(),
         &Actor::admin("test"),
@@ -455,7 +455,7 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
     )
     .await;
     let base = serve(&app).await;
-    let cookie = cookie(
+    let cookie = log_in_as(
         &app,
         &base,
         Role::Coordinator {
@@ -517,7 +517,7 @@ async fn the_bulk_retry_page_asks_first_then_says_what_was_retried_and_refused()
     let app = TestApp::new().await;
     let l = bulk_ledger(&app).await;
     let base = serve(&app).await;
-    let cookie = cookie(
+    let cookie = log_in_as(
         &app,
         &base,
         Role::Coordinator {
@@ -575,7 +575,7 @@ async fn the_bulk_retry_page_asks_first_then_says_what_was_retried_and_refused()
 }
 
 async fn cookie_of_school(app: &TestApp, base: &str) -> String {
-    cookie(app, base, Role::Establishment { uai: uai(2) }).await
+    log_in_as(app, base, Role::Establishment { uai: uai(2) }).await
 }
 
 /// Sets the closure state of units of the demo's exam.
@@ -630,7 +630,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
     assert!(others.iter().all(|e| e.progress.with_errors == 0));
 
     let base = serve(&app).await;
-    let cookie = cookie(
+    let cookie = log_in_as(
         &app,
         &base,
         Role::Coordinator {
@@ -702,7 +702,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
     );
 
     // An establishment is refused the view and the relaunch.
-    let school = cookie(
+    let school = log_in_as(
         &app,
         &base,
         Role::Establishment {
@@ -717,5 +717,5 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
 }
 
 async fn cookie_admin(app: &TestApp, base: &str) -> String {
-    cookie(app, base, Role::Admin).await
+    log_in_as(app, base, Role::Admin).await
 }
