@@ -70,6 +70,7 @@ for (const role of ["ESTABLISHMENT", "COORDINATOR", "ADMIN"]) {
       "/examens",
       "/travaux",
       `/examens/${PHILO}/candidats?uai=${UAI}&q=a`,
+      ...(role === "ESTABLISHMENT" ? [] : ["/academie", "/academie?erreurs=1", "/travaux?status=dead"]),
     ];
     const checked = await walk(page, starts);
     assert.ok(checked >= 4, `${checked} pages walked`);

@@ -64,19 +64,49 @@ for (const form of document.querySelectorAll("form[data-live-search]")) {
 }
 
 // Refresh of list sections (<section data-refresh>) every 5 s while the
-// tab is visible.
+// tab is visible: the timer stops when the tab is hidden
+// (document.hidden) and starts again, with an immediate refresh, when it
+// is shown.
 const refreshed = document.querySelectorAll("section[data-refresh]");
 if (refreshed.length > 0) {
-  setInterval(async () => {
-    if (document.visibilityState !== "visible") return;
-    const response = await fetch(window.location.href, { headers: { "X-Requested-With": "fetch" } });
-    if (!response.ok) return;
+  let timer = null;
+  const refresh = async () => {
+    if (document.hidden) return;
+    let response;
+    try {
+      response = await fetch(window.location.href, { headers: { "X-Requested-With": "fetch" } });
+    } catch {
+      return; // the next tick tries again
+    }
+    if (!response.ok || document.hidden) return;
     const page = new DOMParser().parseFromString(await response.text(), "text/html");
     for (const section of refreshed) {
       const fresh = page.querySelector(`section[data-refresh="${section.dataset.refresh}"]`);
       if (fresh) section.replaceChildren(...fresh.childNodes);
     }
-  }, 5000);
+    document.documentElement.dataset.refreshed = String(Number(document.documentElement.dataset.refreshed || 0) + 1);
+  };
+  // The refresh's state is shown on <html data-refreshing> ("on" or
+  // "paused"), and each refresh counted in data-refreshed.
+  const start = () => {
+    if (timer === null) timer = setInterval(refresh, 5000);
+    document.documentElement.dataset.refreshing = "on";
+  };
+  const stop = () => {
+    clearInterval(timer);
+    timer = null;
+    document.documentElement.dataset.refreshing = "paused";
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      stop();
+    } else {
+      refresh();
+      start();
+    }
+  });
+  if (document.hidden) stop();
+  else start();
 }
 
 // The harmonisation form: typing numéros or choosing a file selects

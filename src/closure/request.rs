@@ -207,7 +207,49 @@ pub async fn request_relaunch(
     let exam = exam_row(app, &input.exam).await?;
     let what = format!("relaunch the closure of exam {}", exam.code);
     let units = units(app, actor, &exam.code, input.establishment.as_ref(), &what).await?;
-    if let Some(r) = published_refusal(&exam) {
+    relaunch_units(app, actor, &exam, units).await
+}
+
+/// Relaunches the closure of `exam` in every establishment of `academy`
+/// that has copies of it, as [`request_relaunch`] does for each: the
+/// academy's coordinator, admin and the scheduler (any academy); refused
+/// to an establishment and to another academy's coordinator. Refused
+/// after publication, with nothing sent.
+pub async fn request_relaunch_in_academy(
+    app: &App,
+    actor: &Actor,
+    exam: &str,
+    academy: &str,
+) -> Result<Vec<UnitRequest>, OpError> {
+    let exam = exam_row(app, exam).await?;
+    let what = format!(
+        "relaunch the closure of exam {} in academy {academy}",
+        exam.code
+    );
+    match actor {
+        Actor::Establishment { .. } => return Err(actor.forbidden(what)),
+        Actor::Coordinator { academy: own } if own != academy => {
+            return Err(actor.forbidden(what));
+        }
+        _ => {}
+    }
+    if !db::catalog::academy_exists(&app.db, academy).await? {
+        return Err(OpError::not_found(format!("academy {academy}")));
+    }
+    let units = db::catalog::exam_establishments(&app.db, &exam.code, Some(academy)).await?;
+    relaunch_units(app, actor, &exam, units).await
+}
+
+/// Enqueues the relaunch of each of `units` (one transaction): a unit
+/// never closed is refused alone, one with nothing left to send needs no
+/// job. Refused after publication.
+async fn relaunch_units(
+    app: &App,
+    actor: &Actor,
+    exam: &ExamRow,
+    units: Vec<Uai>,
+) -> Result<Vec<UnitRequest>, OpError> {
+    if let Some(r) = published_refusal(exam) {
         return Err(r.into());
     }
     let db = &app.db;

@@ -170,12 +170,21 @@ pub async fn exams_progress(
     actor: &Actor,
 ) -> Result<std::collections::HashMap<String, ExamProgress>, OpError> {
     let scope = actor.scope();
-    let rows = db::closure::exam_unit_counts(
-        &app.db,
+    progress_of(
+        app,
         scope.academy(),
         scope.establishment().map(|u| u.as_str()),
     )
-    .await?;
+    .await
+}
+
+/// Per exam code, the units of `academy` or `uai` (when given) by state.
+async fn progress_of(
+    app: &App,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> Result<std::collections::HashMap<String, ExamProgress>, OpError> {
+    let rows = db::closure::exam_unit_counts(&app.db, academy, uai).await?;
     let mut progress: std::collections::HashMap<String, ExamProgress> =
         std::collections::HashMap::new();
     for r in rows {
@@ -189,6 +198,68 @@ pub async fn exams_progress(
         }
     }
     Ok(progress)
+}
+
+/// The academies an actor may look at: every one for admin and the
+/// scheduler, its own for a coordinator; none for an establishment
+/// (refused).
+pub async fn academies(app: &App, actor: &Actor) -> Result<Vec<db::catalog::AcademyRow>, OpError> {
+    match actor {
+        Actor::Establishment { .. } => Err(actor.forbidden("list the academies")),
+        Actor::Coordinator { academy } => {
+            Ok(db::catalog::academies(&app.db, Some(academy.as_str())).await?)
+        }
+        Actor::Admin(_) | Actor::Scheduler => Ok(db::catalog::academies(&app.db, None).await?),
+    }
+}
+
+/// One exam of an academy's view: where its closure stands in the
+/// academy.
+#[derive(Debug, Clone)]
+pub struct AcademyExam {
+    pub exam: db::catalog::ExamListed,
+    pub progress: ExamProgress,
+}
+
+/// An academy across all its exams.
+#[derive(Debug, Clone)]
+pub struct AcademyView {
+    pub academy: db::catalog::AcademyRow,
+    pub exams: Vec<AcademyExam>,
+}
+
+/// Where the closure of every exam with copies in `academy` stands there:
+/// per exam, its units (establishments) closed, closed with errors, being
+/// closed and not closed. Admin and the scheduler for any academy, a
+/// coordinator for its own; refused to an establishment.
+pub async fn academy_view(app: &App, actor: &Actor, academy: &str) -> Result<AcademyView, OpError> {
+    let what = format!("read the closures of academy {academy}");
+    match actor {
+        Actor::Establishment { .. } => return Err(actor.forbidden(what)),
+        Actor::Coordinator { academy: own } if own != academy => {
+            return Err(actor.forbidden(what));
+        }
+        _ => {}
+    }
+    let academy = crate::op::code("academy", academy)?;
+    let row = db::catalog::academies(&app.db, Some(academy))
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| OpError::not_found(format!("academy {academy}")))?;
+    let mut progress = progress_of(app, Some(academy), None).await?;
+    let exams = db::catalog::exams(&app.db, Some(academy), None)
+        .await?
+        .into_iter()
+        .map(|exam| AcademyExam {
+            progress: progress.remove(&exam.code).unwrap_or_default(),
+            exam,
+        })
+        .collect();
+    Ok(AcademyView {
+        academy: row,
+        exams,
+    })
 }
 
 impl std::fmt::Display for ExamStatus {

@@ -525,3 +525,56 @@ pub async fn analyze_imported(db: &super::Db) -> anyhow::Result<()> {
     .context("refreshing the statistics of the imported tables")?;
     Ok(())
 }
+
+/// The subjects of the exams among `codes` that exist, by code.
+pub async fn exam_subjects(
+    db: &Db,
+    codes: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let rows = sqlx::query!(
+        "SELECT code, subject FROM exams WHERE code = ANY($1::text[])",
+        codes
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("reading the exams' subjects")?;
+    Ok(rows.into_iter().map(|r| (r.code, r.subject)).collect())
+}
+
+/// The name and academy of the establishments among `uais` that exist,
+/// by UAI.
+pub async fn establishment_names(
+    db: &Db,
+    uais: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, (String, String)>> {
+    let rows = sqlx::query!(
+        "SELECT uai, name, academy_code FROM establishments WHERE uai = ANY($1::text[])",
+        uais
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("reading the establishments' names")?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.uai, (r.name, r.academy_code)))
+        .collect())
+}
+
+/// An academy: its code and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcademyRow {
+    pub code: String,
+    pub name: String,
+}
+
+/// Every academy, in code order (`code` alone when given).
+pub async fn academies(db: &Db, code: Option<&str>) -> anyhow::Result<Vec<AcademyRow>> {
+    sqlx::query_as!(
+        AcademyRow,
+        "SELECT code, name FROM academies WHERE ($1::text IS NULL OR code = $1) ORDER BY code",
+        code
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the academies")
+}

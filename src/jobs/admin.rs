@@ -135,11 +135,71 @@ pub struct JobList {
     pub next: Option<String>,
 }
 
-/// Lists the newest jobs the actor reaches: every job for admin and the
-/// scheduler; those whose payload names the coordinator's academy (or one
-/// of its establishments); those naming the establishment. A page starts
-/// after its cursor; the counts stop at [`COUNT_CAP`] per status.
-pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
+/// A listing's filters, checked and within the actor's scope: what
+/// [`db::jobs::JobFilter`] borrows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ScopedFilter {
+    status: Option<JobStatus>,
+    kind: Option<String>,
+    exam: Option<String>,
+    establishment: Option<String>,
+    academy: Option<String>,
+}
+
+impl ScopedFilter {
+    /// The same filter for jobs of `status` only.
+    pub(crate) fn with_status(mut self, status: JobStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The filter as the ledger's queries take it.
+    pub(crate) fn as_db(&self) -> db::jobs::JobFilter<'_> {
+        db::jobs::JobFilter {
+            status: self.status.map(JobStatus::as_str),
+            kind: self.kind.as_deref(),
+            exam: self.exam.as_deref(),
+            establishment: self.establishment.as_deref(),
+            academy: self.academy.as_deref(),
+        }
+    }
+}
+
+/// Checks a listing's filters (a known kind, an exam code, an
+/// establishment the actor reaches) and narrows them to the actor's scope:
+/// a coordinator's academy, an establishment's own jobs.
+pub(crate) async fn scoped_filter(
+    app: &App,
+    actor: &Actor,
+    input: &ListInput,
+) -> Result<ScopedFilter, OpError> {
+    if let Some(kind) = &input.kind {
+        registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
+    }
+    if let Some(exam) = &input.exam {
+        crate::op::code("exam", exam)?;
+    }
+    if let Some(uai) = &input.establishment {
+        actor
+            .reach(app, uai, &format!("list the jobs of establishment {uai}"))
+            .await?;
+    }
+    let scope = actor.scope();
+    Ok(ScopedFilter {
+        status: input.status,
+        kind: input.kind.clone(),
+        exam: input.exam.clone(),
+        establishment: input
+            .establishment
+            .as_ref()
+            .or(scope.establishment())
+            .map(Uai::to_string),
+        academy: scope.academy().map(str::to_owned),
+    })
+}
+
+/// Checks a listing's page size, offset and cursor.
+fn page_bounds(input: &ListInput) -> Result<Option<Cursor>, OpError> {
     if !(1..=MAX_LIST).contains(&input.limit) {
         return Err(OpError::invalid(
             "limit",
@@ -162,30 +222,17 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
             "cannot be given with a cursor (the cursor says where the page starts)",
         ));
     }
-    if let Some(kind) = &input.kind {
-        registry::find(kind).map_err(|e| OpError::invalid("kind", e))?;
-    }
-    if let Some(exam) = &input.exam {
-        crate::op::code("exam", exam)?;
-    }
-    if let Some(uai) = &input.establishment {
-        actor
-            .reach(app, uai, &format!("list the jobs of establishment {uai}"))
-            .await?;
-    }
-    let scope = actor.scope();
-    let own = scope.establishment().map(|u| u.to_string());
-    let filter = db::jobs::JobFilter {
-        status: input.status.map(JobStatus::as_str),
-        kind: input.kind.as_deref(),
-        exam: input.exam.as_deref(),
-        establishment: input
-            .establishment
-            .as_ref()
-            .map(Uai::as_str)
-            .or(own.as_deref()),
-        academy: scope.academy(),
-    };
+    Ok(after)
+}
+
+/// Lists the newest jobs the actor reaches: every job for admin and the
+/// scheduler; those whose payload names the coordinator's academy (or one
+/// of its establishments); those naming the establishment. A page starts
+/// after its cursor; the counts stop at [`COUNT_CAP`] per status.
+pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
+    let after = page_bounds(input)?;
+    let scoped = scoped_filter(app, actor, input).await?;
+    let filter = scoped.as_db();
     let mut jobs = db::jobs::list_page(
         &app.db,
         &filter,

@@ -14,6 +14,7 @@ pub mod harmonisation_validation;
 pub mod housekeeping;
 pub mod nightly_closure;
 pub mod noop;
+pub mod operators;
 pub mod registry;
 pub mod sweep;
 pub mod zip_prebuild;

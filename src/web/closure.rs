@@ -480,7 +480,21 @@ async fn page_units(
         closure::request_closure(&s.app, actor, &input).await
     }
     .map_err(|e| PageError::of(e, actor))?;
-    let lines = answers
+    let lines = unit_lines(answers);
+    render(
+        DonePage {
+            who: Some(Who::of(actor)),
+            title: if relaunch { "Relance" } else { "Clôture" },
+            lines,
+            back: format!("/examens/{}", urlencoding(&code)),
+        },
+        actor,
+    )
+}
+
+/// What a closure or relaunch did for each unit, one line each.
+pub(super) fn unit_lines(answers: Vec<closure::request::UnitRequest>) -> Vec<DoneLine> {
+    answers
         .into_iter()
         .map(|u| {
             let (text, job) = match u.outcome {
@@ -497,16 +511,7 @@ async fn page_units(
                 job,
             }
         })
-        .collect();
-    render(
-        DonePage {
-            who: Some(Who::of(actor)),
-            title: if relaunch { "Relance" } else { "Clôture" },
-            lines,
-            back: format!("/examens/{}", urlencoding(&code)),
-        },
-        actor,
-    )
+        .collect()
 }
 
 async fn page_close(

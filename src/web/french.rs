@@ -305,6 +305,20 @@ pub fn conflict(what: &str) -> String {
     }
 }
 
+/// Why an operation refused one item of a bulk action (a job of a bulk
+/// retry), in French; our own failures are not detailed.
+pub fn op_error(e: &crate::op::OpError) -> String {
+    use crate::op::OpError;
+    match e {
+        OpError::Invalid { field, reason } => invalid(field, reason),
+        OpError::NotFound { what } => not_found(what),
+        OpError::Forbidden { .. } => "hors de votre périmètre".into(),
+        OpError::Refused(r) => refusal(r),
+        OpError::Conflict { what } => conflict(what),
+        OpError::Internal(_) => "erreur interne, journalisée".into(),
+    }
+}
+
 /// A UAI that does not parse, in French.
 pub fn uai_error(e: &UaiError) -> String {
     invalid_reason(&e.to_string()).unwrap_or_else(|| "ce n'est pas un UAI".into())

@@ -1,7 +1,8 @@
 //! `copiste serve`: the HTTP front door. One module per resource, each
 //! with its routes of the JSON API under `/api/v1/` and its web pages:
 //! [`session`] (who asks: bearer token or session), [`exams`],
-//! [`closure`], [`copies`], [`downloads`] and [`jobs`]. Besides, what
+//! [`closure`], [`copies`], [`downloads`], [`jobs`] and [`academy`] (the
+//! operators' view of an academy, pages only). Besides, what
 //! every API route shares ([`api`]: the OpenAPI document), what every page
 //! shares ([`pages`]), errors as problem documents ([`problem`]), the
 //! pages' French ([`french`]), their error pages ([`errors`]) and
@@ -10,6 +11,7 @@
 //! token or of its session; what it may do is decided by the operations,
 //! as for the command line.
 
+pub mod academy;
 pub mod api;
 pub mod closure;
 pub mod copies;
@@ -64,33 +66,9 @@ pub fn router(app: App) -> Router {
             crate::download::serve::router(app.storage.clone(), key.expose().as_bytes())
         });
     let (api, mut doc) = api::routes();
-    doc.paths.paths.insert(
-        "/api/openapi.json".to_owned(),
-        utoipa::openapi::path::PathItem::new(
-            utoipa::openapi::HttpMethod::Get,
-            utoipa::openapi::path::OperationBuilder::new()
-                .summary(Some("This document"))
-                .operation_id(Some("openapi"))
-                .tag("access")
-                // Served to anyone: no token needed.
-                .securities(Some(Vec::new()))
-                .response(
-                    "200",
-                    utoipa::openapi::ResponseBuilder::new()
-                        .description("The OpenAPI 3.1 document of this API")
-                        .content(
-                            "application/json",
-                            utoipa::openapi::ContentBuilder::new()
-                                .schema(Some(
-                                    utoipa::openapi::schema::ObjectBuilder::new()
-                                        .schema_type(utoipa::openapi::schema::Type::Object),
-                                ))
-                                .build(),
-                        ),
-                )
-                .build(),
-        ),
-    );
+    doc.paths
+        .paths
+        .insert("/api/openapi.json".to_owned(), openapi_path());
     let doc = std::sync::Arc::new(doc);
     let state_app = app.clone();
     let state = WebState { app };
@@ -117,6 +95,14 @@ pub fn router(app: App) -> Router {
             router
         }
     };
+    with_layers(router)
+}
+
+/// `router` behind the HTTP layers: a panic as a French page, metrics,
+/// body limit, refusal of cross-site posts, timeout, French error pages,
+/// protective headers, compression but for PDFs, zips and event streams,
+/// traces without credentials, request ids.
+fn with_layers(router: Router) -> Router {
     // PDFs and zips are compressed already; event streams must not wait
     // for a compressor's buffer.
     let compress = DefaultPredicate::new()
@@ -151,6 +137,34 @@ pub fn router(app: App) -> Router {
         ]))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The OpenAPI document's own path: served to anyone, no token needed.
+fn openapi_path() -> utoipa::openapi::path::PathItem {
+    utoipa::openapi::path::PathItem::new(
+        utoipa::openapi::HttpMethod::Get,
+        utoipa::openapi::path::OperationBuilder::new()
+            .summary(Some("This document"))
+            .operation_id(Some("openapi"))
+            .tag("access")
+            // Served to anyone: no token needed.
+            .securities(Some(Vec::new()))
+            .response(
+                "200",
+                utoipa::openapi::ResponseBuilder::new()
+                    .description("The OpenAPI 3.1 document of this API")
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(
+                                utoipa::openapi::schema::ObjectBuilder::new()
+                                    .schema_type(utoipa::openapi::schema::Type::Object),
+                            ))
+                            .build(),
+                    ),
+            )
+            .build(),
+    )
 }
 
 /// The span of one HTTP request: its method, route pattern and request

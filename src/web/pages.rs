@@ -16,7 +16,7 @@ use axum::{
 };
 use uuid::Uuid;
 
-use super::{WebState, closure, copies, downloads, exams, french, jobs, session};
+use super::{WebState, academy, closure, copies, downloads, exams, french, jobs, session};
 use crate::{
     domain::Uai,
     op::{Actor, OpError},
@@ -32,6 +32,7 @@ pub fn routes() -> Router<WebState> {
         .merge(copies::pages())
         .merge(downloads::pages())
         .merge(jobs::pages())
+        .merge(academy::pages())
         .route("/static/copiste.js", get(script))
         .route("/static/copiste.css", get(style))
 }

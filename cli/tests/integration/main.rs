@@ -15,6 +15,7 @@ mod jobs_list;
 mod layers;
 mod metrics;
 mod migrations;
+mod operators;
 mod ops;
 mod pages;
 mod render;

@@ -10,6 +10,7 @@ mod enqueue;
 mod events;
 mod listing;
 mod runs;
+mod superseded;
 
 // The ledger is one adapter to its callers (`db::jobs::claim_many`,
 // `db::jobs::JobRow`): the files below split it by concern only, so their
@@ -31,3 +32,4 @@ pub use runs::{
     Claimed, Finished, bury, claim_many, extend_leases, finish_many, release, reschedule,
     set_progress,
 };
+pub use superseded::superseded;

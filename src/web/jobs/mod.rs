@@ -3,6 +3,7 @@
 //! Server-Sent Events (API and pages).
 
 pub(super) mod api;
+mod bulk;
 pub(super) mod events;
 mod pages;
 
@@ -27,6 +28,7 @@ pub(super) fn api() -> OpenApiRouter<WebState> {
 pub(super) fn pages() -> Router<WebState> {
     Router::new()
         .route("/travaux", get(pages::page_jobs))
+        .route("/travaux/relance-groupee", post(bulk::page_bulk_retry))
         .route("/travaux/{id}", get(pages::page_job))
         .route("/travaux/{id}/evenements", get(pages::page_job_events))
         .route("/travaux/{id}/relance", post(pages::page_job_retry))
