@@ -140,21 +140,7 @@ pub struct JobList {
 /// of its establishments); those naming the establishment. A page starts
 /// after its cursor; the counts stop at [`COUNT_CAP`] per status.
 pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList, OpError> {
-    if !(1..=MAX_LIST).contains(&input.limit) {
-        return Err(OpError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_LIST}, got {}", input.limit),
-        ));
-    }
-    if !(0..=MAX_OFFSET).contains(&input.offset) {
-        return Err(OpError::invalid(
-            "offset",
-            format!(
-                "must be 0 to {MAX_OFFSET}, got {} (deprecated: give the previous page's `next` as `cursor`)",
-                input.offset
-            ),
-        ));
-    }
+    check_page(input)?;
     let after = input.cursor.as_deref().map(Cursor::parse).transpose()?;
     if after.is_some() && input.offset != 0 {
         return Err(OpError::invalid(
@@ -201,12 +187,48 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
     } else {
         None
     };
+    let counts = status_counts(app, &filter).await?;
+    Ok(JobList {
+        jobs,
+        counts,
+        more,
+        next,
+    })
+}
+
+/// Checks a page's limit and offset (at most [`MAX_LIST`] and
+/// [`MAX_OFFSET`]).
+fn check_page(input: &ListInput) -> Result<(), OpError> {
+    if !(1..=MAX_LIST).contains(&input.limit) {
+        return Err(OpError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_LIST}, got {}", input.limit),
+        ));
+    }
+    if !(0..=MAX_OFFSET).contains(&input.offset) {
+        return Err(OpError::invalid(
+            "offset",
+            format!(
+                "must be 0 to {MAX_OFFSET}, got {} (deprecated: give the previous page's `next` as `cursor`)",
+                input.offset
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The jobs `filter` selects, counted by status up to [`COUNT_CAP`], every
+/// status listed.
+async fn status_counts(
+    app: &App,
+    filter: &db::jobs::JobFilter<'_>,
+) -> Result<Vec<(JobStatus, StatusCount)>, OpError> {
     let counts: std::collections::HashMap<JobStatus, i64> =
-        db::jobs::count_capped(&app.db, &filter, COUNT_CAP)
+        db::jobs::count_capped(&app.db, filter, COUNT_CAP)
             .await?
             .into_iter()
             .collect();
-    let counts = JobStatus::ALL
+    Ok(JobStatus::ALL
         .into_iter()
         .map(|s| {
             let n = counts.get(&s).copied().unwrap_or(0);
@@ -218,13 +240,7 @@ pub async fn list(app: &App, actor: &Actor, input: &ListInput) -> Result<JobList
                 },
             )
         })
-        .collect();
-    Ok(JobList {
-        jobs,
-        counts,
-        more,
-        next,
-    })
+        .collect())
 }
 
 /// One job and its history.
