@@ -161,42 +161,9 @@ async fn send_unit(
     let counts =
         db::closure::sync_counts(db, code, uai.as_str(), &plan.counts, mode.with_rejected).await?;
     let to_send = (plan.grades.len() + counts.len()) as i64;
-    let batch_size = ctx.app.config.exports.batch_size as usize;
     let synced = started.elapsed();
-    // The two targets are independent: their batches go out side by side,
-    // each target's up to its own concurrency (which its exporter also
-    // enforces across the process's jobs).
     let progress = Progress::new(ctx, mode.report_progress, to_send);
-    let exporters = &ctx.app.config.exporters;
-    // Built up front: a lazy iterator of closures over borrowed chunks
-    // would make the job's future not `Send`.
-    let grade_batches: Vec<_> = plan
-        .grades
-        .chunks(batch_size)
-        .map(|c| Items::grades(code, c))
-        .collect();
-    let count_batches = counts
-        .chunks(batch_size)
-        .map(|c| Items::counts(c.to_vec()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let (grade_tally, _) = futures::try_join!(
-        send_batches(
-            ctx,
-            exam,
-            uai,
-            grade_batches,
-            exporters.cyclades.concurrency,
-            &progress
-        ),
-        send_batches(
-            ctx,
-            exam,
-            uai,
-            count_batches,
-            exporters.imagin.concurrency,
-            &progress
-        ),
-    )?;
+    let grade_tally = send_targets(ctx, exam, uai, &plan.grades, counts, &progress).await?;
     let sent = progress.finish().await;
     let exporting = started.elapsed() - synced;
 
@@ -233,6 +200,52 @@ async fn send_unit(
         "unit run finished"
     );
     Ok(summary)
+}
+
+/// Sends a unit's grades to Cyclades and its counts to Imag'In in
+/// batches, and returns what became of the grades. The two targets are
+/// independent: their batches go out side by side, each target's up to
+/// its own concurrency (which its exporter also enforces across the
+/// process's jobs).
+async fn send_targets(
+    ctx: &UnitRun<'_>,
+    exam: &ExamRow,
+    uai: &Uai,
+    grades: &[GradeToSend],
+    counts: Vec<CountOutgoing>,
+    progress: &Progress<'_>,
+) -> anyhow::Result<Tally> {
+    let batch_size = ctx.app.config.exports.batch_size as usize;
+    let exporters = &ctx.app.config.exporters;
+    // Built up front: a lazy iterator of closures over borrowed chunks
+    // would make the job's future not `Send`.
+    let grade_batches: Vec<_> = grades
+        .chunks(batch_size)
+        .map(|c| Items::grades(&exam.code, c))
+        .collect();
+    let count_batches = counts
+        .chunks(batch_size)
+        .map(|c| Items::counts(c.to_vec()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (grade_tally, _) = futures::try_join!(
+        send_batches(
+            ctx,
+            exam,
+            uai,
+            grade_batches,
+            exporters.cyclades.concurrency,
+            progress
+        ),
+        send_batches(
+            ctx,
+            exam,
+            uai,
+            count_batches,
+            exporters.imagin.concurrency,
+            progress
+        ),
+    )?;
+    Ok(grade_tally)
 }
 
 /// Sends `batches` of one target, up to `in_flight` at once, and returns

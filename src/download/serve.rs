@@ -18,7 +18,7 @@ use axum::{
 use chrono::Utc;
 
 use super::token::{self, TokenError};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{ObjectStream, Storage, StorageError};
 
 #[derive(Clone)]
 struct AppState {
@@ -114,64 +114,122 @@ async fn download(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let grant = match token::verify(&token, &state.secret, Utc::now()) {
-        Ok(g) => g,
-        Err(TokenError::Tampered) => {
-            return plain(StatusCode::FORBIDDEN, "this download link is not valid");
-        }
-        Err(TokenError::Expired) => {
-            return plain(
+    serve_link(&state, &token, &headers)
+        .await
+        .unwrap_or_else(Refused::response)
+}
+
+/// Why a link is not answered with its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// An altered token, or one naming an object that is not a download.
+    Invalid,
+    Expired,
+    /// The object is no longer in the store.
+    Gone,
+    /// The store cannot answer.
+    Unavailable,
+    /// A range beyond the object's `size` bytes.
+    Range {
+        size: u64,
+    },
+}
+
+impl Refused {
+    fn response(self) -> Response {
+        match self {
+            Self::Invalid => plain(StatusCode::FORBIDDEN, "this download link is not valid"),
+            Self::Expired => plain(
                 StatusCode::GONE,
                 "this download link has expired; ask for a new one",
-            );
+            ),
+            Self::Gone => plain(StatusCode::GONE, "this download is no longer available"),
+            Self::Unavailable => plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; try again",
+            ),
+            Self::Range { size } => {
+                let mut response =
+                    plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                response
+            }
         }
+    }
+}
+
+/// The object a link grants, streamed whole or in the range asked for.
+async fn serve_link(
+    state: &AppState,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<Response, Refused> {
+    let grant = granted(state, token)?;
+    let size = match state.storage.size(&grant.key).await {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err(Refused::Gone),
+        Err(e) => {
+            tracing::error!(key = %grant.key, error = %e, "cannot read a download");
+            return Err(Refused::Unavailable);
+        }
+    };
+    let range = requested_range(headers, size)?;
+    let partial = range.is_some();
+    let object = match state.storage.get_stream(&grant.key, range).await {
+        Ok(o) => o,
+        Err(StorageError::NotFound(_)) => return Err(Refused::Gone),
+        Err(e) => {
+            tracing::error!(key = %grant.key, error = %e, "cannot stream a download");
+            return Err(Refused::Unavailable);
+        }
+    };
+    let filename = grant.key.rsplit('/').next().unwrap_or("download.zip");
+    Ok(zip_response(object, filename, partial))
+}
+
+/// The grant of a valid, unexpired link to a download.
+fn granted(state: &AppState, token: &str) -> Result<token::Grant, Refused> {
+    let grant = match token::verify(token, &state.secret, Utc::now()) {
+        Ok(g) => g,
+        Err(TokenError::Tampered) => return Err(Refused::Invalid),
+        Err(TokenError::Expired) => return Err(Refused::Expired),
     };
     if !token::servable(&grant.key) {
         // Only a holder of the signing key can make such a token.
         tracing::warn!(key = %grant.key, "refused a link to an object that is not a download");
-        return plain(StatusCode::FORBIDDEN, "this download link is not valid");
+        return Err(Refused::Invalid);
     }
-    let size = match state.storage.size(&grant.key).await {
-        Ok(Some(size)) => size,
-        Ok(None) => return plain(StatusCode::GONE, "this download is no longer available"),
-        Err(e) => {
-            tracing::error!(key = %grant.key, error = %e, "cannot read a download");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; try again",
-            );
-        }
-    };
-    let range = match headers
+    Ok(grant)
+}
+
+/// The single range the request asks for within `size` bytes, if any.
+fn requested_range(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<std::ops::Range<u64>>, Refused> {
+    match headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_range(v, size))
     {
-        Some(Ok(r)) => Some(r),
-        Some(Err(())) => {
-            let mut response = plain(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable");
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return response;
-        }
-        None => None,
-    };
-    let object = match state.storage.get_stream(&grant.key, range.clone()).await {
-        Ok(o) => o,
-        Err(StorageError::NotFound(_)) => {
-            return plain(StatusCode::GONE, "this download is no longer available");
-        }
-        Err(e) => {
-            tracing::error!(key = %grant.key, error = %e, "cannot stream a download");
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage unavailable; try again",
-            );
-        }
-    };
-    let filename = grant.key.rsplit('/').next().unwrap_or("download.zip");
+        Some(Ok(r)) => Ok(Some(r)),
+        Some(Err(())) => Err(Refused::Range { size }),
+        None => Ok(None),
+    }
+}
+
+/// The answer streaming `object` as the zip `filename`: 206 with its
+/// `Content-Range` when `partial`.
+fn zip_response(object: ObjectStream, filename: &str, partial: bool) -> Response {
     let length = object.range.end - object.range.start;
+    let content_range = format!(
+        "bytes {}-{}/{}",
+        object.range.start,
+        object.range.end.saturating_sub(1),
+        object.size
+    );
     let mut response = Response::new(Body::from_stream(object.stream));
     let h = response.headers_mut();
     h.insert(
@@ -183,13 +241,8 @@ async fn download(
     if let Ok(v) = HeaderValue::from_str(&content_disposition(filename)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
-    if range.is_some() {
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "bytes {}-{}/{}",
-            object.range.start,
-            object.range.end.saturating_sub(1),
-            object.size
-        )) {
+    if partial {
+        if let Ok(v) = HeaderValue::from_str(&content_range) {
             h.insert(header::CONTENT_RANGE, v);
         }
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;

@@ -32,8 +32,10 @@ use tokio::sync::{Semaphore, mpsc};
 use super::{
     FailedPiece, ImportError, ImportOptions, ImportStep, ImportSummary, MAX_LISTED_PROBLEMS,
     MAX_PIECE_BYTES, MAX_SESSION_BYTES, PIECES_DIR, PieceCounts, Problem, SESSION_FILE,
-    candidate_rows, check_exam_sessions, check_scans, copy_rows, parse_and_check,
-    scans::{self, ScanCache, Uploaded},
+    candidate_rows, check_exam_sessions, check_scans, copy_rows,
+    manifest::Piece,
+    parse_and_check,
+    scans::{self, Scan, ScanCache, Uploaded},
     validate::{self, Checked, SessionKeys},
     write_body, write_head,
 };
@@ -283,7 +285,34 @@ impl Preparer<'_> {
             piece: piece.clone(),
             problems,
         };
-        let path = self.dir.join(PIECES_DIR).join(&name);
+        let (sha256, bytes) = match self.read(&name).await? {
+            Ok(read) => read,
+            Err(problem) => return Ok(failed(vec![problem])),
+        };
+        if self.recorded.get(&name) == Some(&sha256) {
+            return Ok(Prepared::Skipped);
+        }
+        let (body, scans) = match self.check(&piece, bytes).await? {
+            Ok(checked) => checked,
+            Err(problems) => return Ok(failed(problems)),
+        };
+        let uploaded = self.upload(&scans).await?;
+        let (candidates, copies, candidate_count, copy_count) = build_rows(body, scans).await?;
+        Ok(Prepared::Ready(Box::new(ReadyPiece {
+            name,
+            sha256,
+            candidates,
+            copies,
+            candidate_count,
+            copy_count,
+            uploaded,
+        })))
+    }
+
+    /// Reads the piece `name` and its SHA-256 (lower-case hex); `Ok(Err)`
+    /// is the problem of a piece that cannot be read.
+    async fn read(&self, name: &str) -> Result<Result<(String, Vec<u8>), Problem>, ImportError> {
+        let path = self.dir.join(PIECES_DIR).join(name);
         let read = tokio::task::spawn_blocking(move || {
             read_limited(&path, MAX_PIECE_BYTES)
                 .map(|bytes| (hex::encode(Sha256::digest(&bytes)), bytes))
@@ -291,19 +320,19 @@ impl Preparer<'_> {
         .await
         .context("reading a piece")
         .map_err(ImportError::Read)?;
-        let (sha256, bytes) = match read {
-            Ok(read) => read,
-            Err(message) => {
-                return Ok(failed(vec![Problem {
-                    path: "$".to_owned(),
-                    message: format!("the piece {message}"),
-                }]));
-            }
-        };
-        if self.recorded.get(&name) == Some(&sha256) {
-            return Ok(Prepared::Skipped);
-        }
+        Ok(read.map_err(|message| Problem {
+            path: "$".to_owned(),
+            message: format!("the piece {message}"),
+        }))
+    }
 
+    /// Parses and checks the piece (one at a time), then its scans; `Ok(Err)`
+    /// is every problem found.
+    async fn check(
+        &self,
+        piece: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Result<(Piece, HashMap<String, Scan>), Vec<Problem>>, ImportError> {
         let checked = {
             let _parsing = self
                 .parsing
@@ -320,7 +349,7 @@ impl Preparer<'_> {
             scans: references,
         } = match checked {
             Ok(checked) => checked,
-            Err(problem) => return Ok(failed(vec![problem])),
+            Err(problem) => return Ok(Err(vec![problem])),
         };
         let (scans, scan_problems) = check_scans(
             &self.dir,
@@ -332,46 +361,47 @@ impl Preparer<'_> {
         .await?;
         problems.extend(scan_problems);
         if !problems.is_empty() {
-            return Ok(failed(problems));
+            return Ok(Err(problems));
         }
         let body = value
             .with_context(|| format!("{piece} was rejected without a problem being reported"))
             .map_err(ImportError::Read)?;
-        let uploaded = {
-            let _uploading = self
-                .uploading
-                .acquire()
-                .await
-                .context("waiting to upload the scans of a piece")
-                .map_err(ImportError::Read)?;
-            scans::upload(self.storage, &self.dir, &scans, &self.cache, &|_| {})
-                .await
-                .map_err(ImportError::Storage)?
-        };
-        let rows = tokio::task::spawn_blocking(move || {
-            let copies = copy_rows(&body.copies, &scans)?;
-            anyhow::Ok((
-                candidate_rows(&body.candidates),
-                copies,
-                body.candidates.len(),
-                body.copies.len(),
-            ))
-        })
-        .await
-        .context("building the rows of a piece")
-        .and_then(|rows| rows)
-        .map_err(ImportError::Read)?;
-        let (candidates, copies, candidate_count, copy_count) = rows;
-        Ok(Prepared::Ready(Box::new(ReadyPiece {
-            name,
-            sha256,
-            candidates,
-            copies,
-            candidate_count,
-            copy_count,
-            uploaded,
-        })))
+        Ok(Ok((body, scans)))
     }
+
+    /// Uploads the scans of a checked piece, one piece at a time.
+    async fn upload(&self, scans: &HashMap<String, Scan>) -> Result<Uploaded, ImportError> {
+        let _uploading = self
+            .uploading
+            .acquire()
+            .await
+            .context("waiting to upload the scans of a piece")
+            .map_err(ImportError::Read)?;
+        scans::upload(self.storage, &self.dir, scans, &self.cache, &|_| {})
+            .await
+            .map_err(ImportError::Storage)
+    }
+}
+
+/// The rows of a checked piece whose scans are stored, with its counts of
+/// candidates and copies, built on a blocking thread.
+async fn build_rows(
+    body: Piece,
+    scans: HashMap<String, Scan>,
+) -> Result<(Vec<CandidateRows>, Vec<CopyRows>, usize, usize), ImportError> {
+    tokio::task::spawn_blocking(move || {
+        let copies = copy_rows(&body.copies, &scans)?;
+        anyhow::Ok((
+            candidate_rows(&body.candidates),
+            copies,
+            body.candidates.len(),
+            body.copies.len(),
+        ))
+    })
+    .await
+    .context("building the rows of a piece")
+    .and_then(|rows| rows)
+    .map_err(ImportError::Read)
 }
 
 /// Writes the rows of a piece and its record in one transaction, adding

@@ -9,9 +9,10 @@ use super::{Job, JobContext, JobError, Kind, Outcome};
 pub use crate::download::BulkRender;
 use crate::{
     db,
+    download::DOWNLOADS_PREFIX,
     render::{
         RenderOptions,
-        zip::{Resume, ZipPlan, ZipProgress, write_zip_resumable},
+        zip::{Resume, ZipOutcome, ZipPlan, ZipProgress, write_zip_resumable},
     },
     storage::StorageError,
 };
@@ -42,6 +43,57 @@ impl Kind for BulkRender {
     }
 }
 
+impl BulkRender {
+    /// Where job `job` builds this zip: its parts' keys, named by exam,
+    /// establishment, options and job, and the staging folder where parts
+    /// are uploaded and moved to their keys once all are complete
+    /// (housekeeping deletes what a killed build leaves).
+    fn plan(
+        &self,
+        exam: &str,
+        options: RenderOptions,
+        job: uuid::Uuid,
+        downloads: &crate::config::DownloadsConfig,
+    ) -> ZipPlan {
+        let uai = &self.establishment;
+        ZipPlan {
+            key_stem: format!(
+                "{DOWNLOADS_PREFIX}{exam}/{uai}/{}/{job}/{exam}_{uai}",
+                options.tag()
+            ),
+            staging_dir: staging_dir(job),
+            options,
+            max_part_bytes: downloads.max_part_bytes,
+        }
+    }
+}
+
+/// What earlier runs staged, recorded with the job: this run goes on
+/// after their last complete part (checked still there), and continues the
+/// upload of the part in progress after its last recorded chunk. `None`
+/// (the zip is built anew) when the checkpoint cannot be read.
+fn read_checkpoint(value: serde_json::Value) -> Option<ZipProgress> {
+    match serde_json::from_value::<ZipProgress>(value) {
+        Ok(from) => Some(from),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable zip checkpoint: the zip is built anew");
+            None
+        }
+    }
+}
+
+/// Counts a built zip in the metrics: its duration, entries, bytes, and
+/// what was resumed or restarted.
+fn count_zip(outcome: &ZipOutcome, took: std::time::Duration) {
+    metrics::histogram!("copiste_zip_duration_seconds").record(took.as_secs_f64());
+    metrics::counter!("copiste_zip_entries_total").increment(u64::from(outcome.copies));
+    metrics::counter!("copiste_zip_bytes_total")
+        .increment(outcome.parts.iter().map(|p| p.bytes).sum::<u64>());
+    metrics::counter!("copiste_zip_chunks_resumed_total").increment(outcome.resumed_chunks);
+    metrics::counter!("copiste_zip_upload_restarts_total")
+        .increment(u64::from(outcome.restarted_uploads));
+}
+
 impl Job for BulkRender {
     async fn run(self, ctx: JobContext) -> Result<Outcome, JobError> {
         let app = &ctx.app;
@@ -66,40 +118,12 @@ impl Job for BulkRender {
                 exam.code
             )));
         }
-        let plan = ZipPlan {
-            key_stem: format!(
-                "downloads/{}/{}/{}/{}/{}_{}",
-                exam.code,
-                self.establishment,
-                options.tag(),
-                ctx.job_id,
-                exam.code,
-                self.establishment
-            ),
-            // Parts are uploaded here and moved to their keys once all are
-            // complete; housekeeping deletes what a killed build leaves.
-            staging_dir: staging_dir(ctx.job_id),
-            options,
-            max_part_bytes: app.config.downloads.max_part_bytes,
-        };
+        let plan = self.plan(&exam.code, options, ctx.job_id, &app.config.downloads);
         let progress = |done, total| -> futures::future::BoxFuture<'static, ()> {
             let ctx = ctx.clone();
             Box::pin(async move { ctx.progress(done, total).await })
         };
-        // What earlier runs staged, recorded with the job: this run goes
-        // on after their last complete part (checked still there), and
-        // continues the upload of the part in progress after its last
-        // recorded chunk.
-        let from = match checkpoint {
-            Some(value) => match serde_json::from_value::<ZipProgress>(value) {
-                Ok(from) => Some(from),
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable zip checkpoint: the zip is built anew");
-                    None
-                }
-            },
-            None => None,
-        };
+        let from = checkpoint.and_then(read_checkpoint);
         let save =
             |recorded: &ZipProgress| -> futures::future::BoxFuture<'static, anyhow::Result<()>> {
                 let ctx = ctx.clone();
@@ -118,13 +142,33 @@ impl Job for BulkRender {
             .await
             .map_err(classify)?;
         let zip_ms = started.elapsed().as_millis() as u64;
-        metrics::histogram!("copiste_zip_duration_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("copiste_zip_entries_total").increment(u64::from(outcome.copies));
-        metrics::counter!("copiste_zip_bytes_total")
-            .increment(outcome.parts.iter().map(|p| p.bytes).sum::<u64>());
-        metrics::counter!("copiste_zip_chunks_resumed_total").increment(outcome.resumed_chunks);
-        metrics::counter!("copiste_zip_upload_restarts_total")
-            .increment(u64::from(outcome.restarted_uploads));
+        count_zip(&outcome, started.elapsed());
+        let result = self.record(&ctx, &exam.code, options, &outcome).await?;
+        tracing::info!(
+            load_ms,
+            zip_ms,
+            record_ms = started.elapsed().as_millis() as u64 - zip_ms,
+            "zip job stages"
+        );
+        if outcome.failures.is_empty() {
+            Ok(Outcome::Succeeded(result))
+        } else {
+            Ok(Outcome::Failed(result))
+        }
+    }
+}
+
+impl BulkRender {
+    /// Records the built zip as a download whose links expire after the
+    /// configured time; returns the job's result.
+    async fn record(
+        &self,
+        ctx: &JobContext,
+        exam: &str,
+        options: RenderOptions,
+        outcome: &ZipOutcome,
+    ) -> Result<serde_json::Value, JobError> {
+        let app = &ctx.app;
         let ttl = chrono::Duration::seconds(
             i64::try_from(app.config.downloads.link_ttl_secs).unwrap_or(i64::MAX / 2),
         );
@@ -132,7 +176,7 @@ impl Job for BulkRender {
         let parts = serde_json::to_value(&outcome.parts).map_err(JobError::permanent)?;
         let download = db::render::insert_download(
             &app.db,
-            &exam.code,
+            exam,
             self.establishment.as_str(),
             &options.tag(),
             parts.clone(),
@@ -142,12 +186,6 @@ impl Job for BulkRender {
             expires_at,
         )
         .await?;
-        tracing::info!(
-            load_ms,
-            zip_ms,
-            record_ms = started.elapsed().as_millis() as u64 - zip_ms,
-            "zip job stages"
-        );
         let result = serde_json::json!({
             "download": download,
             "parts": parts,
@@ -159,11 +197,7 @@ impl Job for BulkRender {
             "restarted_uploads": outcome.restarted_uploads,
             "expires_at": expires_at,
         });
-        if outcome.failures.is_empty() {
-            Ok(Outcome::Succeeded(result))
-        } else {
-            Ok(Outcome::Failed(result))
-        }
+        Ok(result)
     }
 }
 

@@ -170,24 +170,9 @@ impl Runner {
         let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return DeliveryOutcome::Interrupted;
         };
-        let db = &self.app.db;
-        if self.draining.load(Ordering::SeqCst) {
-            // Not ours to run any more: make it deliverable to others now.
-            if let Err(e) = db::jobs::unmark_pushed(db, &[id]).await {
-                tracing::warn!(job.id = %id, error = %format!("{e:#}"), "cannot hand back a delivery");
-            }
-            return DeliveryOutcome::NotClaimed;
-        }
-        let claimed = match self.claims.call(id).await {
-            Ok(Some(claimed)) => claimed,
-            Ok(None) => {
-                tracing::debug!(job.id = %id, "delivery not claimed (taken, not due or not queued)");
-                return DeliveryOutcome::NotClaimed;
-            }
-            Err(e) => {
-                tracing::error!(job.id = %id, error = %format!("{e:#}"), "cannot claim a delivered job");
-                return DeliveryOutcome::LedgerError;
-            }
+        let claimed = match self.claim(id).await {
+            Ok(claimed) => claimed,
+            Err(outcome) => return outcome,
         };
         tracing::trace!(job.id = %id, "delivery claimed");
         let attempt = claimed.attempt;
@@ -199,65 +184,94 @@ impl Runner {
             duration_ms = tracing::field::Empty,
         );
         let started = Instant::now();
-        let result = match self.handlers.get(claimed.kind.as_str()).copied() {
-            None => Err(JobError::Permanent(anyhow::anyhow!({
-                let mut names: Vec<_> = self.handlers.keys().copied().collect();
-                names.sort_unstable();
-                registry::unknown_kind(&claimed.kind, &names)
-            }))),
-            Some(handler) => {
-                let ctx = JobContext::new(
-                    id,
-                    attempt as u32,
-                    claimed.max_attempts as u32,
-                    self.name.clone(),
-                    self.app.clone(),
-                );
-                let job = tokio::spawn(handler.run(claimed.payload, ctx).instrument(span.clone()));
-                self.lock_running().insert(
-                    id,
-                    Running {
-                        abort: job.abort_handle(),
-                    },
-                );
-                let joined = job.await;
-                self.lock_running().remove(&id);
-                // The run is over: the next job may start while this
-                // outcome is written.
-                drop(slot);
-                match joined {
-                    Ok(result) => result,
-                    Err(e) if e.is_panic() => {
-                        let message = panic_message(e.into_panic());
-                        Err(JobError::Retryable(anyhow::anyhow!(
-                            "the job panicked: {message}"
-                        )))
-                    }
-                    Err(_) => {
-                        span.in_scope(|| tracing::info!("run interrupted"));
-                        return DeliveryOutcome::Interrupted;
-                    }
-                }
-            }
+        let kind = claimed.kind.clone();
+        let max_attempts = claimed.max_attempts;
+        let Some(result) = self.run_claimed(id, claimed, slot, &span).await else {
+            return DeliveryOutcome::Interrupted;
         };
         let elapsed = started.elapsed();
         span.record("duration_ms", elapsed.as_millis() as u64);
         let recorded = self
-            .record(id, attempt, claimed.max_attempts, result)
+            .record(id, attempt, max_attempts, result)
             .instrument(span)
             .await;
-        let outcome = match &recorded {
-            DeliveryOutcome::Recorded(JobStatus::Queued) => "retry",
-            DeliveryOutcome::Recorded(status) => status.as_str(),
-            DeliveryOutcome::Interrupted => "interrupted",
-            _ => "unrecorded",
-        };
-        let kind = claimed.kind.clone();
-        metrics::counter!("copiste_job_runs_total", "kind" => kind.clone(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("copiste_job_run_duration_seconds", "kind" => kind)
-            .record(elapsed.as_secs_f64());
+        count_run(kind, &recorded, elapsed);
         recorded
+    }
+
+    /// Claims the delivered `id`, unless this worker is draining (the
+    /// delivery is then handed back), another runner holds it, or it is
+    /// not due or not queued; `Err` is what the delivery then comes to.
+    async fn claim(&self, id: Uuid) -> Result<Claimed, DeliveryOutcome> {
+        if self.draining.load(Ordering::SeqCst) {
+            // Not ours to run any more: make it deliverable to others now.
+            if let Err(e) = db::jobs::unmark_pushed(&self.app.db, &[id]).await {
+                tracing::warn!(job.id = %id, error = %format!("{e:#}"), "cannot hand back a delivery");
+            }
+            return Err(DeliveryOutcome::NotClaimed);
+        }
+        match self.claims.call(id).await {
+            Ok(Some(claimed)) => Ok(claimed),
+            Ok(None) => {
+                tracing::debug!(job.id = %id, "delivery not claimed (taken, not due or not queued)");
+                Err(DeliveryOutcome::NotClaimed)
+            }
+            Err(e) => {
+                tracing::error!(job.id = %id, error = %format!("{e:#}"), "cannot claim a delivered job");
+                Err(DeliveryOutcome::LedgerError)
+            }
+        }
+    }
+
+    /// Runs the claimed job in a task of its own (so that a panic is an
+    /// outcome and the heartbeat can abort it), giving `slot` back when
+    /// the run ends. `None` when the run was interrupted (aborted).
+    async fn run_claimed(
+        &self,
+        id: Uuid,
+        claimed: Claimed,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        span: &tracing::Span,
+    ) -> Option<Result<Outcome, JobError>> {
+        let Some(handler) = self.handlers.get(claimed.kind.as_str()).copied() else {
+            let mut names: Vec<_> = self.handlers.keys().copied().collect();
+            names.sort_unstable();
+            return Some(Err(JobError::Permanent(anyhow::anyhow!(
+                registry::unknown_kind(&claimed.kind, &names)
+            ))));
+        };
+        let ctx = JobContext::new(
+            id,
+            claimed.attempt as u32,
+            claimed.max_attempts as u32,
+            self.name.clone(),
+            self.app.clone(),
+        );
+        let job = tokio::spawn(handler.run(claimed.payload, ctx).instrument(span.clone()));
+        self.lock_running().insert(
+            id,
+            Running {
+                abort: job.abort_handle(),
+            },
+        );
+        let joined = job.await;
+        self.lock_running().remove(&id);
+        // The run is over: the next job may start while this outcome is
+        // written.
+        drop(slot);
+        match joined {
+            Ok(result) => Some(result),
+            Err(e) if e.is_panic() => {
+                let message = panic_message(e.into_panic());
+                Some(Err(JobError::Retryable(anyhow::anyhow!(
+                    "the job panicked: {message}"
+                ))))
+            }
+            Err(_) => {
+                span.in_scope(|| tracing::info!("run interrupted"));
+                None
+            }
+        }
     }
 
     /// Writes a run's outcome to the ledger.
@@ -268,21 +282,6 @@ impl Runner {
         max_attempts: i32,
         result: Result<Outcome, JobError>,
     ) -> DeliveryOutcome {
-        let db = &self.app.db;
-        let jobs = &self.app.config.jobs;
-        // Attempts that moved the job forward (a checkpoint recorded more
-        // work than ever before) do not count against its attempts.
-        let counted = match &result {
-            Err(JobError::Retryable(_)) => match db::jobs::counted_attempts(db, id).await {
-                Ok(Some(counted)) => counted,
-                Ok(None) => attempt,
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot count the job's attempts; counting them all");
-                    attempt
-                }
-            },
-            _ => attempt,
-        };
         let (status, written) = match result {
             Ok(outcome) => {
                 let (status, result) = match outcome {
@@ -300,44 +299,7 @@ impl Runner {
                 };
                 (status, self.finishes.call(run).await)
             }
-            Err(JobError::Permanent(e)) => {
-                let message = format!("{e:#}");
-                tracing::error!(error = %message, "job failed permanently; dead");
-                (
-                    JobStatus::Dead,
-                    db::jobs::bury(db, id, &self.name, attempt, &message).await,
-                )
-            }
-            Err(JobError::Retryable(e)) if counted >= max_attempts => {
-                let message = format!("attempts exhausted ({counted}/{max_attempts}): {e:#}");
-                tracing::error!(error = %message, "job failed; dead");
-                (
-                    JobStatus::Dead,
-                    db::jobs::bury(db, id, &self.name, attempt, &message).await,
-                )
-            }
-            Err(JobError::Retryable(e)) => {
-                let message = format!("{e:#}");
-                let delay = backoff::delay(
-                    counted.max(1) as u32,
-                    jobs.backoff_base_secs,
-                    jobs.backoff_max_secs,
-                    backoff::random_jitter(),
-                );
-                tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
-                (
-                    JobStatus::Queued,
-                    db::jobs::reschedule(
-                        db,
-                        id,
-                        &self.name,
-                        attempt,
-                        delay.as_secs_f64(),
-                        &message,
-                    )
-                    .await,
-                )
-            }
+            Err(error) => self.record_error(id, attempt, max_attempts, error).await,
         };
         match written {
             Ok(true) => DeliveryOutcome::Recorded(status),
@@ -348,6 +310,61 @@ impl Runner {
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot record the outcome; the lease will expire");
                 DeliveryOutcome::LedgerError
+            }
+        }
+    }
+
+    /// Writes a failed run: dead when permanent or out of attempts, else
+    /// queued again after its backoff. Returns the status written and
+    /// whether it was (the job still held by this worker).
+    async fn record_error(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        max_attempts: i32,
+        error: JobError,
+    ) -> (JobStatus, anyhow::Result<bool>) {
+        let db = &self.app.db;
+        let jobs = &self.app.config.jobs;
+        let e = match error {
+            JobError::Permanent(e) => {
+                let message = format!("{e:#}");
+                tracing::error!(error = %message, "job failed permanently; dead");
+                let buried = db::jobs::bury(db, id, &self.name, attempt, &message).await;
+                return (JobStatus::Dead, buried);
+            }
+            JobError::Retryable(e) => e,
+        };
+        let counted = self.counted_attempts(id, attempt).await;
+        if counted >= max_attempts {
+            let message = format!("attempts exhausted ({counted}/{max_attempts}): {e:#}");
+            tracing::error!(error = %message, "job failed; dead");
+            let buried = db::jobs::bury(db, id, &self.name, attempt, &message).await;
+            return (JobStatus::Dead, buried);
+        }
+        let message = format!("{e:#}");
+        let delay = backoff::delay(
+            counted.max(1) as u32,
+            jobs.backoff_base_secs,
+            jobs.backoff_max_secs,
+            backoff::random_jitter(),
+        );
+        tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "job failed; will retry");
+        let written =
+            db::jobs::reschedule(db, id, &self.name, attempt, delay.as_secs_f64(), &message).await;
+        (JobStatus::Queued, written)
+    }
+
+    /// The attempts of job `id` that count against its maximum: attempts
+    /// that moved the job forward (a checkpoint recorded more work than
+    /// ever before) do not. All of them when the ledger cannot say.
+    async fn counted_attempts(&self, id: Uuid, attempt: i32) -> i32 {
+        match db::jobs::counted_attempts(&self.app.db, id).await {
+            Ok(Some(counted)) => counted,
+            Ok(None) => attempt,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot count the job's attempts; counting them all");
+                attempt
             }
         }
     }
@@ -421,6 +438,20 @@ impl Runner {
             job.abort.abort();
         }
     }
+}
+
+/// Counts a run and its duration in the metrics, by kind and outcome.
+fn count_run(kind: String, recorded: &DeliveryOutcome, elapsed: Duration) {
+    let outcome = match recorded {
+        DeliveryOutcome::Recorded(JobStatus::Queued) => "retry",
+        DeliveryOutcome::Recorded(status) => status.as_str(),
+        DeliveryOutcome::Interrupted => "interrupted",
+        _ => "unrecorded",
+    };
+    metrics::counter!("copiste_job_runs_total", "kind" => kind.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("copiste_job_run_duration_seconds", "kind" => kind)
+        .record(elapsed.as_secs_f64());
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

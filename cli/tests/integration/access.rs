@@ -1,5 +1,6 @@
 //! Who may do what: every operation a person can ask for, asked by every
-//! kind of actor, is allowed (whatever else it answers) or `Forbidden`,
+//! kind of actor, is allowed (with the answer it gives on this world) or
+//! `Forbidden`,
 //! as docs/domain.md ("Who may do what") says. The same table holds for
 //! every front door, since the scope lives in the operations.
 
@@ -208,6 +209,33 @@ fn allowed(actor: &Who, op: Op) -> bool {
     }
 }
 
+/// What an operation answers an actor it allows, on this world: done, or
+/// the rule's refusal or a conflict with the state (never "not found" or
+/// "invalid": the world holds what every operation names).
+fn expected_answer(who: Who, op: Op) -> &'static str {
+    match op {
+        // Nothing of PHILO is transmitted yet (the exam is not closed).
+        Op::RenderCopy | Op::ZipRequest => "refused",
+        // The noop job is queued when the scheduler asks to retry it, then
+        // cancelled by the scheduler: admin, asking last, retries it.
+        Op::JobsRetry if who != Who::Admin => "conflict",
+        _ => "ok",
+    }
+}
+
+/// The kind of an operation's answer.
+fn kind(answer: &Result<(), OpError>) -> &'static str {
+    match answer {
+        Ok(()) => "ok",
+        Err(OpError::Invalid { .. }) => "invalid",
+        Err(OpError::NotFound { .. }) => "not found",
+        Err(OpError::Forbidden { .. }) => "forbidden",
+        Err(OpError::Refused(_)) => "refused",
+        Err(OpError::Conflict { .. }) => "conflict",
+        Err(OpError::Internal(_)) => "internal",
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Who {
     Admin,
@@ -277,15 +305,14 @@ async fn every_operation_is_allowed_or_forbidden_by_who_asks() {
                 wrong.push(format!("{op:?} by {who:?}: internal error {e:#}"));
                 continue;
             }
-            let forbidden = matches!(answer, Err(OpError::Forbidden { .. }));
-            if forbidden == allowed(who, op) {
+            let expected = if allowed(who, op) {
+                expected_answer(*who, op)
+            } else {
+                "forbidden"
+            };
+            if kind(&answer) != expected {
                 wrong.push(format!(
-                    "{op:?} by {who:?}: expected {}, got {answer:?}",
-                    if allowed(who, op) {
-                        "allowed"
-                    } else {
-                        "forbidden"
-                    }
+                    "{op:?} by {who:?}: expected {expected}, got {answer:?}"
                 ));
             }
         }
@@ -489,15 +516,7 @@ async fn no_one_retries_a_closure_job_of_a_published_exam() {
     test.import_demo(3, 2).await;
     let app = test.app();
     let TwoAcademies { uai, academy_a, .. } = test.two_academies(PHILO).await;
-    let job = test
-        .enqueue(
-            &closure::payload::Closure {
-                exam: PHILO.into(),
-                establishment: uai.clone(),
-            },
-            copiste::jobs::EnqueueOptions::by("test"),
-        )
-        .await;
+    let job = test.enqueue_closure(PHILO, &uai).await;
     let published = closure::publish(&app, &Actor::admin("test"), PHILO)
         .await
         .expect("publish");
@@ -522,4 +541,118 @@ async fn no_one_retries_a_closure_job_of_a_published_exam() {
         "{refused:?}"
     );
     assert_eq!(test.job(job).await.status.as_str(), "cancelled");
+}
+
+/// Moves a session and its token `hours` into the past, as if that long
+/// had passed since the login.
+async fn age(test: &TestApp, token: uuid::Uuid, hours: i64) {
+    let pool = sqlx::PgPool::connect(test.config.database_url().as_str())
+        .await
+        .expect("connect");
+    let shift = format!("{hours} hours");
+    for statement in [
+        "UPDATE web_sessions SET created_at = created_at - $2::interval,
+                expires_at = expires_at - $2::interval WHERE token_id = $1",
+        "UPDATE access_tokens SET created_at = created_at - $2::interval,
+                expires_at = expires_at - $2::interval WHERE id = $1",
+    ] {
+        sqlx::query(statement)
+            .bind(token)
+            .bind(&shift)
+            .execute(&pool)
+            .await
+            .expect("age the session and its token");
+    }
+    pool.close().await;
+}
+
+/// Logs in with a new establishment token of `lifetime`; returns the
+/// token's id, the session's cookie and its end.
+async fn logged_in(
+    test: &TestApp,
+    uai: &Uai,
+    lifetime: Option<chrono::Duration>,
+) -> (uuid::Uuid, String, chrono::DateTime<chrono::Utc>) {
+    let app = test.app();
+    let issued = copiste::access::create_token(
+        &app,
+        &Actor::admin("test"),
+        &copiste::access::TokenInput {
+            role: copiste::access::Role::Establishment { uai: uai.clone() },
+            name: "session".into(),
+            lifetime,
+        },
+    )
+    .await
+    .expect("token");
+    match copiste::access::log_in(&app, &issued.token)
+        .await
+        .expect("log in")
+    {
+        copiste::access::Login::Session { cookie, expires_at } => (issued.id, cookie, expires_at),
+        refused => panic!("login refused: {refused:?}"),
+    }
+}
+
+/// Whether the session of `cookie` is still admitted.
+async fn admitted(test: &TestApp, cookie: &str) -> bool {
+    match copiste::access::session(&test.app(), cookie)
+        .await
+        .expect("session")
+    {
+        copiste::access::Authenticated::Actor { .. } => true,
+        copiste::access::Authenticated::Refused(_) => false,
+    }
+}
+
+/// A page session lasts 12 hours, and never past its token's expiry.
+#[tokio::test]
+async fn a_session_lasts_twelve_hours_and_never_past_its_token() {
+    let test = TestApp::new().await;
+    test.import_demo(2, 2).await;
+    let TwoAcademies { uai, .. } = test.two_academies(PHILO).await;
+
+    // A token without an end: twelve hours.
+    let before = chrono::Utc::now();
+    let (token, cookie, ends) = logged_in(&test, &uai, None).await;
+    let twelve = copiste::access::SESSION_LIFETIME;
+    assert_eq!(twelve, chrono::Duration::hours(12));
+    assert!(
+        ends >= before + twelve && ends <= chrono::Utc::now() + twelve,
+        "{ends}"
+    );
+    assert!(admitted(&test, &cookie).await);
+    age(&test, token, 11).await;
+    assert!(admitted(&test, &cookie).await, "ended before 12 h");
+    age(&test, token, 1).await;
+    assert!(!admitted(&test, &cookie).await, "still open after 12 h");
+
+    // A token that ends in two hours: the session ends with it.
+    let before = chrono::Utc::now();
+    let (token, cookie, ends) = logged_in(&test, &uai, Some(chrono::Duration::hours(2))).await;
+    assert!(
+        ends >= before + chrono::Duration::hours(2)
+            && ends <= chrono::Utc::now() + chrono::Duration::hours(2),
+        "{ends}"
+    );
+    let stored: chrono::DateTime<chrono::Utc> = {
+        let pool = sqlx::PgPool::connect(test.config.database_url().as_str())
+            .await
+            .expect("connect");
+        sqlx::query_scalar("SELECT expires_at FROM web_sessions WHERE token_id = $1")
+            .bind(token)
+            .fetch_one(&pool)
+            .await
+            .expect("the session")
+    };
+    // The same instant (the database keeps microseconds).
+    assert!(
+        (stored - ends).abs() < chrono::Duration::milliseconds(1),
+        "stored {stored}, answered {ends}"
+    );
+    assert!(admitted(&test, &cookie).await);
+    age(&test, token, 1).await;
+    assert!(admitted(&test, &cookie).await, "ended before its token");
+    age(&test, token, 1).await;
+    assert!(!admitted(&test, &cookie).await, "outlived its token");
 }

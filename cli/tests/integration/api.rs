@@ -80,22 +80,26 @@ enum Who {
     Expired,
 }
 
-/// What an endpoint answers a caller: allowed (any status but 401, 403 and
-/// 500), forbidden (403) or unauthenticated (401).
+/// What an endpoint answers a caller: allowed (the endpoint's own answer
+/// to a caller in its scope, exactly), forbidden (403) or unauthenticated
+/// (401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    Allowed,
+    Allowed(StatusCode),
     Forbidden,
     Unauthenticated,
 }
 
-fn expect(who: Who, allowed: &[Who]) -> Expect {
+fn expect(who: Who, allowed: &[Who], answer: StatusCode) -> Expect {
     match who {
         Who::NoToken | Who::Revoked | Who::Expired => Expect::Unauthenticated,
-        w if allowed.contains(&w) => Expect::Allowed,
+        w if allowed.contains(&w) => Expect::Allowed(answer),
         _ => Expect::Forbidden,
     }
 }
+
+/// An endpoint: method, path, body, who may ask, and what it answers them.
+type Endpoint = (Method, String, Option<Value>, Vec<Who>, StatusCode);
 
 #[tokio::test]
 async fn every_endpoint_answers_every_caller_as_its_scope_says() {
@@ -114,15 +118,7 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
             copiste::jobs::EnqueueOptions::by("test"),
         )
         .await;
-    let unit_job = app
-        .enqueue(
-            &copiste::jobs::export_retry::ExportRetry {
-                exam: PHILO.into(),
-                establishment: uai.clone(),
-            },
-            copiste::jobs::EnqueueOptions::by("test"),
-        )
-        .await;
+    let unit_job = app.enqueue_closure(PHILO, &uai).await;
 
     let revoked = token(&app, Role::Admin).await;
     let revoked_id = revoked
@@ -173,93 +169,129 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
         OtherEstablishment,
     ];
     let unit = [Admin, CoordinatorA, Establishment];
-    let endpoints: Vec<(Method, String, Option<Value>, Vec<Who>)> = vec![
-        (Method::GET, "/api/v1/me".into(), None, everyone.to_vec()),
-        (Method::GET, "/api/v1/exams".into(), None, everyone.to_vec()),
+    const OK: StatusCode = StatusCode::OK;
+    // The rule's refusal, not the scope's: nothing of PHILO is
+    // transmitted yet, the unit job is queued (not dead).
+    const CONFLICT: StatusCode = StatusCode::CONFLICT;
+    let endpoints: Vec<Endpoint> = vec![
+        (
+            Method::GET,
+            "/api/v1/me".into(),
+            None,
+            everyone.to_vec(),
+            OK,
+        ),
+        (
+            Method::GET,
+            "/api/v1/exams".into(),
+            None,
+            everyone.to_vec(),
+            OK,
+        ),
         (
             Method::GET,
             format!("/api/v1/exams/{PHILO}/closure"),
             None,
             everyone.to_vec(),
+            OK,
         ),
         (
             Method::POST,
             format!("/api/v1/exams/{PHILO}/closure"),
             Some(json!({"establishment": uai.as_str()})),
             unit.to_vec(),
+            OK,
         ),
         (
             Method::POST,
             format!("/api/v1/exams/{PHILO}/relaunch"),
             Some(json!({"establishment": uai.as_str()})),
             unit.to_vec(),
+            OK,
         ),
         (
             Method::POST,
             format!("/api/v1/exams/{MATHS_H}/harmonisation-passes"),
             Some(json!({})),
             vec![Admin, CoordinatorA, CoordinatorB],
+            OK,
         ),
         (
             Method::GET,
             format!("/api/v1/exams/{PHILO}/establishments/{uai}/candidates?q=a"),
             None,
             unit.to_vec(),
+            OK,
         ),
         (
             Method::GET,
             format!("/api/v1/exams/{PHILO}/copies/{numero}/pdf"),
             None,
             unit.to_vec(),
+            CONFLICT,
         ),
         (
             Method::POST,
             format!("/api/v1/exams/{PHILO}/establishments/{uai}/zip"),
             None,
             unit.to_vec(),
+            CONFLICT,
         ),
         (
             Method::GET,
             format!("/api/v1/exams/{PHILO}/establishments/{uai}/zip"),
             None,
             unit.to_vec(),
+            OK,
         ),
-        (Method::GET, "/api/v1/jobs".into(), None, everyone.to_vec()),
+        (
+            Method::GET,
+            "/api/v1/jobs".into(),
+            None,
+            everyone.to_vec(),
+            OK,
+        ),
         (
             Method::GET,
             format!("/api/v1/jobs?establishment={uai}"),
             None,
             unit.to_vec(),
+            OK,
         ),
         (
             Method::GET,
             format!("/api/v1/jobs/{noop}"),
             None,
             vec![Admin],
+            OK,
         ),
         (
             Method::GET,
             format!("/api/v1/jobs/{unit_job}"),
             None,
             unit.to_vec(),
+            OK,
         ),
         (
             Method::POST,
             format!("/api/v1/jobs/{unit_job}/retry"),
             None,
             vec![Admin, CoordinatorA],
+            CONFLICT,
         ),
         (
             Method::GET,
             format!("/api/v1/jobs/{unit_job}/events"),
             None,
             unit.to_vec(),
+            OK,
         ),
         (
             Method::POST,
             format!("/api/v1/jobs/{noop}/cancel"),
             None,
             vec![Admin],
+            OK,
         ),
         // Last: what admin changes here comes after everyone else asked.
         (
@@ -267,6 +299,7 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
             format!("/api/v1/exams/{E3C}/publication"),
             None,
             vec![Admin],
+            OK,
         ),
     ];
 
@@ -274,7 +307,7 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
     let client = reqwest::Client::new();
     let mut wrong = Vec::new();
     let mut asked = 0;
-    for (method, path, body, allowed) in &endpoints {
+    for (method, path, body, allowed, answer) in &endpoints {
         // Admin last on each endpoint, for the same reason.
         for (who, token) in tokens.iter().rev() {
             asked += 1;
@@ -293,13 +326,9 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_owned();
-            let want = expect(*who, allowed);
+            let want = expect(*who, allowed, *answer);
             let ok = match want {
-                Expect::Allowed => {
-                    status != StatusCode::UNAUTHORIZED
-                        && status != StatusCode::FORBIDDEN
-                        && !status.is_server_error()
-                }
+                Expect::Allowed(answer) => status == answer,
                 Expect::Forbidden => status == StatusCode::FORBIDDEN,
                 Expect::Unauthenticated => status == StatusCode::UNAUTHORIZED,
             };
@@ -368,14 +397,24 @@ async fn errors_are_problem_documents_without_internals() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["field"], "query");
+    // An E3C copy that exists: its switches cannot be turned off.
+    let e3c_uai = copiste::db::catalog::exam_establishments(&app.db, E3C, None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let e3c_numero = app.first_numero(E3C, &e3c_uai).await;
     let (status, _, body) = get(
-        format!("/api/v1/exams/{E3C}/copies/1/pdf?details=false"),
+        format!("/api/v1/exams/{E3C}/copies/{e3c_numero}/pdf?details=false"),
         Some(admin.clone()),
     )
     .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["type"], "/problems/refused", "{body}");
     assert!(
-        status == StatusCode::NOT_FOUND || status == StatusCode::CONFLICT,
-        "{status} {body}"
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("is E3C")),
+        "{body}"
     );
     // Hostile input never reaches the database as such: a NUL byte in a
     // path or a query is invalid input, not an internal error.

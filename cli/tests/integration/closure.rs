@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 
-use crate::support::{TestApp, eventually_every, fast_queue, walk};
+use crate::support::{TestApp, eventually_every, fast_queue, refusing_port, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const MATHS_H: &str = "BAC26-MATHS-H";
@@ -48,6 +48,10 @@ struct Seen {
     effects: HashMap<String, u32>,
     /// Key → the item as received the first time.
     items: HashMap<String, Value>,
+    /// Subject → every content that took effect for it, whatever its key:
+    /// a candidate's grade (`c:<exam>:<numéro>`) or a grader's count
+    /// (`i:<exam>:<uai>:<grader>`), read from the batch and the item.
+    effects_by_subject: HashMap<String, Vec<Value>>,
     duplicates: u64,
 }
 
@@ -85,6 +89,11 @@ impl Respond for StubState {
             } else {
                 *count += 1;
                 seen.items.insert(key.clone(), item.clone());
+                let (subject, content) = subject_and_content(&body, item);
+                seen.effects_by_subject
+                    .entry(subject)
+                    .or_default()
+                    .push(content);
                 results.push(json!({"key": key, "status": "accepted"}));
             }
         }
@@ -148,46 +157,51 @@ impl Stub {
 
     /// Asserts that nothing took effect twice. The stub answers a known
     /// key `duplicate`, so a key cannot; what can is the same grade (or
-    /// count) sent again under a *new* key: a subject — a candidate's
-    /// grade `c:<exam>:<numéro>`, a grader's count `i:<exam>:<uai>:<grader>`
-    /// — with two revisions that took effect carrying the same content.
-    /// A copy changed since its grade was sent rightly takes effect
-    /// again, under a new revision and with its new content.
+    /// count) sent again under another key, whatever that key looks like:
+    /// a candidate (or a grader's count) with the same content taking
+    /// effect twice. A copy changed since its grade was sent rightly takes
+    /// effect again, with its new content.
     fn assert_exactly_once(&self) {
         let seen = self.state.seen.lock().expect("seen");
-        assert!(
-            seen.effects.values().all(|n| *n == 1),
-            "a key took effect twice"
-        );
-        let doubled = doubled_effects(&seen.items);
+        let doubled = doubled_effects(&seen.effects_by_subject);
         assert!(
             doubled.is_empty(),
-            "the same content took effect under two keys: {doubled:?}"
+            "the same content took effect twice: {doubled:?}"
         );
     }
 }
 
-/// The subjects (a key without its revision) of which two keys took
-/// effect with the same content (the item without its key).
-fn doubled_effects(items: &HashMap<String, Value>) -> Vec<String> {
-    let mut by_subject: HashMap<&str, Vec<Value>> = HashMap::new();
-    for (key, item) in items {
-        let subject = key.rsplit_once(':').map_or(key.as_str(), |(s, _)| s);
-        let mut content = item.clone();
-        if let Some(fields) = content.as_object_mut() {
-            fields.remove("key");
+/// What one item of a batch is about, read from its content and never
+/// from its key — a candidate's grade `c:<exam>:<numéro>` or a grader's
+/// count `i:<exam>:<uai>:<grader>` — and its content without the key.
+fn subject_and_content(batch: &Value, item: &Value) -> (String, Value) {
+    let exam = batch["exam"].as_str().unwrap_or_default();
+    let subject = match (item["candidate"].as_str(), item["grader"].as_str()) {
+        (Some(candidate), _) => format!("c:{exam}:{candidate}"),
+        (None, Some(grader)) => {
+            let uai = batch["establishment"].as_str().unwrap_or_default();
+            format!("i:{exam}:{uai}:{grader}")
         }
-        by_subject.entry(subject).or_default().push(content);
+        (None, None) => format!("?:{item}"),
+    };
+    let mut content = item.clone();
+    if let Some(fields) = content.as_object_mut() {
+        fields.remove("key");
     }
+    (subject, content)
+}
+
+/// The subjects for which the same content took effect twice.
+fn doubled_effects(by_subject: &HashMap<String, Vec<Value>>) -> Vec<String> {
     let mut doubled: Vec<String> = by_subject
-        .into_iter()
+        .iter()
         .filter(|(_, contents)| {
             contents
                 .iter()
                 .enumerate()
                 .any(|(i, a)| contents[i + 1..].contains(a))
         })
-        .map(|(subject, _)| subject.to_owned())
+        .map(|(subject, _)| subject.clone())
         .collect();
     doubled.sort();
     doubled
@@ -195,26 +209,39 @@ fn doubled_effects(items: &HashMap<String, Value>) -> Vec<String> {
 
 #[test]
 fn a_grade_sent_again_under_a_new_key_is_a_doubled_effect() {
-    let item = |key: &str, grade: f64| {
-        (
-            key.to_owned(),
-            json!({"key": key, "candidate": "26000001", "grade": grade, "absent": false}),
-        )
+    let batch = json!({"session": "BAC-2026", "exam": "BAC26-PHILO", "establishment": "0750001A"});
+    let record = |items: &[(&str, f64)]| {
+        let mut by_subject: HashMap<String, Vec<Value>> = HashMap::new();
+        for (key, grade) in items {
+            let item =
+                json!({"key": key, "candidate": "26000001", "grade": grade, "absent": false});
+            let (subject, content) = subject_and_content(&batch, &item);
+            by_subject.entry(subject).or_default().push(content);
+        }
+        doubled_effects(&by_subject)
     };
-    // The same grade under v1 and v2: doubled.
-    let same: HashMap<String, Value> = [
-        item("c:BAC26-PHILO:26000001:v1", 12.5),
-        item("c:BAC26-PHILO:26000001:v2", 12.5),
-    ]
-    .into();
-    assert_eq!(doubled_effects(&same), vec!["c:BAC26-PHILO:26000001"]);
+    // The same grade under two keys that share nothing: doubled.
+    assert_eq!(
+        record(&[("c:BAC26-PHILO:26000001:v1", 12.5), ("retry-7f3a", 12.5)]),
+        vec!["c:BAC26-PHILO:26000001"]
+    );
     // A changed copy sent again with its new grade: not doubled.
-    let changed: HashMap<String, Value> = [
-        item("c:BAC26-PHILO:26000001:v1", 12.5),
-        item("c:BAC26-PHILO:26000001:v2", 14.0),
-    ]
-    .into();
-    assert!(doubled_effects(&changed).is_empty());
+    assert!(
+        record(&[
+            ("c:BAC26-PHILO:26000001:v1", 12.5),
+            ("c:BAC26-PHILO:26000001:v2", 14.0)
+        ])
+        .is_empty()
+    );
+    // Two candidates with the same grade: not doubled.
+    let mut by_subject: HashMap<String, Vec<Value>> = HashMap::new();
+    for candidate in ["26000001", "26000002"] {
+        let item =
+            json!({"key": candidate, "candidate": candidate, "grade": 10.0, "absent": false});
+        let (subject, content) = subject_and_content(&batch, &item);
+        by_subject.entry(subject).or_default().push(content);
+    }
+    assert!(doubled_effects(&by_subject).is_empty());
 }
 
 /// A test app whose exporters are the stub, with small batches, a short
@@ -997,10 +1024,7 @@ async fn a_refused_batch_rejects_its_items_and_an_unreachable_target_leaves_them
         .respond_with(ResponseTemplate::new(422).set_body_string("session BAC-2026 is closed"))
         .mount(&cyclades)
         .await;
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let (_refusing, closed_port) = refusing_port();
     let mut config = fast_queue();
     merge(
         &mut config,
@@ -1326,10 +1350,7 @@ async fn a_relaunch_of_a_unit_with_a_withdrawn_grade_counts_it_and_does_not_repo
 async fn a_closure_dead_of_unanswered_items_does_not_promise_a_retry() {
     use copiste::jobs::{EnqueueOptions, closure::Closure};
     // Neither target listens.
-    let closed_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    let (_refusing, closed_port) = refusing_port();
     let nowhere = format!("http://127.0.0.1:{closed_port}");
     let mut config = fast_queue();
     merge(
@@ -1432,4 +1453,96 @@ async fn closing_one_unit_reads_that_unit_not_the_whole_exam() {
         read <= 4 * unit_copies,
         "closing one unit of {unit_copies} copies read {read} rows of copies (the exam has {exam_copies})"
     );
+}
+
+/// The jobs that send an exam's items never send once Cyclades has
+/// published it: those queued at the publication are cancelled by it, and
+/// those enqueued after it (by hand, as `copiste jobs enqueue` does) run
+/// and die of the publication's refusal, without one request to a target.
+#[tokio::test]
+async fn sending_jobs_queued_at_or_enqueued_after_the_publication_send_nothing() {
+    use copiste::jobs::{
+        EnqueueOptions, closure::Closure, export_retry::ExportRetry,
+        harmonisation_validation::HarmonisationValidation,
+    };
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    let uai = first_establishment(&app, PHILO).await;
+    // The unit is closed first, so that a relaunch has something to send.
+    let worker = app.worker().await;
+    let units = crate::ops::request_closure(&app, PHILO, Some(&uai), "test")
+        .await
+        .expect("request")
+        .expect("not refused");
+    app.wait_status(jobs_of(&units)[0], "succeeded", 30).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    let requests = stub.requests();
+
+    // Queued, no worker running: a closure, a relaunch and a pass.
+    let closure = Closure {
+        exam: PHILO.into(),
+        establishment: uai.clone(),
+    };
+    let retry = ExportRetry {
+        exam: PHILO.into(),
+        establishment: uai.clone(),
+    };
+    let queued_closure = app.enqueue(&closure, EnqueueOptions::by("test")).await;
+    let queued_retry = app.enqueue(&retry, EnqueueOptions::by("test")).await;
+    let pass = crate::ops::validate_harmonisation(&app, MATHS_H, None, &Validation::All, "test")
+        .await
+        .expect("validate")
+        .expect("not refused");
+    let PassRequest::Enqueued {
+        job: queued_pass, ..
+    } = pass
+    else {
+        panic!("the pass enqueued nothing: {pass:?}")
+    };
+    let pass_id = app.job(queued_pass).await.payload["pass"]
+        .as_i64()
+        .expect("the pass's id");
+
+    let philo = crate::ops::publish(&app, PHILO, "test")
+        .await
+        .expect("publish")
+        .expect("recorded");
+    let maths = crate::ops::publish(&app, MATHS_H, "test")
+        .await
+        .expect("publish")
+        .expect("recorded");
+    let mut cancelled = philo.cancelled.clone();
+    cancelled.extend(&maths.cancelled);
+    cancelled.sort();
+    let mut expected = vec![queued_closure, queued_retry, queued_pass];
+    expected.sort();
+    assert_eq!(cancelled, expected);
+
+    // Enqueued by hand after the publication: refused at run time.
+    let worker = app.worker().await;
+    for id in [queued_closure, queued_retry, queued_pass] {
+        assert_eq!(app.job(id).await.status.as_str(), "cancelled");
+    }
+    let errors = [
+        dead_with(&app, &closure).await,
+        dead_with(&app, &retry).await,
+        dead_with(
+            &app,
+            &HarmonisationValidation {
+                exam: MATHS_H.into(),
+                academy: None,
+                pass: pass_id,
+            },
+        )
+        .await,
+    ];
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    for (error, exam) in errors.iter().zip([PHILO, PHILO, MATHS_H]) {
+        assert!(
+            error.contains(&format!("exam {exam} was published by Cyclades")),
+            "{error}"
+        );
+    }
+    assert_eq!(stub.requests(), requests, "a request after the publication");
+    stub.assert_exactly_once();
 }

@@ -373,10 +373,11 @@ fn demo_data_reports_progress_on_stderr_without_a_terminal() {
     );
 }
 
-/// Size and speed figures of the scans: run with
+/// Size and speed figures of the scans (it prints them and checks
+/// nothing): run by hand, when the generator's scans change, with
 /// `cargo test --test integration demo_data::scan_figures -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "figures, not a check: run by hand when the scans change (see its comment)"]
 fn scan_figures() {
     let n = 60u64;
     let start = std::time::Instant::now();

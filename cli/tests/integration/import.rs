@@ -822,8 +822,8 @@ async fn truncated_scans_are_refused_naming_the_file() {
     export.import(&app).await.expect("import");
 }
 
-/// Imports `export` with `options`, failing the test if it takes more than
-/// ten seconds.
+/// Imports `export` with `options`; `None` if it has not ended within a
+/// minute (a deadline for a hang, far above the second it takes).
 async fn import_quickly(
     app: &TestApp,
     export: &Export,
@@ -831,7 +831,7 @@ async fn import_quickly(
 ) -> Option<Result<ImportSummary, ImportError>> {
     export.write();
     let import = import_dir_with(&app.db, &app.storage, export.path(), options, &|_| {});
-    tokio::time::timeout(std::time::Duration::from_secs(10), import)
+    tokio::time::timeout(std::time::Duration::from_secs(60), import)
         .await
         .ok()
 }
@@ -856,10 +856,9 @@ async fn symlinks_to_devices_are_refused_quickly() {
     std::fs::remove_file(&path).expect("remove");
     std::os::unix::fs::symlink(&target, &path).expect("symlink");
 
-    let started = Instant::now();
     let result = import_quickly(&app, &export, &ImportOptions::default())
         .await
-        .expect("the import ended within 10 s");
+        .expect("the import ended: the devices were not read");
     assert_eq!(
         problems(result),
         [
@@ -867,7 +866,6 @@ async fn symlinks_to_devices_are_refused_quickly() {
             "$.copies[0].pages[1]: scans/1-philo-2.jpg is not a regular file (a symbolic link to a character device); scans must be regular files",
         ]
     );
-    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
     assert_eq!(rows(&app).await, NO_ROWS);
 }
 
@@ -909,7 +907,7 @@ async fn a_scan_larger_than_the_limit_is_refused() {
     };
     let result = import_quickly(&app, &export, &options)
         .await
-        .expect("the import ended within 10 s");
+        .expect("the import ended within its deadline");
     assert_eq!(
         problems(result),
         [format!(
@@ -924,7 +922,7 @@ async fn a_scan_larger_than_the_limit_is_refused() {
     };
     import_quickly(&app, &export, &options)
         .await
-        .expect("the import ended within 10 s")
+        .expect("the import ended within its deadline")
         .expect("import");
 }
 
@@ -1048,9 +1046,10 @@ async fn codes_are_restricted_to_safe_characters() {
 /// A session of `COPISTE_IMPORT_BENCH_COPIES` copies (default 100 000),
 /// 2 pages each, over tiny distinct scans: times the first import and a
 /// re-import. Run with
-/// `cargo test --release --test integration import_bench -- --ignored --nocapture`.
+/// `cargo test --release --test integration import_bench -- --ignored --nocapture`
+/// (by hand: a benchmark, not a check).
 #[tokio::test]
-#[ignore = "benchmark; writes hundreds of thousands of files"]
+#[ignore = "benchmark run by hand (see its comment); writes hundreds of thousands of files"]
 async fn import_bench() {
     let copies: usize = std::env::var("COPISTE_IMPORT_BENCH_COPIES")
         .ok()
@@ -1644,7 +1643,7 @@ async fn session_json_is_checked_before_any_piece() {
 /// `COPISTE_PIECED_DIR=/var/tmp/pieced cargo test --test integration
 /// write_pieced_export -- --ignored --nocapture`.
 #[test]
-#[ignore = "generator for timing the import; writes to COPISTE_PIECED_DIR"]
+#[ignore = "generator run by scripts/time-pieced-import; writes to COPISTE_PIECED_DIR"]
 fn write_pieced_export() {
     let var = |name: &str, default: usize| {
         std::env::var(name)
@@ -1725,4 +1724,59 @@ fn write_pieced_export() {
         out.display(),
         started.elapsed()
     );
+}
+
+/// A valid export whose import fails after its validation writes nothing
+/// half: when the store refuses the scans (its root is a file, not a
+/// folder), no row is written; when the database fails in the middle of
+/// the writing (a trigger refuses the first copy, after the candidates
+/// were written in the same transaction), no row stays. Once the fault is
+/// gone, the same export imports whole.
+#[tokio::test]
+async fn an_import_that_fails_after_validation_writes_nothing() {
+    let app = TestApp::new().await;
+    let export = Export::valid();
+
+    // The store fails: its root cannot hold a folder.
+    let root = app.dir.path().join("objects");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::write(&root, b"not a folder").expect("a file in the root's place");
+    match export.import(&app).await {
+        Err(ImportError::Storage(e)) => {
+            assert!(!format!("{e:#}").is_empty());
+        }
+        other => panic!("expected the store's failure, got {other:?}"),
+    }
+    assert_eq!(rows(&app).await, NO_ROWS);
+    std::fs::remove_file(&root).expect("remove the file");
+    std::fs::create_dir_all(&root).expect("the root again");
+
+    // The database fails while writing the copies.
+    let pool = pool(&app).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_copy() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN RAISE EXCEPTION 'the disk is full'; END $$;
+         CREATE TRIGGER refuse_copy BEFORE INSERT ON copies
+           FOR EACH ROW EXECUTE FUNCTION refuse_copy();",
+    )
+    .execute(&pool)
+    .await
+    .expect("the trigger");
+    match export.import(&app).await {
+        Err(ImportError::Database(e)) => {
+            assert!(format!("{e:#}").contains("the disk is full"), "{e:#}");
+        }
+        other => panic!("expected the database's failure, got {other:?}"),
+    }
+    assert_eq!(rows(&app).await, NO_ROWS);
+
+    sqlx::raw_sql("DROP TRIGGER refuse_copy ON copies; DROP FUNCTION refuse_copy();")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+    export
+        .import(&app)
+        .await
+        .expect("the import once the faults are gone");
+    assert_eq!(rows(&app).await.copies, 6);
 }

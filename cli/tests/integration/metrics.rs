@@ -15,13 +15,48 @@ use crate::support::eventually_every;
 
 const PHILO: &str = "BAC26-PHILO";
 
-/// A free loopback port (bound, then released for the child).
+/// A free loopback port (bound, then released for the child: see
+/// [`spawn_listening`] for another process taking it in between).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
         .expect("address")
         .port()
+}
+
+/// Starts `copiste ARGS… 127.0.0.1:PORT` on a free port and waits for its
+/// `/healthz`; returns the process and its base URL. A port another
+/// process took between the probe and the child's bind makes the child
+/// exit: another port is then tried.
+async fn spawn_listening(
+    suite: &mut Suite,
+    args: &[&str],
+) -> (crate::faults::harness::WorkerProcess, String) {
+    for _ in 0..5 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut full = args.to_vec();
+        full.push(&addr);
+        let mut child = suite.spawn(&full);
+        let url = format!("http://{addr}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            if !child.alive() {
+                // Most likely the port was taken: try another.
+                break;
+            }
+            if get(&format!("{url}/healthz")).await.0 == 200 {
+                return (child, url);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}/healthz never answered 200:\n{}",
+                child.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("copiste {args:?} could not listen on five free ports in a row");
 }
 
 /// The samples of a Prometheus text page: `name{labels}` → value.
@@ -59,20 +94,6 @@ async fn get(url: &str) -> (u16, String) {
     }
 }
 
-async fn wait_answering(url: &str) {
-    eventually_every(
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || async {
-            match get(url).await {
-                (200, _) => Ok(()),
-                (status, body) => Err(format!("{url} never answered 200 ({status}: {body})")),
-            }
-        },
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis() {
     let stand_in = StandIn::start(Faults::default(), 5).await;
@@ -83,13 +104,9 @@ async fn metrics_move_by_what_a_closure_and_a_zip_did_and_readiness_names_redis(
     }))
     .await;
     suite.app.import_demo_seeded(3, 5, 11).await;
-    let (wport, sport) = (free_port(), free_port());
-    let worker_url = format!("http://127.0.0.1:{wport}");
-    let serve_url = format!("http://127.0.0.1:{sport}");
-    let mut worker = suite.spawn(&["worker", "--metrics-listen", &format!("127.0.0.1:{wport}")]);
-    let mut server = suite.spawn(&["serve", "--listen", &format!("127.0.0.1:{sport}")]);
-    wait_answering(&format!("{worker_url}/healthz")).await;
-    wait_answering(&format!("{serve_url}/healthz")).await;
+    let (mut worker, worker_url) =
+        spawn_listening(&mut suite, &["worker", "--metrics-listen"]).await;
+    let (mut server, serve_url) = spawn_listening(&mut suite, &["serve", "--listen"]).await;
     let before = samples(&get(&format!("{worker_url}/metrics")).await.1);
     assert_eq!(
         sum(&before, "copiste_job_runs_total", &[]),

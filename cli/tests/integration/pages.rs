@@ -480,15 +480,7 @@ async fn a_published_exams_closure_job_offers_no_retry() {
         .await
         .expect("establishments")
         .remove(0);
-    let closure = app
-        .enqueue(
-            &copiste::closure::payload::Closure {
-                exam: PHILO.into(),
-                establishment: uai,
-            },
-            copiste::jobs::EnqueueOptions::by("test"),
-        )
-        .await;
+    let closure = app.enqueue_closure(PHILO, &uai).await;
     let noop = app
         .enqueue(
             &copiste::jobs::noop::Noop::default(),
@@ -519,4 +511,175 @@ async fn a_published_exams_closure_job_offers_no_retry() {
         .expect("post");
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(app.job(closure).await.status.as_str(), "cancelled");
+}
+
+/// A same-origin form post with the session `cookie`.
+async fn post_form(base: &str, cookie: &str, path: &str, form: &[(&str, &str)]) -> StatusCode {
+    client()
+        .post(format!("{base}{path}"))
+        .header(header::COOKIE, cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(form)
+        .send()
+        .await
+        .expect("post")
+        .status()
+}
+
+/// Pages are scoped for coordinators as for establishments: a coordinator
+/// of academy A is refused (403) academy B's candidates, copies, closures
+/// and jobs, and reaches its own; an admin reaches every one.
+#[tokio::test]
+async fn a_coordinator_is_refused_another_academys_pages_and_an_admin_is_not() {
+    let app = TestApp::new().await;
+    app.import_demo(3, 4).await;
+    let crate::support::TwoAcademies {
+        uai,
+        academy_a,
+        other,
+        ..
+    } = app.two_academies(PHILO).await;
+    let own_job = app.enqueue_closure(E3C, &uai).await;
+    let other_job = app.enqueue_closure(E3C, &other).await;
+    let other_numero = app.first_numero(PHILO, &other).await;
+    let base = serve(&app).await;
+    let (_, coordinator) = token(&app, Role::Coordinator { academy: academy_a }).await;
+    let coordinator = log_in(&base, &coordinator).await;
+    let (_, admin) = token(&app, Role::Admin).await;
+    let admin = log_in(&base, &admin).await;
+
+    let of_b = [
+        format!("/examens/{PHILO}/candidats?uai={other}&q=a"),
+        format!("/examens/{PHILO}/copies/{other_numero}"),
+        format!("/travaux/{other_job}"),
+        format!("/travaux/{other_job}/evenements"),
+    ];
+    for path in &of_b {
+        let (status, body) = page(&base, &coordinator, path).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("Accès refusé"), "{path}: {body}");
+    }
+    let forms = [
+        (
+            format!("/examens/{PHILO}/cloture"),
+            vec![("establishment", other.as_str()), ("confirme", "1")],
+        ),
+        (
+            format!("/examens/{PHILO}/zip"),
+            vec![("uai", other.as_str())],
+        ),
+        (
+            format!("/travaux/{other_job}/annulation"),
+            vec![("confirme", "1")],
+        ),
+    ];
+    for (path, form) in &forms {
+        let status = post_form(&base, &coordinator, path, form).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(app.job(other_job).await.status.as_str(), "queued");
+    assert_eq!(app.counts().await.values().sum::<i64>(), 2, "no new job");
+
+    // Its own academy's pages, and everything for an admin.
+    for path in [
+        format!("/examens/{PHILO}/candidats?uai={uai}&q=a"),
+        format!("/travaux/{own_job}"),
+        format!("/examens/{PHILO}"),
+    ] {
+        let (status, body) = page(&base, &coordinator, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    for path in [
+        format!("/examens/{PHILO}/candidats?uai={other}&q=a"),
+        format!("/travaux/{other_job}"),
+        format!("/examens/{PHILO}"),
+        "/travaux".to_owned(),
+    ] {
+        let (status, body) = page(&base, &admin, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    // The copy: for an admin, the rule's page (not transmitted), not 403.
+    let (status, body) = page(&base, &admin, &of_b[1]).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let status = post_form(
+        &base,
+        &admin,
+        &format!("/travaux/{other_job}/annulation"),
+        &[("confirme", "1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(app.job(other_job).await.status.as_str(), "cancelled");
+}
+
+/// Every form's POST from another site is refused (403) before it reaches
+/// its operation: told by `Sec-Fetch-Site: cross-site`, or by a foreign
+/// `Origin` from a browser that does not send `Sec-Fetch-Site`.
+#[tokio::test]
+async fn every_form_refuses_a_cross_site_post() {
+    let app = TestApp::new().await;
+    app.import_demo(2, 2).await;
+    let uai = copiste::db::catalog::exam_establishments(&app.db, PHILO, None)
+        .await
+        .expect("establishments")
+        .remove(0);
+    let job = app.enqueue_closure(PHILO, &uai).await;
+    let base = serve(&app).await;
+    let (_, admin_token) = token(&app, Role::Admin).await;
+    let cookie = log_in(&base, &admin_token).await;
+    let forms: Vec<(String, Vec<(&str, &str)>)> = vec![
+        ("/connexion".into(), vec![("cle", admin_token.as_str())]),
+        ("/deconnexion".into(), vec![]),
+        (
+            format!("/examens/{PHILO}/cloture"),
+            vec![("establishment", uai.as_str()), ("confirme", "1")],
+        ),
+        (
+            format!("/examens/{PHILO}/relance"),
+            vec![("establishment", uai.as_str()), ("confirme", "1")],
+        ),
+        (
+            "/examens/BAC26-MATHS-H/harmonisation".into(),
+            vec![("selection", "all"), ("confirme", "1")],
+        ),
+        (format!("/examens/{PHILO}/zip"), vec![("uai", uai.as_str())]),
+        (format!("/travaux/{job}/relance"), vec![("confirme", "1")]),
+        (
+            format!("/travaux/{job}/annulation"),
+            vec![("confirme", "1")],
+        ),
+    ];
+    let from_elsewhere: [&[(&str, &str)]; 2] = [
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://elsewhere.example"),
+        ],
+        &[("origin", "https://elsewhere.example")],
+    ];
+    for (path, form) in &forms {
+        for headers in from_elsewhere {
+            let mut request = client()
+                .post(format!("{base}{path}"))
+                .header(header::COOKIE, &cookie)
+                .form(form);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.send().await.expect("post");
+            assert_eq!(
+                response.status(),
+                StatusCode::FORBIDDEN,
+                "{path} with {headers:?}"
+            );
+            assert!(
+                response.headers().get(header::SET_COOKIE).is_none(),
+                "{path}: a cookie was set or cleared"
+            );
+        }
+    }
+    // Nothing happened: one job, still queued; the session still open.
+    assert_eq!(app.counts().await.values().sum::<i64>(), 1);
+    assert_eq!(app.job(job).await.status.as_str(), "queued");
+    let (status, _) = page(&base, &cookie, "/travaux").await;
+    assert_eq!(status, StatusCode::OK);
 }

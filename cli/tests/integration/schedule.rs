@@ -311,11 +311,7 @@ async fn the_nightly_closure_selects_exactly_the_eligible_units() {
 
 #[tokio::test]
 async fn the_sweep_takes_only_due_units_and_never_after_publication() {
-    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let (_refusing, closed_port) = crate::support::refusing_port();
     let mut config = fast_queue();
     let unreachable = format!("http://127.0.0.1:{closed_port}");
     config["exporters"] = json!({

@@ -478,3 +478,30 @@ impl TestApp {
         }
     }
 }
+
+/// A loopback port that refuses connections: bound but not listening, so
+/// that a connection to it is refused, and held (keep the socket) so that
+/// no other process can take the port while the test runs.
+pub fn refusing_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let port = socket.local_addr().expect("address").port();
+    (socket, port)
+}
+
+impl TestApp {
+    /// Enqueues a closure job of (`exam`, `uai`) straight into the ledger,
+    /// as `copiste jobs enqueue` would; it runs only if a worker does.
+    pub async fn enqueue_closure(&self, exam: &str, uai: &copiste::domain::Uai) -> uuid::Uuid {
+        self.enqueue(
+            &copiste::closure::payload::Closure {
+                exam: exam.into(),
+                establishment: uai.clone(),
+            },
+            copiste::jobs::EnqueueOptions::by("test"),
+        )
+        .await
+    }
+}

@@ -206,12 +206,44 @@ impl Checker {
         });
         let pages = self.pages(&mut fields, index);
 
-        if let Some(exam) = &exam
+        self.copy_references(
+            &fields,
+            index,
+            exam.as_deref(),
+            candidate.as_deref(),
+            grader.as_ref().and_then(Option::as_deref),
+        );
+        self.copy_rules(&fields, absent, grade, pages.as_deref());
+        self.finish(fields);
+        Some(Copy {
+            exam: exam?,
+            candidate: candidate?,
+            grader: grader?,
+            absent: absent?,
+            grade: grade?,
+            grading_details: grading_details?,
+            appreciation: appreciation?,
+            annotations: annotations?,
+            pages: pages?,
+        })
+    }
+
+    /// Checks that a copy's exam, candidate and grader are known, and that
+    /// it is the candidate's only copy of the exam.
+    fn copy_references(
+        &mut self,
+        fields: &Fields,
+        index: usize,
+        exam: Option<&str>,
+        candidate: Option<&str>,
+        grader: Option<&str>,
+    ) {
+        if let Some(exam) = exam
             && !self.knows_exam(exam)
         {
             self.problem(fields.field_path("exam"), format!("unknown exam {exam}"));
         }
-        if let Some(candidate) = &candidate
+        if let Some(candidate) = candidate
             && !self.candidates.contains_key(candidate)
         {
             self.problem(
@@ -219,7 +251,7 @@ impl Checker {
                 format!("unknown candidate {candidate}"),
             );
         }
-        if let Some(Some(grader)) = &grader
+        if let Some(grader) = grader
             && !self.knows_grader(grader)
         {
             self.problem(
@@ -227,8 +259,8 @@ impl Checker {
                 format!("unknown grader {grader}"),
             );
         }
-        if let (Some(exam), Some(candidate)) = (&exam, &candidate) {
-            let key = (exam.clone(), candidate.clone());
+        if let (Some(exam), Some(candidate)) = (exam, candidate) {
+            let key = (exam.to_owned(), candidate.to_owned());
             if let Some(first) = self.copies.get(&key) {
                 let message = format!(
                     "a second copy of exam {exam} for candidate {candidate}, first at $.copies[{first}]"
@@ -238,6 +270,17 @@ impl Checker {
                 self.copies.insert(key, index);
             }
         }
+    }
+
+    /// Checks a copy's grade (between 0 and the maximum, two decimals, none
+    /// when absent) and that a copy not absent has a page.
+    fn copy_rules(
+        &mut self,
+        fields: &Fields,
+        absent: Option<bool>,
+        grade: Option<Option<f64>>,
+        pages: Option<&[String]>,
+    ) {
         if let Some(Some(grade)) = grade {
             let path = fields.field_path("grade");
             if !(0.0..=MAX_GRADE).contains(&grade) {
@@ -252,7 +295,7 @@ impl Checker {
                 self.problem(&path, "a copy marked absent cannot have a grade");
             }
         }
-        if let Some(pages) = &pages
+        if let Some(pages) = pages
             && pages.is_empty()
             && absent == Some(false)
         {
@@ -261,18 +304,6 @@ impl Checker {
                 "a copy that is not absent needs at least one page",
             );
         }
-        self.finish(fields);
-        Some(Copy {
-            exam: exam?,
-            candidate: candidate?,
-            grader: grader?,
-            absent: absent?,
-            grade: grade?,
-            grading_details: grading_details?,
-            appreciation: appreciation?,
-            annotations: annotations?,
-            pages: pages?,
-        })
     }
 
     /// Reads a copy's page paths and records each lexically valid one for

@@ -159,8 +159,40 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
         })
         .collect();
 
-    // Establishments: alternate academies; the last one is abroad once
-    // there are three or more.
+    let (establishments, est_academy) = establishments(opts, &mut rng);
+    let (graders, academy_graders) = graders(&mut rng);
+    let candidates = candidates(opts, &establishments, &mut rng);
+    let copies = copies(opts, &candidates, &est_academy, &academy_graders, &mut rng);
+
+    Ok(Manifest {
+        format: manifest::FORMAT_VERSION,
+        session: Session {
+            code: SESSION_CODE.to_owned(),
+            name: "Baccalauréat général, session 2026".to_owned(),
+        },
+        academies,
+        establishments,
+        exams: EXAMS
+            .iter()
+            .map(|x| Exam {
+                code: x.code.to_owned(),
+                subject: x.subject.to_owned(),
+                kind: x.kind,
+            })
+            .collect(),
+        graders,
+        candidates,
+        copies,
+    })
+}
+
+/// The establishments of the dataset, with the index of each one's
+/// academy in [`names::ACADEMIES`]: academies alternate; the last one is
+/// abroad once there are three or more.
+fn establishments(
+    opts: &DemoDataOptions,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<Establishment>, Vec<usize>) {
     let n_est = opts.establishments as usize;
     let mut used_uai = HashSet::new();
     let mut per_academy = [0usize; 2];
@@ -191,8 +223,12 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
         });
         est_academy.push(academy);
     }
+    (establishments, est_academy)
+}
 
-    // Graders: two to four per academy.
+/// The graders, two to four per academy, with the codes of each
+/// academy's.
+fn graders(rng: &mut ChaCha8Rng) -> (Vec<Grader>, [Vec<String>; 2]) {
     let mut graders = Vec::new();
     let mut academy_graders: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     for (a, def) in names::ACADEMIES.iter().enumerate() {
@@ -201,18 +237,26 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
             let code = format!("COR-{}-{k:03}", def.code);
             graders.push(Grader {
                 code: code.clone(),
-                nom: pick(&mut rng, names::GRADER_NOMS).to_owned(),
-                prenom: pick(&mut rng, names::GRADER_PRENOMS).to_owned(),
+                nom: pick(rng, names::GRADER_NOMS).to_owned(),
+                prenom: pick(rng, names::GRADER_PRENOMS).to_owned(),
                 academy: def.code.to_owned(),
             });
             academy_graders[a].push(code);
         }
     }
+    (graders, academy_graders)
+}
 
-    let candidates = candidates(opts, &establishments, &mut rng);
-
-    // Copies, exam by exam. A few candidates missed everything; a few
-    // more missed one exam.
+/// The copies, exam by exam. A few candidates missed everything; a few
+/// more missed one exam; at least one is absent in any dataset of twenty
+/// candidates or more.
+fn copies(
+    opts: &DemoDataOptions,
+    candidates: &[Candidate],
+    est_academy: &[usize],
+    academy_graders: &[Vec<String>; 2],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Copy> {
     let dropped_out: Vec<bool> = candidates.iter().map(|_| rng.random_bool(0.01)).collect();
     let per_est = opts.candidates as usize;
     let mut copies = Vec::with_capacity(candidates.len() * EXAMS.len());
@@ -226,11 +270,10 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
             copies.push(if absent {
                 absent_copy(exam, candidate, grader)
             } else {
-                graded_copy(exam, candidate, grader, opts.pages, &mut rng)
+                graded_copy(exam, candidate, grader, opts.pages, rng)
             });
         }
     }
-    // At least one absent candidate in any dataset of twenty or more.
     if candidates.len() >= 20 && !copies.iter().any(|c| c.absent) {
         let i = rng.random_range(0..copies.len());
         let copy = &copies[i];
@@ -241,27 +284,7 @@ pub fn build_manifest(opts: &DemoDataOptions) -> anyhow::Result<Manifest> {
         let candidate = &candidates[i % candidates.len()];
         copies[i] = absent_copy(exam, candidate, copy.grader.clone().unwrap_or_default());
     }
-
-    Ok(Manifest {
-        format: manifest::FORMAT_VERSION,
-        session: Session {
-            code: SESSION_CODE.to_owned(),
-            name: "Baccalauréat général, session 2026".to_owned(),
-        },
-        academies,
-        establishments,
-        exams: EXAMS
-            .iter()
-            .map(|x| Exam {
-                code: x.code.to_owned(),
-                subject: x.subject.to_owned(),
-                kind: x.kind,
-            })
-            .collect(),
-        graders,
-        candidates,
-        copies,
-    })
+    copies
 }
 
 /// The name and department of the `j`-th establishment of the `academy`-th
@@ -520,23 +543,78 @@ pub fn generate(
     let manifest = build_manifest(opts)?;
     prepare_out_dir(out_dir)?;
 
-    // Scans are numbered copy by copy; only present copies have pages.
-    let with_pages: Vec<usize> = (0..manifest.copies.len())
-        .filter(|&i| !manifest.copies[i].pages.is_empty())
-        .collect();
-    let offsets: Vec<u64> = with_pages
-        .iter()
-        .scan(0u64, |acc, &i| {
-            let start = *acc;
-            *acc += manifest.copies[i].pages.len() as u64;
-            Some(start)
-        })
-        .collect();
-    let total: u64 = with_pages
-        .iter()
-        .map(|&i| manifest.copies[i].pages.len() as u64)
-        .sum();
+    let scans = ScanIndex::new(&manifest);
+    let total = scans.total;
+    let written = write_scans(out_dir, opts, &manifest, &scans, progress)?;
 
+    let json = serde_json::to_vec_pretty(&manifest).context("cannot serialise the manifest")?;
+    let manifest_path = out_dir.join("manifest.json");
+    std::fs::write(&manifest_path, &json)
+        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+
+    Ok(DemoDataSummary {
+        establishments: manifest.establishments.len() as u32,
+        candidates: manifest.candidates.len() as u32,
+        copies: manifest.copies.len() as u32,
+        scans: total as u32,
+        bytes: written + json.len() as u64,
+    })
+}
+
+/// Where each scan of a manifest is: scans are numbered copy by copy, and
+/// only present copies have pages.
+struct ScanIndex {
+    /// The copies with pages, by index in the manifest.
+    with_pages: Vec<usize>,
+    /// The number of the first scan of each of them.
+    offsets: Vec<u64>,
+    total: u64,
+}
+
+impl ScanIndex {
+    fn new(manifest: &Manifest) -> Self {
+        let with_pages: Vec<usize> = (0..manifest.copies.len())
+            .filter(|&i| !manifest.copies[i].pages.is_empty())
+            .collect();
+        let offsets: Vec<u64> = with_pages
+            .iter()
+            .scan(0u64, |acc, &i| {
+                let start = *acc;
+                *acc += manifest.copies[i].pages.len() as u64;
+                Some(start)
+            })
+            .collect();
+        let total: u64 = with_pages
+            .iter()
+            .map(|&i| manifest.copies[i].pages.len() as u64)
+            .sum();
+        Self {
+            with_pages,
+            offsets,
+            total,
+        }
+    }
+
+    /// The copy (its index in the manifest) and page (1-based) of scan
+    /// number `index`: the copy of the last offset at or before it.
+    fn locate(&self, index: u64) -> (usize, u32) {
+        let k = self.offsets.partition_point(|&o| o <= index) - 1;
+        (self.with_pages[k], (index - self.offsets[k]) as u32 + 1)
+    }
+}
+
+/// Renders and writes every scan of `manifest` on every core, in chunks
+/// taken in turn; stops at the first failure and returns it. Returns the
+/// bytes written.
+fn write_scans(
+    out_dir: &Path,
+    opts: &DemoDataOptions,
+    manifest: &Manifest,
+    scans: &ScanIndex,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> anyhow::Result<u64> {
+    const CHUNK: u64 = 8;
+    let total = scans.total;
     let next = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
@@ -547,14 +625,10 @@ pub fn generate(
         .unwrap_or(1)
         .min(usize::try_from(total).unwrap_or(usize::MAX))
         .max(1);
-    const CHUNK: u64 = 8;
-
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
-                let mut pixels = Vec::new();
-                let mut jpeg = Vec::new();
-                let mut last_dir = None;
+                let mut writer = ScanWriter::default();
                 loop {
                     if failed.load(Ordering::Relaxed) {
                         return;
@@ -564,32 +638,9 @@ pub fn generate(
                         return;
                     }
                     for index in start..(start + CHUNK).min(total) {
-                        // The copy holding this scan: the last offset at or
-                        // before it.
-                        let k = offsets.partition_point(|&o| o <= index) - 1;
-                        let copy_index = with_pages[k];
-                        let page = (index - offsets[k]) as u32 + 1;
+                        let (copy_index, page) = scans.locate(index);
                         let rel = &manifest.copies[copy_index].pages[page as usize - 1];
-                        let path = out_dir.join(rel);
-                        let result = (|| -> anyhow::Result<u64> {
-                            let dir = path.parent().context("scan path without a directory")?;
-                            if last_dir.as_deref() != Some(dir) {
-                                std::fs::create_dir_all(dir)
-                                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                                last_dir = Some(dir.to_path_buf());
-                            }
-                            scan::render_jpeg(
-                                opts.seed,
-                                copy_index as u64,
-                                page,
-                                &mut pixels,
-                                &mut jpeg,
-                            );
-                            std::fs::write(&path, &jpeg)
-                                .with_context(|| format!("cannot write {}", path.display()))?;
-                            Ok(jpeg.len() as u64)
-                        })();
-                        match result {
+                        match writer.write(&out_dir.join(rel), opts.seed, copy_index, page) {
                             Ok(n) => {
                                 bytes.fetch_add(n, Ordering::Relaxed);
                                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
@@ -614,19 +665,44 @@ pub fn generate(
     if failed.load(Ordering::Relaxed) {
         bail!("writing the scans failed");
     }
+    Ok(bytes.into_inner())
+}
 
-    let json = serde_json::to_vec_pretty(&manifest).context("cannot serialise the manifest")?;
-    let manifest_path = out_dir.join("manifest.json");
-    std::fs::write(&manifest_path, &json)
-        .with_context(|| format!("cannot write {}", manifest_path.display()))?;
+/// One thread's scan writer: its buffers, and the last folder it made.
+#[derive(Default)]
+struct ScanWriter {
+    pixels: Vec<u8>,
+    jpeg: Vec<u8>,
+    last_dir: Option<std::path::PathBuf>,
+}
 
-    Ok(DemoDataSummary {
-        establishments: manifest.establishments.len() as u32,
-        candidates: manifest.candidates.len() as u32,
-        copies: manifest.copies.len() as u32,
-        scans: total as u32,
-        bytes: bytes.into_inner() + json.len() as u64,
-    })
+impl ScanWriter {
+    /// Renders page `page` of copy `copy_index` and writes it at `path`;
+    /// returns its size.
+    fn write(
+        &mut self,
+        path: &Path,
+        seed: u64,
+        copy_index: usize,
+        page: u32,
+    ) -> anyhow::Result<u64> {
+        let dir = path.parent().context("scan path without a directory")?;
+        if self.last_dir.as_deref() != Some(dir) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            self.last_dir = Some(dir.to_path_buf());
+        }
+        scan::render_jpeg(
+            seed,
+            copy_index as u64,
+            page,
+            &mut self.pixels,
+            &mut self.jpeg,
+        );
+        std::fs::write(path, &self.jpeg)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(self.jpeg.len() as u64)
+    }
 }
 
 /// Creates `out_dir`, or accepts it when it is an existing empty directory.

@@ -244,35 +244,8 @@ pub fn write_pieced(
         .with_context(|| format!("creating {}", dir.display()))?;
     std::fs::create_dir_all(dir.join("scans")).context("creating the scans folder")?;
     let mut summary = NationalSummary::default();
-    let pool: Vec<String> = (0..opts.scan_pool)
-        .map(|i| format!("scans/pool-{i:05}.jpg"))
-        .collect();
-    for (i, path) in pool.iter().enumerate() {
-        let jpeg = small_scan(opts.seed, i as u64);
-        summary.bytes += jpeg.len() as u64;
-        std::fs::write(dir.join(path), jpeg).with_context(|| format!("writing {path}"))?;
-    }
-
-    // Graders: one per lot of copies of the academy.
-    let mut academy_copies = [0usize; ACADEMIES];
-    for &(a, size) in &shape.establishments {
-        academy_copies[a] += size as usize * EXAMS_PER_CANDIDATE;
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6772_6164);
-    let mut graders = Vec::new();
-    let mut academy_graders: Vec<Vec<String>> = vec![Vec::new(); ACADEMIES];
-    for (a, &copies) in academy_copies.iter().enumerate() {
-        for k in 0..copies.div_ceil(COPIES_PER_GRADER).max(1) {
-            let code = format!("COR-{}-{k:05}", academy_code(a));
-            graders.push(Grader {
-                code: code.clone(),
-                nom: pick(&mut rng, names::GRADER_NOMS).to_owned(),
-                prenom: pick(&mut rng, names::GRADER_PRENOMS).to_owned(),
-                academy: academy_code(a),
-            });
-            academy_graders[a].push(code);
-        }
-    }
+    let pool = write_scan_pool(dir, opts, &mut summary)?;
+    let (graders, academy_graders) = graders(opts, shape);
     let establishments: Vec<Establishment> = shape
         .establishments
         .iter()
@@ -310,6 +283,64 @@ pub fn write_pieced(
     summary.bytes += write_json(&dir.join("session.json"), &session)?;
     summary.graders = graders.len() as u64;
 
+    write_pieces(dir, opts, shape, &pool, &academy_graders, &mut summary)?;
+    Ok(summary)
+}
+
+/// Writes the pool of `opts.scan_pool` small scans under `scans/`, that
+/// the copies' pages draw from; returns their paths.
+fn write_scan_pool(
+    dir: &Path,
+    opts: &NationalOptions,
+    summary: &mut NationalSummary,
+) -> anyhow::Result<Vec<String>> {
+    let pool: Vec<String> = (0..opts.scan_pool)
+        .map(|i| format!("scans/pool-{i:05}.jpg"))
+        .collect();
+    for (i, path) in pool.iter().enumerate() {
+        let jpeg = small_scan(opts.seed, i as u64);
+        summary.bytes += jpeg.len() as u64;
+        std::fs::write(dir.join(path), jpeg).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(pool)
+}
+
+/// The graders, one per lot of copies of each academy, with the codes of
+/// each academy's.
+fn graders(opts: &NationalOptions, shape: &NationalShape) -> (Vec<Grader>, Vec<Vec<String>>) {
+    let mut academy_copies = [0usize; ACADEMIES];
+    for &(a, size) in &shape.establishments {
+        academy_copies[a] += size as usize * EXAMS_PER_CANDIDATE;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x6772_6164);
+    let mut graders = Vec::new();
+    let mut academy_graders: Vec<Vec<String>> = vec![Vec::new(); ACADEMIES];
+    for (a, &copies) in academy_copies.iter().enumerate() {
+        for k in 0..copies.div_ceil(COPIES_PER_GRADER).max(1) {
+            let code = format!("COR-{}-{k:05}", academy_code(a));
+            graders.push(Grader {
+                code: code.clone(),
+                nom: pick(&mut rng, names::GRADER_NOMS).to_owned(),
+                prenom: pick(&mut rng, names::GRADER_PRENOMS).to_owned(),
+                academy: academy_code(a),
+            });
+            academy_graders[a].push(code);
+        }
+    }
+    (graders, academy_graders)
+}
+
+/// Writes one `pieces/<UAI>.json` per establishment: its candidates and
+/// their copies, each page drawn from `pool`, the graders taken in turn by
+/// lots; adds them to `summary`.
+fn write_pieces(
+    dir: &Path,
+    opts: &NationalOptions,
+    shape: &NationalShape,
+    pool: &[String],
+    academy_graders: &[Vec<String>],
+    summary: &mut NationalSummary,
+) -> anyhow::Result<()> {
     let mut numero = 0u64;
     let mut lots = vec![0usize; ACADEMIES];
     for (e, &(a, size)) in shape.establishments.iter().enumerate() {
@@ -346,7 +377,7 @@ pub fn write_pieced(
         summary.candidates += candidates.len() as u64;
         summary.copies += copies.len() as u64;
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// One graded copy (2 % absent) with one page.

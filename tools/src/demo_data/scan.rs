@@ -997,61 +997,9 @@ impl Canvas {
             }
             capital = false;
             self.stroke(&points, style, rng);
-            for &(mark, mx) in &marks {
-                let base = wobble(mx);
-                let sx = style.width * xh;
-                match mark {
-                    Mark::Dot(dx, dy) => {
-                        let p = self.jittered(
-                            mx + dx * sx + style.slant * dy * xh,
-                            base - dy * xh,
-                            0.1 * xh,
-                            rng,
-                        );
-                        let q = Pt {
-                            x: p.x + 1.5,
-                            y: p.y + 0.8,
-                        };
-                        self.stroke(&[p, q], style, rng);
-                    }
-                    Mark::Bar(ax, ay, bx, by) => {
-                        let p = self.jittered(
-                            mx + ax * sx + style.slant * ay * xh,
-                            base - ay * xh,
-                            0.08 * xh,
-                            rng,
-                        );
-                        let q = self.jittered(
-                            mx + bx * sx + style.slant * by * xh,
-                            base - by * xh,
-                            0.08 * xh,
-                            rng,
-                        );
-                        self.stroke(&[p, q], style, rng);
-                    }
-                    Mark::None => {}
-                }
-            }
-            // Now and then a word is crossed out, or ends a sentence.
-            let roll: f32 = rng.random();
-            if roll < 0.025 {
-                let y = wobble(word_start) - 0.45 * xh;
-                let a = self.jittered(word_start - 3.0, y, 0.0, rng);
-                let m = self.jittered((word_start + x) / 2.0, y - 0.08 * xh, 0.1 * xh, rng);
-                let b = self.jittered(x + 3.0, y + 0.05 * xh, 0.0, rng);
-                self.stroke(&[a, m, b], style, rng);
-            } else if roll < 0.12 {
-                let p = self.jittered(x + 0.15 * xh, wobble(x) - 0.02 * xh, 0.0, rng);
-                let q = Pt {
-                    x: p.x + 1.2,
-                    y: p.y + 0.6,
-                };
-                self.stroke(&[p, q], style, rng);
-                capital = rng.random_bool(0.7);
-            } else if roll < 0.2 {
-                let p = self.jittered(x + 0.1 * xh, wobble(x) - 0.05 * xh, 0.0, rng);
-                let q = self.jittered(x - 0.05 * xh, wobble(x) + 0.45 * xh, 0.0, rng);
-                self.stroke(&[p, q], style, rng);
+            self.marks(&marks, &wobble, style, rng);
+            if let Some(next_capital) = self.word_end(word_start, x, &wobble, style, rng) {
+                capital = next_capital;
             }
             x += style.word_gap * xh * rng.random_range(0.8..1.3);
         }
@@ -1062,6 +1010,88 @@ impl Canvas {
             let b = self.jittered(x, y - 1.0, 0.0, rng);
             self.stroke(&[a, m, b], style, rng);
         }
+    }
+
+    /// The dots and bars of a word's letters (`marks`: each with its
+    /// letter's left edge), over the line that `wobble` gives.
+    fn marks(
+        &mut self,
+        marks: &[(Mark, f32)],
+        wobble: &dyn Fn(f32) -> f32,
+        style: &Style,
+        rng: &mut ChaCha8Rng,
+    ) {
+        let xh = style.x_height;
+        for &(mark, mx) in marks {
+            let base = wobble(mx);
+            let sx = style.width * xh;
+            match mark {
+                Mark::Dot(dx, dy) => {
+                    let p = self.jittered(
+                        mx + dx * sx + style.slant * dy * xh,
+                        base - dy * xh,
+                        0.1 * xh,
+                        rng,
+                    );
+                    let q = Pt {
+                        x: p.x + 1.5,
+                        y: p.y + 0.8,
+                    };
+                    self.stroke(&[p, q], style, rng);
+                }
+                Mark::Bar(ax, ay, bx, by) => {
+                    let p = self.jittered(
+                        mx + ax * sx + style.slant * ay * xh,
+                        base - ay * xh,
+                        0.08 * xh,
+                        rng,
+                    );
+                    let q = self.jittered(
+                        mx + bx * sx + style.slant * by * xh,
+                        base - by * xh,
+                        0.08 * xh,
+                        rng,
+                    );
+                    self.stroke(&[p, q], style, rng);
+                }
+                Mark::None => {}
+            }
+        }
+    }
+
+    /// Now and then, the end of a word from `word_start` to `x`: crossed
+    /// out, a full stop (then `Some` of whether the next word starts with a
+    /// capital), or a comma.
+    fn word_end(
+        &mut self,
+        word_start: f32,
+        x: f32,
+        wobble: &dyn Fn(f32) -> f32,
+        style: &Style,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<bool> {
+        let xh = style.x_height;
+        let roll: f32 = rng.random();
+        if roll < 0.025 {
+            let y = wobble(word_start) - 0.45 * xh;
+            let a = self.jittered(word_start - 3.0, y, 0.0, rng);
+            let m = self.jittered((word_start + x) / 2.0, y - 0.08 * xh, 0.1 * xh, rng);
+            let b = self.jittered(x + 3.0, y + 0.05 * xh, 0.0, rng);
+            self.stroke(&[a, m, b], style, rng);
+        } else if roll < 0.12 {
+            let p = self.jittered(x + 0.15 * xh, wobble(x) - 0.02 * xh, 0.0, rng);
+            let q = Pt {
+                x: p.x + 1.2,
+                y: p.y + 0.6,
+            };
+            self.stroke(&[p, q], style, rng);
+            return Some(rng.random_bool(0.7));
+        } else if roll < 0.2 {
+            let p = self.jittered(x + 0.1 * xh, wobble(x) - 0.05 * xh, 0.0, rng);
+            let q = self.jittered(x - 0.05 * xh, wobble(x) + 0.45 * xh, 0.0, rng);
+            self.stroke(&[p, q], style, rng);
+        }
+        None
     }
 
     /// Draws a pen stroke through `pts` (a Catmull-Rom spline), as round
