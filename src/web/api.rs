@@ -158,89 +158,102 @@ fn link(doc: &mut utoipa::openapi::OpenApi) {
 /// JSON), 500 (copiste's failure) and 503 (no answer within the timeout);
 /// and every error answer is declared as `application/problem+json`.
 fn complete(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{
-        ContentBuilder, Ref, RefOr, ResponseBuilder,
-        header::HeaderBuilder,
-        path::Operation,
-        schema::{ObjectBuilder, Type},
-    };
-    let problem = || {
-        ContentBuilder::new()
-            .schema(Some(Ref::from_schema_name("Problem")))
-            .build()
-    };
-    let complete_one = |op: &mut Operation, post: bool| {
-        let has_input =
-            op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();
-        let has_body = op.request_body.is_some();
-        for (status, response) in &mut op.responses.responses {
-            let RefOr::T(response) = response else {
-                continue;
-            };
-            if response.description.is_empty() {
-                default_description(status).clone_into(&mut response.description);
-            }
-            if (status.starts_with('4') || status.starts_with('5'))
-                && let Some(content) = response.content.shift_remove("application/json")
-            {
-                response.content.insert(PROBLEM_JSON.to_owned(), content);
-            }
-        }
-        let mut add = |status: &str, description: &str| {
-            let mut response = ResponseBuilder::new()
-                .description(description)
-                .content(PROBLEM_JSON, problem());
-            if status == "401" {
-                response = response.header(
-                    "WWW-Authenticate",
-                    HeaderBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                        .description(Some("`Bearer`"))
-                        .build(),
-                );
-            }
-            op.responses
-                .responses
-                .entry(status.to_owned())
-                .or_insert_with(|| RefOr::T(response.build()));
-        };
-        add(
-            "401",
-            "No token, or an unknown, revoked or expired one (/problems/unauthenticated)",
-        );
-        if post {
-            add(
-                "403",
-                "Outside the caller's scope, or a form posted by another site (/problems/forbidden)",
-            );
-        }
-        if has_input {
-            add(
-                "422",
-                "A parameter or body that does not fit (/problems/invalid; `field` names it when known)",
-            );
-        }
-        if has_body {
-            add("413", "A body larger than 2 MiB (/problems/too-large)");
-            add(
-                "415",
-                "A body that is not application/json (/problems/unsupported-media-type)",
-            );
-        }
-        add("500", "copiste's failure, logged (/problems/internal)");
-        add("503", "No answer within 60 seconds (/problems/unavailable)");
-    };
     for (path, item) in &mut doc.paths.paths {
         if !path.starts_with("/api/v1/") {
             continue;
         }
         if let Some(op) = item.get.as_mut() {
-            complete_one(op, false);
+            complete_operation(op, false);
         }
         if let Some(op) = item.post.as_mut() {
-            complete_one(op, true);
+            complete_operation(op, true);
         }
     }
+}
+
+/// Completes one operation's answers (see [`complete`]); `post` when it
+/// is a POST.
+fn complete_operation(op: &mut utoipa::openapi::path::Operation, post: bool) {
+    use utoipa::openapi::RefOr;
+    let has_input =
+        op.parameters.as_ref().is_some_and(|p| !p.is_empty()) || op.request_body.is_some();
+    let has_body = op.request_body.is_some();
+    for (status, response) in &mut op.responses.responses {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        if response.description.is_empty() {
+            default_description(status).clone_into(&mut response.description);
+        }
+        if (status.starts_with('4') || status.starts_with('5'))
+            && let Some(content) = response.content.shift_remove("application/json")
+        {
+            response.content.insert(PROBLEM_JSON.to_owned(), content);
+        }
+    }
+    add_problem(
+        op,
+        "401",
+        "No token, or an unknown, revoked or expired one (/problems/unauthenticated)",
+    );
+    if post {
+        add_problem(
+            op,
+            "403",
+            "Outside the caller's scope, or a form posted by another site (/problems/forbidden)",
+        );
+    }
+    if has_input {
+        add_problem(
+            op,
+            "422",
+            "A parameter or body that does not fit (/problems/invalid; `field` names it when known)",
+        );
+    }
+    if has_body {
+        add_problem(op, "413", "A body larger than 2 MiB (/problems/too-large)");
+        add_problem(
+            op,
+            "415",
+            "A body that is not application/json (/problems/unsupported-media-type)",
+        );
+    }
+    add_problem(op, "500", "copiste's failure, logged (/problems/internal)");
+    add_problem(
+        op,
+        "503",
+        "No answer within 60 seconds (/problems/unavailable)",
+    );
+}
+
+/// Declares the problem document `op` answers with `status`, unless the
+/// operation declares that status itself; a 401 also names its
+/// `WWW-Authenticate` header.
+fn add_problem(op: &mut utoipa::openapi::path::Operation, status: &str, description: &str) {
+    use utoipa::openapi::{
+        ContentBuilder, Ref, RefOr, ResponseBuilder,
+        header::HeaderBuilder,
+        schema::{ObjectBuilder, Type},
+    };
+    let problem = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content(PROBLEM_JSON, problem);
+    if status == "401" {
+        response = response.header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .description(Some("`Bearer`"))
+                .build(),
+        );
+    }
+    op.responses
+        .responses
+        .entry(status.to_owned())
+        .or_insert_with(|| RefOr::T(response.build()));
 }
 
 /// What an answer of `status` means, when its route does not say.

@@ -396,12 +396,50 @@ async fn confirm_units(
             }
         })
         .collect();
+    let lines = confirm_lines(&status.exam, &units, relaunch);
+    render(
+        ConfirmPage {
+            who: Some(Who::of(actor)),
+            title: if relaunch {
+                "Confirmer la relance des envois"
+            } else {
+                "Confirmer la clôture"
+            },
+            lines,
+            action: format!(
+                "/examens/{}/{}",
+                urlencoding(&status.exam),
+                if relaunch { "relance" } else { "cloture" }
+            ),
+            multipart: false,
+            fields: establishment
+                .map(|e| vec![("establishment", e.to_string())])
+                .unwrap_or_default(),
+            button: if relaunch {
+                "Confirmer la relance"
+            } else {
+                "Confirmer la clôture"
+            },
+            code: status.exam,
+        },
+        actor,
+    )
+}
+
+/// What a closure's or a relaunch's confirmation says of `units` of
+/// `exam`: the exam, what will be sent for how many establishments, and
+/// which establishments when they are few.
+fn confirm_lines(
+    exam: &str,
+    units: &[&closure::status::UnitStatus],
+    relaunch: bool,
+) -> Vec<String> {
     let places = french::count(
         i64::try_from(units.len()).unwrap_or(i64::MAX),
         "établissement",
         "établissements",
     );
-    let mut lines = vec![format!("Examen : {}", status.exam)];
+    let mut lines = vec![format!("Examen : {exam}")];
     if relaunch {
         let grades: i64 = units
             .iter()
@@ -431,33 +469,7 @@ async fn confirm_units(
                 .map(|u| format!("{} ({})", u.name, u.establishment)),
         );
     }
-    render(
-        ConfirmPage {
-            who: Some(Who::of(actor)),
-            title: if relaunch {
-                "Confirmer la relance des envois"
-            } else {
-                "Confirmer la clôture"
-            },
-            lines,
-            action: format!(
-                "/examens/{}/{}",
-                urlencoding(&status.exam),
-                if relaunch { "relance" } else { "cloture" }
-            ),
-            multipart: false,
-            fields: establishment
-                .map(|e| vec![("establishment", e.to_string())])
-                .unwrap_or_default(),
-            button: if relaunch {
-                "Confirmer la relance"
-            } else {
-                "Confirmer la clôture"
-            },
-            code: status.exam,
-        },
-        actor,
-    )
+    lines
 }
 
 async fn page_units(

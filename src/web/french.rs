@@ -182,7 +182,9 @@ pub fn field_label(field: &str) -> String {
 }
 
 /// The known reasons of `OpError::Invalid`, in French; `None` for a
-/// reason this table does not know.
+/// reason this table does not know. Longer than 80 lines because it is
+/// one table (fixed reasons, then the reasons with a value), read top to
+/// bottom beside the English it translates.
 fn invalid_reason(reason: &str) -> Option<String> {
     let reason = reason.trim();
     const FIXED: [(&str, &str); 12] = [
