@@ -26,20 +26,22 @@ struct Fixture {
 }
 
 /// The UAI of establishment `n` (7 digits and the mod-23 letter).
-fn uai(n: u32) -> Uai {
+pub(crate) fn uai(n: u32) -> Uai {
     const LETTERS: &[u8; 23] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
     let text = format!("{n:07}{}", char::from(LETTERS[(n % 23) as usize]));
     Uai::parse(&text).expect("a valid UAI")
 }
 
-async fn pool(app: &TestApp) -> sqlx::PgPool {
+/// A pool of its own on the test's database.
+pub(crate) async fn pool(app: &TestApp) -> sqlx::PgPool {
     sqlx::PgPool::connect(app.config.database_url().as_str())
         .await
         .expect("pool")
 }
 
-/// Two academies: A1 holds establishments 1 and 2, A2 establishment 3.
-async fn catalogue(pool: &sqlx::PgPool) {
+/// Two academies: A1 holds establishments 1 and 2, A2 establishment 3;
+/// two exams, E1 ("Un") and E2 ("Deux"). The operators' tests share it.
+pub(crate) async fn catalogue(pool: &sqlx::PgPool) {
     for statement in [
         "INSERT INTO academies (code, name) VALUES ('A1', 'Académie 1'), ('A2', 'Académie 2')",
         "INSERT INTO sessions (code, name) VALUES ('S', 'Session')",

@@ -20,45 +20,10 @@ use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::TestApp;
-
-/// The UAI of establishment `n` (7 digits and the mod-23 letter).
-fn uai(n: u32) -> Uai {
-    const LETTERS: &[u8; 23] = b"ABCDEFGHJKLMNPRSTUVWXYZ";
-    let text = format!("{n:07}{}", char::from(LETTERS[(n % 23) as usize]));
-    Uai::parse(&text).expect("a valid UAI")
-}
-
-async fn pool(app: &TestApp) -> sqlx::PgPool {
-    sqlx::PgPool::connect(app.config.database_url().as_str())
-        .await
-        .expect("pool")
-}
-
-/// Two academies: A1 holds establishments 1 and 2, A2 establishment 3;
-/// two exams, E1 ("Un") and E2 ("Deux").
-async fn catalogue(pool: &sqlx::PgPool) {
-    for statement in [
-        "INSERT INTO academies (code, name) VALUES ('A1', 'Académie 1'), ('A2', 'Académie 2')",
-        "INSERT INTO sessions (code, name) VALUES ('S', 'Session')",
-        "INSERT INTO exams (code, session_code, subject, kind)
-         VALUES ('E1', 'S', 'Un', 'ponctuel'), ('E2', 'S', 'Deux', 'ponctuel')",
-    ] {
-        sqlx::query(statement)
-            .execute(pool)
-            .await
-            .expect("catalogue");
-    }
-    for (n, academy) in [(1, "A1"), (2, "A1"), (3, "A2")] {
-        sqlx::query("INSERT INTO establishments (uai, name, academy_code) VALUES ($1, $2, $3)")
-            .bind(uai(n).as_str())
-            .bind(format!("Lycée {n}"))
-            .bind(academy)
-            .execute(pool)
-            .await
-            .expect("establishment");
-    }
-}
+use crate::{
+    jobs_list::{catalogue, pool, uai},
+    support::TestApp,
+};
 
 /// Writes a job created `minutes` ago (after those written before with a
 /// greater `minutes`), `attempts` made, next attempt at `run_at`.
