@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use copiste::{
-    access::{self, Role, TokenInput},
+    access::Role,
     closure::status::academy_view,
     db::jobs::JobRow,
     domain::{JobStatus, Uai},
@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::{
     jobs_list::{catalogue, pool, uai},
+    pages::{client, log_in, page, serve, token},
     support::TestApp,
 };
 
@@ -330,61 +331,10 @@ async fn a_dead_job_is_replaced_only_by_a_later_live_run_of_the_same_unit() {
     );
 }
 
-async fn serve(app: &TestApp) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let router = copiste::web::router(app.app());
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client")
-}
-
 /// A session cookie of `role`.
 async fn log_in_as(app: &TestApp, base: &str, role: Role) -> String {
-    let issued = access::create_token(
-        &app.app(),
-        &Actor::admin("test"),
-        &TokenInput {
-            role,
-            name: "operators".into(),
-            lifetime: Some(chrono::Duration::days(1)),
-        },
-    )
-    .await
-    .expect("token");
-    let response = client()
-        .post(format!("{base}/connexion"))
-        .form(&[("cle", issued.token.as_str())])
-        .send()
-        .await
-        .expect("login");
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    response.headers()[header::SET_COOKIE]
-        .to_str()
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("name=value")
-        .to_owned()
-}
-
-async fn get(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
-    let response = client()
-        .get(format!("{base}{path}"))
-        .header(header::COOKIE, cookie)
-        .send()
-        .await
-        .expect("get");
-    let status = response.status();
-    (status, response.text().await.expect("body"))
+    let (_, token) = token(app, role).await;
+    log_in(base, &token).await
 }
 
 async fn post(base: &str, cookie: &str, path: &str, form: &[(&str, &str)]) -> (StatusCode, String) {
@@ -428,7 +378,7 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
         },
     )
     .await;
-    let (status, body) = get(&base, &cookie, "/travaux").await;
+    let (status, body) = page(&base, &cookie, "/travaux").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Names beside codes, who asked and when, in French.
     assert!(
@@ -459,20 +409,20 @@ async fn the_jobs_list_names_exams_and_places_tells_when_a_backoff_ends_and_link
         body.contains("action=\"/travaux/relance-groupee\""),
         "{body}"
     );
-    let (_, filtered) = get(&base, &cookie, "/travaux?status=queued").await;
+    let (_, filtered) = page(&base, &cookie, "/travaux?status=queued").await;
     assert!(
         !filtered.contains("relance-groupee"),
         "no dead job shown: no bulk retry"
     );
     // The dead job's own page says it too; the waiting job's says when.
-    let (status, body) = get(&base, &cookie, &format!("/travaux/{dead}")).await;
+    let (status, body) = page(&base, &cookie, &format!("/travaux/{dead}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         body.contains(&format!("href=\"/travaux/{later}\" class=\"replaced\""))
             && body.contains("Lycée 1 ("),
         "{body}"
     );
-    let (_, body) = get(&base, &cookie, &format!("/travaux/{waiting}")).await;
+    let (_, body) = page(&base, &cookie, &format!("/travaux/{waiting}")).await;
     assert!(body.contains(&expected), "{body}");
     assert!(!body.contains("remplacé par"), "{body}");
 }
@@ -529,7 +479,7 @@ async fn the_bulk_retry_page_asks_first_then_says_what_was_retried_and_refused()
 
     // An establishment sees no bulk retry and is refused it.
     let school = cookie_of_school(&app, &base).await;
-    let (status, body) = get(&base, &school, "/travaux").await;
+    let (status, body) = page(&base, &school, "/travaux").await;
     assert_eq!(status, StatusCode::OK);
     assert!(!body.contains("relance-groupee"), "{body}");
     for form in [&filter[..], &confirmed[..]] {
@@ -603,10 +553,10 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
         },
     )
     .await;
-    let (status, body) = get(&base, &cookie, "/examens").await;
+    let (status, body) = page(&base, &cookie, "/examens").await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("href=\"/academie\""), "in the menu: {body}");
-    let (status, body) = get(&base, &cookie, "/academie").await;
+    let (status, body) = page(&base, &cookie, "/academie").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     for e in &view.exams {
         assert!(
@@ -615,7 +565,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
             e.exam.code
         );
     }
-    let (status, body) = get(&base, &cookie, "/academie?erreurs=1").await;
+    let (status, body) = page(&base, &cookie, "/academie?erreurs=1").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(&format!(">{PHILO}</a>")), "{body}");
     for e in &others {
@@ -626,7 +576,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
         );
     }
     // Another academy: refused to a coordinator, open to admin.
-    let (status, _) = get(
+    let (status, _) = page(
         &base,
         &cookie,
         &format!("/academie?academie={}", two.academy_b),
@@ -634,7 +584,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let admin = cookie_admin(&app, &base).await;
-    let (status, body) = get(
+    let (status, body) = page(
         &base,
         &admin,
         &format!("/academie?academie={}", two.academy_b),
@@ -675,7 +625,7 @@ async fn the_academy_view_counts_each_exams_units_filters_errors_and_relaunches_
         },
     )
     .await;
-    let (status, _) = get(&base, &school, "/academie").await;
+    let (status, _) = page(&base, &school, "/academie").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, _) = post(&base, &school, "/academie/relance", &confirmed).await;
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -14,7 +14,7 @@ use crate::support::TestApp;
 const PHILO: &str = "BAC26-PHILO";
 const E3C: &str = "BAC26-E3C-HG";
 
-async fn serve(app: &TestApp) -> String {
+pub(crate) async fn serve(app: &TestApp) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -24,7 +24,7 @@ async fn serve(app: &TestApp) -> String {
     format!("http://{addr}")
 }
 
-async fn token(app: &TestApp, role: Role) -> (uuid::Uuid, String) {
+pub(crate) async fn token(app: &TestApp, role: Role) -> (uuid::Uuid, String) {
     let issued = access::create_token(
         &app.app(),
         &Actor::admin("test"),
@@ -39,7 +39,7 @@ async fn token(app: &TestApp, role: Role) -> (uuid::Uuid, String) {
     (issued.id, issued.token)
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -47,7 +47,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Logs in and returns the session cookie (`name=value`).
-async fn log_in(base: &str, token: &str) -> String {
+pub(crate) async fn log_in(base: &str, token: &str) -> String {
     let response = client()
         .post(format!("{base}/connexion"))
         .form(&[("cle", token)])
@@ -67,7 +67,8 @@ async fn log_in(base: &str, token: &str) -> String {
     set.split(';').next().expect("name=value").to_owned()
 }
 
-async fn page(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
+/// The status and body of the page at `path`, with the session `cookie`.
+pub(crate) async fn page(base: &str, cookie: &str, path: &str) -> (StatusCode, String) {
     let response = client()
         .get(format!("{base}{path}"))
         .header(header::COOKIE, cookie)
