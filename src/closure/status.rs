@@ -299,10 +299,19 @@ impl std::fmt::Display for ExamStatus {
                 format!("{}/{}", u.imagin.accepted, u.imagin.total),
             )?;
             for e in &u.errors {
+                let more = if e.items > e.examples.len() as i64 {
+                    ", …"
+                } else {
+                    ""
+                };
                 writeln!(
                     f,
-                    "          {} {} {}: {}",
-                    e.target, e.state, e.items, e.message
+                    "          {} {} {} ({}{more}): {}",
+                    e.target,
+                    e.state,
+                    e.items,
+                    e.examples.join(", "),
+                    e.message
                 )?;
             }
         }

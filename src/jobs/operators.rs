@@ -181,6 +181,9 @@ pub async fn dead_jobs(app: &App, actor: &Actor, input: &ListInput) -> Result<De
 pub struct BulkRetry {
     pub retried: Vec<Uuid>,
     pub refused: Vec<(Uuid, OpError)>,
+    /// Whether dead jobs of the filter remain beyond the [`MAX_BULK`]
+    /// newest this retry took.
+    pub more: bool,
 }
 
 /// Retries every dead job of `input`'s filters within the actor's scope
@@ -190,7 +193,10 @@ pub struct BulkRetry {
 /// refused. Admin, the scheduler and coordinators.
 pub async fn retry_dead(app: &App, actor: &Actor, input: &ListInput) -> Result<BulkRetry, OpError> {
     let dead = dead_jobs(app, actor, input).await?;
-    let mut out = BulkRetry::default();
+    let mut out = BulkRetry {
+        more: dead.more,
+        ..BulkRetry::default()
+    };
     for id in dead.ids {
         match admin::retry(app, actor, id).await {
             Ok(_) => out.retried.push(id),

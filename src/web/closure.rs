@@ -108,6 +108,9 @@ pub struct UnitError {
     pub state: ItemState,
     pub message: String,
     pub items: i64,
+    /// Which items, the first five in order: candidates' numéros for
+    /// Cyclades, graders' codes for Imag'In.
+    pub examples: Vec<String>,
 }
 
 impl From<closure::status::ExamStatus> for ClosureAnswer {
@@ -148,6 +151,7 @@ impl From<closure::status::ExamStatus> for ClosureAnswer {
                             state: e.state,
                             message: e.message,
                             items: e.items,
+                            examples: e.examples,
                         })
                         .collect(),
                 })

@@ -312,6 +312,7 @@ fn unit_line(
                     &e.target,
                     e.state == ItemState::Rejected,
                     e.items,
+                    &e.examples,
                     next_attempt.get(&u.establishment),
                     u.job_status == Some(JobStatus::Running),
                 )

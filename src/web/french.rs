@@ -452,6 +452,35 @@ fn target_items(target: &str, n: i64) -> String {
     }
 }
 
+/// Which items, named after their count: ` (candidats 0001 et 0002)`,
+/// ` (correcteurs C1, C2, C3, C4, C5 et 7 autres)`; empty when none is
+/// named.
+fn which_items(target_name: &str, items: i64, examples: &[String]) -> String {
+    let Some((last, first)) = examples.split_last() else {
+        return String::new();
+    };
+    let shown = i64::try_from(examples.len()).unwrap_or(i64::MAX);
+    let whose = match (target_name, items.max(shown) > 1) {
+        ("imagin", false) => "correcteur",
+        ("imagin", true) => "correcteurs",
+        (_, false) => "candidat",
+        (_, true) => "candidats",
+    };
+    let others = items - shown;
+    let names = if others > 0 {
+        format!(
+            "{} et {}",
+            examples.join(", "),
+            count(others, "autre", "autres")
+        )
+    } else if first.is_empty() {
+        last.clone()
+    } else {
+        format!("{} et {last}", first.join(", "))
+    };
+    format!(" ({whose} {names})")
+}
+
 /// Items of a unit that a target did not accept, as the exam office reads
 /// it: which target, how many items, and what happens next (`next`: when
 /// the unit's job tries again, if one is waiting; `running`: a run is
@@ -460,11 +489,16 @@ pub fn export_error(
     target_name: &str,
     rejected: bool,
     items: i64,
+    examples: &[String],
     next: Option<&DateTime<Utc>>,
     running: bool,
 ) -> String {
     let who = target(target_name);
-    let what = target_items(target_name, items);
+    let what = format!(
+        "{}{}",
+        target_items(target_name, items),
+        which_items(target_name, items, examples)
+    );
     if rejected {
         format!("{who} a refusé {what} — corrigez-les dans la correction en ligne, puis relancez")
     } else {
@@ -683,14 +717,25 @@ mod tests {
     #[test]
     fn export_errors_say_what_happens_next() {
         let at: DateTime<Utc> = "2026-12-13T03:35:00Z".parse().expect("date");
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            export_error("cyclades", false, 2, Some(&at), false),
-            "Cyclades injoignable — 2 notes en attente, nouvel essai à 04:35"
+            export_error("cyclades", false, 2, &names(&["0001", "0002"]), Some(&at), false),
+            "Cyclades injoignable — 2 notes en attente (candidats 0001 et 0002), nouvel essai \
+             à 04:35"
         );
         assert_eq!(
-            export_error("imagin", true, 1, None, false),
-            "Imag'In a refusé 1 déclaration de copies corrigées — corrigez-les dans la \
-             correction en ligne, puis relancez"
+            export_error("imagin", true, 1, &names(&["C42"]), None, false),
+            "Imag'In a refusé 1 déclaration de copies corrigées (correcteur C42) — corrigez-les \
+             dans la correction en ligne, puis relancez"
+        );
+        assert_eq!(
+            export_error("cyclades", false, 7, &names(&["1", "2", "3", "4", "5"]), None, true),
+            "Cyclades injoignable — 7 notes en attente (candidats 1, 2, 3, 4, 5 et 2 autres), \
+             envoi en cours"
+        );
+        assert_eq!(
+            export_error("cyclades", false, 3, &[], None, false),
+            "Cyclades injoignable — 3 notes en attente, relancez la clôture pour les renvoyer"
         );
         assert_eq!(
             download_label(0, 1, 3_200_000, &at),

@@ -15,7 +15,10 @@ use copiste::{
         self, AllZipsInput, PrebuildInput, ZipInput,
         search::{SearchInput, search_candidates},
     },
-    jobs::admin::{self, EnqueueInput, ListInput},
+    jobs::{
+        admin::{self, EnqueueInput, ListInput},
+        operators,
+    },
     op::{Actor, OpError},
     render::{
         RequestedOptions,
@@ -52,9 +55,14 @@ enum Op {
     JobsCancel,
     JobsEnqueue,
     ScheduleSlot,
+    JobsNotes,
+    DeadJobs,
+    RetryDead,
+    AcademyView,
+    RelaunchInAcademy,
 }
 
-const OPS: [Op; 18] = [
+const OPS: [Op; 23] = [
     Op::CloseUnit,
     Op::RelaunchUnit,
     Op::Status,
@@ -73,6 +81,11 @@ const OPS: [Op; 18] = [
     Op::JobsCancel,
     Op::JobsEnqueue,
     Op::ScheduleSlot,
+    Op::JobsNotes,
+    Op::DeadJobs,
+    Op::RetryDead,
+    Op::AcademyView,
+    Op::RelaunchInAcademy,
 ];
 
 /// What the operations act on: establishment `uai` of academy `academy_a`,
@@ -175,6 +188,21 @@ async fn ask(w: &World, actor: &Actor, op: Op) -> Result<(), OpError> {
         )
         .await
         .map(drop),
+        Op::JobsNotes => operators::notes(app, actor, &[]).await.map(drop),
+        Op::DeadJobs => operators::dead_jobs(app, actor, &ListInput::default())
+            .await
+            .map(drop),
+        Op::RetryDead => operators::retry_dead(app, actor, &ListInput::default())
+            .await
+            .map(drop),
+        Op::AcademyView => closure::status::academy_view(app, actor, &w.academy_a)
+            .await
+            .map(drop),
+        Op::RelaunchInAcademy => {
+            closure::request::request_relaunch_in_academy(app, actor, PHILO, &w.academy_a)
+                .await
+                .map(drop)
+        }
     }
 }
 
@@ -206,6 +234,12 @@ fn allowed(actor: &Who, op: Op) -> bool {
         JobsShow | JobsRetry | JobsCancel | JobsEnqueue | ScheduleSlot => {
             matches!(actor, Admin | Scheduler)
         }
+        // The operators' views: the list's notes are scoped like the list;
+        // the bulk retry is every operator's, scoped; an academy's view and
+        // relaunch are its coordinator's and the operators'.
+        JobsNotes => true,
+        DeadJobs | RetryDead => !matches!(actor, Establishment | OtherEstablishment),
+        AcademyView | RelaunchInAcademy => matches!(actor, Admin | CoordinatorA | Scheduler),
     }
 }
 

@@ -489,6 +489,49 @@ async fn the_bulk_retry_page_asks_first_then_says_what_was_retried_and_refused()
     assert_eq!(status_of(&app, l.zip).await, JobStatus::Dead);
 }
 
+#[tokio::test]
+async fn the_api_retries_a_filters_dead_jobs_in_the_callers_scope_and_says_which_were_refused() {
+    let app = TestApp::new().await;
+    let l = bulk_ledger(&app).await;
+    let base = serve(&app).await;
+    let retry_dead = |token: String, query: &'static str| {
+        let base = base.clone();
+        async move {
+            let response = client()
+                .post(format!("{base}/api/v1/jobs/retry-dead{query}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("post");
+            let status = response.status();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (_, school) = token(&app, Role::Establishment { uai: uai(2) }).await;
+    let (status, body) = retry_dead(school, "").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(status_of(&app, l.zip).await, JobStatus::Dead);
+
+    let (_, a1) = token(
+        &app,
+        Role::Coordinator {
+            academy: "A1".into(),
+        },
+    )
+    .await;
+    let (status, body) = retry_dead(a1.clone(), "?establishment=abc").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (status, body) = retry_dead(a1, "?kind=closure").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["retried"], json!([l.e1_own]), "{body}");
+    assert_eq!(body["refused"][0]["job"], json!(l.e2_published), "{body}");
+    assert_eq!(body["refused"][0]["problem"]["status"], 409, "{body}");
+    assert_eq!(body["more"], false, "{body}");
+    assert_eq!(status_of(&app, l.e1_own).await, JobStatus::Queued);
+    assert_eq!(status_of(&app, l.e1_other_academy).await, JobStatus::Dead);
+    assert_eq!(status_of(&app, l.zip).await, JobStatus::Dead);
+}
+
 async fn cookie_of_school(app: &TestApp, base: &str) -> String {
     log_in_as(app, base, Role::Establishment { uai: uai(2) }).await
 }

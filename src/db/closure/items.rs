@@ -240,6 +240,9 @@ pub struct ErrorCount {
     pub state: ItemState,
     pub message: String,
     pub items: i64,
+    /// Which items, the first five in order: candidates' numéros for
+    /// Cyclades, graders' codes for Imag'In.
+    pub examples: Vec<String>,
 }
 
 /// Why items of an exam (or of one unit) are not accepted: rejection
@@ -258,6 +261,7 @@ pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Ve
                         state: decode("export_ledger.state", &r.state)?,
                         message: r.message,
                         items: r.items,
+                        examples: r.examples,
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?
@@ -267,21 +271,23 @@ pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Ve
         Some(uai) => collect!(
             sqlx::query!(
                 r#"WITH unit AS MATERIALIZED (
-                       SELECT c.id FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+                       SELECT c.id, ca.numero FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
                        WHERE c.exam_code = $1 AND ca.establishment_uai = $2
                    ), failing AS (
-                       SELECT 'cyclades' AS target, g.state, coalesce(g.reason, g.last_error) AS message
+                       SELECT 'cyclades' AS target, g.state, coalesce(g.reason, g.last_error) AS message,
+                              unit.numero AS who
                        FROM unit JOIN grade_exports g ON g.copy_id = unit.id
                        WHERE g.state = 'rejected' OR (g.state <> 'accepted' AND g.last_error IS NOT NULL)
                        UNION ALL
-                       SELECT 'imagin', state, coalesce(reason, last_error)
+                       SELECT 'imagin', state, coalesce(reason, last_error), grader_code
                        FROM count_exports
                        WHERE exam_code = $1 AND establishment_uai = $2
                          AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
                    )
                    SELECT $2 AS "establishment_uai!", target AS "target!",
                           CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
-                          message AS "message!", count(*) AS "items!"
+                          message AS "message!", count(*) AS "items!",
+                          (array_agg(who ORDER BY who))[1:5] AS "examples!"
                    FROM failing
                    GROUP BY 2, 3, 4
                    ORDER BY 2, 5 DESC, 4"#,
@@ -294,12 +300,24 @@ pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Ve
         ),
         None => collect!(
             sqlx::query!(
-                r#"SELECT establishment_uai AS "establishment_uai!", target AS "target!",
+                r#"WITH failing AS (
+                       SELECT ca.establishment_uai, 'cyclades' AS target, g.state,
+                              coalesce(g.reason, g.last_error) AS message, ca.numero AS who
+                       FROM copies c JOIN grade_exports g ON g.copy_id = c.id
+                       JOIN candidates ca ON ca.id = c.candidate_id
+                       WHERE c.exam_code = $1
+                         AND (g.state = 'rejected' OR (g.state <> 'accepted' AND g.last_error IS NOT NULL))
+                       UNION ALL
+                       SELECT establishment_uai, 'imagin', state, coalesce(reason, last_error), grader_code
+                       FROM count_exports
+                       WHERE exam_code = $1
+                         AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
+                   )
+                   SELECT establishment_uai AS "establishment_uai!", target AS "target!",
                           CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
-                          coalesce(reason, last_error) AS "message!", count(*) AS "items!"
-                   FROM export_ledger
-                   WHERE exam_code = $1
-                     AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
+                          message AS "message!", count(*) AS "items!",
+                          (array_agg(who ORDER BY who))[1:5] AS "examples!"
+                   FROM failing
                    GROUP BY 1, 2, 3, 4
                    ORDER BY 1, 2, 5 DESC, 4"#,
                 exam

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::domain::JobStatus;
 use crate::jobs::admin;
 use crate::jobs::admin::ListInput;
+use crate::jobs::operators;
 use crate::op::OpError;
 use crate::web::WebState;
 use crate::web::api::{ApiPath, ApiQuery, ApiResult, Code, CursorText, KindName, UaiText, uai};
@@ -288,4 +289,78 @@ pub(super) async fn job_cancel(
 ) -> ApiResult<Json<WasAnswer>> {
     let was = admin::cancel(&s.app, &actor, job_id(&id)?).await?;
     Ok(Json(WasAnswer { was: was.into() }))
+}
+
+/// Filters of a bulk retry: the dead jobs of the list's filters (every
+/// dead job the caller reaches when none is given).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeadJobsQuery {
+    /// Dead jobs of this kind.
+    #[param(nullable = false)]
+    pub kind: Option<KindName>,
+    /// Dead jobs whose payload names this exam.
+    #[param(nullable = false)]
+    pub exam: Option<Code>,
+    /// Dead jobs whose payload names this establishment.
+    #[param(nullable = false)]
+    pub establishment: Option<UaiText>,
+}
+
+/// A job a bulk retry left dead, with the answer its own retry gets.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RefusedRetry {
+    pub job: Uuid,
+    pub problem: Problem,
+}
+
+/// What a bulk retry did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BulkRetryAnswer {
+    /// The jobs queued again.
+    pub retried: Vec<Uuid>,
+    /// The jobs refused, each with the answer its own retry gets (a
+    /// published exam's closure, a job retried meanwhile by another
+    /// operator).
+    pub refused: Vec<RefusedRetry>,
+    /// Whether dead jobs of the filters remain beyond the 1 000 newest
+    /// that one bulk retry takes: ask again for the next ones.
+    pub more: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/retry-dead", tag = "jobs", params(DeadJobsQuery),
+    responses((status = 200, body = BulkRetryAnswer, description = "The dead jobs of the filters within the caller's scope (at most the 1 000 newest), each retried as its own retry would be"),
+        (status = 403, body = Problem, description = "An establishment (only operators retry jobs in bulk)"),
+        (status = 404, body = Problem, description = "An establishment of a UAI's form whose check letter is wrong"),
+        (status = 422, body = Problem)))]
+pub(super) async fn jobs_retry_dead(
+    State(s): State<WebState>,
+    Caller(actor): Caller,
+    ApiQuery(q): ApiQuery<DeadJobsQuery>,
+) -> ApiResult<Json<BulkRetryAnswer>> {
+    let input = ListInput {
+        status: Some(JobStatus::Dead),
+        kind: q.kind.map(|k| k.0),
+        exam: q.exam.map(|e| e.0),
+        establishment: q
+            .establishment
+            .map(|u| uai("establishment", &u.0))
+            .transpose()?,
+        limit: 1,
+        cursor: None,
+        offset: 0,
+    };
+    let done = operators::retry_dead(&s.app, &actor, &input).await?;
+    Ok(Json(BulkRetryAnswer {
+        retried: done.retried,
+        refused: done
+            .refused
+            .into_iter()
+            .map(|(job, e)| RefusedRetry {
+                job,
+                problem: e.into(),
+            })
+            .collect(),
+        more: done.more,
+    }))
 }

@@ -164,5 +164,12 @@ fn outcome_lines(done: &BulkRetry) -> Vec<DoneLine> {
         ),
         job: None,
     }));
+    if done.more {
+        lines.push(DoneLine {
+            text: "D'autres travaux en échec restent : relancez de nouveau pour les suivants."
+                .into(),
+            job: None,
+        });
+    }
     lines
 }

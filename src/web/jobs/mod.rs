@@ -19,6 +19,7 @@ pub(super) fn api() -> OpenApiRouter<WebState> {
     OpenApiRouter::new()
         .routes(routes!(api::jobs_list))
         .routes(routes!(api::job_show))
+        .routes(routes!(api::jobs_retry_dead))
         .routes(routes!(api::job_retry))
         .routes(routes!(api::job_cancel))
         .routes(routes!(events::job_events))
