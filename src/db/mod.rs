@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod render;
 pub mod schedule;
+pub mod statistics;
 pub mod types;
 
 use std::time::Duration;

@@ -79,13 +79,21 @@ pub const MAX_SESSION_BYTES: u64 = 64 << 20;
 pub struct ImportOptions {
     /// The largest scan file accepted, in bytes (`import.max_scan_bytes`).
     pub max_scan_bytes: u64,
+    /// Rows a pieced import writes before it first refreshes the
+    /// statistics of the tables it grows; it refreshes them again each
+    /// time its rows double ([`DEFAULT_FIRST_ANALYZE_ROWS`]).
+    pub first_analyze_rows: usize,
 }
+
+/// [`ImportOptions::first_analyze_rows`] unless a test sets it.
+pub const DEFAULT_FIRST_ANALYZE_ROWS: usize = 20_000;
 
 impl ImportOptions {
     /// The limits the configuration sets.
     pub fn from_config(config: &ImportConfig) -> Self {
         Self {
             max_scan_bytes: config.max_scan_bytes,
+            ..Self::default()
         }
     }
 }
@@ -95,6 +103,7 @@ impl Default for ImportOptions {
     fn default() -> Self {
         Self {
             max_scan_bytes: DEFAULT_MAX_SCAN_BYTES,
+            first_analyze_rows: DEFAULT_FIRST_ANALYZE_ROWS,
         }
     }
 }

@@ -494,20 +494,19 @@ pub fn export_error(
     running: bool,
 ) -> String {
     let who = target(target_name);
-    let what = format!(
-        "{}{}",
-        target_items(target_name, items),
-        which_items(target_name, items, examples)
-    );
+    let what = target_items(target_name, items);
+    let which = which_items(target_name, items, examples);
     if rejected {
-        format!("{who} a refusé {what} — corrigez-les dans la correction en ligne, puis relancez")
+        format!(
+            "{who} a refusé {what}{which} — corrigez-les dans la correction en ligne, puis relancez"
+        )
     } else {
         let then = match (running, next) {
             (true, _) => "envoi en cours".to_owned(),
             (false, Some(at)) => format!("nouvel essai à {}", time(at)),
             (false, None) => "relancez la clôture pour les renvoyer".to_owned(),
         };
-        format!("{who} injoignable — {what} en attente, {then}")
+        format!("{who} injoignable — {what} en attente{which}, {then}")
     }
 }
 
@@ -719,7 +718,14 @@ mod tests {
         let at: DateTime<Utc> = "2026-12-13T03:35:00Z".parse().expect("date");
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            export_error("cyclades", false, 2, &names(&["0001", "0002"]), Some(&at), false),
+            export_error(
+                "cyclades",
+                false,
+                2,
+                &names(&["0001", "0002"]),
+                Some(&at),
+                false
+            ),
             "Cyclades injoignable — 2 notes en attente (candidats 0001 et 0002), nouvel essai \
              à 04:35"
         );
@@ -729,7 +735,14 @@ mod tests {
              dans la correction en ligne, puis relancez"
         );
         assert_eq!(
-            export_error("cyclades", false, 7, &names(&["1", "2", "3", "4", "5"]), None, true),
+            export_error(
+                "cyclades",
+                false,
+                7,
+                &names(&["1", "2", "3", "4", "5"]),
+                None,
+                true
+            ),
             "Cyclades injoignable — 7 notes en attente (candidats 1, 2, 3, 4, 5 et 2 autres), \
              envoi en cours"
         );

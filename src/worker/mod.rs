@@ -1,12 +1,15 @@
 //! The `worker` role: consumes job ids from Redis, claims each job in the
 //! ledger, runs it, records its outcome. Each worker process also runs a
 //! pump (ledger → Redis, within the window), a reconciler (lost ids,
-//! expired leases) and a heartbeat (lease extension of its running jobs).
+//! expired leases) with the statistics keeper (the planner's statistics of
+//! the tables the night grows), and a heartbeat (lease extension of its
+//! running jobs).
 
 mod batch;
 mod pump;
 mod reconciler;
 mod runner;
+mod statistics;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,7 +28,8 @@ pub struct WorkerOptions {
     pub concurrency: usize,
     /// Run the pump (ledger → Redis).
     pub pump: bool,
-    /// Run the reconciler (lost ids, expired leases).
+    /// Run the reconciler (lost ids, expired leases) and the statistics
+    /// keeper.
     pub reconciler: bool,
     /// Run the Redis consumer (tests may drive the runner directly).
     pub consumer: bool,
@@ -83,6 +87,7 @@ impl Worker {
                 runner.wake_pump.clone(),
                 stop.clone(),
             )));
+            tasks.push(tokio::spawn(statistics::run(app.clone(), stop.clone())));
         }
         if options.consumer {
             tasks.push(tokio::spawn(sweep_deliveries(

@@ -545,7 +545,11 @@ async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
     assert_eq!(unit.errors.len(), 1, "{s}");
     assert_eq!(unit.errors[0].message, "unknown candidate");
     assert_eq!(unit.errors[0].state, copiste::domain::ItemState::Rejected);
-    assert_eq!(unit.errors[0].examples, vec![unknown.clone()], "which candidate");
+    assert_eq!(
+        unit.errors[0].examples,
+        vec![unknown.clone()],
+        "which candidate"
+    );
     assert!(format!("{s}").contains("unknown candidate"));
     // The establishment's own status (read unit by unit) names it too.
     let own = closure::status::exam_status(
@@ -555,7 +559,10 @@ async fn a_rejected_item_shows_its_reason_and_does_not_block_the_others() {
     )
     .await
     .expect("the establishment's status");
-    assert_eq!(unit_of(&own, &uai).errors[0].examples, vec![unknown.clone()]);
+    assert_eq!(
+        unit_of(&own, &uai).errors[0].examples,
+        vec![unknown.clone()]
+    );
 
     // Once Cyclades knows the candidate, a relaunch re-sends only that one.
     stub.behave(|b| b.reject.clear());
