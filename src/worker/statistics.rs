@@ -1,6 +1,6 @@
 //! The statistics keeper: every `queue.reconcile_interval_secs`, with the
 //! reconciler, each worker process refreshes
-//! the planner statistics of the tables the night has grown by half since
+//! the planner statistics of the tables the night has doubled since
 //! their last analyse (see [`crate::db::statistics`]); one process at a
 //! time analyses a table.
 

@@ -475,6 +475,7 @@ async fn the_openapi_document_lists_every_route() {
         "POST /api/v1/exams/{exam}/establishments/{uai}/zip",
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{id}",
+        "POST /api/v1/jobs/retry-dead",
         "POST /api/v1/jobs/{id}/retry",
         "POST /api/v1/jobs/{id}/cancel",
         "GET /api/v1/jobs/{id}/events",

@@ -216,15 +216,9 @@ pub(super) async fn jobs_list(
     }
     let input = ListInput {
         status: q.status.map(Into::into),
-        kind: q.kind.map(|k| k.0),
-        exam: q.exam.map(|e| e.0),
-        establishment: q
-            .establishment
-            .map(|u| uai("establishment", &u.0))
-            .transpose()?,
         limit: q.limit,
         cursor: q.cursor.map(|c| c.0),
-        offset: 0,
+        ..filters(q.kind, q.exam, q.establishment)?
     };
     let list = admin::list(&s.app, &actor, &input).await?;
     Ok(Json(JobListAnswer {
@@ -243,6 +237,22 @@ pub(super) async fn jobs_list(
         more: list.more,
         next: list.next,
     }))
+}
+
+/// A list's input of the filters the list and the bulk retry share.
+fn filters(
+    kind: Option<KindName>,
+    exam: Option<Code>,
+    establishment: Option<UaiText>,
+) -> ApiResult<ListInput> {
+    Ok(ListInput {
+        kind: kind.map(|k| k.0),
+        exam: exam.map(|e| e.0),
+        establishment: establishment
+            .map(|u| uai("establishment", &u.0))
+            .transpose()?,
+        ..ListInput::default()
+    })
 }
 
 pub(super) fn job_id(id: &str) -> ApiResult<Uuid> {
@@ -340,15 +350,7 @@ pub(super) async fn jobs_retry_dead(
 ) -> ApiResult<Json<BulkRetryAnswer>> {
     let input = ListInput {
         status: Some(JobStatus::Dead),
-        kind: q.kind.map(|k| k.0),
-        exam: q.exam.map(|e| e.0),
-        establishment: q
-            .establishment
-            .map(|u| uai("establishment", &u.0))
-            .transpose()?,
-        limit: 1,
-        cursor: None,
-        offset: 0,
+        ..filters(q.kind, q.exam, q.establishment)?
     };
     let done = operators::retry_dead(&s.app, &actor, &input).await?;
     Ok(Json(BulkRetryAnswer {
