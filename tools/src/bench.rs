@@ -1,6 +1,7 @@
 //! `copiste bench …`: throughput figures printed next to a baseline
 //! measured in the same run on the same services, never asserted by tests.
 
+mod child;
 pub mod national;
 
 use std::time::{Duration, Instant};

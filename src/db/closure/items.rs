@@ -247,6 +247,10 @@ pub struct ErrorCount {
 
 /// Why items of an exam (or of one unit) are not accepted: rejection
 /// reasons and last errors, most frequent first.
+///
+/// Over 80 lines because it is one statement per ledger (grades, counts)
+/// with their examples, checked at compile time: splitting it would part
+/// each query from the rows it decodes.
 pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Vec<ErrorCount>> {
     // One query per scope: a unit's copies are found through the
     // establishment's candidates, an exam's through its copies.

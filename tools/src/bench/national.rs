@@ -25,7 +25,6 @@
 use std::{
     fmt::Write as _,
     io::Read as _,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Stdio,
     time::{Duration, Instant},
@@ -34,7 +33,11 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use clap::Args;
 
-use super::{bench_database, bench_token, drop_bench_database, load_each};
+use super::{
+    bench_database, bench_token,
+    child::{Child, die_with_parent},
+    drop_bench_database, load_each,
+};
 use crate::{
     demo_data::national::{self, EXAMS, NationalOptions, NationalShape},
     queries,
@@ -792,16 +795,7 @@ impl ChildEnv {
             .env_remove("COPISTE_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches only the child's
-        // own state, between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         command
     }
 
@@ -861,79 +855,6 @@ impl ChildEnv {
                     .collect()
             })
             .unwrap_or_default())
-    }
-}
-
-/// A child process reaped with `wait4`, which gives its peak resident
-/// size.
-struct Child {
-    what: String,
-    pid: libc::pid_t,
-}
-
-impl Child {
-    fn spawn(what: &str, mut command: std::process::Command) -> anyhow::Result<Self> {
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting copiste {what}"))?;
-        let pid = libc::pid_t::try_from(child.id()).context("a process id out of range")?;
-        // Reaped by `wait` below, with its resource usage; the handle is
-        // dropped without waiting (that does not kill the process).
-        drop(child);
-        Ok(Self {
-            what: what.to_owned(),
-            pid,
-        })
-    }
-
-    /// Waits for the process to end; returns its exit code (128 + the
-    /// signal when killed) and its peak resident size in bytes.
-    async fn wait(self) -> anyhow::Result<(i32, u64)> {
-        let pid = self.pid;
-        let (status, rss) = tokio::task::spawn_blocking(move || {
-            let mut status = 0;
-            // SAFETY: rusage is plain data; wait4 fills it for our own
-            // child, which nothing else reaps.
-            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-            let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-            if reaped == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok((status, u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024))
-        })
-        .await
-        .context("waiting for a child")?
-        .with_context(|| format!("waiting for copiste {}", self.what))?;
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        };
-        Ok((code, rss))
-    }
-
-    /// SIGTERM, then waits (SIGKILL after 30 s).
-    async fn stop(self) -> anyhow::Result<u64> {
-        let pid = self.pid;
-        // SAFETY: kill only signals our own child, not reaped yet.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let what = self.what.clone();
-        let killer = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            // SAFETY: as above; the waiter below has not reaped it.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        });
-        let (code, rss) = self.wait().await?;
-        killer.abort();
-        ensure!(
-            code == 0 || code == 128 + libc::SIGTERM,
-            "copiste {what} ended with {code} when stopped"
-        );
-        Ok(rss)
     }
 }
 
