@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::method};
 
-use crate::support::{TestApp, eventually_every, fast_queue, refusing_port, walk};
+use crate::support::{TestApp, eventually_every, fast_queue, refusing_port, rows_read, walk};
 
 const PHILO: &str = "BAC26-PHILO";
 const MATHS_H: &str = "BAC26-MATHS-H";
@@ -1404,18 +1404,6 @@ async fn a_closure_dead_of_unanswered_items_does_not_promise_a_retry() {
     );
 }
 
-/// Rows of `copies` read so far in this database (sequential scans and
-/// index fetches), as the statistics collector has them.
-async fn copies_rows_read(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-         FROM pg_stat_user_tables WHERE relname = 'copies'",
-    )
-    .fetch_one(pool)
-    .await
-    .expect("read the table's statistics")
-}
-
 /// The nightly closure asks unit by unit. Each request must read its
 /// unit's copies, not the exam's: before, every request listed the exam's
 /// establishments and every ungraded copy of the exam, so a night cost
@@ -1452,7 +1440,7 @@ async fn closing_one_unit_reads_that_unit_not_the_whole_exam() {
             .expect("ping");
     };
     flush().await;
-    let before = copies_rows_read(&pool).await;
+    let before = rows_read(&pool, "copies").await;
     let asked = closure::request_closure(
         &app,
         &Actor::Scheduler,
@@ -1465,7 +1453,7 @@ async fn closing_one_unit_reads_that_unit_not_the_whole_exam() {
     .expect("request");
     assert_eq!(asked.len(), 1);
     flush().await;
-    let read = copies_rows_read(&pool).await - before;
+    let read = rows_read(&pool, "copies").await - before;
     assert!(
         read <= 4 * unit_copies,
         "closing one unit of {unit_copies} copies read {read} rows of copies (the exam has {exam_copies})"

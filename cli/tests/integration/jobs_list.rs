@@ -13,7 +13,7 @@ use copiste::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, rows_read};
 
 /// A job of the fixture, as written.
 #[derive(Debug, Clone)]
@@ -493,18 +493,7 @@ async fn counts_read_each_status_through_its_own_plan() {
         .execute(&pool)
         .await
         .expect("analyse");
-    // Rows of `jobs` read so far, by scans and through indexes, once the
-    // counting connection's statistics have been flushed.
-    let read = async |pool: &sqlx::PgPool| -> i64 {
-        sqlx::query_scalar(
-            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
-             FROM pg_stat_user_tables WHERE relname = 'jobs'",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("table statistics")
-    };
-    let before = read(&pool).await;
+    let before = rows_read(&pool, "jobs").await;
     // One connection: the one whose statistics are flushed below.
     let db = copiste::db::Db::connect(&app.config.database_url(), 1)
         .await
@@ -529,7 +518,7 @@ async fn counts_read_each_status_through_its_own_plan() {
     // Flushed when the connection goes idle or closes; wait for it.
     let mut rows = 0;
     for _ in 0..100 {
-        rows = read(&pool).await - before;
+        rows = rows_read(&pool, "jobs").await - before;
         if rows > 0 {
             break;
         }

@@ -224,6 +224,21 @@ pub fn finished(counts: &std::collections::HashMap<String, i64>) -> i64 {
         .sum()
 }
 
+/// Rows of `table` read so far in this database (sequential scans and
+/// index fetches), as the statistics have them: a backend's counts
+/// arrive once it has flushed them (`pg_stat_force_next_flush()`, then
+/// the end of a transaction, or its connection closed).
+pub async fn rows_read(pool: &sqlx::PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+         FROM pg_stat_user_tables WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(pool)
+    .await
+    .expect("read the table's statistics")
+}
+
 /// Fast settings for queue tests: short leases, quick reconciliation.
 /// The lease (3 s) outlasts a stall of Postgres on a loaded machine: with
 /// 1 s, a 1 s stall of a finish lost the lease and re-ran the job.
@@ -342,12 +357,16 @@ impl TestApp {
 
     /// The tables of this test's database that an explicit `ANALYZE` has
     /// analysed (autovacuum sets another column), once `table` is among
-    /// them (statistics reach the server within a moment).
+    /// them. Waits up to 30 s: a backend's row counts reach the shared
+    /// statistics when it is idle, but when their entry is locked by
+    /// other backends (a worker updating the same table) PostgreSQL tries
+    /// again only 10 s later, and the keeper sees the growth after that
+    /// (a 10 s wait failed once in `.ci/run` with four tests at a time).
     pub async fn analysed_tables(&self, table: &str) -> Vec<String> {
         let pool = sqlx::PgPool::connect(self.config.database_url().as_str())
             .await
             .expect("connect");
-        eventually(std::time::Duration::from_secs(10), || async {
+        eventually(std::time::Duration::from_secs(30), || async {
             let analysed: Vec<String> = sqlx::query_scalar(
                 "SELECT relname::text FROM pg_stat_user_tables
                  WHERE last_analyze IS NOT NULL ORDER BY 1",
