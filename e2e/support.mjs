@@ -54,7 +54,15 @@ export async function session(browser, token, viewport = { width: 1280, height: 
     await page.goto(`${BASE}/connexion`);
     await page.fill("#cle", token);
     await page.click("button[type=submit]");
-    await page.waitForURL(`${BASE}/examens`);
+    try {
+      await page.waitForURL(`${BASE}/examens`);
+    } catch (error) {
+      // Where the login went instead, and what that page says.
+      const said = await page.textContent("body", { timeout: 1_000 }).catch(() => "(no page)");
+      throw new Error(`the login did not land on /examens but on ${page.url()}: ${said.replace(/\s+/g, " ").slice(0, 400)}`, {
+        cause: error,
+      });
+    }
   }
   return page;
 }
