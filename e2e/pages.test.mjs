@@ -62,6 +62,10 @@ test("a wrong token gets a message and no session", async () => {
 
 test("an establishment finds Hélène-like names as it types and opens a copy", async () => {
   const page = await session(env("E2E_ESTABLISHMENT"));
+  // The exam list says where each exam's closure stands (e2e/run closed
+  // PHILO: this establishment's one unit).
+  const philo = page.locator("tr", { has: page.locator(`a[href='/examens/${PHILO}']`) });
+  assert.equal((await philo.locator("td[data-label='Clôture']").textContent()).trim(), "1 clôturé sur 1");
   await page.goto(`${BASE}/examens/${PHILO}`);
   await shot(page, "establishment-exam");
   assert.ok((await page.textContent("table.closure")).includes(UAI));
@@ -87,6 +91,9 @@ test("an establishment finds Hélène-like names as it types and opens a copy", 
   assert.equal(pdf.status(), 200);
   assert.equal(pdf.headers()["content-type"], "application/pdf");
   assert.equal(pdf.headers()["x-content-type-options"], "nosniff");
+  // The way back: the copy's breadcrumbs lead to its exam and the list.
+  assert.equal(await page.locator(`nav.crumbs a[href='/examens/${PHILO}']`).count(), 1);
+  assert.equal(await page.locator("nav.crumbs a[href='/examens']").count(), 1);
   await shot(page, "establishment-copy");
   await page.context().close();
 });
