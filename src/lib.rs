@@ -22,5 +22,6 @@ pub mod rendered;
 pub mod schedule;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod web;
 pub mod worker;

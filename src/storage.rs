@@ -355,6 +355,7 @@ impl Storage {
                 })
             }
             StorageKind::S3 => {
+                crate::tls::install_provider();
                 let s3 = &config.s3;
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(&s3.bucket)

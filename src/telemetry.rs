@@ -298,7 +298,7 @@ pub async fn listen(addr: SocketAddr, app: App) -> anyhow::Result<tokio::task::J
 /// `copiste probe URL`: whether `url` answers 2xx within `within` (the
 /// image's HEALTHCHECK, with no curl in the image).
 pub async fn probe(url: &str, within: Duration) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    let client = crate::tls::http_client()
         .timeout(within)
         .build()
         .context("building the HTTP client")?;

@@ -10,7 +10,7 @@ use super::UnitState;
 use crate::{
     app::App,
     db,
-    domain::{ExamKind, JobStatus},
+    domain::{ExamKind, JobStatus, Uai},
     op::{Actor, OpError},
 };
 
@@ -71,18 +71,146 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
     // academy's units only, an establishment's its own.
     let scope = actor.scope();
     let own = scope.establishment().map(|u| u.as_str());
+    let errors = db::closure::errors(db, exam, own).await?;
+    let filter = db::closure::UnitFilter {
+        academy: scope.academy(),
+        uai: own,
+        ..Default::default()
+    };
+    let rows = db::closure::unit_rows(db, exam, filter).await?;
+    Ok(status_of(row, rows, errors))
+}
+
+/// Which units of an exam's closure table a page shows.
+#[derive(Debug, Clone, Default)]
+pub struct UnitQuery {
+    /// Only the units in this state (as the table shows it: every unit of
+    /// a published exam is published).
+    pub state: Option<UnitState>,
+    /// The units after this establishment, in UAI order.
+    pub after: Option<Uai>,
+}
+
+/// One page of an exam's closure table.
+#[derive(Debug, Clone)]
+pub struct ExamPage {
+    /// The exam, with the page's units.
+    pub status: ExamStatus,
+    /// Every unit in the actor's reach, by state (as shown), whatever the
+    /// page's filter.
+    pub counts: Vec<(UnitState, i64)>,
+    /// Every establishment in the actor's reach with copies of the exam,
+    /// as (UAI, name), for the search and zip forms.
+    pub places: Vec<(String, String)>,
+    /// The last establishment shown, when more units follow.
+    pub next: Option<String>,
+}
+
+/// Units per page of the closure table: the largest academy has 700
+/// establishments, whose table in one page was 389 KB of HTML and the
+/// slowest page of a national night (docs/performance.md).
+pub const UNITS_PER_PAGE: usize = 100;
+
+/// One page of the closure table of `exam` within the actor's reach (as
+/// [`exam_status`]): at most [`UNITS_PER_PAGE`] units that `query` keeps,
+/// with the counts by state and the establishments of the whole reach.
+/// Errors are read for the units shown only, and only for those whose
+/// stored counts hold items not accepted.
+pub async fn exam_page(
+    app: &App,
+    actor: &Actor,
+    exam: &str,
+    query: &UnitQuery,
+) -> Result<ExamPage, OpError> {
+    let row = super::request::exam_row(app, exam).await?;
+    let db = &app.db;
+    let code = row.code.clone();
+    let scope = actor.scope();
+    let own = scope.establishment().map(|u| u.as_str());
+    let published = row.published_at.is_some();
+    // Every unit of a published exam shows as published: its stored state
+    // filters nothing then, and no unit is in any other state.
+    let stored_state = match query.state {
+        Some(UnitState::Published) if published => None,
+        Some(_) if published => {
+            return Ok(ExamPage {
+                counts: published_counts(db, &code, scope.academy(), own).await?,
+                places: db::closure::unit_places(db, &code, scope.academy(), own).await?,
+                status: status_of(row, Vec::new(), Vec::new()),
+                next: None,
+            });
+        }
+        state => state,
+    };
+    let filter = db::closure::UnitFilter {
+        academy: scope.academy(),
+        uai: own,
+        state: stored_state,
+        after: query.after.as_ref().map(Uai::as_str),
+        // One more than shown: whether a next page exists.
+        limit: Some(UNITS_PER_PAGE as i64 + 1),
+    };
+    let (mut rows, counts, places) = tokio::try_join!(
+        db::closure::unit_rows(db, &code, filter),
+        async {
+            if published {
+                published_counts(db, &code, scope.academy(), own).await
+            } else {
+                db::closure::unit_state_counts(db, &code, scope.academy(), own).await
+            }
+        },
+        db::closure::unit_places(db, &code, scope.academy(), own),
+    )?;
+    let next = (rows.len() > UNITS_PER_PAGE).then(|| {
+        rows.truncate(UNITS_PER_PAGE);
+        rows.last().map(|r| r.establishment.clone())
+    });
+    let failing: Vec<String> = rows
+        .iter()
+        .filter(|r| r.cyclades.unaccepted() + r.imagin.unaccepted() > 0)
+        .map(|r| r.establishment.clone())
+        .collect();
+    let errors = db::closure::errors_of_units(db, &code, &failing).await?;
+    Ok(ExamPage {
+        status: status_of(row, rows, errors),
+        counts,
+        places,
+        next: next.flatten(),
+    })
+}
+
+/// Every unit of a published exam, counted as published.
+async fn published_counts(
+    db: &db::Db,
+    exam: &str,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<(UnitState, i64)>> {
+    let units: i64 = db::closure::unit_state_counts(db, exam, academy, uai)
+        .await?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    Ok(vec![(UnitState::Published, units)])
+}
+
+/// The closure status of an exam from its units' rows and errors.
+fn status_of(
+    row: db::catalog::ExamRow,
+    rows: Vec<db::closure::UnitRow>,
+    errors: Vec<db::closure::ErrorCount>,
+) -> ExamStatus {
     // Grouped by establishment once: a national exam has 4 600 units and
     // as many groups of errors.
-    let mut errors: std::collections::HashMap<String, Vec<db::closure::ErrorCount>> =
+    let mut errors_by_unit: std::collections::HashMap<String, Vec<db::closure::ErrorCount>> =
         std::collections::HashMap::new();
-    for error in db::closure::errors(db, exam, own).await? {
-        errors
+    for error in errors {
+        errors_by_unit
             .entry(error.establishment.clone())
             .or_default()
             .push(error);
     }
-    let units = db::closure::unit_rows(db, exam, scope.academy(), own)
-        .await?
+    let units = rows
         .into_iter()
         .map(|u| {
             let state = if row.published_at.is_some() {
@@ -91,7 +219,7 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
                 u.state
             };
             UnitStatus {
-                errors: errors.remove(&u.establishment).unwrap_or_default(),
+                errors: errors_by_unit.remove(&u.establishment).unwrap_or_default(),
                 establishment: u.establishment,
                 name: u.name,
                 state,
@@ -121,13 +249,13 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
             }
         })
         .collect();
-    Ok(ExamStatus {
-        exam: row.code.clone(),
+    ExamStatus {
+        exam: row.code,
         kind: row.kind,
         published_at: row.published_at,
         published_by: row.published_by,
         units,
-    })
+    }
 }
 
 /// The exams the actor reaches: every exam for admin and the scheduler,

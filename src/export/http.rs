@@ -47,7 +47,7 @@ impl HttpTarget {
         let url = base
             .join(path)
             .with_context(|| format!("building the {target} URL from {base}"))?;
-        let client = reqwest::Client::builder()
+        let client = crate::tls::http_client()
             .timeout(Duration::from_secs(config.timeout_secs))
             .connect_timeout(Duration::from_secs(config.timeout_secs.min(10)))
             .user_agent(concat!("copiste/", env!("CARGO_PKG_VERSION")))

@@ -2,6 +2,8 @@
 //! harmonised exam — exports the validated copies' grades and counts for
 //! every establishment of the academy that has validated copies.
 
+use futures::StreamExt as _;
+
 use super::{
     Job, JobContext, JobError, Kind, Outcome,
     closure::{run_unit, unit_exam, verdict},
@@ -48,11 +50,37 @@ impl Job for HarmonisationValidation {
             refuse_ungraded: false,
         };
         let total = establishments.len() as u64;
-        let mut summaries = Vec::with_capacity(establishments.len());
-        for (done, uai) in establishments.iter().enumerate() {
-            summaries.push(run_unit(&ctx, &exam, uai, mode).await?);
-            ctx.progress(done as u64 + 1, total).await;
+        // The academy's units run side by side, as many as the requests
+        // Cyclades may have in flight from this process: a unit mostly
+        // waits for its answers, and one unit at a time kept a pass of a
+        // 700-establishment academy on one core for minutes (national
+        // rehearsal, docs/performance.md). Each unit is its own run in the
+        // ledger, so a pass killed half-way resumes like a sequential one.
+        let at_once = ctx.app.config.exporters.cyclades.concurrency.max(1) as usize;
+        let (ctx, exam) = (&ctx, &exam);
+        let mut runs = futures::stream::iter(establishments)
+            .map(|uai| async move { run_unit(ctx, exam, &uai, mode).await })
+            .buffered(at_once);
+        // A failed unit does not cut the others short (a run dropped
+        // mid-request would stay closing until the pass is retried): every
+        // unit of the pass runs, then the first failure is the job's.
+        let mut summaries = Vec::with_capacity(total as usize);
+        let mut failure = None;
+        let mut done = 0;
+        while let Some(run) = runs.next().await {
+            match run {
+                Ok(summary) => summaries.push(summary),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+            done += 1;
+            ctx.progress(done, total).await;
         }
-        verdict(&ctx, mode, summaries)
+        drop(runs);
+        match failure {
+            Some(e) => Err(e),
+            None => verdict(ctx, mode, summaries),
+        }
     }
 }

@@ -5,14 +5,14 @@
 use askama::Template;
 use axum::{
     Json, Router,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     response::Response,
     routing::get,
 };
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -20,15 +20,15 @@ use super::{
     WebState,
     api::ApiResult,
     french::{self, kind_label},
-    pages::{PageError, Who, date, render},
+    pages::{PageError, Who, date, render, urlencoding},
     session::{Caller, Viewer},
 };
 use crate::{
-    closure,
+    closure::{self, status::UnitQuery},
     domain::{ExamKind, ItemState, JobStatus, Uai, UnitState},
     download::{self, ZipInput},
     jobs::admin,
-    op::Actor,
+    op::{Actor, OpError},
     render::RequestedOptions,
 };
 
@@ -182,18 +182,116 @@ struct ExamPage {
     fixed: bool,
     /// The establishment's built zip, as buttons.
     buttons: Vec<super::downloads::Button>,
+    /// The closure table's filter by state, with each state's count.
+    states: Vec<StateLink>,
+    /// The first page of the same filter, when this one is not.
+    previous: Option<String>,
+    /// The next page of the same filter, when there is one.
+    next: Option<String>,
 }
 
 /// Units whose waiting job's next attempt is looked up for the closure
 /// table's words, at most (a job read each).
 const NEXT_ATTEMPTS_READ: usize = 20;
 
+/// The closure table's filter and page, from the query string: `etat`, a
+/// unit state as stored (`closed_with_errors`…), and `apres`, the UAI
+/// after which the page starts (both optional).
+#[derive(Deserialize, Default)]
+struct ExamForm {
+    #[serde(default)]
+    etat: String,
+    #[serde(default)]
+    apres: String,
+}
+
+impl ExamForm {
+    /// The units the form asks for, or the invalid-input page naming the
+    /// field.
+    fn query(&self, actor: &Actor) -> Result<UnitQuery, PageError> {
+        let state = match self.etat.trim() {
+            "" => None,
+            s => Some(UnitState::parse(s).ok_or_else(|| {
+                PageError::of(
+                    OpError::invalid(
+                        "etat",
+                        format!("{s:?} is not a unit state (open, closing, closed, partially_closed, closed_with_errors, published)"),
+                    ),
+                    actor,
+                )
+            })?),
+        };
+        let after = match self.apres.trim() {
+            "" => None,
+            a => Some(
+                Uai::parse(a)
+                    .map_err(|e| PageError::of(OpError::invalid("apres", e.to_string()), actor))?,
+            ),
+        };
+        Ok(UnitQuery { state, after })
+    }
+}
+
+/// A link of the closure table's state filter.
+struct StateLink {
+    label: String,
+    href: String,
+    current: bool,
+}
+
+/// The exam page's query string for `state` (none: every state), from
+/// the start or after `after`.
+fn exam_query(state: Option<UnitState>, after: Option<&str>) -> String {
+    let mut q = Vec::new();
+    if let Some(s) = state {
+        q.push(format!("etat={}", s.as_str()));
+    }
+    if let Some(a) = after {
+        q.push(format!("apres={}", urlencoding(a)));
+    }
+    if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    }
+}
+
+/// "Tous (701)", then each state that has units, as filter links.
+fn state_links(counts: &[(UnitState, i64)], current: Option<UnitState>) -> Vec<StateLink> {
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let mut links = vec![StateLink {
+        label: format!("tous ({})", french::number(total)),
+        href: exam_query(None, None),
+        current: current.is_none(),
+    }];
+    let mut counts = counts.to_vec();
+    counts.sort_by_key(|(s, _)| s.as_str());
+    links.extend(
+        counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| StateLink {
+                label: format!("{} ({})", french::unit_state(s), french::number(n)),
+                href: exam_query(Some(s), None),
+                current: current == Some(s),
+            }),
+    );
+    links
+}
+
 async fn page_exam(
     State(s): State<WebState>,
     Viewer(actor): Viewer,
     Path(code): Path<String>,
+    Query(form): Query<ExamForm>,
 ) -> Result<Response, PageError> {
-    let status = closure::status::exam_status(&s.app, &actor, &code)
+    let query = form.query(&actor)?;
+    let closure::status::ExamPage {
+        status,
+        counts,
+        places,
+        next,
+    } = closure::status::exam_page(&s.app, &actor, &code, &query)
         .await
         .map_err(|e| PageError::of(e, &actor))?;
     let own_uai = match &actor {
@@ -203,31 +301,38 @@ async fn page_exam(
     let next_attempt = next_attempts(&s, &actor, &status).await;
     let buttons = own_zip_buttons(&s, &actor, &status, own_uai.as_ref()).await;
     let closing_kind = status.kind != ExamKind::Harmonised;
+    let in_state = |wanted: &dyn Fn(UnitState) -> bool| {
+        counts.iter().any(|(state, n)| *n > 0 && wanted(*state))
+    };
     let page = ExamPage {
         who: Some(Who::of(&actor)),
         kind_label: kind_label(status.kind),
         published: status.published_at.map(date),
-        closable: closing_kind && status.units.iter().any(|u| u.state == UnitState::Open),
+        closable: closing_kind && in_state(&|s| s == UnitState::Open),
         relaunchable: closing_kind
-            && status
-                .units
-                .iter()
-                .any(|u| !matches!(u.state, UnitState::Open | UnitState::Closing)),
+            && in_state(&|s| !matches!(s, UnitState::Open | UnitState::Closing)),
         harmonisable: status.kind == ExamKind::Harmonised
             && matches!(actor, Actor::Admin(_) | Actor::Coordinator { .. }),
         own_uai: own_uai.as_ref().map(|u| u.to_string()),
-        searchable: status
-            .units
-            .iter()
-            .map(|u| Place {
-                uai: u.establishment.clone(),
-                name: u.name.clone(),
-            })
+        every_zip: matches!(actor, Actor::Admin(_) | Actor::Coordinator { .. }) && places.len() > 1,
+        searchable: places
+            .into_iter()
+            .map(|(uai, name)| Place { uai, name })
             .collect(),
-        every_zip: matches!(actor, Actor::Admin(_) | Actor::Coordinator { .. })
-            && status.units.len() > 1,
         fixed: status.kind == ExamKind::E3c,
         buttons,
+        // Filters are offered once there is more than one state to tell
+        // apart or more than a page.
+        states: if counts.iter().filter(|(_, n)| *n > 0).count() > 1
+            || next.is_some()
+            || query.after.is_some()
+        {
+            state_links(&counts, query.state)
+        } else {
+            Vec::new()
+        },
+        previous: query.after.is_some().then(|| exam_query(query.state, None)),
+        next: next.map(|uai| exam_query(query.state, Some(&uai))),
         units: status
             .units
             .iter()

@@ -163,7 +163,7 @@ pub fn field_label(field: &str) -> String {
         "copies" | "selection" => "copies à valider".into(),
         "numeros" => "numéros".into(),
         "fichier" => "fichier de numéros".into(),
-        "status" => "état".into(),
+        "status" | "etat" => "état".into(),
         "kind" => "type de travail".into(),
         "id" => "référence du travail".into(),
         "cursor" | "apres" => "page".into(),
@@ -252,6 +252,11 @@ fn invalid_reason(reason: &str) -> Option<String> {
     }
     if let Some(got) = reason.strip_prefix("must not be negative, got ") {
         return Some(format!("ne doit pas être négatif (reçu {got})"));
+    }
+    if let Some((given, _)) = reason.split_once(" is not a unit state") {
+        return Some(format!(
+            "{given} n'est pas un état d'établissement (open, closing, closed, partially_closed, closed_with_errors, published)"
+        ));
     }
     if reason.contains("is not a cursor of the jobs list") {
         return Some("cette page de la liste n'existe pas : repartez de la première".into());

@@ -1375,7 +1375,7 @@ pub async fn web(config: Config, args: WebBenchArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::builder()
+    let client = copiste::tls::http_client()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let api = format!(
@@ -1499,7 +1499,7 @@ pub async fn coordinator(mut config: Config, args: CoordinatorBenchArgs) -> anyh
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::builder()
+    let client = copiste::tls::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
@@ -1612,7 +1612,7 @@ pub async fn search(mut config: Config, args: SearchBenchArgs) -> anyhow::Result
         })
         .collect();
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::builder()
+    let client = copiste::tls::http_client()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let bearer = (reqwest::header::AUTHORIZATION, format!("Bearer {token}"));

@@ -304,7 +304,7 @@ async fn every_endpoint_answers_every_caller_as_its_scope_says() {
     ];
 
     let addr = serve(&app).await;
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let mut wrong = Vec::new();
     let mut asked = 0;
     for (method, path, body, allowed, answer) in &endpoints {
@@ -356,7 +356,7 @@ async fn errors_are_problem_documents_without_internals() {
     app.import_demo(2, 3).await;
     let addr = serve(&app).await;
     let admin = token(&app, Role::Admin).await;
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let get = |path: String, bearer: Option<String>| {
         let mut r = client.get(format!("http://{addr}{path}"));
         if let Some(b) = bearer {
@@ -439,7 +439,11 @@ async fn errors_are_problem_documents_without_internals() {
 async fn the_openapi_document_lists_every_route() {
     let app = TestApp::new().await;
     let addr = serve(&app).await;
-    let doc: Value = reqwest::get(format!("http://{addr}/api/openapi.json"))
+    let doc: Value = copiste::tls::http_client()
+        .build()
+        .expect("an HTTP client")
+        .get(format!("http://{addr}/api/openapi.json"))
+        .send()
         .await
         .expect("answer")
         .json()
@@ -516,7 +520,7 @@ async fn the_openapi_document_lists_every_route() {
         }
     }
     // Every route answers (none is documented without being served).
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     for route in &routes {
         let (method, path) = route.split_once(' ').expect("method and path");
         let path = path
@@ -564,7 +568,7 @@ async fn the_jobs_list_pages_by_cursor() {
     .expect("jobs");
     let addr = serve(&app).await;
     let admin = token(&app, Role::Admin).await;
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let get = |query: String| {
         let request = client
             .get(format!("http://{addr}/api/v1/jobs?{query}"))
@@ -622,7 +626,7 @@ async fn the_api_answers_as_its_document_says() {
     app.import_demo(2, 3).await;
     let addr = serve(&app).await;
     let admin = token(&app, Role::Admin).await;
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let send = |method: Method, path: &str, body: Option<(&'static str, &'static str)>| {
         let mut request = client
             .request(method, format!("http://{addr}{path}"))

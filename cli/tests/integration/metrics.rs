@@ -83,7 +83,9 @@ fn sum(samples: &HashMap<String, f64>, metric: &str, labels: &[&str]) -> f64 {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    match reqwest::Client::new()
+    match copiste::tls::http_client()
+        .build()
+        .expect("an HTTP client")
         .get(url)
         .timeout(Duration::from_secs(5))
         .send()

@@ -40,7 +40,7 @@ pub(crate) async fn token(app: &TestApp, role: Role) -> (uuid::Uuid, String) {
 }
 
 pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    copiste::tls::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
@@ -683,4 +683,126 @@ async fn every_form_refuses_a_cross_site_post() {
     assert_eq!(app.job(job).await.status.as_str(), "queued");
     let (status, _) = page(&base, &cookie, "/travaux").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The coordinator's closure table of an academy of 130 establishments:
+/// pages of 100 by UAI, a link to the next and back to the first, a
+/// filter by state with each state's count, and a clear refusal of a
+/// state or a cursor that is not one. The other academy's establishment
+/// is never listed.
+#[tokio::test]
+async fn the_closure_table_pages_by_establishment_and_filters_by_state() {
+    use crate::jobs_list::{catalogue, pool, uai};
+    let app = TestApp::new().await;
+    let pool = pool(&app).await;
+    catalogue(&pool).await;
+    // Establishments 1 and 2 are in A1, 3 in A2 (the catalogue's); 4 to
+    // 131 join A1. Each has one candidate with a graded copy of E1.
+    for n in 4..=131 {
+        sqlx::query("INSERT INTO establishments (uai, name, academy_code) VALUES ($1, $2, 'A1')")
+            .bind(uai(n).as_str())
+            .bind(format!("Lycée {n}"))
+            .execute(&pool)
+            .await
+            .expect("establishment");
+    }
+    sqlx::query(
+        "WITH c AS (
+             INSERT INTO candidates (session_code, numero, nom, prenom, establishment_uai)
+             SELECT 'S', 'N' || e.uai, 'Nom', 'Prénom', e.uai FROM establishments e
+             RETURNING id
+         )
+         INSERT INTO copies (exam_code, candidate_id, grade, page_keys, content_sha256)
+         SELECT 'E1', id, 10, ARRAY['scan'], 'x' FROM c",
+    )
+    .execute(&pool)
+    .await
+    .expect("copies");
+    // Three of A1's units closed with errors, one of A2's.
+    sqlx::query(
+        "INSERT INTO closure_units (exam_code, establishment_uai, state)
+         SELECT 'E1', uai, 'closed_with_errors' FROM unnest($1::text[]) AS u (uai)",
+    )
+    .bind(vec![
+        uai(5).to_string(),
+        uai(50).to_string(),
+        uai(120).to_string(),
+        uai(3).to_string(),
+    ])
+    .execute(&pool)
+    .await
+    .expect("units");
+
+    let base = serve(&app).await;
+    let (_, token) = token(
+        &app,
+        Role::Coordinator {
+            academy: "A1".into(),
+        },
+    )
+    .await;
+    let cookie = log_in(&base, &token).await;
+    let rows = |body: &str| body.matches("<td data-label=\"Établissement\">").count();
+    let (status, first) = page(&base, &cookie, "/examens/E1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(rows(&first), 100, "a page of 100 establishments");
+    assert!(first.contains("tous (130)"), "every unit counted");
+    assert!(first.contains("clôturé avec erreurs (3)"), "A1's three");
+    assert!(first.contains("non clôturé (127)"), "the others");
+    assert!(
+        !first.contains(uai(3).as_str()),
+        "A2's establishment is never listed"
+    );
+    // Every establishment of the academy is still offered to the search
+    // and zip forms (130 options in each, and "every establishment").
+    assert_eq!(first.matches("<option value=\"").count(), 2 * 130 + 1);
+    let next = first
+        .split("établissements suivants")
+        .next()
+        .and_then(|before| before.rsplit("href=\"").next())
+        .and_then(|rest| rest.split('"').next())
+        .map(|href| href.replace("&#38;", "&").replace("&amp;", "&"))
+        .expect("a link to the next page");
+    let (status, second) = page(&base, &cookie, &next).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(rows(&second), 30, "the last 30");
+    assert!(
+        !second.contains("établissements suivants"),
+        "no page after the last"
+    );
+    assert!(second.contains("premiers établissements"), "a way back");
+    // The first page ends where the second starts, in UAI order.
+    let last_of_first = first
+        .rsplit("<td data-label=\"Établissement\">")
+        .next()
+        .expect("a row")
+        .to_owned();
+    assert!(!second.contains(&last_of_first), "no unit on both pages");
+
+    let (status, errors) = page(&base, &cookie, "/examens/E1?etat=closed_with_errors").await;
+    assert_eq!(status, StatusCode::OK, "{errors}");
+    assert_eq!(rows(&errors), 3, "{errors}");
+    for n in [5, 50, 120] {
+        assert!(errors.contains(uai(n).as_str()), "establishment {n}");
+    }
+    let (status, closed) = page(&base, &cookie, "/examens/E1?etat=closed").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows(&closed), 0);
+    assert!(
+        closed.contains("Aucun établissement dans cet état"),
+        "{closed}"
+    );
+
+    let (status, body) = page(&base, &cookie, "/examens/E1?etat=ferme").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains("état : ") && body.contains("ferme") && body.contains("pas un état"),
+        "names the field and the value: {body}"
+    );
+    let (status, body) = page(&base, &cookie, "/examens/E1?apres=0000000Z").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body.contains("page : la lettre de contrôle"),
+        "names the field: {body}"
+    );
 }

@@ -485,7 +485,7 @@ async fn an_establishment_zip_holds_every_transmitted_copy_and_is_served_by_link
     let url = links[0]
         .url
         .replace("http://127.0.0.1:8080", &format!("http://{addr}"));
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let response = client.get(&url).send().await.expect("get");
     assert_eq!(response.status(), 200);
     assert_eq!(
@@ -911,7 +911,7 @@ async fn moto() -> Moto {
         .expect("moto is installed (python3 -m pip install 'moto[server]'; scripts/test does it)");
     let endpoint = format!("http://127.0.0.1:{port}");
     let moto = Moto { child, endpoint };
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     eventually_every(
         Duration::from_secs(10),
         Duration::from_millis(50),
@@ -938,7 +938,9 @@ const NEEDS_MOTO: &str = "needs moto and MOTO_S3_TESTS=1 with dummy AWS credenti
 async fn on_moto(bucket: &str) -> (Moto, serde_json::Value) {
     assert!(std::env::var_os("MOTO_S3_TESTS").is_some(), "{NEEDS_MOTO}");
     let moto = moto().await;
-    let created = reqwest::Client::new()
+    let created = copiste::tls::http_client()
+        .build()
+        .expect("an HTTP client")
         .put(format!("{}/{bucket}", moto.endpoint))
         .send()
         .await
@@ -987,7 +989,11 @@ async fn on_s3_zips_go_through_multipart_uploads_and_links_are_presigned() {
             && url.contains("X-Amz-Expires="),
         "a presigned URL: {url}"
     );
-    let body = reqwest::get(url)
+    let body = copiste::tls::http_client()
+        .build()
+        .expect("an HTTP client")
+        .get(url)
+        .send()
         .await
         .expect("get")
         .bytes()
@@ -1898,7 +1904,7 @@ async fn on_the_local_store_a_zip_build_resumes_within_its_part() {
 async fn on_s3_a_zip_build_resumes_within_its_part_and_housekeeping_aborts_abandoned_uploads() {
     let bucket = "copiste-within";
     let (moto, config) = on_moto(bucket).await;
-    let client = reqwest::Client::new();
+    let client = copiste::tls::http_client().build().expect("an HTTP client");
     let app = heavy_app(config, 20).await;
     close(&app, PHILO).await;
     // The bucket's multipart uploads in progress, as S3 lists them.

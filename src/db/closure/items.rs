@@ -209,6 +209,13 @@ pub struct StateCounts {
     pub rejected: i64,
 }
 
+impl StateCounts {
+    /// Items not accepted: to send, sent without an answer, or rejected.
+    pub fn unaccepted(&self) -> i64 {
+        self.pending + self.sent + self.rejected
+    }
+}
+
 /// The unit's Imag'In items by state.
 pub async fn count_states(db: &Db, exam: &str, uai: &str) -> anyhow::Result<StateCounts> {
     let r = sqlx::query!(
@@ -331,4 +338,58 @@ pub async fn errors(db: &Db, exam: &str, uai: Option<&str>) -> anyhow::Result<Ve
             .context("listing the exam's export errors")?
         ),
     })
+}
+
+/// Why items of `exam` in the establishments `uais` are not accepted, as
+/// [`errors`] tells it for one unit: the closure table's page reads the
+/// errors of the units it shows, not of the whole exam.
+pub async fn errors_of_units(
+    db: &Db,
+    exam: &str,
+    uais: &[String],
+) -> anyhow::Result<Vec<ErrorCount>> {
+    if uais.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query!(
+        r#"WITH units AS MATERIALIZED (
+               SELECT c.id, ca.numero, ca.establishment_uai
+               FROM copies c JOIN candidates ca ON ca.id = c.candidate_id
+               WHERE c.exam_code = $1 AND ca.establishment_uai = ANY($2)
+           ), failing AS (
+               SELECT units.establishment_uai, 'cyclades' AS target, g.state,
+                      coalesce(g.reason, g.last_error) AS message, units.numero AS who
+               FROM units JOIN grade_exports g ON g.copy_id = units.id
+               WHERE g.state = 'rejected' OR (g.state <> 'accepted' AND g.last_error IS NOT NULL)
+               UNION ALL
+               SELECT establishment_uai, 'imagin', state, coalesce(reason, last_error), grader_code
+               FROM count_exports
+               WHERE exam_code = $1 AND establishment_uai = ANY($2)
+                 AND (state = 'rejected' OR (state <> 'accepted' AND last_error IS NOT NULL))
+           )
+           SELECT establishment_uai AS "establishment_uai!", target AS "target!",
+                  CASE WHEN state = 'rejected' THEN 'rejected' ELSE 'pending' END AS "state!",
+                  message AS "message!", count(*) AS "items!",
+                  (array_agg(who ORDER BY who))[1:5] AS "examples!"
+           FROM failing
+           GROUP BY 1, 2, 3, 4
+           ORDER BY 1, 2, 5 DESC, 4"#,
+        exam,
+        uais
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the units' export errors")?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(ErrorCount {
+                establishment: r.establishment_uai,
+                target: r.target,
+                state: decode("export_ledger.state", &r.state)?,
+                message: r.message,
+                items: r.items,
+                examples: r.examples,
+            })
+        })
+        .collect()
 }

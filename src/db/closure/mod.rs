@@ -22,11 +22,14 @@ mod units;
 // their items are reached here rather than through each file's name.
 pub use harmonisation::{CandidateCopy, exam_copies, insert_pass, validated_establishments};
 pub use items::{
-    CountOutgoing, ErrorCount, SentGrade, StateCounts, count_states, errors, fail_counts,
-    fail_grades, settle_counts, settle_grades, sync_counts,
+    CountOutgoing, ErrorCount, SentGrade, StateCounts, count_states, errors, errors_of_units,
+    fail_counts, fail_grades, settle_counts, settle_grades, sync_counts,
 };
 pub use publication::{PublishOutcome, publish};
-pub use status::{ExamUnitCount, UnitRow, exam_unit_counts, recount_summaries, unit_rows};
+pub use status::{
+    ExamUnitCount, UnitFilter, UnitRow, exam_unit_counts, recount_summaries, unit_places,
+    unit_rows, unit_state_counts,
+};
 pub use units::{
     ActiveJob, UnitContent, UnitCopy, UnitLock, finish_run, has_items, lock_unit, relaunch_work,
     set_active_job, start_run, ungraded_by_establishment, unit_copies, unit_exists, unit_ungraded,

@@ -71,15 +71,27 @@ pub struct UnitRow {
     pub imagin: StateCounts,
 }
 
-/// Every establishment with copies of `exam`, with its unit's state and
-/// item counts, read from `unit_summaries` (kept up to date by triggers on
-/// copies, candidates and both ledgers; see migration 10): a page costs one
-/// read of a row per unit, whatever the unit holds.
+/// Which of an exam's units [`unit_rows`] reads: those of `academy` or
+/// `uai` (when given), in `state` (when given), after the establishment
+/// `after` in UAI order, at most `limit` (when given).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitFilter<'a> {
+    pub academy: Option<&'a str>,
+    pub uai: Option<&'a str>,
+    pub state: Option<UnitState>,
+    pub after: Option<&'a str>,
+    pub limit: Option<i64>,
+}
+
+/// Every establishment with copies of `exam` that `filter` keeps, in UAI
+/// order, with its unit's state and item counts, read from
+/// `unit_summaries` (kept up to date by triggers on copies, candidates and
+/// both ledgers; see migration 10): a page costs one read of a row per
+/// unit shown, whatever the unit holds.
 pub async fn unit_rows(
     db: &Db,
     exam: &str,
-    academy: Option<&str>,
-    uai: Option<&str>,
+    filter: UnitFilter<'_>,
 ) -> anyhow::Result<Vec<UnitRow>> {
     let rows = sqlx::query!(
         r#"
@@ -97,11 +109,17 @@ pub async fn unit_rows(
         WHERE s.exam_code = $1 AND s.copies > 0
           AND ($2::text IS NULL OR e.academy_code = $2)
           AND ($3::text IS NULL OR s.establishment_uai = $3)
+          AND ($4::text IS NULL OR coalesce(u.state, 'open') = $4)
+          AND ($5::text IS NULL OR s.establishment_uai > $5)
         ORDER BY s.establishment_uai
+        LIMIT $6
         "#,
         exam,
-        academy,
-        uai
+        filter.academy,
+        filter.uai,
+        filter.state.map(UnitState::as_str),
+        filter.after,
+        filter.limit,
     )
     .fetch_all(&db.pool)
     .await
@@ -138,6 +156,62 @@ pub async fn unit_rows(
             })
         })
         .collect()
+}
+
+/// How many units of `exam` with copies, within `academy` or `uai` (when
+/// given), are in each stored state (`open` for a unit never closed).
+pub async fn unit_state_counts(
+    db: &Db,
+    exam: &str,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<(UnitState, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT coalesce(u.state, 'open') AS "state!", count(*) AS "units!"
+           FROM unit_summaries s
+           JOIN establishments e ON e.uai = s.establishment_uai
+           LEFT JOIN closure_units u
+             ON u.exam_code = s.exam_code AND u.establishment_uai = s.establishment_uai
+           WHERE s.exam_code = $1 AND s.copies > 0
+             AND ($2::text IS NULL OR e.academy_code = $2)
+             AND ($3::text IS NULL OR s.establishment_uai = $3)
+           GROUP BY 1"#,
+        exam,
+        academy,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("counting the exam's units by state")?;
+    rows.into_iter()
+        .map(|r| Ok((decode("closure_units.state", &r.state)?, r.units)))
+        .collect()
+}
+
+/// The establishments with copies of `exam`, within `academy` or `uai`
+/// (when given), as (UAI, name), in UAI order.
+pub async fn unit_places(
+    db: &Db,
+    exam: &str,
+    academy: Option<&str>,
+    uai: Option<&str>,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT s.establishment_uai AS "uai!", e.name
+           FROM unit_summaries s
+           JOIN establishments e ON e.uai = s.establishment_uai
+           WHERE s.exam_code = $1 AND s.copies > 0
+             AND ($2::text IS NULL OR e.academy_code = $2)
+             AND ($3::text IS NULL OR s.establishment_uai = $3)
+           ORDER BY s.establishment_uai"#,
+        exam,
+        academy,
+        uai
+    )
+    .fetch_all(&db.pool)
+    .await
+    .context("listing the exam's establishments")?;
+    Ok(rows.into_iter().map(|r| (r.uai, r.name)).collect())
 }
 
 /// Recounts every unit's summary (the closure table's counts, see

@@ -520,7 +520,7 @@ impl Night<'_> {
         figures: &queries::NationalFigures,
     ) -> anyhow::Result<()> {
         let base = format!("http://127.0.0.1:{}", self.env.serve_port);
-        let client = reqwest::Client::builder()
+        let client = copiste::tls::http_client()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(self.args.page_concurrency)
             .build()?;
