@@ -60,6 +60,8 @@ struct StubState {
     behaviour: Arc<Mutex<Behaviour>>,
     seen: Arc<Mutex<Seen>>,
     requests: Arc<AtomicU64>,
+    /// Each request's establishment, as it arrived.
+    arrivals: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
 }
 
 impl Respond for StubState {
@@ -72,6 +74,13 @@ impl Respond for StubState {
         let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
             return ResponseTemplate::new(400).set_body_string("not JSON");
         };
+        self.arrivals.lock().expect("arrivals").push((
+            body["establishment"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            std::time::Instant::now(),
+        ));
         let mut results = Vec::new();
         let mut seen = self.seen.lock().expect("seen");
         for item in body["items"].as_array().into_iter().flatten() {
@@ -149,6 +158,15 @@ impl Stub {
             .items
             .get(key)
             .cloned()
+    }
+
+    /// When each establishment's first request arrived.
+    fn first_arrivals(&self) -> HashMap<String, std::time::Instant> {
+        let mut first = HashMap::new();
+        for (uai, at) in self.state.arrivals.lock().expect("arrivals").iter() {
+            first.entry(uai.clone()).or_insert(*at);
+        }
+        first
     }
 
     fn duplicates(&self) -> u64 {
@@ -813,6 +831,38 @@ async fn harmonisation_in_two_passes_sends_each_copy_once_and_establishments_can
         *per_grader.entry(grader).or_default() += copies;
     }
     assert_eq!(per_grader, totals);
+}
+
+/// A pass over an academy runs its units side by side: with every answer
+/// held 600 ms, units run one after the other would reach the target at
+/// least that far apart; side by side, the three establishments' first
+/// requests arrive together. Every copy is still sent once.
+#[tokio::test]
+async fn a_harmonisation_pass_runs_the_academys_units_side_by_side() {
+    let stub = Stub::start().await;
+    let app = app_with_stub(&stub, json!({})).await;
+    stub.behave(|b| b.hold = Duration::from_millis(600));
+    let worker = app.worker().await;
+    let pass = crate::ops::validate_harmonisation(&app, MATHS_H, None, &Validation::All, "test")
+        .await
+        .expect("validate")
+        .expect("not refused");
+    let PassRequest::Enqueued { job, .. } = pass else {
+        panic!("the pass enqueued nothing: {pass:?}")
+    };
+    app.wait_status(job, "succeeded", 60).await;
+    worker.shutdown(Duration::from_secs(5)).await.expect("stop");
+    stub.assert_exactly_once();
+    let all = exam_numeros(&app, MATHS_H).await;
+    assert_eq!(accepted_candidates(&stub, MATHS_H).len(), all.len());
+    let mut first: Vec<std::time::Instant> = stub.first_arrivals().into_values().collect();
+    first.sort();
+    assert_eq!(first.len(), 3, "three establishments sent to");
+    let spread = first[2] - first[0];
+    assert!(
+        spread < Duration::from_millis(300),
+        "the units' first requests came {spread:?} apart: one unit at a time"
+    );
 }
 
 #[tokio::test]
