@@ -127,7 +127,7 @@ fn every_job_kind_has_a_registered_handler() {
 /// of its own layer or below, never above.
 const LAYERS: [&[&str]; 6] = [
     &["domain", "config", "memory", "rendered"],
-    &["db", "storage", "queue", "export"],
+    &["db", "storage", "queue", "export", "tls"],
     &["app", "op", "ledger"],
     &["closure", "render", "download", "import", "access"],
     &["jobs", "worker", "schedule", "telemetry"],
