@@ -607,7 +607,7 @@ async fn summarise(
     let errors = if unaccepted == 0 {
         Vec::new()
     } else {
-        db::closure::errors(db, &exam.code, Some(uai.as_str())).await?
+        db::closure::errors_of_units(db, &exam.code, &[uai.to_string()]).await?
     };
     let errors = errors
         .into_iter()

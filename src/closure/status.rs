@@ -71,14 +71,30 @@ pub async fn exam_status(app: &App, actor: &Actor, exam: &str) -> Result<ExamSta
     // academy's units only, an establishment's its own.
     let scope = actor.scope();
     let own = scope.establishment().map(|u| u.as_str());
-    let errors = db::closure::errors(db, exam, own).await?;
     let filter = db::closure::UnitFilter {
         academy: scope.academy(),
         uai: own,
         ..Default::default()
     };
     let rows = db::closure::unit_rows(db, exam, filter).await?;
+    let errors = if scope.academy().is_none() && own.is_none() {
+        // Every unit: the exam's failing items, found by their index.
+        db::closure::exam_errors(db, exam).await?
+    } else {
+        db::closure::errors_of_units(db, exam, &failing_units(&rows)).await?
+    };
     Ok(status_of(row, rows, errors))
+}
+
+/// The units whose stored counts hold items not accepted: the only ones
+/// with errors to tell. Reading those of the units in reach, rather than
+/// every failing item of the exam, keeps a coordinator's status within
+/// its academy and a page within its hundred units.
+fn failing_units(rows: &[db::closure::UnitRow]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.cyclades.unaccepted() + r.imagin.unaccepted() > 0)
+        .map(|r| r.establishment.clone())
+        .collect()
 }
 
 /// Which units of an exam's closure table a page shows.
@@ -165,12 +181,7 @@ pub async fn exam_page(
         rows.truncate(UNITS_PER_PAGE);
         rows.last().map(|r| r.establishment.clone())
     });
-    let failing: Vec<String> = rows
-        .iter()
-        .filter(|r| r.cyclades.unaccepted() + r.imagin.unaccepted() > 0)
-        .map(|r| r.establishment.clone())
-        .collect();
-    let errors = db::closure::errors_of_units(db, &code, &failing).await?;
+    let errors = db::closure::errors_of_units(db, &code, &failing_units(&rows)).await?;
     Ok(ExamPage {
         status: status_of(row, rows, errors),
         counts,

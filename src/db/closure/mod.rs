@@ -22,7 +22,7 @@ mod units;
 // their items are reached here rather than through each file's name.
 pub use harmonisation::{CandidateCopy, exam_copies, insert_pass, validated_establishments};
 pub use items::{
-    CountOutgoing, ErrorCount, SentGrade, StateCounts, count_states, errors, errors_of_units,
+    CountOutgoing, ErrorCount, SentGrade, StateCounts, count_states, errors_of_units, exam_errors,
     fail_counts, fail_grades, settle_counts, settle_grades, sync_counts,
 };
 pub use publication::{PublishOutcome, publish};
