@@ -144,39 +144,37 @@ pub async fn exam_page(
     let scope = actor.scope();
     let own = scope.establishment().map(|u| u.as_str());
     let published = row.published_at.is_some();
-    // Every unit of a published exam shows as published: its stored state
-    // filters nothing then, and no unit is in any other state.
-    let stored_state = match query.state {
-        Some(UnitState::Published) if published => None,
-        Some(_) if published => {
-            return Ok(ExamPage {
-                counts: published_counts(db, &code, scope.academy(), own).await?,
-                places: db::closure::unit_places(db, &code, scope.academy(), own).await?,
-                status: status_of(row, Vec::new(), Vec::new()),
-                next: None,
-            });
-        }
-        state => state,
-    };
     let filter = db::closure::UnitFilter {
         academy: scope.academy(),
         uai: own,
-        state: stored_state,
+        // Every unit of a published exam shows as published: its stored
+        // state filters nothing then.
+        state: query.state.filter(|_| !published),
         after: query.after.as_ref().map(Uai::as_str),
         // One more than shown: whether a next page exists.
         limit: Some(UNITS_PER_PAGE as i64 + 1),
     };
-    let (mut rows, counts, places) = tokio::try_join!(
+    let (mut rows, places) = tokio::try_join!(
         db::closure::unit_rows(db, &code, filter),
-        async {
-            if published {
-                published_counts(db, &code, scope.academy(), own).await
-            } else {
-                db::closure::unit_state_counts(db, &code, scope.academy(), own).await
-            }
-        },
         db::closure::unit_places(db, &code, scope.academy(), own),
     )?;
+    // A published exam's units are all published: no other state shows
+    // any.
+    if published && query.state.is_some_and(|s| s != UnitState::Published) {
+        rows.clear();
+    }
+    let mut counts: Vec<(UnitState, i64)> = Vec::new();
+    for place in &places {
+        let state = if published {
+            UnitState::Published
+        } else {
+            place.state
+        };
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state, 1)),
+        }
+    }
     let next = (rows.len() > UNITS_PER_PAGE).then(|| {
         rows.truncate(UNITS_PER_PAGE);
         rows.last().map(|r| r.establishment.clone())
@@ -185,24 +183,9 @@ pub async fn exam_page(
     Ok(ExamPage {
         status: status_of(row, rows, errors),
         counts,
-        places,
+        places: places.into_iter().map(|p| (p.uai, p.name)).collect(),
         next: next.flatten(),
     })
-}
-
-/// Every unit of a published exam, counted as published.
-async fn published_counts(
-    db: &db::Db,
-    exam: &str,
-    academy: Option<&str>,
-    uai: Option<&str>,
-) -> anyhow::Result<Vec<(UnitState, i64)>> {
-    let units: i64 = db::closure::unit_state_counts(db, exam, academy, uai)
-        .await?
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    Ok(vec![(UnitState::Published, units)])
 }
 
 /// The closure status of an exam from its units' rows and errors.

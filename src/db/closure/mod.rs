@@ -27,8 +27,8 @@ pub use items::{
 };
 pub use publication::{PublishOutcome, publish};
 pub use status::{
-    ExamUnitCount, UnitFilter, UnitRow, exam_unit_counts, recount_summaries, unit_places,
-    unit_rows, unit_state_counts,
+    ExamUnitCount, UnitFilter, UnitPlace, UnitRow, exam_unit_counts, recount_summaries,
+    unit_places, unit_rows,
 };
 pub use units::{
     ActiveJob, UnitContent, UnitCopy, UnitLock, finish_run, has_items, lock_unit, relaunch_work,

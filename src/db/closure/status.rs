@@ -158,48 +158,30 @@ pub async fn unit_rows(
         .collect()
 }
 
-/// How many units of `exam` with copies, within `academy` or `uai` (when
-/// given), are in each stored state (`open` for a unit never closed).
-pub async fn unit_state_counts(
-    db: &Db,
-    exam: &str,
-    academy: Option<&str>,
-    uai: Option<&str>,
-) -> anyhow::Result<Vec<(UnitState, i64)>> {
-    let rows = sqlx::query!(
-        r#"SELECT coalesce(u.state, 'open') AS "state!", count(*) AS "units!"
-           FROM unit_summaries s
-           JOIN establishments e ON e.uai = s.establishment_uai
-           LEFT JOIN closure_units u
-             ON u.exam_code = s.exam_code AND u.establishment_uai = s.establishment_uai
-           WHERE s.exam_code = $1 AND s.copies > 0
-             AND ($2::text IS NULL OR e.academy_code = $2)
-             AND ($3::text IS NULL OR s.establishment_uai = $3)
-           GROUP BY 1"#,
-        exam,
-        academy,
-        uai
-    )
-    .fetch_all(&db.pool)
-    .await
-    .context("counting the exam's units by state")?;
-    rows.into_iter()
-        .map(|r| Ok((decode("closure_units.state", &r.state)?, r.units)))
-        .collect()
+/// An establishment with copies of an exam, and its unit's stored state.
+#[derive(Debug, Clone)]
+pub struct UnitPlace {
+    pub uai: String,
+    pub name: String,
+    pub state: UnitState,
 }
 
 /// The establishments with copies of `exam`, within `academy` or `uai`
-/// (when given), as (UAI, name), in UAI order.
+/// (when given), in UAI order, each with its unit's stored state (`open`
+/// for a unit never closed): the closure table's forms list them and its
+/// filter counts them, from this one read.
 pub async fn unit_places(
     db: &Db,
     exam: &str,
     academy: Option<&str>,
     uai: Option<&str>,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<Vec<UnitPlace>> {
     let rows = sqlx::query!(
-        r#"SELECT s.establishment_uai AS "uai!", e.name
+        r#"SELECT s.establishment_uai AS "uai!", e.name, coalesce(u.state, 'open') AS "state!"
            FROM unit_summaries s
            JOIN establishments e ON e.uai = s.establishment_uai
+           LEFT JOIN closure_units u
+             ON u.exam_code = s.exam_code AND u.establishment_uai = s.establishment_uai
            WHERE s.exam_code = $1 AND s.copies > 0
              AND ($2::text IS NULL OR e.academy_code = $2)
              AND ($3::text IS NULL OR s.establishment_uai = $3)
@@ -211,7 +193,15 @@ pub async fn unit_places(
     .fetch_all(&db.pool)
     .await
     .context("listing the exam's establishments")?;
-    Ok(rows.into_iter().map(|r| (r.uai, r.name)).collect())
+    rows.into_iter()
+        .map(|r| {
+            Ok(UnitPlace {
+                state: decode("closure_units.state", &r.state)?,
+                uai: r.uai,
+                name: r.name,
+            })
+        })
+        .collect()
 }
 
 /// Recounts every unit's summary (the closure table's counts, see
