@@ -7,7 +7,8 @@
 //! finishes, every grade and count takes effect exactly once.
 //!
 //! Every test is `#[ignore]`: the normal `cargo test` skips them, and
-//! `scripts/test` runs them one at a time:
+//! `scripts/test` runs them one at a time, beside its later steps (the
+//! suite's servers are its own):
 //!
 //! ```text
 //! cargo test --locked --test integration faults:: -- --ignored --test-threads 1 --nocapture
