@@ -376,8 +376,10 @@ fn new_part(
     out: &mpsc::Sender<Out>,
     digests: &mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<PartWriter> {
+    let pool = ChunkPool::default();
     Ok(ZipWriter::new_stream(Sink {
-        buf: Vec::with_capacity(CHUNK),
+        buf: pool.take(),
+        pool,
         tx: out.clone(),
         written: 0,
         hash: Hasher::start(digests.clone()).context("starting the hasher")?,
@@ -418,9 +420,74 @@ pub(super) fn zip_date(at: chrono::DateTime<chrono::Utc>) -> zip::DateTime {
 /// [`Hasher`].
 struct Sink {
     buf: Vec<u8>,
+    pool: ChunkPool,
     tx: mpsc::Sender<Out>,
     written: u64,
     hash: Hasher,
+}
+
+/// The chunk buffers of a part, used again once the uploader and the
+/// hasher are done with them: the last handle on a chunk dropped puts its
+/// buffer back. Above 128 KiB every fresh buffer is a mapping of its own
+/// (`crate::memory`), paid in page faults as it is filled and returned to
+/// the system when freed; a 1 MiB buffer per megabyte of zip was a third
+/// of a build's page faults (docs/performance.md, "Page faults: what the
+/// job pays for returning buffers"). The buffers live as long as the
+/// part's chunks: they are freed with the last one after the part ends.
+#[derive(Clone, Default)]
+struct ChunkPool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+/// At most this many idle buffers are kept: about as many chunks as the
+/// channels between the zip thread, the hasher and the uploader hold, so
+/// the pool keeps no more memory than a build has in flight anyway.
+const POOLED_CHUNKS: usize = 16;
+
+impl ChunkPool {
+    /// An empty buffer of [`CHUNK`] bytes' capacity: an idle one, or a
+    /// new one.
+    fn take(&self) -> Vec<u8> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+    }
+
+    /// `buf` as a chunk whose buffer comes back to this pool when its last
+    /// handle is dropped.
+    fn wrap(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(PooledChunk {
+            buf,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A chunk's buffer, on its way back to its [`ChunkPool`].
+struct PooledChunk {
+    buf: Vec<u8>,
+    pool: ChunkPool,
+}
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() != CHUNK {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut idle) = self.pool.0.lock()
+            && idle.len() < POOLED_CHUNKS
+        {
+            idle.push(buf);
+        }
+    }
 }
 
 /// The SHA-256 of a part, computed on a thread of its own: hashing costs
@@ -488,7 +555,8 @@ impl Sink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let next = self.pool.take();
+        let chunk = self.pool.wrap(std::mem::replace(&mut self.buf, next));
         self.hash.update(chunk.clone())?;
         self.tx
             .blocking_send(Out::Chunk(chunk))
@@ -498,11 +566,18 @@ impl Sink {
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        self.written += data.len() as u64;
-        if self.buf.len() >= CHUNK {
-            self.send()?;
+        // Chunks of exactly CHUNK bytes (the last one of a part shorter),
+        // so that a buffer never grows past its pooled capacity.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let take = rest.len().min(CHUNK - self.buf.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() == CHUNK {
+                self.send()?;
+            }
         }
+        self.written += data.len() as u64;
         Ok(data.len())
     }
 
