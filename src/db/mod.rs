@@ -40,9 +40,10 @@ pub struct Db {
     /// statements look each job up, and lock it, by its id alone (a
     /// lateral lookup per id, then `id = ANY(ids)`), and compare its
     /// status, worker and attempt only once it is locked: an index that
-    /// also holds the status (`jobs_status_recent`, on status, creation
-    /// and id) would otherwise be chosen for the lookup and read every
-    /// queued job before finding the one id. Their connections have
+    /// also holds the status or is restricted to it (`jobs_active_recent`,
+    /// on creation and id, of the queued and running jobs) would otherwise
+    /// be chosen for the lookup and read every queued job before finding
+    /// the one id. Their connections have
     /// `enable_seqscan = off`: the primary key is their only way to the
     /// rows. A Postgres crash may forget the last
     /// fraction of a second of them; the jobs concerned then run again

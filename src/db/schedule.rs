@@ -103,31 +103,38 @@ pub async fn delete_download(db: &Db, id: uuid::Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes finished jobs (and, by cascade, their events) finished before
-/// `before`, oldest first, `batch` jobs per statement, each statement a
-/// transaction of its own; returns how many. A batch locks only the jobs
+/// Deletes finished jobs finished before `before`, and their events in
+/// the same statement, oldest first, `batch` jobs per statement, each
+/// statement a transaction of its own; returns how many. A batch locks only the jobs
 /// it deletes (skipping any a retry by hand holds), their events and the
 /// closure units and downloads that name them, and commits before the
 /// next: the night's writers never wait for more than one batch.
 pub async fn prune_jobs(db: &Db, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
     let mut pruned = 0;
     loop {
-        let done = sqlx::query!(
-            "DELETE FROM jobs WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE finished_at < $1
-                   AND status IN ('succeeded', 'failed', 'dead', 'cancelled')
-                 ORDER BY finished_at
-                 LIMIT $2
-                 FOR UPDATE SKIP LOCKED)",
+        let done = sqlx::query_scalar!(
+            "WITH gone AS (
+                 DELETE FROM jobs WHERE id IN (
+                     SELECT id FROM jobs
+                     WHERE finished_at < $1
+                       AND status IN ('succeeded', 'failed', 'dead', 'cancelled')
+                     ORDER BY finished_at
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING id
+             ), events AS (
+                 DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)
+             )
+             SELECT count(*) AS \"n!\" FROM gone",
             before,
             batch
         )
-        .execute(&db.pool)
+        .fetch_one(&db.pool)
         .await
         .context("pruning finished jobs")?;
-        pruned += done.rows_affected();
-        if done.rows_affected() < u64::try_from(batch).unwrap_or(0) || batch <= 0 {
+        let done = u64::try_from(done).unwrap_or(0);
+        pruned += done;
+        if done < u64::try_from(batch).unwrap_or(0) || batch <= 0 {
             return Ok(pruned);
         }
     }

@@ -42,17 +42,11 @@ pub struct NewJob<'a> {
 pub async fn insert(tx: &mut Tx, job: NewJob<'_>) -> anyhow::Result<Enqueued> {
     let inserted = sqlx::query_scalar!(
         r#"
-        WITH ins AS (
-            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
-                              idempotency_key, created_by)
-            VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
-            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING id
-        ), ev AS (
-            INSERT INTO job_events (job_id, event, attempt, detail)
-            SELECT id, 'enqueued', 0, 'by ' || $8 FROM ins
-        )
-        SELECT id AS "id!" FROM ins
+        INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
+                          idempotency_key, created_by)
+        VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $7, $8)
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
         "#,
         job.id,
         job.kind,
@@ -103,14 +97,9 @@ pub async fn insert_many(tx: &mut Tx, jobs: NewJobs<'_>) -> anyhow::Result<()> {
     );
     sqlx::query!(
         r#"
-        WITH ins AS (
-            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at, created_by)
-            SELECT id, $2, payload, $4, $5, coalesce($6, now()), $7
-            FROM unnest($1::uuid[], $3::jsonb[]) AS t(id, payload)
-            RETURNING id
-        )
-        INSERT INTO job_events (job_id, event, attempt, detail)
-        SELECT id, 'enqueued', 0, 'by ' || $7 FROM ins
+        INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at, created_by)
+        SELECT id, $2, payload, $4, $5, coalesce($6, now()), $7
+        FROM unnest($1::uuid[], $3::jsonb[]) AS t(id, payload)
         "#,
         jobs.ids,
         jobs.kind,
@@ -157,18 +146,12 @@ pub async fn insert_many_keyed(
     );
     let inserted = sqlx::query_scalar!(
         r#"
-        WITH ins AS (
-            INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
-                              idempotency_key, created_by)
-            SELECT id, $2, payload, $5, $6, coalesce($7, now()), key, $8
-            FROM unnest($1::uuid[], $3::jsonb[], $4::text[]) AS t(id, payload, key)
-            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING id
-        ), ev AS (
-            INSERT INTO job_events (job_id, event, attempt, detail)
-            SELECT id, 'enqueued', 0, 'by ' || $8 FROM ins
-        )
-        SELECT id AS "id!" FROM ins
+        INSERT INTO jobs (id, kind, payload, priority, max_attempts, run_at,
+                          idempotency_key, created_by)
+        SELECT id, $2, payload, $5, $6, coalesce($7, now()), key, $8
+        FROM unnest($1::uuid[], $3::jsonb[], $4::text[]) AS t(id, payload, key)
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id
         "#,
         jobs.ids,
         jobs.kind,

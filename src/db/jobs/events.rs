@@ -1,4 +1,5 @@
-//! A job's history: its `job_events` rows.
+//! A job's history: the `job_history` view, which reads its first entry
+//! ("enqueued") from the job's row and the others from `job_events`.
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -20,7 +21,10 @@ pub struct EventRow {
 pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
     sqlx::query_as!(
         EventRow,
-        "SELECT at, event, attempt, worker, detail FROM job_events WHERE job_id = $1 ORDER BY id",
+        r#"
+        SELECT at AS "at!", event AS "event!", attempt AS "attempt!", worker, detail
+        FROM job_history WHERE job_id = $1 ORDER BY seq
+        "#,
         id
     )
     .fetch_all(&db.pool)
@@ -31,7 +35,7 @@ pub async fn events(db: &Db, id: Uuid) -> anyhow::Result<Vec<EventRow>> {
 /// Counts the events of one kind for a job (tests and checks).
 pub async fn count_events(db: &Db, id: Uuid, event: &str) -> anyhow::Result<i64> {
     sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM job_events WHERE job_id = $1 AND event = $2"#,
+        r#"SELECT count(*) AS "n!" FROM job_history WHERE job_id = $1 AND event = $2"#,
         id,
         event
     )
