@@ -154,15 +154,15 @@ async fn custom_plans(tx: &mut Tx) -> anyhow::Result<()> {
 /// `offset`, which the caller bounds).
 ///
 /// The listing indexes hold finished jobs only (migration 15), so the
-/// statement reads two halves with the same filters, each in order up to
-/// the page's end: the active jobs (through `jobs_active_recent`, or
-/// `jobs_leases` for the running ones), then the finished ones (through
-/// the index of the filter); PostgreSQL merges them in order. A status
-/// filter folds the half it excludes away. The halves are written out
-/// rather than read through a `UNION ALL` view, as PostgreSQL 15 flattens
-/// such a view and then sorts every row of both halves instead of
-/// merging two index scans (120 ms instead of 0.1 at national size,
-/// docs/performance.md).
+/// statement reads the filtered jobs (`filtered`, inlined into each
+/// half) in two halves, each in order up to the page's end: the active
+/// jobs (through `jobs_active_recent`, or `jobs_leases` for the running
+/// ones), then the finished ones (through the index of the filter);
+/// PostgreSQL merges them in order. A status filter folds the half it
+/// excludes away. Each half has its own `ORDER BY … LIMIT`: a plain
+/// `UNION ALL` (or such a view) is flattened by PostgreSQL 15, which then
+/// sorts every row of both halves instead of merging two index scans
+/// (120 ms instead of 0.5 at national size, docs/performance.md).
 pub async fn list_page(
     db: &Db,
     filter: &JobFilter<'_>,
@@ -176,6 +176,16 @@ pub async fn list_page(
     let rows = sqlx::query_as!(
         StoredJob,
         r#"
+        WITH filtered AS NOT MATERIALIZED (
+            SELECT * FROM jobs
+            WHERE (created_at, id) < ($1, $2)
+              AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR kind = $4)
+              AND ($5::text IS NULL OR payload->>'exam' = $5)
+              AND ($6::text IS NULL OR payload->>'establishment' = $6)
+              AND ($7::text IS NULL OR payload->>'academy' = $7
+                   OR payload->>'establishment'
+                      = ANY (ARRAY(SELECT uai FROM establishments WHERE academy_code = $7)))
+        )
         SELECT id AS "id!", kind AS "kind!", status AS "status!", payload AS "payload!",
                priority AS "priority!", attempts AS "attempts!",
                max_attempts AS "max_attempts!", run_at AS "run_at!",
@@ -183,31 +193,15 @@ pub async fn list_page(
                idempotency_key, created_by AS "created_by!", created_at AS "created_at!",
                started_at, finished_at
         FROM (
-            (SELECT * FROM jobs
+            (SELECT * FROM filtered
              WHERE status IN ('queued', 'running')
                AND ($3::text IS NULL OR $3 IN ('queued', 'running'))
-               AND (created_at, id) < ($1, $2)
-               AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR kind = $4)
-               AND ($5::text IS NULL OR payload->>'exam' = $5)
-               AND ($6::text IS NULL OR payload->>'establishment' = $6)
-               AND ($7::text IS NULL OR payload->>'academy' = $7
-                    OR payload->>'establishment'
-                       = ANY (ARRAY(SELECT uai FROM establishments WHERE academy_code = $7)))
-             ORDER BY created_at DESC, id DESC
-             LIMIT $8::int8 + $9::int8)
+             ORDER BY created_at DESC, id DESC LIMIT $8::int8 + $9::int8)
             UNION ALL
-            (SELECT * FROM jobs
+            (SELECT * FROM filtered
              WHERE status IN ('succeeded', 'failed', 'dead', 'cancelled')
                AND ($3::text IS NULL OR $3 IN ('succeeded', 'failed', 'dead', 'cancelled'))
-               AND (created_at, id) < ($1, $2)
-               AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR kind = $4)
-               AND ($5::text IS NULL OR payload->>'exam' = $5)
-               AND ($6::text IS NULL OR payload->>'establishment' = $6)
-               AND ($7::text IS NULL OR payload->>'academy' = $7
-                    OR payload->>'establishment'
-                       = ANY (ARRAY(SELECT uai FROM establishments WHERE academy_code = $7)))
-             ORDER BY created_at DESC, id DESC
-             LIMIT $8::int8 + $9::int8)
+             ORDER BY created_at DESC, id DESC LIMIT $8::int8 + $9::int8)
         ) j
         ORDER BY created_at DESC, id DESC
         LIMIT $8 OFFSET $9

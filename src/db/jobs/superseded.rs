@@ -18,8 +18,9 @@ use crate::db::Db;
 /// Each dead job's look-up reads the indexes of its establishment, its
 /// academy or its exam from its creation on, newest first: the finished
 /// jobs' (migration 15) for a succeeded one, the active jobs' for a
-/// queued or running one, each half written out so that its partial
-/// index serves it. A unit has a handful of jobs, so a page of the list
+/// queued or running one: the unit's jobs (`unit_jobs`, inlined where
+/// it is read) are read in two halves, so that each half's partial
+/// indexes serve it. A unit has a handful of jobs, so a page of the list
 /// costs about as many index entries as it shows dead jobs.
 pub async fn superseded(
     db: &Db,
@@ -43,58 +44,33 @@ pub async fn superseded(
         SELECT d.id AS "dead!", later.id AS "later!"
         FROM dead d
         CROSS JOIN LATERAL (
+            WITH unit_jobs AS NOT MATERIALIZED (
+                SELECT l.* FROM jobs l
+                WHERE d.establishment IS NOT NULL
+                  AND l.payload->>'establishment' = d.establishment
+                  AND (l.created_at, l.id) > (d.created_at, d.id)
+                  AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
+                UNION ALL
+                SELECT l.* FROM jobs l
+                WHERE d.establishment IS NULL AND d.academy IS NOT NULL
+                  AND l.payload->>'academy' = d.academy
+                  AND (l.created_at, l.id) > (d.created_at, d.id)
+                  AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
+                  AND l.payload->>'establishment' IS NULL
+                UNION ALL
+                SELECT l.* FROM jobs l
+                WHERE d.establishment IS NULL AND d.academy IS NULL
+                  AND l.payload->>'exam' = d.exam
+                  AND (l.created_at, l.id) > (d.created_at, d.id)
+                  AND l.kind = ANY (d.kinds)
+                  AND l.payload->>'establishment' IS NULL AND l.payload->>'academy' IS NULL
+            )
             SELECT c.id FROM (
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NOT NULL
-                   AND l.payload->>'establishment' = d.establishment
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
-                   AND l.status = 'succeeded'
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
+                (SELECT id, created_at FROM unit_jobs WHERE status = 'succeeded'
+                 ORDER BY created_at DESC, id DESC LIMIT 1)
                 UNION ALL
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NOT NULL
-                   AND l.payload->>'establishment' = d.establishment
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
-                   AND l.status IN ('queued', 'running')
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
-                UNION ALL
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NULL AND d.academy IS NOT NULL
-                   AND l.payload->>'academy' = d.academy
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
-                   AND l.payload->>'establishment' IS NULL
-                   AND l.status = 'succeeded'
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
-                UNION ALL
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NULL AND d.academy IS NOT NULL
-                   AND l.payload->>'academy' = d.academy
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.payload->>'exam' = d.exam AND l.kind = ANY (d.kinds)
-                   AND l.payload->>'establishment' IS NULL
-                   AND l.status IN ('queued', 'running')
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
-                UNION ALL
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NULL AND d.academy IS NULL
-                   AND l.payload->>'exam' = d.exam
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.kind = ANY (d.kinds)
-                   AND l.payload->>'establishment' IS NULL AND l.payload->>'academy' IS NULL
-                   AND l.status = 'succeeded'
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
-                UNION ALL
-                (SELECT l.id, l.created_at FROM jobs l
-                 WHERE d.establishment IS NULL AND d.academy IS NULL
-                   AND l.payload->>'exam' = d.exam
-                   AND (l.created_at, l.id) > (d.created_at, d.id)
-                   AND l.kind = ANY (d.kinds)
-                   AND l.payload->>'establishment' IS NULL AND l.payload->>'academy' IS NULL
-                   AND l.status IN ('queued', 'running')
-                 ORDER BY l.created_at DESC, l.id DESC LIMIT 1)
+                (SELECT id, created_at FROM unit_jobs WHERE status IN ('queued', 'running')
+                 ORDER BY created_at DESC, id DESC LIMIT 1)
             ) c
             ORDER BY c.created_at DESC, c.id DESC LIMIT 1
         ) later
