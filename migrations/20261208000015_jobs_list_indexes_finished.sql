@@ -9,6 +9,9 @@
 -- hand rewrites it), so restricted to the finished statuses each holds
 -- one entry per job.
 --
+-- Building them takes a share lock on jobs (2.9 s on a ledger of 212 200
+-- jobs, while enqueues wait): migrate outside a night.
+--
 -- The jobs still queued or running (a night's backlog at most) are
 -- listed through `jobs_active_recent`, newest first; the list reads the
 -- two halves, each in order, and merges them (db::jobs::list_page).
