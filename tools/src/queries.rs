@@ -104,8 +104,7 @@ pub async fn started(db: &Db, id: Uuid) -> anyhow::Result<bool> {
 /// Job ids handed to Redis and not yet claimed.
 pub async fn in_flight(db: &Db) -> anyhow::Result<i64> {
     sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM job_pushes p JOIN jobs j ON j.id = p.job_id
-           WHERE j.status = 'queued'"#
+        r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
     )
     .fetch_one(db.pg_pool())
     .await

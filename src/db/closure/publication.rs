@@ -81,7 +81,7 @@ pub async fn publish(
         r#"
         WITH cancelled AS (
             UPDATE jobs j
-            SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+            SET status = 'cancelled', finished_at = now(), lease_until = NULL, pushed_at = NULL,
                 last_error = 'exam published'
             WHERE j.status = 'queued' AND j.kind = ANY($3) AND j.payload->>'exam' = $1
             RETURNING j.id, j.attempts

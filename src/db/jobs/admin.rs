@@ -27,14 +27,12 @@ pub async fn retry_by_hand(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option
             r#"
             WITH retried AS (
                 UPDATE jobs
-                SET status = 'queued', attempts = 0, run_at = now(),
+                SET status = 'queued', attempts = 0, run_at = now(), pushed_at = NULL,
                     lease_until = NULL, finished_at = NULL, result = NULL,
                     progress_done = NULL, progress_total = NULL,
                     checkpoint_units = 0, advanced_attempts = 0, advanced_attempt = NULL
                 WHERE id = $1
                 RETURNING id
-            ), unpushed AS (
-                DELETE FROM job_pushes WHERE job_id IN (SELECT id FROM retried)
             )
             INSERT INTO job_events (job_id, event, attempt, detail)
             SELECT id, 'retried_by_hand', 0, 'by ' || $2 FROM retried
@@ -67,7 +65,7 @@ pub async fn cancel(db: &Db, id: Uuid, by: &str) -> anyhow::Result<Option<JobSta
             r#"
             WITH cancelled AS (
                 UPDATE jobs
-                SET status = 'cancelled', finished_at = now(), lease_until = NULL
+                SET status = 'cancelled', finished_at = now(), lease_until = NULL, pushed_at = NULL
                 WHERE id = $1
                 RETURNING id, attempts
             )

@@ -34,8 +34,7 @@ impl PumpLock {
     /// knows them.
     pub async fn in_flight(&mut self) -> anyhow::Result<i64> {
         sqlx::query_scalar!(
-            r#"SELECT count(*) AS "n!" FROM job_pushes p JOIN jobs j ON j.id = p.job_id
-               WHERE j.status = 'queued'"#
+            r#"SELECT count(*) AS "n!" FROM jobs WHERE status = 'queued' AND pushed_at IS NOT NULL"#
         )
         .fetch_one(&mut *self.tx)
         .await
@@ -49,18 +48,15 @@ impl PumpLock {
         let mut rows = sqlx::query!(
             r#"
             WITH due AS (
-                SELECT id, priority, run_at, created_at FROM jobs
-                WHERE status = 'queued' AND run_at <= now()
-                  AND NOT EXISTS (SELECT 1 FROM job_pushes p WHERE p.job_id = jobs.id)
+                SELECT id FROM jobs
+                WHERE status = 'queued' AND pushed_at IS NULL AND run_at <= now()
                 ORDER BY priority DESC, run_at, created_at
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED
-            ), pushed AS (
-                INSERT INTO job_pushes (job_id) SELECT id FROM due
             )
-            SELECT id AS "id!", priority AS "priority!", run_at AS "run_at!",
-                   created_at AS "created_at!"
-            FROM due
+            UPDATE jobs SET pushed_at = now()
+            FROM due WHERE jobs.id = due.id
+            RETURNING jobs.id, jobs.priority, jobs.run_at, jobs.created_at
             "#,
             n,
         )
@@ -82,33 +78,20 @@ impl PumpLock {
     /// Redis, or fetched by a consumer that waits for a free slot, is not
     /// lost, however long it waits. Returns how many were lost.
     pub async fn forget_lost(&mut self, after_secs: f64, held: &[Uuid]) -> anyhow::Result<u64> {
-        let n = sqlx::query_scalar!(
+        let n = sqlx::query!(
             r#"
-            WITH forgotten AS (
-                DELETE FROM job_pushes p
-                WHERE NOT (p.job_id = ANY($2))
-                  AND (p.pushed_at < now() - make_interval(secs => $1)
-                       OR NOT EXISTS (SELECT 1 FROM jobs j
-                                      WHERE j.id = p.job_id AND j.status = 'queued'))
-                RETURNING p.job_id
-            )
-            SELECT count(*) AS "n!"
-            FROM forgotten f JOIN jobs j ON j.id = f.job_id AND j.status = 'queued'
+            UPDATE jobs SET pushed_at = NULL
+            WHERE status = 'queued' AND pushed_at < now() - make_interval(secs => $1)
+              AND NOT (id = ANY($2))
             "#,
             after_secs,
             held,
         )
-        .fetch_one(&mut *self.tx)
+        .execute(&mut *self.tx)
         .await
-        .context("re-delivering lost pushes")?;
-        if n > 0 {
-            // Every pump hears it at the commit.
-            sqlx::query("NOTIFY copiste_jobs")
-                .execute(&mut *self.tx)
-                .await
-                .context("waking the pumps")?;
-        }
-        Ok(u64::try_from(n).unwrap_or(0))
+        .context("re-delivering lost pushes")?
+        .rows_affected();
+        Ok(n)
     }
 
     /// Releases the lock, keeping what was marked.
@@ -120,19 +103,15 @@ impl PumpLock {
     }
 }
 
-/// Makes ids handed to Redis deliverable again (a delivery handed back),
-/// and wakes every pump.
+/// Makes ids handed to Redis deliverable again (a delivery handed back).
 pub async fn unmark_pushed(db: &Db, ids: &[Uuid]) -> anyhow::Result<()> {
-    let mut tx = db.pool.begin().await.context("starting a transaction")?;
-    sqlx::query!("DELETE FROM job_pushes WHERE job_id = ANY($1)", ids)
-        .execute(&mut *tx)
-        .await
-        .context("unmarking pushed jobs")?;
-    sqlx::query("NOTIFY copiste_jobs")
-        .execute(&mut *tx)
-        .await
-        .context("waking the pumps")?;
-    tx.commit().await.context("committing the hand-back")?;
+    sqlx::query!(
+        "UPDATE jobs SET pushed_at = NULL WHERE id = ANY($1) AND status = 'queued'",
+        ids
+    )
+    .execute(&db.pool)
+    .await
+    .context("unmarking pushed jobs")?;
     Ok(())
 }
 
@@ -165,7 +144,7 @@ pub async fn expire_leases(db: &Db) -> anyhow::Result<(u64, u64)> {
         r#"
         WITH requeued AS (
             UPDATE jobs
-            SET status = 'queued', lease_until = NULL, run_at = now(),
+            SET status = 'queued', lease_until = NULL, pushed_at = NULL, run_at = now(),
                 last_error = format('attempt %s crashed: lease of worker %s expired',
                                     attempts, worker)
             WHERE status = 'running' AND lease_until < now()

@@ -55,11 +55,9 @@ pub async fn claim_many(
             UPDATE jobs
             SET status = 'running', attempts = attempts + 1, worker = $2,
                 lease_until = now() + make_interval(secs => $3),
-                started_at = coalesce(started_at, now())
+                started_at = coalesce(started_at, now()), pushed_at = NULL
             WHERE jobs.id = ANY ($1) AND jobs.id IN (SELECT id FROM locked)
             RETURNING jobs.id, jobs.kind, jobs.payload, jobs.attempts, jobs.max_attempts
-        ), unpushed AS (
-            DELETE FROM job_pushes WHERE job_id IN (SELECT id FROM claimed)
         ), ev AS (
             INSERT INTO job_events (job_id, event, attempt, worker)
             SELECT id, 'started', attempts, $2 FROM claimed
@@ -164,7 +162,7 @@ pub async fn reschedule(
         WITH retry AS (
             UPDATE jobs
             SET status = 'queued', run_at = now() + make_interval(secs => $4),
-                last_error = $5, lease_until = NULL
+                last_error = $5, lease_until = NULL, pushed_at = NULL
             WHERE id = $1 AND status = 'running' AND worker = $2 AND attempts = $3
             RETURNING id, attempts, run_at
         ), ev AS (
@@ -286,7 +284,7 @@ pub async fn release(db: &Db, ids: &[Uuid], worker: &str) -> anyhow::Result<u64>
         WITH released AS (
             UPDATE jobs
             SET status = 'queued', attempts = greatest(attempts - 1, 0), lease_until = NULL,
-                run_at = now(),
+                pushed_at = NULL, run_at = now(),
                 advanced_attempts = CASE WHEN advanced_attempt = attempts
                                          THEN greatest(advanced_attempts - 1, 0)
                                          ELSE advanced_attempts END,

@@ -96,8 +96,7 @@ async fn backlog_survives(loss: Loss) {
             let counts = suite.counts().await;
             let succeeded = counts.get("succeeded").copied().unwrap_or(0);
             let stale: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM job_pushes p JOIN jobs j ON j.id = p.job_id
-                 WHERE j.status = 'queued' AND p.pushed_at <= $1",
+                "SELECT count(*) FROM jobs WHERE status = 'queued' AND pushed_at <= $1",
             )
             .bind(lost_at)
             .fetch_one(&pool)
