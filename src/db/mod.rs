@@ -43,12 +43,11 @@ pub struct Db {
     /// also holds the status or is restricted to it (`jobs_active_recent`,
     /// on creation and id, of the queued and running jobs) would otherwise
     /// be chosen for the lookup and read every queued job before finding
-    /// the one id. Their connections have
-    /// `enable_seqscan = off`: the primary key is their only way to the
-    /// rows. A Postgres crash may forget the last
-    /// fraction of a second of them; the jobs concerned then run again
-    /// after their lease, as after a worker crash, which every job
-    /// tolerates (jobs are idempotent). Enqueues and every domain write
+    /// the one id. Their connections have `enable_seqscan = off`: the
+    /// primary key is their only way to the rows. A Postgres crash may
+    /// forget the last fraction of a second of them; the jobs concerned
+    /// then run again after their lease, as after a worker crash, which
+    /// every job tolerates (jobs are idempotent). Enqueues and every domain write
     /// stay fully durable on [`Db::pool`]. Opened on first use.
     pub(crate) runs: PgPool,
 }

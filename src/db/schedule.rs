@@ -103,12 +103,13 @@ pub async fn delete_download(db: &Db, id: uuid::Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes finished jobs finished before `before`, and their events in
-/// the same statement, oldest first, `batch` jobs per statement, each
-/// statement a transaction of its own; returns how many. A batch locks only the jobs
-/// it deletes (skipping any a retry by hand holds), their events and the
-/// closure units and downloads that name them, and commits before the
-/// next: the night's writers never wait for more than one batch.
+/// Deletes the jobs finished before `before`, and their events in the
+/// same statement, oldest first, `batch` jobs per statement, each
+/// statement a transaction of its own; returns how many. A batch locks
+/// only the jobs it deletes (skipping any a retry by hand holds), their
+/// events and the closure units and downloads that name them, and
+/// commits before the next: the night's writers never wait for more than
+/// one batch.
 pub async fn prune_jobs(db: &Db, before: DateTime<Utc>, batch: i64) -> anyhow::Result<u64> {
     let mut pruned = 0;
     loop {

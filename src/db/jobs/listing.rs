@@ -136,9 +136,9 @@ impl After {
 /// Runs the statements of the jobs list with custom plans: planned for
 /// the filters given, so that those not set fold away and the planner
 /// reads the index of the one that is, in order, from the cursor on
-/// (migrations 13 and 15). A generic plan cannot tell which filters are set: at
-/// national size it scanned every job's index entry and sorted them
-/// (docs/performance.md, "Reads at national size").
+/// (migrations 13 and 15). A generic plan cannot tell which filters are
+/// set: at national size it scanned every job's index entry and sorted
+/// them (docs/performance.md, "Reads at national size").
 async fn custom_plans(tx: &mut Tx) -> anyhow::Result<()> {
     sqlx::query!("SET LOCAL plan_cache_mode = force_custom_plan")
         .execute(&mut *tx.inner)

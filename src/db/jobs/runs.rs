@@ -29,8 +29,8 @@ pub struct Claimed {
 /// statistics said when the plan was made (see `Db::runs`): the lookup
 /// names the id alone, and its `OFFSET 0` keeps Postgres from pushing the
 /// status test into it (it would then pick an index restricted to the
-/// status, such as `jobs_active_recent`, and walk every queued job). The same
-/// holds for [`extend_leases`] and [`finish_many`].
+/// status, such as `jobs_active_recent`, and walk every queued job). The
+/// same holds for [`extend_leases`] and [`finish_many`].
 pub async fn claim_many(
     db: &Db,
     ids: &[Uuid],
